@@ -1,0 +1,94 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cluster is a Redis Cluster of local redis-server processes, masters only.
+type Cluster struct {
+	Nodes []*Server
+}
+
+// StartCluster starts masters nodes and joins them with
+// `redis-cli --cluster create`, then waits until every node reports the
+// cluster healthy with all 16384 slots served.
+func StartCluster(masters int) (*Cluster, error) {
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		return nil, ErrNoRedis
+	}
+	c := &Cluster{}
+	for range masters {
+		s, err := startNew([]string{
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "5000",
+		}, true)
+		if err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, s)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	}
+	if err := c.waitHealthy(20 * time.Second); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Addrs lists the nodes' host:port addresses.
+func (c *Cluster) Addrs() []string {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	return addrs
+}
+
+// Client returns a cluster client seeded with every node.
+func (c *Cluster) Client() *redis.ClusterClient {
+	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+}
+
+// Close kills every node and removes their files.
+func (c *Cluster) Close() error {
+	for _, n := range c.Nodes {
+		_ = n.Close()
+	}
+	return nil
+}
+
+func (c *Cluster) waitHealthy(limit time.Duration) error {
+	end := time.Now().Add(limit)
+	for _, n := range c.Nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr})
+		var info string
+		var err error
+		for {
+			info, err = cl.ClusterInfo(context.Background()).Result()
+			if err == nil && strings.Contains(info, "cluster_state:ok") &&
+				strings.Contains(info, "cluster_slots_ok:16384") {
+				break
+			}
+			if time.Now().After(end) {
+				_ = cl.Close()
+				return fmt.Errorf("cluster node %s not healthy after %v: %v %s", n.Addr, limit, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = cl.Close()
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+// Package redistest starts private redis-server processes for tests: a single
+// server or a Cluster of several masters, each on free loopback ports with its
+// own data directory, killed when the test process goes away.
+package redistest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNoRedis means redis-server is not installed.
+var ErrNoRedis = errors.New("redis-server not found on PATH (install it: apt-get install -y redis-server)")
+
+// Server is one redis-server process, or an external server named by
+// REDIS_URL (then Stop and Start do nothing).
+type Server struct {
+	Addr     string
+	URL      string
+	external bool
+	dir      string
+	extra    []string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+}
+
+// Start starts a private redis-server on a free port. When REDIS_URL is set
+// it returns that server instead; tests must then keep to their own keys.
+func Start() (*Server, error) {
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		opt, err := redis.ParseURL(u)
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		return &Server{Addr: opt.Addr, URL: u, external: true}, nil
+	}
+	return startNew(nil, false)
+}
+
+// StartOrSkip is Start for a single test: it skips when redis-server is
+// missing, loudly, except under CI, where a missing server is a failure.
+func StartOrSkip(tb testingTB) *Server {
+	tb.Helper()
+	s, err := Start()
+	SkipIfMissing(tb, err)
+	if err != nil {
+		tb.Fatalf("start redis-server: %v", err)
+	}
+	tb.Cleanup(func() { _ = s.Stop() })
+	return s
+}
+
+type testingTB interface {
+	Helper()
+	Skipf(string, ...any)
+	Fatalf(string, ...any)
+	Cleanup(func())
+}
+
+// SkipIfMissing skips tb when err is ErrNoRedis, or fails it when the CI
+// environment variable is set: CI must always run the Redis cases.
+func SkipIfMissing(tb testingTB, err error) {
+	tb.Helper()
+	if !errors.Is(err, ErrNoRedis) {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		tb.Fatalf("%v; CI must run the Redis tests", err)
+	}
+	tb.Skipf("SKIPPING REDIS TESTS: %v", err)
+}
+
+func startNew(extra []string, cluster bool) (*Server, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, ErrNoRedis
+	}
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 5 {
+		port, err := freePort(cluster)
+		if err != nil {
+			return nil, err
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, extra: extra}
+		s.URL = "redis://" + s.Addr + "/0"
+		if lastErr = s.Start(); lastErr == nil {
+			return s, nil
+		}
+	}
+	_ = os.RemoveAll(dir)
+	return nil, lastErr
+}
+
+// Start (re)starts a stopped private server on its old port and data dir.
+func (s *Server) Start() error {
+	if s.external || s.cmd != nil {
+		return nil
+	}
+	_, port, _ := net.SplitHostPort(s.Addr)
+	args := append([]string{
+		"--port", port, "--bind", "127.0.0.1", "--protected-mode", "no",
+		"--save", "", "--appendonly", "no", "--daemonize", "no",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis-"+port+".log"),
+	}, s.extra...)
+	cmd := exec.Command("redis-server", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	s.cmd, s.exited = cmd, make(chan struct{})
+	go func() { _ = cmd.Wait(); close(s.exited) }()
+	if err := s.waitReady(5 * time.Second); err != nil {
+		_ = s.Stop()
+		return err
+	}
+	return nil
+}
+
+func (s *Server) waitReady(limit time.Duration) error {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	defer c.Close()
+	end := time.Now().Add(limit)
+	for {
+		select {
+		case <-s.exited:
+			log, _ := os.ReadFile(s.logFile())
+			return fmt.Errorf("redis-server on %s exited at start: %s", s.Addr, log)
+		default:
+		}
+		err := c.Ping(context.Background()).Err()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("redis-server on %s not ready after %v: %w", s.Addr, limit, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *Server) logFile() string {
+	_, port, _ := net.SplitHostPort(s.Addr)
+	return filepath.Join(s.dir, "redis-"+port+".log")
+}
+
+// Stop kills the server (SIGKILL: like a crash, nothing is saved). The data
+// dir stays for a later Start; Close removes it.
+func (s *Server) Stop() error {
+	if s.external || s.cmd == nil {
+		return nil
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
+	return nil
+}
+
+// Close stops the server and removes its files.
+func (s *Server) Close() error {
+	err := s.Stop()
+	if !s.external {
+		_ = os.RemoveAll(s.dir)
+	}
+	return err
+}
+
+// Client returns a client for this server.
+func (s *Server) Client() *redis.Client {
+	opt, err := redis.ParseURL(s.URL)
+	if err != nil {
+		opt = &redis.Options{Addr: s.Addr}
+	}
+	return redis.NewClient(opt)
+}
+
+// freePort finds a free loopback port. A cluster node also needs port+10000
+// for its bus.
+func freePort(cluster bool) (int, error) {
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if !cluster {
+			return port, nil
+		}
+		if port+10000 > 65535 {
+			continue
+		}
+		if bus, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000))); err == nil {
+			_ = bus.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no free port pair for a cluster node")
+}

@@ -3,6 +3,7 @@ package store_test
 import (
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/quotaops/quota-operator/internal/store"
@@ -10,62 +11,87 @@ import (
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
-// One redis-server and one 3-master Cluster serve the whole package.
+// One redis-server, one 3-master Cluster and one Sentinel group serve the
+// whole package.
 var (
 	single     *redistest.Server
 	cluster    *redistest.Cluster
+	sentinel   *redistest.Sentinel
 	startError error
 )
 
 func TestMain(m *testing.M) {
-	single, startError = redistest.Start()
-	if startError == nil {
-		cluster, startError = redistest.StartCluster(3)
+	code := func() int {
+		defer stopServers()
+		if startError = startServers(); startError != nil {
+			fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func startServers() error {
+	var err error
+	if single, err = redistest.Start(); err != nil {
+		return err
 	}
-	if startError != nil {
-		fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)
+	if cluster, err = redistest.StartCluster(3); err != nil {
+		return err
 	}
-	code := m.Run()
+	sentinel, err = redistest.StartSentinel("quota-master")
+	return err
+}
+
+func stopServers() {
 	if single != nil {
 		_ = single.Close()
 	}
 	if cluster != nil {
 		_ = cluster.Close()
 	}
-	os.Exit(code)
+	if sentinel != nil {
+		_ = sentinel.Close()
+	}
 }
 
 type backend struct {
 	name  string
-	store *store.Redis
+	store store.Store
 }
 
+// backends opens each deployment through its store URL, the same path the
+// manager and sidecar take from --store.
 func backends(tb testing.TB) []backend {
 	tb.Helper()
 	redistest.SkipIfMissing(tb, startError)
 	if startError != nil {
 		tb.Fatalf("redis test servers: %v", startError)
 	}
-	all := []backend{
-		{"single", store.NewRedis(single.Client())},
-		{"cluster", store.NewRedis(cluster.Client())},
+	urls := []backend{
+		{name: single.URL},
+		{name: "redis+cluster://" + strings.Join(cluster.Addrs(), ",")},
+		{name: "redis+sentinel://" + sentinel.Sentinel.Addr + "/" + sentinel.MasterName},
 	}
-	tb.Cleanup(func() {
-		for _, b := range all {
-			_ = b.store.Close()
+	for i := range urls {
+		s, err := store.Open(urls[i].name)
+		if err != nil {
+			tb.Fatal(err)
 		}
-	})
-	return all
+		urls[i].store = s
+		tb.Cleanup(func() { _ = s.Close() })
+	}
+	return urls
 }
 
 func TestRedisConformance(t *testing.T) {
 	for _, be := range backends(t) {
-		t.Run(be.name, func(t *testing.T) { storetest.Run(t, be.store) })
+		t.Run(strings.SplitN(be.name, ":", 2)[0], func(t *testing.T) { storetest.Run(t, be.store) })
 	}
 }
 
 func BenchmarkRedis(b *testing.B) {
 	for _, be := range backends(b) {
-		b.Run(be.name, func(b *testing.B) { storetest.Bench(b, be.store) })
+		b.Run(strings.SplitN(be.name, ":", 2)[0], func(b *testing.B) { storetest.Bench(b, be.store) })
 	}
 }

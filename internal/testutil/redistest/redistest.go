@@ -28,6 +28,7 @@ type Server struct {
 	URL      string
 	external bool
 	dir      string
+	conf     string // config file, for modes such as --sentinel
 	extra    []string
 	cmd      *exec.Cmd
 	exited   chan struct{}
@@ -87,13 +88,19 @@ func startNew(extra []string, cluster bool) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return startNewIn(dir, "", extra, cluster)
+}
+
+// startNewIn starts a server with its files in dir, retrying on another port
+// when the one it picked was taken meanwhile.
+func startNewIn(dir, conf string, extra []string, cluster bool) (*Server, error) {
 	var lastErr error
 	for range 5 {
 		port, err := freePort(cluster)
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, extra: extra}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, conf: conf, extra: extra}
 		s.URL = "redis://" + s.Addr + "/0"
 		if lastErr = s.Start(); lastErr == nil {
 			return s, nil
@@ -109,11 +116,15 @@ func (s *Server) Start() error {
 		return nil
 	}
 	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(args,
 		"--port", port, "--bind", "127.0.0.1", "--protected-mode", "no",
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis-"+port+".log"),
-	}, s.extra...)
+		"--dir", s.dir, "--logfile", s.logFile())
+	args = append(args, s.extra...)
 	cmd := exec.Command("redis-server", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,252 @@
+package store
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Location is a parsed store URL (the --store flag):
+//
+//	memory://
+//	redis://[user:pass@]host[:port][/db]           (rediss:// for TLS)
+//	redis+sentinel://[user:pass@]host[:port][,host[:port]...]/master[/db]
+//	redis+cluster://[user:pass@]host[:port][,host[:port]...]
+//
+// rediss+sentinel:// and rediss+cluster:// use TLS. Ports default to 6379
+// (26379 for sentinels). Query parameters: dial_timeout, read_timeout,
+// write_timeout (Go durations), pool_size and max_retries (integers).
+type Location struct {
+	// Kind is "memory", "redis", "sentinel" or "cluster".
+	Kind  string
+	Redis *redis.UniversalOptions
+	// scheme is kept to print the location back.
+	scheme string
+}
+
+const (
+	defaultRedisPort    = "6379"
+	defaultSentinelPort = "26379"
+	maxStoreURLLength   = 4096
+)
+
+var schemes = map[string]string{
+	"memory":          "memory",
+	"redis":           "redis",
+	"rediss":          "redis",
+	"redis+sentinel":  "sentinel",
+	"rediss+sentinel": "sentinel",
+	"redis+cluster":   "cluster",
+	"rediss+cluster":  "cluster",
+}
+
+// ParseLocation parses a store URL. Errors never repeat the password.
+func ParseLocation(raw string) (*Location, error) {
+	if len(raw) > maxStoreURLLength {
+		return nil, fmt.Errorf("store URL is longer than %d bytes", maxStoreURLLength)
+	}
+	scheme, rest, ok := strings.Cut(raw, "://")
+	kind := schemes[strings.ToLower(scheme)]
+	if !ok || kind == "" {
+		return nil, errors.New(`store URL must start with memory://, redis://, rediss://, redis+sentinel:// or redis+cluster://`)
+	}
+	loc := &Location{Kind: kind, scheme: strings.ToLower(scheme)}
+	if kind == "memory" {
+		if rest != "" {
+			return nil, errors.New("memory:// takes no host, path or options")
+		}
+		return loc, nil
+	}
+	authority, pathQuery := rest, ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority, pathQuery = rest[:i], rest[i:]
+	}
+	opts := &redis.UniversalOptions{}
+	if err := parseAuthority(authority, kind, opts); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(pathQuery)
+	if err != nil {
+		return nil, fmt.Errorf("store URL path or query: %w", err)
+	}
+	if err := parsePath(u.Path, kind, opts); err != nil {
+		return nil, err
+	}
+	if err := parseQuery(u.Query(), opts); err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(loc.scheme, "rediss") {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	opts.IsClusterMode = kind == "cluster"
+	loc.Redis = opts
+	return loc, nil
+}
+
+func parseAuthority(authority, kind string, opts *redis.UniversalOptions) error {
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		user, pass, hasPass := strings.Cut(authority[:i], ":")
+		var err error
+		if opts.Username, err = url.PathUnescape(user); err != nil {
+			return errors.New("store URL user name is not valid percent-encoding")
+		}
+		if hasPass {
+			if opts.Password, err = url.PathUnescape(pass); err != nil {
+				return errors.New("store URL password is not valid percent-encoding")
+			}
+		}
+		authority = authority[i+1:]
+	}
+	port := defaultRedisPort
+	if kind == "sentinel" {
+		port = defaultSentinelPort
+	}
+	for _, h := range strings.Split(authority, ",") {
+		addr, err := hostPort(h, port)
+		if err != nil {
+			return err
+		}
+		opts.Addrs = append(opts.Addrs, addr)
+	}
+	if kind == "redis" && len(opts.Addrs) != 1 {
+		return errors.New("redis:// takes one host; use redis+cluster:// or redis+sentinel:// for several")
+	}
+	return nil
+}
+
+func hostPort(h, defaultPort string) (string, error) {
+	if h == "" {
+		return "", errors.New("store URL has an empty host")
+	}
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		// No port given (or a bare IPv6 address in brackets).
+		host, port = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]"), defaultPort
+	}
+	if host == "" || strings.ContainsAny(host, "[]/@?# ") {
+		return "", fmt.Errorf("store URL host %q is not valid", h)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("store URL port %q is not a number from 1 to 65535", port)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func parsePath(path, kind string, opts *redis.UniversalOptions) error {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if parts[0] == "" {
+		parts = nil
+	}
+	if kind == "sentinel" {
+		if len(parts) == 0 {
+			return errors.New("redis+sentinel:// needs the master name as its path: redis+sentinel://host:26379/mymaster[/db]")
+		}
+		opts.MasterName, parts = parts[0], parts[1:]
+	}
+	switch {
+	case len(parts) == 0:
+		return nil
+	case len(parts) > 1:
+		return fmt.Errorf("store URL path %q has too many parts", path)
+	case kind == "cluster":
+		return errors.New("redis+cluster:// takes no database number: a cluster has only database 0")
+	}
+	db, err := strconv.Atoi(parts[0])
+	if err != nil || db < 0 || db > 1<<20 {
+		return fmt.Errorf("store URL database %q is not a non-negative number", parts[0])
+	}
+	opts.DB = db
+	return nil
+}
+
+func parseQuery(q url.Values, opts *redis.UniversalOptions) error {
+	for name, values := range q {
+		v := values[len(values)-1]
+		var err error
+		switch name {
+		case "dial_timeout":
+			opts.DialTimeout, err = positiveDuration(v)
+		case "read_timeout":
+			opts.ReadTimeout, err = positiveDuration(v)
+		case "write_timeout":
+			opts.WriteTimeout, err = positiveDuration(v)
+		case "pool_size":
+			opts.PoolSize, err = boundedInt(v, 1, 100000)
+		case "max_retries":
+			opts.MaxRetries, err = boundedInt(v, -1, 100)
+		default:
+			return fmt.Errorf("store URL option %q is unknown (known: dial_timeout, read_timeout, write_timeout, pool_size, max_retries)", name)
+		}
+		if err != nil {
+			return fmt.Errorf("store URL option %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func positiveDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not a positive duration such as 50ms", v)
+	}
+	return d, nil
+}
+
+func boundedInt(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%q is not a number from %d to %d", v, lo, hi)
+	}
+	return n, nil
+}
+
+// String prints the location for logs, with any password masked.
+func (l *Location) String() string {
+	if l.Kind == "memory" {
+		return "memory://"
+	}
+	o := l.Redis
+	var b strings.Builder
+	b.WriteString(l.scheme + "://")
+	if o.Username != "" || o.Password != "" {
+		b.WriteString(url.PathEscape(o.Username))
+		if o.Password != "" {
+			b.WriteString(":xxxxx")
+		}
+		b.WriteString("@")
+	}
+	b.WriteString(strings.Join(o.Addrs, ","))
+	if o.MasterName != "" {
+		b.WriteString("/" + url.PathEscape(o.MasterName))
+	}
+	if l.Kind != "cluster" {
+		b.WriteString("/" + strconv.Itoa(o.DB))
+	}
+	return b.String()
+}
+
+// Open returns the store at raw. Redis clients connect lazily: a server that
+// is down now is not an error here, only on the first operation.
+func Open(raw string, memoryOpts ...MemoryOption) (Store, error) {
+	loc, err := ParseLocation(raw)
+	if err != nil {
+		return nil, err
+	}
+	return loc.Open(memoryOpts...), nil
+}
+
+// Open returns the store at l; callers may first set l.Redis.Password from a
+// file or the environment rather than the URL.
+func (l *Location) Open(memoryOpts ...MemoryOption) Store {
+	if l.Kind == "memory" {
+		return NewMemory(memoryOpts...)
+	}
+	return NewRedis(redis.NewUniversalClient(l.Redis))
+}

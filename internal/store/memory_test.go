@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -13,13 +14,13 @@ import (
 
 func TestMemoryConformance(t *testing.T) {
 	s := store.NewMemory()
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	storetest.Run(t, s)
 }
 
 func BenchmarkMemory(b *testing.B) {
 	s := store.NewMemory()
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	storetest.Bench(b, s)
 }
 
@@ -44,7 +45,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 func TestMemoryTTLToTheMillisecond(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
 	s := store.NewMemory(store.WithClock(clock.Now), store.WithSweepInterval(time.Hour))
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ctx := context.Background()
 	tests := []struct {
 		name    string
@@ -75,7 +76,7 @@ func TestMemoryTTLToTheMillisecond(t *testing.T) {
 func TestMemoryReclaimsExpiredKeys(t *testing.T) {
 	clock := &fakeClock{now: time.Now()}
 	s := store.NewMemory(store.WithClock(clock.Now), store.WithSweepInterval(5*time.Millisecond))
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	ctx := context.Background()
 	for i := range 10000 {
 		key := fmt.Sprintf("tmp:%d", i)
@@ -105,7 +106,7 @@ func TestMemoryClosed(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Increment(context.Background(), "k", 1); err != store.ErrClosed {
+	if _, err := s.Increment(context.Background(), "k", 1); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("Increment after Close: %v; want ErrClosed", err)
 	}
 	if err := s.Close(); err != nil {

@@ -142,7 +142,7 @@ func TestOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer func() { _ = s.Close() }()
 	if n, err := s.Increment(context.Background(), "k", 2); err != nil || n != 2 {
 		t.Fatalf("Increment = %d, %v", n, err)
 	}

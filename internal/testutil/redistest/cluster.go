@@ -84,7 +84,7 @@ func (c *Cluster) waitHealthy(limit time.Duration) error {
 			}
 			if time.Now().After(end) {
 				_ = cl.Close()
-				return fmt.Errorf("cluster node %s not healthy after %v: %v %s", n.Addr, limit, err, info)
+				return fmt.Errorf("cluster node %s not healthy after %v (%s): %w", n.Addr, limit, info, err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

@@ -141,7 +141,7 @@ func (s *Server) Start() error {
 
 func (s *Server) waitReady(limit time.Duration) error {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	end := time.Now().Add(limit)
 	for {
 		select {

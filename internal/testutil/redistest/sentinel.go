@@ -52,7 +52,7 @@ func StartSentinel(masterName string) (*Sentinel, error) {
 
 func (sn *Sentinel) waitMaster(limit time.Duration) error {
 	c := redis.NewSentinelClient(&redis.Options{Addr: sn.Sentinel.Addr})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	end := time.Now().Add(limit)
 	for {
 		addr, err := c.GetMasterAddrByName(context.Background(), sn.MasterName).Result()
@@ -60,7 +60,7 @@ func (sn *Sentinel) waitMaster(limit time.Duration) error {
 			return nil
 		}
 		if time.Now().After(end) {
-			return fmt.Errorf("sentinel %s does not report master %s: %v %v", sn.Sentinel.Addr, sn.MasterName, addr, err)
+			return fmt.Errorf("sentinel %s does not report master %s (got %v): %w", sn.Sentinel.Addr, sn.MasterName, addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestRun(t *testing.T) {
+	tests := []struct {
+		args      []string
+		code      int
+		stdout    string
+		stderrHas string
+	}{
+		{args: []string{"version"}, code: 0, stdout: "dev\n"},
+		{args: nil, code: 2, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  version    print the version\n"},
+		{args: []string{"--help"}, code: 0, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  version    print the version\n"},
+		{args: []string{"frobnicate"}, code: 2, stderrHas: `unknown command "frobnicate"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := run(tt.args, &stdout, &stderr); code != tt.code {
+				t.Fatalf("exit code %d; want %d", code, tt.code)
+			}
+			if tt.stdout != "" && stdout.String() != tt.stdout {
+				t.Fatalf("stdout %q; want %q", stdout.String(), tt.stdout)
+			}
+			if !strings.Contains(stderr.String(), tt.stderrHas) {
+				t.Fatalf("stderr %q; want it to contain %q", stderr.String(), tt.stderrHas)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -90,8 +91,20 @@ func TestRedisConformance(t *testing.T) {
 	}
 }
 
+// BenchmarkRedis also measures a bare PING on the same client: the round-trip
+// baseline that each operation's ns/op is to be read against.
 func BenchmarkRedis(b *testing.B) {
 	for _, be := range backends(b) {
-		b.Run(strings.SplitN(be.name, ":", 2)[0], func(b *testing.B) { storetest.Bench(b, be.store) })
+		b.Run(strings.SplitN(be.name, ":", 2)[0], func(b *testing.B) {
+			b.Run("baseline-PING", func(b *testing.B) {
+				c := be.store.(*store.Redis).Client()
+				for b.Loop() {
+					if err := c.Ping(context.Background()).Err(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			storetest.Bench(b, be.store)
+		})
 	}
 }

@@ -39,58 +39,47 @@ mkdir -p "${BIN_DIR}"
 export GOFLAGS="-mod=mod"
 export CGO_ENABLED=0
 
+# scratch_module DIR MODULE@VERSION PACKAGE...: a throwaway module in DIR that
+# requires MODULE and imports each PACKAGE, so `go build PACKAGE` resolves.
+scratch_module() {
+  local dir="$1" require="$2"
+  shift 2
+  mkdir -p "${dir}"
+  cd "${dir}"
+  go mod init "quotaops.dev/scratch-$(basename "${dir}")" >/dev/null 2>&1
+  go mod edit -require="${require}"
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    printf '\t_ "%s"\n' "$@"
+    printf ')\n'
+  } > tools.go
+}
+
 build_kubernetes() {
-  local mod="${work}/k8s"
-  mkdir -p "${mod}"
-  cd "${mod}"
   log "building kube-apiserver and kubectl v${K8S_VERSION} from the Go module proxy (first time: about 5 minutes on 2 cores)"
-  go mod init quotaops.dev/envtest-k8s >/dev/null 2>&1
-  go mod edit -require="k8s.io/kubernetes@v${K8S_VERSION}"
+  scratch_module "${work}/k8s" "k8s.io/kubernetes@v${K8S_VERSION}" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
   # k8s.io/kubernetes points its staging repos at ./staging; pin each to the
   # published module of the same release instead.
-  local gomod
+  local gomod staging repo
   gomod="$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
-  local staging
   staging="$(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "${gomod}")"
   if [[ -z "${staging}" ]]; then
     log "found no staging replacements in ${gomod}"
     exit 1
   fi
-  local repo
   for repo in ${staging}; do
     go mod edit -replace="${repo}=${repo}@${STAGING_VERSION}"
   done
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
   go mod tidy >&2
-  go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/client-go/pkg/version.gitVersion=v${K8S_VERSION}" \
-    -o "${BIN_DIR}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-  go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/client-go/pkg/version.gitVersion=v${K8S_VERSION}" \
-    -o "${BIN_DIR}/kubectl" k8s.io/kubernetes/cmd/kubectl
+  local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/client-go/pkg/version.gitVersion=v${K8S_VERSION}"
+  go build -trimpath -ldflags "${ldflags}" -o "${BIN_DIR}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  go build -trimpath -ldflags "${ldflags}" -o "${BIN_DIR}/kubectl" k8s.io/kubernetes/cmd/kubectl
 }
 
 build_etcd() {
-  local mod="${work}/etcd"
-  mkdir -p "${mod}"
-  cd "${mod}"
   log "building etcd v${ETCD_VERSION} from the Go module proxy"
-  go mod init quotaops.dev/envtest-etcd >/dev/null 2>&1
-  go mod edit -require="go.etcd.io/etcd/server/v3@v${ETCD_VERSION}"
-  cat > tools.go <<'GO'
-//go:build tools
-
-package tools
-
-import _ "go.etcd.io/etcd/server/v3"
-GO
+  scratch_module "${work}/etcd" "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" go.etcd.io/etcd/server/v3
   go mod tidy >&2
   go build -trimpath -ldflags "-s -w" -o "${BIN_DIR}/etcd" go.etcd.io/etcd/server/v3
 }

@@ -155,18 +155,25 @@ func (sh *memoryShard) setExpiry(e *memoryEntry, at time.Time) {
 	e.expireAt = at
 }
 
-// lock returns the shard owning key, locked, and the current time read under
-// that lock so that expiry decisions are ordered with the writes.
-func (m *Memory) lock(ctx context.Context, key string) (*memoryShard, time.Time, error) {
+// locked returns the shard owning key, locked (the caller unlocks it), the
+// time read under that lock so that expiry decisions are ordered with the
+// writes, and the key's live entry or nil.
+func (m *Memory) locked(ctx context.Context, key string) (*memoryShard, time.Time, *memoryEntry, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, nil, err
 	}
 	if m.closed.Load() {
-		return nil, time.Time{}, ErrClosed
+		return nil, time.Time{}, nil, ErrClosed
 	}
 	sh := &m.shards[fnv32a(key)%memoryShards]
 	sh.mu.Lock()
-	return sh, m.now(), nil
+	now := m.now()
+	return sh, now, sh.live(key, now), nil
+}
+
+// holds reports whether e exists and, when expected is not nil, holds it.
+func (e *memoryEntry) holds(expected []byte) bool {
+	return e != nil && (expected == nil || string(e.value) == string(expected))
 }
 
 func fnv32a(s string) uint32 {
@@ -198,12 +205,11 @@ func (m *Memory) IncrementWithTTL(ctx context.Context, key string, by int64, ttl
 
 // increment sets ttl (when non-zero) on a key that has no expiry.
 func (m *Memory) increment(ctx context.Context, key string, by int64, ttl time.Duration) (int64, error) {
-	sh, now, err := m.lock(ctx, key)
+	sh, now, e, err := m.locked(ctx, key)
 	if err != nil {
 		return 0, err
 	}
 	defer sh.mu.Unlock()
-	e := sh.live(key, now)
 	var cur int64
 	if e != nil {
 		if cur, err = parseInteger(e.value); err != nil {
@@ -242,13 +248,12 @@ func (m *Memory) compareAndExpire(ctx context.Context, key string, expected []by
 	if err := checkTTL(ttl, false); err != nil {
 		return false, err
 	}
-	sh, now, err := m.lock(ctx, key)
+	sh, now, e, err := m.locked(ctx, key)
 	if err != nil {
 		return false, err
 	}
 	defer sh.mu.Unlock()
-	e := sh.live(key, now)
-	if e == nil || (expected != nil && string(e.value) != string(expected)) {
+	if !e.holds(expected) {
 		return false, nil
 	}
 	sh.setExpiry(e, deadline(now, ttl))
@@ -256,12 +261,11 @@ func (m *Memory) compareAndExpire(ctx context.Context, key string, expected []by
 }
 
 func (m *Memory) Get(ctx context.Context, key string) ([]byte, bool, error) {
-	sh, now, err := m.lock(ctx, key)
+	sh, _, e, err := m.locked(ctx, key)
 	if err != nil {
 		return nil, false, err
 	}
 	defer sh.mu.Unlock()
-	e := sh.live(key, now)
 	if e == nil {
 		return nil, false, nil
 	}
@@ -281,12 +285,11 @@ func (m *Memory) set(ctx context.Context, key string, value []byte, ttl time.Dur
 	if err := checkTTL(ttl, !onlyIfAbsent); err != nil {
 		return false, err
 	}
-	sh, now, err := m.lock(ctx, key)
+	sh, now, e, err := m.locked(ctx, key)
 	if err != nil {
 		return false, err
 	}
 	defer sh.mu.Unlock()
-	e := sh.live(key, now)
 	if e != nil && onlyIfAbsent {
 		return false, nil
 	}
@@ -300,12 +303,12 @@ func (m *Memory) set(ctx context.Context, key string, value []byte, ttl time.Dur
 }
 
 func (m *Memory) Has(ctx context.Context, key string) (bool, error) {
-	sh, now, err := m.lock(ctx, key)
+	sh, _, e, err := m.locked(ctx, key)
 	if err != nil {
 		return false, err
 	}
 	defer sh.mu.Unlock()
-	return sh.live(key, now) != nil, nil
+	return e != nil, nil
 }
 
 func (m *Memory) Delete(ctx context.Context, key string) (bool, error) {
@@ -320,13 +323,12 @@ func (m *Memory) CompareAndDelete(ctx context.Context, key string, expected []by
 }
 
 func (m *Memory) compareAndDelete(ctx context.Context, key string, expected []byte) (bool, error) {
-	sh, now, err := m.lock(ctx, key)
+	sh, _, e, err := m.locked(ctx, key)
 	if err != nil {
 		return false, err
 	}
 	defer sh.mu.Unlock()
-	e := sh.live(key, now)
-	if e == nil || (expected != nil && string(e.value) != string(expected)) {
+	if !e.holds(expected) {
 		return false, nil
 	}
 	sh.remove(key, e)
@@ -334,12 +336,11 @@ func (m *Memory) compareAndDelete(ctx context.Context, key string, expected []by
 }
 
 func (m *Memory) TTL(ctx context.Context, key string) (time.Duration, bool, error) {
-	sh, now, err := m.lock(ctx, key)
+	sh, now, e, err := m.locked(ctx, key)
 	if err != nil {
 		return 0, false, err
 	}
 	defer sh.mu.Unlock()
-	e := sh.live(key, now)
 	switch {
 	case e == nil:
 		return 0, false, nil

@@ -71,9 +71,16 @@ test: verify lint envtest redis-server ## Checks, then every test against real R
 bench: redis-server ## Run the benchmarks (store operations on memory and Redis).
 	go test $(BENCH_FLAGS) ./internal/store/...
 
+FUZZTIME ?= 30s
+
 .PHONY: fuzz
-fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
-	go test -run '^$$' -fuzz FuzzParseLocation -fuzztime $${FUZZTIME:-30s} ./internal/store/
+fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.
+	@git grep -l '^func Fuzz' -- '*_test.go' | while read -r f; do \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+			echo "go test -run '^$$' -fuzz '^$$target\$$' -fuzztime $(FUZZTIME) ./$$(dirname "$$f")/"; \
+			go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./$$(dirname "$$f")/ || exit 1; \
+		done; \
+	done
 
 ##@ Build
 

@@ -1,0 +1,81 @@
+package limiter
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"strings"
+)
+
+// keyPrefix starts every limiter key; the version lets a new layout live
+// beside an old one during an upgrade.
+const keyPrefix = "qo:v1:"
+
+// CounterKey names the counters of one limit for one subject. Every key
+// built from it shares one Redis Cluster hash tag, so all the windows of
+// that limit (current and previous, every rate) sit in one slot and one
+// script can decide them together.
+type CounterKey struct {
+	Namespace string
+	Policy    string
+	Limit     string
+	// Subject is the request's values for the limit's key sources, in
+	// order. Only a hash of them reaches the store.
+	Subject []string
+}
+
+// Tag returns the hash tag: {namespace/policy/limit/subject-hash}.
+func (k CounterKey) Tag() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for _, part := range []string{k.Namespace, k.Policy, k.Limit} {
+		escapeKeyPart(&b, part)
+		b.WriteByte('/')
+	}
+	b.WriteString(SubjectHash(k.Subject))
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Key returns the store key for one counter of this limit, such as the
+// window starting at a given instant: qo:v1:{...}:suffix.
+func (k CounterKey) Key(suffix string) string {
+	var b strings.Builder
+	b.WriteString(keyPrefix)
+	b.WriteString(k.Tag())
+	b.WriteByte(':')
+	escapeKeyPart(&b, suffix)
+	return b.String()
+}
+
+// SubjectHash returns 32 hex digits of SHA-256 over the values, each length
+// prefixed so that ("ab","c") and ("a","bc") differ. Raw subjects (API keys,
+// tokens, addresses) never appear in keys, status, logs or metrics; this
+// hash does.
+func SubjectHash(values []string) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, v := range values {
+		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+		h.Write(n[:])
+		h.Write([]byte(v))
+	}
+	sum := h.Sum(nil)
+	return hex.EncodeToString(sum[:16])
+}
+
+// escapeKeyPart writes s with every byte outside [A-Za-z0-9._-] as %XX, so
+// names cannot forge a separator or a hash-tag brace.
+func escapeKeyPart(b *strings.Builder, s string) {
+	const hexDigits = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&15])
+	}
+}

@@ -1,0 +1,85 @@
+package limiter
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestCounterKey(t *testing.T) {
+	tests := []struct {
+		name string
+		key  CounterKey
+		sfx  string
+		want string
+	}{
+		{"empty subject", CounterKey{"team-a", "api", "per-ip", nil}, "w1764158400",
+			"qo:v1:{team-a/api/per-ip/e3b0c44298fc1c149afbf4c8996fb924}:w1764158400"},
+		{"names are escaped", CounterKey{"ns", "p}{", "a/b:c", nil}, "x:y",
+			"qo:v1:{ns/p%7D%7B/a%2Fb%3Ac/e3b0c44298fc1c149afbf4c8996fb924}:x%3Ay"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.key.Key(tt.sfx); got != tt.want {
+				t.Fatalf("Key = %q; want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSubjectHash(t *testing.T) {
+	if SubjectHash([]string{"ab", "c"}) == SubjectHash([]string{"a", "bc"}) {
+		t.Fatal("length prefixes missing: (ab,c) and (a,bc) hash alike")
+	}
+	if SubjectHash([]string{""}) == SubjectHash(nil) {
+		t.Fatal("one empty value and no value hash alike")
+	}
+	k := CounterKey{"ns", "api", "per-key", []string{"sk_live_SECRET123"}}
+	if key := k.Key("w1"); strings.Contains(key, "SECRET") {
+		t.Fatalf("raw subject in key %q", key)
+	}
+}
+
+// hashTag is what Redis Cluster hashes: the text between the first '{' and
+// the first '}' after it, when that is not empty.
+func hashTag(key string) string {
+	open := strings.IndexByte(key, '{')
+	if open < 0 {
+		return key
+	}
+	end := strings.IndexByte(key[open+1:], '}')
+	if end <= 0 {
+		return key
+	}
+	return key[open+1 : open+1+end]
+}
+
+func FuzzCounterKey(f *testing.F) {
+	f.Add("team-a", "api", "per-ip", "10.0.0.1", "w1")
+	f.Add("n}s", "{p", "l/x", "", ":")
+	f.Fuzz(func(t *testing.T, ns, policy, limit, subject, suffix string) {
+		k := CounterKey{ns, policy, limit, []string{subject}}
+		a, b := k.Key(suffix), k.Key(suffix+"x")
+		if !strings.HasPrefix(a, keyPrefix+"{") {
+			t.Fatalf("key %q lacks the prefix", a)
+		}
+		// Every counter of one limit and subject shares one slot.
+		if hashTag(a) != hashTag(b) || "{"+hashTag(a)+"}" != k.Tag() {
+			t.Fatalf("keys %q and %q do not share the tag %q", a, b, k.Tag())
+		}
+		if strings.Count(a, "{") != 1 || strings.Count(a, "}") != 1 {
+			t.Fatalf("key %q has a forged brace", a)
+		}
+		// The subject reaches the key only through its hash: with the hash
+		// masked, another subject gives the same key.
+		other := CounterKey{ns, policy, limit, []string{subject + "-other"}}
+		masked := strings.Replace(a, SubjectHash(k.Subject), "H", 1)
+		if masked != strings.Replace(other.Key(suffix), SubjectHash(other.Subject), "H", 1) {
+			t.Fatalf("subject %q shapes key %q beyond its hash", subject, a)
+		}
+		// Names are escaped, never merged: other parts give another tag.
+		merged := CounterKey{ns + "/" + policy, "", limit, []string{subject}}
+		if policy != "" && merged.Tag() == k.Tag() {
+			t.Fatalf("%+v and %+v share tag %q", k, merged, k.Tag())
+		}
+	})
+}

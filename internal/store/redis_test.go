@@ -57,9 +57,12 @@ func stopServers() {
 }
 
 type backend struct {
-	name  string
+	url   string
 	store store.Store
 }
+
+// label names a backend by its URL scheme, which is all that differs.
+func (b backend) label() string { return strings.SplitN(b.url, ":", 2)[0] }
 
 // backends opens each deployment through its store URL, the same path the
 // manager and sidecar take from --store.
@@ -69,25 +72,25 @@ func backends(tb testing.TB) []backend {
 	if startError != nil {
 		tb.Fatalf("redis test servers: %v", startError)
 	}
-	urls := []backend{
-		{name: single.URL},
-		{name: "redis+cluster://" + strings.Join(cluster.Addrs(), ",")},
-		{name: "redis+sentinel://" + sentinel.Sentinel.Addr + "/" + sentinel.MasterName},
+	all := []backend{
+		{url: single.URL},
+		{url: "redis+cluster://" + strings.Join(cluster.Addrs(), ",")},
+		{url: "redis+sentinel://" + sentinel.Sentinel.Addr + "/" + sentinel.MasterName},
 	}
-	for i := range urls {
-		s, err := store.Open(urls[i].name)
+	for i := range all {
+		s, err := store.Open(all[i].url)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		urls[i].store = s
+		all[i].store = s
 		tb.Cleanup(func() { _ = s.Close() })
 	}
-	return urls
+	return all
 }
 
 func TestRedisConformance(t *testing.T) {
 	for _, be := range backends(t) {
-		t.Run(strings.SplitN(be.name, ":", 2)[0], func(t *testing.T) { storetest.Run(t, be.store) })
+		t.Run(be.label(), func(t *testing.T) { storetest.Run(t, be.store) })
 	}
 }
 
@@ -95,7 +98,7 @@ func TestRedisConformance(t *testing.T) {
 // baseline that each operation's ns/op is to be read against.
 func BenchmarkRedis(b *testing.B) {
 	for _, be := range backends(b) {
-		b.Run(strings.SplitN(be.name, ":", 2)[0], func(b *testing.B) {
+		b.Run(be.label(), func(b *testing.B) {
 			b.Run("baseline-PING", func(b *testing.B) {
 				c := be.store.(*store.Redis).Client()
 				for b.Loop() {

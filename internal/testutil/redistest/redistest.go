@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -49,27 +50,20 @@ func Start() (*Server, error) {
 
 // StartOrSkip is Start for a single test: it skips when redis-server is
 // missing, loudly, except under CI, where a missing server is a failure.
-func StartOrSkip(tb testingTB) *Server {
+func StartOrSkip(tb testing.TB) *Server {
 	tb.Helper()
 	s, err := Start()
 	SkipIfMissing(tb, err)
 	if err != nil {
 		tb.Fatalf("start redis-server: %v", err)
 	}
-	tb.Cleanup(func() { _ = s.Stop() })
+	tb.Cleanup(func() { _ = s.Close() })
 	return s
-}
-
-type testingTB interface {
-	Helper()
-	Skipf(string, ...any)
-	Fatalf(string, ...any)
-	Cleanup(func())
 }
 
 // SkipIfMissing skips tb when err is ErrNoRedis, or fails it when the CI
 // environment variable is set: CI must always run the Redis cases.
-func SkipIfMissing(tb testingTB, err error) {
+func SkipIfMissing(tb testing.TB, err error) {
 	tb.Helper()
 	if !errors.Is(err, ErrNoRedis) {
 		return

@@ -35,6 +35,7 @@ func StartSentinel(masterName string) (*Sentinel, error) {
 	body := fmt.Sprintf("sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 5000\n", masterName, host, port, masterName)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		_ = master.Close()
+		_ = os.RemoveAll(dir)
 		return nil, err
 	}
 	sentinel, err := startNewIn(dir, conf, []string{"--sentinel"}, false)

@@ -26,25 +26,48 @@ type CounterKey struct {
 
 // Tag returns the hash tag: {namespace/policy/limit/subject-hash}.
 func (k CounterKey) Tag() string {
+	return k.tag(SubjectHash(k.Subject))
+}
+
+// QuotaTag returns the hash tag of a quota's period data, shared by all its
+// subjects: {namespace/policy/limit}. One sorted set per period holds every
+// subject's usage, so status reads it without scanning keys.
+func (k CounterKey) QuotaTag() string {
+	return k.tag("")
+}
+
+func (k CounterKey) tag(subject string) string {
 	var b strings.Builder
 	b.WriteByte('{')
-	for _, part := range []string{k.Namespace, k.Policy, k.Limit} {
+	for i, part := range []string{k.Namespace, k.Policy, k.Limit} {
+		if i > 0 {
+			b.WriteByte('/')
+		}
 		escapeKeyPart(&b, part)
-		b.WriteByte('/')
 	}
-	b.WriteString(SubjectHash(k.Subject))
+	if subject != "" {
+		b.WriteByte('/')
+		b.WriteString(subject)
+	}
 	b.WriteByte('}')
 	return b.String()
 }
 
-// Key returns the store key for one counter of this limit, such as the
-// window starting at a given instant: qo:v1:{...}:suffix.
-func (k CounterKey) Key(suffix string) string {
+// Key returns the store key for one counter of this limit and subject, such
+// as the window starting at a given instant: qo:v1:{tag}:part:part.
+func (k CounterKey) Key(parts ...string) string {
+	return TaggedKey(k.Tag(), parts...)
+}
+
+// TaggedKey returns qo:v1:tag:part:part with every part escaped.
+func TaggedKey(tag string, parts ...string) string {
 	var b strings.Builder
 	b.WriteString(keyPrefix)
-	b.WriteString(k.Tag())
-	b.WriteByte(':')
-	escapeKeyPart(&b, suffix)
+	b.WriteString(tag)
+	for _, p := range parts {
+		b.WriteByte(':')
+		escapeKeyPart(&b, p)
+	}
 	return b.String()
 }
 

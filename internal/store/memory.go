@@ -30,7 +30,11 @@ type memoryShard struct {
 }
 
 type memoryEntry struct {
-	value    []byte
+	value []byte
+	// fields makes the entry a hash of integers (the limiter's sub-window
+	// buckets and quota usage); the string operations refuse it with
+	// ErrWrongType, as Redis answers WRONGTYPE.
+	fields   map[string]int64
 	expireAt time.Time // zero: no expiry
 }
 
@@ -172,8 +176,25 @@ func (m *Memory) locked(ctx context.Context, key string) (*memoryShard, time.Tim
 }
 
 // holds reports whether e exists and, when expected is not nil, holds it.
-func (e *memoryEntry) holds(expected []byte) bool {
-	return e != nil && (expected == nil || string(e.value) == string(expected))
+func (e *memoryEntry) holds(expected []byte) (bool, error) {
+	if e == nil {
+		return false, nil
+	}
+	if expected == nil {
+		return true, nil
+	}
+	if e.fields != nil {
+		return false, ErrWrongType
+	}
+	return string(e.value) == string(expected), nil
+}
+
+// str returns the entry's string value, refusing a hash.
+func (e *memoryEntry) str() ([]byte, error) {
+	if e.fields != nil {
+		return nil, ErrWrongType
+	}
+	return e.value, nil
 }
 
 func fnv32a(s string) uint32 {
@@ -212,7 +233,11 @@ func (m *Memory) increment(ctx context.Context, key string, by int64, ttl time.D
 	defer sh.mu.Unlock()
 	var cur int64
 	if e != nil {
-		if cur, err = parseInteger(e.value); err != nil {
+		v, err := e.str()
+		if err != nil {
+			return 0, err
+		}
+		if cur, err = parseInteger(v); err != nil {
 			return 0, err
 		}
 	}
@@ -253,8 +278,8 @@ func (m *Memory) compareAndExpire(ctx context.Context, key string, expected []by
 		return false, err
 	}
 	defer sh.mu.Unlock()
-	if !e.holds(expected) {
-		return false, nil
+	if ok, err := e.holds(expected); !ok {
+		return false, err
 	}
 	sh.setExpiry(e, deadline(now, ttl))
 	return true, nil
@@ -269,7 +294,11 @@ func (m *Memory) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	if e == nil {
 		return nil, false, nil
 	}
-	return append([]byte{}, e.value...), true, nil
+	v, err := e.str()
+	if err != nil {
+		return nil, false, err
+	}
+	return append([]byte{}, v...), true, nil
 }
 
 func (m *Memory) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
@@ -297,7 +326,7 @@ func (m *Memory) set(ctx context.Context, key string, value []byte, ttl time.Dur
 		e = &memoryEntry{}
 		sh.entries[key] = e
 	}
-	e.value = append(e.value[:0], value...)
+	e.value, e.fields = append(e.value[:0], value...), nil
 	sh.setExpiry(e, deadline(now, ttl))
 	return true, nil
 }
@@ -328,8 +357,8 @@ func (m *Memory) compareAndDelete(ctx context.Context, key string, expected []by
 		return false, err
 	}
 	defer sh.mu.Unlock()
-	if !e.holds(expected) {
-		return false, nil
+	if ok, err := e.holds(expected); !ok {
+		return false, err
 	}
 	sh.remove(key, e)
 	return true, nil

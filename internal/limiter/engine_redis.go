@@ -1,0 +1,239 @@
+package limiter
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	//go:embed lua/decide.lua
+	decideLua string
+	//go:embed lua/refund.lua
+	refundLua string
+	//go:embed lua/acquire.lua
+	acquireLua string
+
+	// Scripts run with EVALSHA, falling back to EVAL once when the server
+	// lost its script cache (a restart or SCRIPT FLUSH).
+	decideScript  = redis.NewScript(decideLua)
+	refundScript  = redis.NewScript(refundLua)
+	acquireScript = redis.NewScript(acquireLua)
+)
+
+// redisEngine runs each step as one Lua script. On a single server or
+// Sentinel group a decision is always one script. In a Cluster, keys of one
+// limit and subject share a slot; a decision whose keys span slots runs one
+// script per hash tag, concurrently, and refunds the slots that committed
+// when another denied.
+type redisEngine struct {
+	c       redis.UniversalClient
+	cluster bool
+}
+
+func newRedisEngine(c redis.UniversalClient) redisEngine {
+	_, cluster := c.(*redis.ClusterClient)
+	return redisEngine{c: c, cluster: cluster}
+}
+
+func algCode(a Algorithm) string {
+	return [...]string{FixedWindow: "f", SlidingWindow: "s", TokenBucket: "t", Quota: "q"}[a]
+}
+
+func scriptArgs(entries []entry, first, second int64) []any {
+	args := make([]any, 0, 2+8*len(entries))
+	args = append(args, first, second)
+	for _, e := range entries {
+		dry := 0
+		if e.dry {
+			dry = 1
+		}
+		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dry, e.start, e.end, e.member)
+	}
+	return args
+}
+
+func (r redisEngine) decide(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error) {
+	groups := r.groups(entries)
+	if len(groups) == 1 {
+		return r.decideGroup(ctx, entries, atUs, peek)
+	}
+	outs := make([]outcome, len(groups))
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		wg.Go(func() { outs[i], errs[i] = r.decideGroup(ctx, g, atUs, peek) })
+	}
+	wg.Wait()
+	return r.merge(ctx, entries, groups, outs, errors.Join(errs...), atUs, peek)
+}
+
+// groups splits entries by hash tag in a Cluster; elsewhere one script
+// takes them all.
+func (r redisEngine) groups(entries []entry) [][]entry {
+	if !r.cluster {
+		return [][]entry{entries}
+	}
+	var groups [][]entry
+	index := make(map[string]int)
+	for _, e := range entries {
+		i, ok := index[e.tag]
+		if !ok {
+			i = len(groups)
+			index[e.tag] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], e)
+	}
+	return groups
+}
+
+func (r redisEngine) decideGroup(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error) {
+	p := int64(0)
+	if peek {
+		p = 1
+	}
+	reply, err := decideScript.Run(ctx, r.c, keysOf(entries), scriptArgs(entries, atUs, p)...).Int64Slice()
+	if err != nil {
+		return outcome{}, fmt.Errorf("limiter: decide: %w", err)
+	}
+	if len(reply) < 2 || reply[0] == 0 && len(reply) != 2+4*len(entries) {
+		return outcome{}, fmt.Errorf("limiter: decide: reply of %d values for %d entries", len(reply), len(entries))
+	}
+	out := outcome{stale: reply[0] == 1, nowUs: reply[1]}
+	if out.stale {
+		return out, nil
+	}
+	for i := range entries {
+		v := reply[2+4*i:]
+		out.verdicts = append(out.verdicts, verdict{allowed: v[0] == 1, remaining: v[1], resetMs: v[2], retryMs: v[3]})
+	}
+	return out, nil
+}
+
+// merge joins the groups' outcomes in entry order and gives back what
+// committed groups took when the decision as a whole did not pass.
+func (r redisEngine) merge(ctx context.Context, entries []entry, groups [][]entry, outs []outcome, err error, atUs int64, peek bool) (outcome, error) {
+	var merged outcome
+	pass := err == nil
+	for _, o := range outs {
+		merged.nowUs = max(merged.nowUs, o.nowUs)
+		merged.stale = merged.stale || o.stale
+	}
+	pass = pass && !merged.stale
+	byPos := make(map[[2]int]verdict, len(entries))
+	for gi, g := range groups {
+		for i, e := range g {
+			if i < len(outs[gi].verdicts) {
+				v := outs[gi].verdicts[i]
+				byPos[[2]int{e.limit, e.rate}] = v
+				pass = pass && (v.allowed || e.dry)
+			}
+		}
+	}
+	if !peek && !pass {
+		if rerr := r.refund(ctx, groups, outs, atUs); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+	}
+	if err != nil || merged.stale {
+		return merged, err
+	}
+	for _, e := range entries {
+		merged.verdicts = append(merged.verdicts, byPos[[2]int{e.limit, e.rate}])
+	}
+	return merged, nil
+}
+
+// refund undoes the groups that committed: those that answered, were not
+// stale, and had no enforced denial.
+func (r redisEngine) refund(ctx context.Context, groups [][]entry, outs []outcome, atUs int64) error {
+	var errs []error
+	for gi, g := range groups {
+		if !committed(g, outs[gi]) {
+			continue
+		}
+		// The refund must land even if the caller gave up waiting.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		err := refundScript.Run(rctx, r.c, keysOf(g), scriptArgs(g, outs[gi].nowUs, atUs)...).Err()
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("limiter: refund: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func committed(g []entry, o outcome) bool {
+	if o.stale || len(o.verdicts) != len(g) {
+		return false
+	}
+	for i, e := range g {
+		if !o.verdicts[i].allowed && !e.dry {
+			return false
+		}
+	}
+	return true
+}
+
+func (r redisEngine) usage(ctx context.Context, keys []string, top int) (Usage, error) {
+	var (
+		card  *redis.IntCmd
+		ranks *redis.ZSliceCmd
+		total *redis.StringCmd
+	)
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		card = p.ZCard(ctx, keys[0])
+		if top > 0 {
+			ranks = p.ZRevRangeWithScores(ctx, keys[0], 0, int64(top)-1)
+		}
+		total = p.Get(ctx, keys[1])
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Usage{}, fmt.Errorf("limiter: usage: %w", err)
+	}
+	u := Usage{Subjects: card.Val()}
+	if t := total.Val(); t != "" {
+		if u.Total, err = strconv.ParseInt(t, 10, 64); err != nil {
+			return Usage{}, fmt.Errorf("limiter: usage: total is not an integer")
+		}
+	}
+	for _, z := range zs(ranks) {
+		u.Top = append(u.Top, Consumer{Subject: fmt.Sprint(z.Member), Used: int64(z.Score)})
+	}
+	u.Top = topConsumers(u.Top, top)
+	return u, nil
+}
+
+func (r redisEngine) acquire(ctx context.Context, key, fence string, token []byte, ttl time.Duration) (lockReply, error) {
+	reply, err := acquireScript.Run(ctx, r.c, []string{key, fence}, token, ceilDuration(ttl), fenceTTL.Milliseconds()).Int64Slice()
+	if err != nil {
+		return lockReply{}, fmt.Errorf("limiter: acquire: %w", err)
+	}
+	if len(reply) != 2 {
+		return lockReply{}, fmt.Errorf("limiter: acquire: reply of %d values", len(reply))
+	}
+	if reply[0] == 1 {
+		return lockReply{ok: true, fence: reply[1]}, nil
+	}
+	return lockReply{wait: time.Duration(reply[1]) * time.Millisecond}, nil
+}
+
+// ceilDuration is d in whole milliseconds, rounded up.
+func ceilDuration(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func zs(c *redis.ZSliceCmd) []redis.Z {
+	if c == nil {
+		return nil
+	}
+	return c.Val()
+}

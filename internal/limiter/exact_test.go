@@ -1,0 +1,221 @@
+package limiter_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/limiter"
+)
+
+func rate(limit int64, window time.Duration) []limiter.Rate {
+	return []limiter.Rate{{Limit: limit, Window: window}}
+}
+
+var newYork, _ = time.LoadLocation("America/New_York")
+
+// race sends callers×each decisions at once and counts the allowed ones.
+func race(t *testing.T, l *limiter.Limiter, lim limiter.Limit, callers, each int) int64 {
+	t.Helper()
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range callers {
+		wg.Go(func() {
+			<-start
+			for range each {
+				d, err := l.Decide(context.Background(), limiter.Request{Limits: []limiter.Limit{lim}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d.Allowed {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	return allowed.Load()
+}
+
+// 64 callers race for 1,600 decisions on a limit of 1,000, three windows in
+// a row: exactly 1,000 pass in each.
+func TestExactUnderRace(t *testing.T) {
+	algorithms := []struct {
+		name string
+		lim  limiter.Limit
+	}{
+		{"FixedWindow", limiter.Limit{Algorithm: limiter.FixedWindow, Rates: rate(1000, time.Minute)}},
+		{"SlidingWindow", limiter.Limit{Algorithm: limiter.SlidingWindow, Rates: rate(1000, time.Minute)}},
+		{"TokenBucket", limiter.Limit{Algorithm: limiter.TokenBucket, Rates: rate(1000, time.Minute)}},
+		{"Quota", limiter.Limit{Algorithm: limiter.Quota, Rates: rate(1000, 0), Period: limiter.Day, Location: newYork}},
+	}
+	for _, be := range backends(t) {
+		for _, alg := range algorithms {
+			t.Run(be.name+"/"+alg.name, func(t *testing.T) {
+				clock := newClock(epoch.Add(7 * time.Second))
+				l, _ := simulated(t, be, clock)
+				lim := alg.lim
+				lim.Key, lim.Cost = key(t, "per-ip", "10.0.0.1"), 1
+				for period := range 3 {
+					if got := race(t, l, lim, 64, 25); got != 1000 {
+						t.Fatalf("period %d: %d allowed; want exactly 1000", period, got)
+					}
+					// A new window, a refilled bucket, the next calendar day.
+					clock.Add(24 * time.Hour)
+				}
+			})
+		}
+	}
+}
+
+// step is one decision of a scripted sequence and the exact result wanted.
+type step struct {
+	advance    time.Duration
+	cost       int64
+	allowed    bool
+	remaining  int64
+	reset      time.Duration
+	retryAfter time.Duration
+}
+
+func TestExactResults(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name  string
+		lim   limiter.Limit
+		steps []step
+	}{
+		{"FixedWindow 3/min", limiter.Limit{Algorithm: limiter.FixedWindow, Rates: rate(3, time.Minute)}, []step{
+			{15 * time.Second, 1, true, 2, 45 * time.Second, 0},
+			{0, 2, true, 0, 45 * time.Second, 0},
+			{0, 1, false, 0, 45 * time.Second, 45 * time.Second},
+			{0, 4, false, 0, 45 * time.Second, limiter.Never},
+			{45 * time.Second, 1, true, 2, time.Minute, 0},
+		}},
+		// Ten 1s sub-windows: a bucket counts until its end is a window old.
+		{"SlidingWindow 10/10s", limiter.Limit{Algorithm: limiter.SlidingWindow, Rates: rate(10, 10*time.Second)}, []step{
+			{500 * ms, 6, true, 4, 10500 * ms, 0},
+			{4700 * ms, 4, true, 0, 10800 * ms, 0},
+			{100 * ms, 1, false, 0, 10700 * ms, 5700 * ms},
+			{6800 * ms, 6, true, 0, 10900 * ms, 0},
+			{100 * ms, 1, false, 0, 10800 * ms, 3800 * ms},
+			{0, 11, false, 0, 10800 * ms, limiter.Never},
+		}},
+		// Burst 20 refilled in 4s: one token every 200ms.
+		{"TokenBucket 20/4s", limiter.Limit{Algorithm: limiter.TokenBucket, Rates: rate(20, 4*time.Second)}, []step{
+			{0, 20, true, 0, 4 * time.Second, 0},
+			{0, 1, false, 0, 4 * time.Second, 200 * ms},
+			{200 * ms, 1, true, 0, 4 * time.Second, 0},
+			{time.Second, 1, true, 4, 3200 * ms, 0},
+			{0, 25, false, 4, 3200 * ms, limiter.Never},
+		}},
+		// 07:00 EST on 26 Nov: the New York day ends in 17h.
+		{"Quota 3/Day New York", limiter.Limit{Algorithm: limiter.Quota, Rates: rate(3, 0), Period: limiter.Day, Location: newYork}, []step{
+			{0, 1, true, 2, 17 * time.Hour, 0},
+			{0, 2, true, 0, 17 * time.Hour, 0},
+			{time.Hour, 1, false, 0, 16 * time.Hour, 16 * time.Hour},
+			{0, 4, false, 0, 16 * time.Hour, limiter.Never},
+			{16 * time.Hour, 1, true, 2, 24 * time.Hour, 0},
+		}},
+	}
+	for _, be := range backends(t) {
+		for _, tt := range tests {
+			t.Run(be.name+"/"+tt.name, func(t *testing.T) {
+				clock := newClock(epoch)
+				l, _ := simulated(t, be, clock)
+				lim := tt.lim
+				lim.Key = key(t, "l", "alice")
+				for i, s := range tt.steps {
+					clock.Add(s.advance)
+					lim.Cost = s.cost
+					r := decide(t, l, lim).By()
+					want := limiter.Result{Allowed: s.allowed, Max: lim.Rates[0].Limit, Remaining: s.remaining, ResetAfter: s.reset, RetryAfter: s.retryAfter}
+					if r != want {
+						t.Fatalf("step %d (cost %d): got %+v\nwant %+v", i, s.cost, r, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A sliding window never admits more than its limit in any window-long
+// span, whatever the timeline: bursts at window edges, quiet spells and
+// steady overload, replayed from a fixed seed.
+func TestSlidingWindowSpans(t *testing.T) {
+	const limit, window = 20, time.Second
+	for _, be := range backends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			clock := newClock(epoch)
+			l, _ := simulated(t, be, clock)
+			lim := limiter.Limit{Key: key(t, "smooth"), Algorithm: limiter.SlidingWindow, Rates: rate(limit, window), Cost: 1}
+			rng := rand.New(rand.NewPCG(1, 2))
+			var admitted []time.Time
+			steadyFrom, steady := epoch.Add(20*time.Second), 0
+			for clock.Now().Before(epoch.Add(30 * time.Second)) {
+				attempts := rng.IntN(6)
+				if clock.Now().Before(steadyFrom) && rng.IntN(4) == 0 {
+					attempts = 0 // quiet spells before the steady overload
+				}
+				for range attempts {
+					if decide(t, l, lim).Allowed {
+						admitted = append(admitted, clock.Now())
+						if !clock.Now().Before(steadyFrom) {
+							steady++
+						}
+					}
+				}
+				clock.Add(time.Duration(1+rng.IntN(40)) * time.Millisecond)
+			}
+			for i, from := range admitted {
+				n := 0
+				for _, at := range admitted[i:] {
+					if at.Sub(from) >= window {
+						break
+					}
+					n++
+				}
+				if n > limit {
+					t.Fatalf("%d admitted in the window-long span from %v; limit %d", n, from.Sub(epoch), limit)
+				}
+			}
+			// Under steady overload at least 10/11 of the limit passes.
+			if min := 10*limit*10/11 - limit; steady < min {
+				t.Fatalf("%d admitted in 10s of overload; want at least %d", steady, min)
+			}
+		})
+	}
+}
+
+// A token bucket admits its burst plus elapsed×rate, within one token, at
+// every moment of a steady overload.
+func TestTokenBucketAdmitsBurstPlusRefill(t *testing.T) {
+	const burst, refill = 20, 4 * time.Second // 5 tokens/s
+	for _, be := range backends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			clock := newClock(epoch)
+			l, _ := simulated(t, be, clock)
+			lim := limiter.Limit{Key: key(t, "bucket"), Algorithm: limiter.TokenBucket, Rates: rate(burst, refill), Cost: 1}
+			admitted, attempts := 0, burst+5
+			for clock.Now().Before(epoch.Add(10 * time.Second)) {
+				for range attempts {
+					if decide(t, l, lim).Allowed {
+						admitted++
+					}
+				}
+				ideal := burst + clock.Now().Sub(epoch).Seconds()*burst/refill.Seconds()
+				if float64(admitted) > ideal+1e-9 || float64(admitted) < ideal-1 {
+					t.Fatalf("at %v: %d admitted; want %.2f within one token", clock.Now().Sub(epoch), admitted, ideal)
+				}
+				clock.Add(7 * time.Millisecond)
+				attempts = 3 // 430/s: far above the refill
+			}
+		})
+	}
+}

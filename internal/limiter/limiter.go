@@ -1,0 +1,249 @@
+// Package limiter decides requests against rate limits and calendar quotas.
+// A decision covers every limit that matches a request and is made in one
+// atomic store call: either every counter moves or none does, and a denied
+// request consumes nothing. Time comes from the store, so limiters whose
+// clocks disagree still share windows and periods.
+package limiter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/store"
+)
+
+// Algorithm is how a limit counts.
+type Algorithm int
+
+const (
+	// FixedWindow counts per window aligned to the Unix epoch; the window
+	// start is part of the key.
+	FixedWindow Algorithm = iota + 1
+	// SlidingWindow weighs the previous window by how much of it is still
+	// inside the sliding span, at sub-window resolution, so it never admits
+	// more than the limit in any window-long span.
+	SlidingWindow
+	// TokenBucket is GCRA: Limit is the burst and Window the time to refill it.
+	TokenBucket
+	// Quota counts per calendar period in a time zone.
+	Quota
+)
+
+func (a Algorithm) String() string {
+	switch a {
+	case FixedWindow:
+		return "FixedWindow"
+	case SlidingWindow:
+		return "SlidingWindow"
+	case TokenBucket:
+		return "TokenBucket"
+	case Quota:
+		return "Quota"
+	}
+	return fmt.Sprintf("Algorithm(%d)", int(a))
+}
+
+// MaxValue bounds limits and costs: Redis scripts compute in doubles, which
+// are exact integers up to 2^53.
+const MaxValue = 1<<53 - 1
+
+// Rate is one limit per window.
+type Rate struct {
+	Limit  int64
+	Window time.Duration
+}
+
+// Limit is one limit, for one subject, that a request must pass.
+type Limit struct {
+	Key       CounterKey
+	Algorithm Algorithm
+	// Rates holds 1 to 4 rates for the window algorithms and TokenBucket,
+	// each with its own counter. A Quota has one rate; its Window is unused.
+	Rates []Rate
+	// Period and Location place a Quota on the calendar.
+	Period   Period
+	Location *time.Location
+	// Cost is what the request consumes (at least 1).
+	Cost int64
+	// DryRun counts and reports but never denies.
+	DryRun bool
+}
+
+// Request is one decision's limits. Peek decides without consuming.
+type Request struct {
+	Limits []Limit
+	Peek   bool
+}
+
+// Result is the state of one rate after the decision.
+type Result struct {
+	// Limit and Rate index the request's Limits and that limit's Rates.
+	Limit, Rate int
+	// Allowed is this rate's own verdict; a DryRun rate may say false while
+	// the decision allows.
+	Allowed   bool
+	DryRun    bool
+	Max       int64
+	Remaining int64
+	// ResetAfter is when the rate is back to its full limit if nothing else
+	// arrives.
+	ResetAfter time.Duration
+	// RetryAfter is when a denied request could pass, Never when its cost is
+	// above the limit.
+	RetryAfter time.Duration
+}
+
+// Never is the RetryAfter of a request that can never pass: its cost is
+// above the limit.
+const Never time.Duration = -1
+
+// Decision is the answer to a Request.
+type Decision struct {
+	Allowed bool
+	// Decider indexes Results: the enforced rate that denied with the longest
+	// wait, or, when allowed, the rate with the least remaining (enforced
+	// rates first). -1 when the request had no limits.
+	Decider int
+	Results []Result
+}
+
+// By returns the deciding result; the zero Result when there is none.
+func (d Decision) By() Result {
+	if d.Decider < 0 {
+		return Result{}
+	}
+	return d.Results[d.Decider]
+}
+
+// ErrInvalid wraps every refusal of a malformed Request; nothing moves.
+var ErrInvalid = errors.New("invalid limit")
+
+// maxAttempts bounds the retries of a decision whose proposed windows the
+// store's clock refused; the second attempt uses the store's time and fails
+// only if a boundary passes within one round trip.
+const maxAttempts = 3
+
+// Limiter decides requests against one store.
+type Limiter struct {
+	engine engine
+	now    func() time.Time
+	// storeTime: windows follow the store's clock (production); otherwise
+	// the injected clock is the only clock (simulated timelines in tests).
+	storeTime bool
+	// offset is the store clock minus the local clock, in µs, learned from
+	// every answer.
+	offset atomic.Int64
+	grace  time.Duration
+	locks  lockStore
+}
+
+// Option configures New.
+type Option func(*Limiter)
+
+// WithClock sets the local clock used to propose windows; the store's clock
+// still decides.
+func WithClock(now func() time.Time) Option {
+	return func(l *Limiter) { l.now = now }
+}
+
+// WithSimulatedClock makes now the only clock: the store takes the time from
+// the request. For tests that replay a timeline; production trusts the store.
+func WithSimulatedClock(now func() time.Time) Option {
+	return func(l *Limiter) { l.now, l.storeTime = now, false }
+}
+
+// WithQuotaGrace sets how long quota data outlives its period (default 1h),
+// so usage of a period just ended can still be read.
+func WithQuotaGrace(d time.Duration) Option {
+	return func(l *Limiter) { l.grace = d }
+}
+
+// New returns a limiter on s, which must be a *store.Redis or *store.Memory.
+func New(s store.Store, opts ...Option) (*Limiter, error) {
+	l := &Limiter{now: time.Now, storeTime: true, grace: time.Hour, locks: s}
+	for _, o := range opts {
+		o(l)
+	}
+	var err error
+	if l.engine, err = newEngine(s); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Decide makes one atomic decision over every limit of req.
+func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
+	if err := validate(req.Limits); err != nil {
+		return Decision{}, err
+	}
+	for range maxAttempts {
+		local := l.now()
+		now := local.Add(time.Duration(l.offset.Load()) * time.Microsecond)
+		entries, err := plan(req.Limits, now, l.grace)
+		if err != nil {
+			return Decision{}, err
+		}
+		at := int64(0)
+		if !l.storeTime {
+			at = now.UnixMicro()
+		}
+		out, err := l.engine.decide(ctx, entries, at, req.Peek)
+		if err != nil {
+			return Decision{}, err
+		}
+		if l.storeTime {
+			l.learnOffset(local, out.nowUs)
+		}
+		if !out.stale {
+			return decision(entries, out.verdicts), nil
+		}
+	}
+	return Decision{}, errors.New("limiter: the store clock kept crossing window boundaries")
+}
+
+// learnOffset keeps the store clock's lead over the local clock. The answer
+// left the store after the request was sent, so the estimate errs by at
+// most one round trip; the script corrects any window it gets wrong.
+func (l *Limiter) learnOffset(sent time.Time, storeMicros int64) {
+	l.offset.Store(storeMicros - sent.UnixMicro())
+}
+
+func validate(limits []Limit) error {
+	for i, lim := range limits {
+		if err := lim.validate(); err != nil {
+			return fmt.Errorf("%w: limits[%d] (%s): %w", ErrInvalid, i, lim.Key.Limit, err)
+		}
+	}
+	return nil
+}
+
+func (lim Limit) validate() error {
+	if lim.Cost < 1 || lim.Cost > MaxValue {
+		return fmt.Errorf("cost %d is outside 1..%d", lim.Cost, int64(MaxValue))
+	}
+	if lim.Algorithm < FixedWindow || lim.Algorithm > Quota {
+		return fmt.Errorf("unknown algorithm %d", int(lim.Algorithm))
+	}
+	if n := len(lim.Rates); n < 1 || n > 4 || lim.Algorithm == Quota && n != 1 {
+		return fmt.Errorf("%d rates: want 1 to 4, exactly 1 for a quota", n)
+	}
+	for j, r := range lim.Rates {
+		if lim.Algorithm != Quota && slices.ContainsFunc(lim.Rates[:j], func(o Rate) bool { return o.Window == r.Window }) {
+			return fmt.Errorf("rates[%d]: window %v appears twice", j, r.Window)
+		}
+		if r.Limit < 1 || r.Limit > MaxValue {
+			return fmt.Errorf("rates[%d]: limit %d is outside 1..%d", j, r.Limit, int64(MaxValue))
+		}
+		if lim.Algorithm != Quota && (r.Window < time.Millisecond || r.Window%time.Millisecond != 0) {
+			return fmt.Errorf("rates[%d]: window %v is not a whole number of milliseconds", j, r.Window)
+		}
+	}
+	if lim.Algorithm == Quota && lim.Location == nil {
+		return errors.New("a quota needs a time zone")
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package limiter
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// subWindows is how many buckets a sliding window keeps. The oldest bucket
+// still touching the span counts in full, so the span never holds more than
+// the limit; under steady overload it admits at least subWindows/(subWindows+1)
+// of the limit per window.
+const subWindows = 10
+
+// entry is one rate of one limit, as the engines see it: plain numbers in
+// milliseconds and the keys it reads and writes.
+type entry struct {
+	limit, rate int
+	alg         Algorithm
+	max, cost   int64
+	window      int64 // ms; for a quota, the grace after the period's end
+	dry         bool
+	// start is the proposed window start (window algorithms) or period
+	// start (quota); end is the period end. The store checks both against
+	// its own clock.
+	start, end int64
+	member     string // quota: the subject's hash
+	tag        string
+	keys       []string
+}
+
+// plan turns limits into entries for the time now. The windows and periods
+// are proposals: the store refuses them if its clock disagrees.
+func plan(limits []Limit, now time.Time, grace time.Duration) ([]entry, error) {
+	var out []entry
+	seen := make(map[string]bool)
+	for i, lim := range limits {
+		for j, r := range lim.Rates {
+			e, err := planRate(lim, r, now, grace)
+			if err != nil {
+				return nil, fmt.Errorf("%w: limits[%d]: %w", ErrInvalid, i, err)
+			}
+			id := e.keys[len(e.keys)-1] + "\x00" + e.member
+			if seen[id] {
+				return nil, fmt.Errorf("%w: limits[%d] repeats a counter of another limit of the request", ErrInvalid, i)
+			}
+			seen[id] = true
+			e.limit, e.rate = i, j
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func planRate(lim Limit, r Rate, now time.Time, grace time.Duration) (entry, error) {
+	e := entry{alg: lim.Algorithm, max: r.Limit, cost: lim.Cost, dry: lim.DryRun, window: r.Window.Milliseconds()}
+	ms := now.UnixMilli()
+	w := strconv.FormatInt(e.window, 10)
+	switch lim.Algorithm {
+	case FixedWindow:
+		e.start = ms - mod(ms, e.window)
+		e.tag, e.keys = lim.Key.Tag(), []string{lim.Key.Key("fw", w, itoa(e.start))}
+	case SlidingWindow:
+		e.start = ms - mod(ms, e.window)
+		e.tag = lim.Key.Tag()
+		e.keys = []string{lim.Key.Key("sw", w, itoa(e.start-e.window)), lim.Key.Key("sw", w, itoa(e.start))}
+	case TokenBucket:
+		e.tag, e.keys = lim.Key.Tag(), []string{lim.Key.Key("tb", w)}
+	case Quota:
+		start, end, err := lim.Period.Bounds(now, lim.Location)
+		if err != nil {
+			return entry{}, err
+		}
+		e.start, e.end, e.window = start.UnixMilli(), end.UnixMilli(), grace.Milliseconds()
+		e.member, e.tag = SubjectHash(lim.Key.Subject), lim.Key.QuotaTag()
+		e.keys = quotaKeys(e.tag, start)
+	}
+	return e, nil
+}
+
+// quotaKeys are a period's usage (a sorted set of subject hashes by units
+// consumed) and its total.
+func quotaKeys(tag string, start time.Time) []string {
+	s := itoa(start.Unix())
+	return []string{TaggedKey(tag, "q", s, "use"), TaggedKey(tag, "q", s, "sum")}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// mod is the non-negative remainder, so windows align before 1970 too.
+func mod(a, b int64) int64 {
+	m := a % b
+	if m < 0 {
+		m += b
+	}
+	return m
+}
+
+// decision packages the engines' verdicts and picks the decider.
+func decision(entries []entry, verdicts []verdict) Decision {
+	d := Decision{Allowed: true, Decider: -1, Results: make([]Result, len(entries))}
+	for i, e := range entries {
+		v := verdicts[i]
+		r := Result{
+			Limit: e.limit, Rate: e.rate, Allowed: v.allowed, DryRun: e.dry, Max: e.max, Remaining: v.remaining,
+			ResetAfter: time.Duration(v.resetMs) * time.Millisecond, RetryAfter: time.Duration(v.retryMs) * time.Millisecond,
+		}
+		if v.retryMs < 0 {
+			r.RetryAfter = Never
+		}
+		d.Results[i] = r
+		if !r.Allowed && !r.DryRun {
+			d.Allowed = false
+		}
+		if d.Decider < 0 || better(r, d.Results[d.Decider]) {
+			d.Decider = i
+		}
+	}
+	return d
+}
+
+// better reports whether r explains the decision better than cur: enforced
+// before DryRun, a denial before an allowance, then the longest wait for a
+// denial or the least remaining for an allowance.
+func better(r, cur Result) bool {
+	if r.DryRun != cur.DryRun {
+		return !r.DryRun
+	}
+	if r.Allowed != cur.Allowed {
+		return !r.Allowed
+	}
+	if !r.Allowed {
+		return waitLonger(r.RetryAfter, cur.RetryAfter)
+	}
+	return r.Remaining < cur.Remaining
+}
+
+func waitLonger(a, b time.Duration) bool {
+	if a == Never || b == Never {
+		return a == Never && b != Never
+	}
+	return a > b
+}
+
+// stale reports whether the store's clock puts nowMs outside the window or
+// period this entry proposed.
+func (e entry) stale(nowMs int64) bool {
+	switch e.alg {
+	case FixedWindow, SlidingWindow:
+		return e.start != nowMs-mod(nowMs, e.window)
+	case Quota:
+		return nowMs < e.start || nowMs >= e.end
+	}
+	return false
+}
+
+func anyStale(entries []entry, nowMs int64) bool {
+	for _, e := range entries {
+		if e.stale(nowMs) {
+			return true
+		}
+	}
+	return false
+}
+
+func keysOf(entries []entry) []string {
+	var keys []string
+	for _, e := range entries {
+		keys = append(keys, e.keys...)
+	}
+	return keys
+}

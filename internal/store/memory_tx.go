@@ -1,0 +1,194 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// ErrUndeclaredKey: a transaction touched a key it did not declare, which
+// would bypass the locks that make it atomic.
+var ErrUndeclaredKey = errors.New("key not declared by the transaction")
+
+// MemoryTx is the view of a set of keys that Memory.Update hands to its
+// function: every declared key is locked for the whole call, and time stands
+// still at Now. It is the memory store's equivalent of a Lua script.
+type MemoryTx struct {
+	m       *Memory
+	now     time.Time
+	shardOf map[string]*memoryShard
+}
+
+// Update runs fn atomically over keys: the shards that own them are locked in
+// a fixed order (so concurrent transactions cannot deadlock) until fn returns.
+// fn must not keep tx, and should do its reads before its writes: writes made
+// before fn returns an error are kept, as they would be in a Redis script.
+func (m *Memory) Update(ctx context.Context, keys []string, fn func(tx *MemoryTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	tx := &MemoryTx{m: m, shardOf: make(map[string]*memoryShard, len(keys))}
+	order := make([]int, 0, len(keys))
+	for _, k := range keys {
+		i := int(fnv32a(k) % memoryShards)
+		tx.shardOf[k] = &m.shards[i]
+		order = append(order, i)
+	}
+	slices.Sort(order)
+	order = slices.Compact(order)
+	for _, i := range order {
+		m.shards[i].mu.Lock()
+	}
+	defer func() {
+		for _, i := range order {
+			m.shards[i].mu.Unlock()
+		}
+	}()
+	tx.now = m.now()
+	return fn(tx)
+}
+
+// Now is the store's time for this transaction.
+func (tx *MemoryTx) Now() time.Time { return tx.now }
+
+func (tx *MemoryTx) entry(key string) (*memoryShard, *memoryEntry, error) {
+	sh, ok := tx.shardOf[key]
+	if !ok {
+		return nil, nil, ErrUndeclaredKey
+	}
+	return sh, sh.live(key, tx.now), nil
+}
+
+// create returns key's live entry, making an empty one if there is none; a
+// new entry is a hash when hash is set.
+func (tx *MemoryTx) create(key string, hash bool) (*memoryShard, *memoryEntry, error) {
+	sh, e, err := tx.entry(key)
+	if err != nil || e != nil {
+		return sh, e, err
+	}
+	e = &memoryEntry{}
+	if hash {
+		e.fields = make(map[string]int64)
+	}
+	sh.entries[key] = e
+	return sh, e, nil
+}
+
+// Get returns key's string value and whether it exists.
+func (tx *MemoryTx) Get(key string) ([]byte, bool, error) {
+	_, e, err := tx.entry(key)
+	if err != nil || e == nil {
+		return nil, false, err
+	}
+	v, err := e.str()
+	return v, err == nil, err
+}
+
+// Int returns key's integer value, 0 when it does not exist.
+func (tx *MemoryTx) Int(key string) (int64, error) {
+	v, ok, err := tx.Get(key)
+	if err != nil || !ok {
+		return 0, err
+	}
+	return parseInteger(v)
+}
+
+// Set stores value at key with ttl (required: transactions keep nothing
+// forever).
+func (tx *MemoryTx) Set(key string, value []byte, ttl time.Duration) error {
+	if err := checkTTL(ttl, false); err != nil {
+		return err
+	}
+	sh, e, err := tx.create(key, false)
+	if err != nil {
+		return err
+	}
+	e.value, e.fields = append(e.value[:0], value...), nil
+	sh.setExpiry(e, deadline(tx.now, ttl))
+	return nil
+}
+
+// IncrementBy adds by to the integer at key and sets ttl.
+func (tx *MemoryTx) IncrementBy(key string, by int64, ttl time.Duration) (int64, error) {
+	cur, err := tx.Int(key)
+	if err != nil {
+		return 0, err
+	}
+	next, err := addInt64(cur, by)
+	if err != nil {
+		return 0, err
+	}
+	return next, tx.Set(key, strconv.AppendInt(nil, next, 10), ttl)
+}
+
+// Fields returns the hash at key (nil when it does not exist). The map is
+// the store's own: read it, do not keep or change it.
+func (tx *MemoryTx) Fields(key string) (map[string]int64, error) {
+	_, e, err := tx.entry(key)
+	if err != nil || e == nil {
+		return nil, err
+	}
+	if e.fields == nil {
+		return nil, ErrWrongType
+	}
+	return e.fields, nil
+}
+
+// AddField adds by to field of the hash at key, creating both as needed, and
+// sets ttl on the hash. A field that reaches 0 is removed, and so is a hash
+// left with no fields.
+func (tx *MemoryTx) AddField(key, field string, by int64, ttl time.Duration) (int64, error) {
+	if err := checkTTL(ttl, false); err != nil {
+		return 0, err
+	}
+	fields, err := tx.Fields(key)
+	if err != nil {
+		return 0, err
+	}
+	next, err := addInt64(fields[field], by)
+	if err != nil {
+		return 0, err
+	}
+	sh, e, err := tx.create(key, true)
+	if err != nil {
+		return 0, err
+	}
+	if next == 0 {
+		delete(e.fields, field)
+	} else {
+		e.fields[field] = next
+	}
+	if len(e.fields) == 0 {
+		sh.remove(key, e)
+		return 0, nil
+	}
+	sh.setExpiry(e, deadline(tx.now, ttl))
+	return next, nil
+}
+
+// Delete removes key.
+func (tx *MemoryTx) Delete(key string) error {
+	sh, e, err := tx.entry(key)
+	if err == nil && e != nil {
+		sh.remove(key, e)
+	}
+	return err
+}
+
+// TTL returns the time left before key expires: 0 when the key is missing,
+// Persistent when it has no expiry.
+func (tx *MemoryTx) TTL(key string) time.Duration {
+	_, e, err := tx.entry(key)
+	switch {
+	case err != nil || e == nil:
+		return 0
+	case e.expireAt.IsZero():
+		return Persistent
+	}
+	return e.expireAt.Sub(tx.now)
+}

@@ -20,6 +20,8 @@ GOLANGCI_LINT  ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 # Two cores: two test packages at a time, each starting its own servers.
 GO_TEST_FLAGS ?= -race -count=1 -p 2 -timeout 20m
 BENCH_FLAGS   ?= -run '^$$' -bench . -benchmem -benchtime 2000x
+# Enough decisions per case for a p99 from 64 callers.
+LIMITER_BENCH_FLAGS ?= -run '^$$' -bench . -benchtime 20000x
 
 .PHONY: all
 all: build
@@ -68,8 +70,9 @@ test: verify lint envtest redis-server ## Checks, then every test against real R
 	KUBEBUILDER_ASSETS="$$(bash hack/envtest-binaries.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: redis-server ## Run the benchmarks (store operations on memory and Redis).
+bench: redis-server ## Run the benchmarks (store operations; limiter decisions/s, p50/p99, commands per decision).
 	go test $(BENCH_FLAGS) ./internal/store/...
+	go test $(LIMITER_BENCH_FLAGS) ./internal/limiter/
 
 FUZZTIME ?= 30s
 

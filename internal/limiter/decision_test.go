@@ -279,6 +279,9 @@ func TestInvalidRequests(t *testing.T) {
 		{"zero limit", []limiter.Limit{with(func(l *limiter.Limit) { l.Rates = rate(0, time.Second) })}, "rates[0]: limit 0 is outside"},
 		{"sub-millisecond window", []limiter.Limit{with(func(l *limiter.Limit) { l.Rates = rate(1, 1500*time.Microsecond) })}, "rates[0]: window 1.5ms is not a whole number of milliseconds"},
 		{"window twice", []limiter.Limit{with(func(l *limiter.Limit) { l.Rates = []limiter.Rate{{1, time.Second}, {5, time.Second}} })}, "rates[1]: window 1s appears twice"},
+		{"token bucket over 1 token/µs", []limiter.Limit{with(func(l *limiter.Limit) {
+			l.Algorithm, l.Rates = limiter.TokenBucket, rate(1001, time.Millisecond)
+		})}, "rates[0]: a token bucket refills at most one token per microsecond"},
 		{"quota without zone", []limiter.Limit{{Key: k, Algorithm: limiter.Quota, Rates: rate(1, 0), Period: limiter.Day, Cost: 1}}, "a quota needs a time zone"},
 		{"quota with two rates", []limiter.Limit{{Key: k, Algorithm: limiter.Quota, Rates: rate(1, 0), Period: limiter.Day, Location: time.UTC, Cost: 1}, {Key: k, Algorithm: limiter.Quota, Rates: []limiter.Rate{{1, 0}, {2, 0}}, Location: time.UTC, Cost: 1}}, "limits[1] (l): 2 rates"},
 		{"one counter twice", []limiter.Limit{ok, ok}, "limits[1] repeats a counter of another limit"},

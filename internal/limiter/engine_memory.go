@@ -114,7 +114,7 @@ func bucketStep(tx *store.MemoryTx, e entry, nowUs int64) (verdict, commit, erro
 	now := float64(nowUs)
 	next, v := bucketTat(tat, e, now)
 	return v, func() error {
-		return tx.Set(e.keys[0], strconv.AppendFloat(nil, next, 'g', 17, 64), ms(ceilMs(next-now)))
+		return tx.Set(e.keys[0], strconv.AppendFloat(nil, next, 'g', 17, 64), ms(max(1, ceilMs(next-now))))
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -117,15 +118,21 @@ func TestKillMidLoadLeavesNoKeyWithoutTTL(t *testing.T) {
 func scanTTLs(t *testing.T, c redis.UniversalClient, match string) (int, []string) {
 	t.Helper()
 	ctx := context.Background()
-	var keys int
-	var persistent []string
+	var (
+		mu         sync.Mutex // ForEachMaster scans the masters concurrently
+		keys       int
+		persistent []string
+	)
 	scan := func(ctx context.Context, node *redis.Client) error {
 		it := node.Scan(ctx, 0, match, 1000).Iterator()
 		for it.Next(ctx) {
+			ttl := node.PTTL(ctx, it.Val()).Val()
+			mu.Lock()
 			keys++
-			if ttl := node.PTTL(ctx, it.Val()).Val(); ttl == -1*time.Nanosecond || ttl == -1*time.Millisecond {
+			if ttl == -1*time.Nanosecond || ttl == -1*time.Millisecond {
 				persistent = append(persistent, it.Val())
 			}
+			mu.Unlock()
 		}
 		return it.Err()
 	}

@@ -241,6 +241,10 @@ func (lim Limit) validate() error {
 		if lim.Algorithm != Quota && (r.Window < time.Millisecond || r.Window%time.Millisecond != 0) {
 			return fmt.Errorf("rates[%d]: window %v is not a whole number of milliseconds", j, r.Window)
 		}
+		// Finer token intervals are below what a float64 time in µs resolves.
+		if lim.Algorithm == TokenBucket && int64(r.Window/time.Microsecond) < r.Limit {
+			return fmt.Errorf("rates[%d]: a token bucket refills at most one token per microsecond", j)
+		}
 	}
 	if lim.Algorithm == Quota && lim.Location == nil {
 		return errors.New("a quota needs a time zone")

@@ -116,7 +116,7 @@ local function bucket(e)
   v.reset = math.ceil((left - now) / 1000)
   v.remaining = math.max(0, math.floor((span - (left - now)) / interval + 1e-6))
   v.commit = function()
-    redis.call('SET', key, string.format('%.17g', next), 'PX', math.ceil((next - now) / 1000))
+    redis.call('SET', key, string.format('%.17g', next), 'PX', math.max(1, math.ceil((next - now) / 1000)))
   end
   return v
 end

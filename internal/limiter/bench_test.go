@@ -91,7 +91,9 @@ func benchLimits(alg limiter.Limit) []limiter.Limit {
 func measure(b *testing.B, raw redis.UniversalClient, sent *commandCounter, callers int, op func(i int) error) {
 	// Warm every connection first, so connection set-up (HELLO, CLIENT
 	// SETINFO) and script loading stay out of the count.
-	runCallers(callers, callers*4, nil, op)
+	if err := runCallers(callers, callers*4, nil, op); err != nil {
+		b.Fatal(err)
+	}
 	if raw != nil {
 		if err := raw.ConfigResetStat(context.Background()).Err(); err != nil {
 			b.Fatal(err)

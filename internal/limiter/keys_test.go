@@ -1,8 +1,10 @@
 package limiter
 
 import (
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCounterKey(t *testing.T) {
@@ -80,6 +82,42 @@ func FuzzCounterKey(f *testing.F) {
 		merged := CounterKey{ns + "/" + policy, "", limit, []string{subject}}
 		if policy != "" && merged.Tag() == k.Tag() {
 			t.Fatalf("%+v and %+v share tag %q", k, merged, k.Tag())
+		}
+	})
+}
+
+func TestQuotaAndLockKeys(t *testing.T) {
+	k := CounterKey{"team-a", "monthly", "export", []string{"sk_live_1"}}
+	if got, want := quotaKeys(k.QuotaTag(), time.Unix(1793505600, 0)), []string{
+		"qo:v1:{team-a/monthly/export}:q:1793505600:use", "qo:v1:{team-a/monthly/export}:q:1793505600:sum",
+	}; !slices.Equal(got, want) {
+		t.Fatalf("quota keys %q; want %q", got, want)
+	}
+	lock, fence := lockKeys("team-a", "nightly/report")
+	if lock != "qo:v1:{team-a/nightly%2Freport}:lock" || fence != "qo:v1:{team-a/nightly%2Freport}:fence" {
+		t.Fatalf("lock keys %q, %q", lock, fence)
+	}
+}
+
+// Lock keys share one slot, never forge a brace, and never merge a
+// namespace into a name.
+func FuzzLockKeys(f *testing.F) {
+	f.Add("team-a", "job")
+	f.Add("a/b", "}{")
+	f.Fuzz(func(t *testing.T, ns, name string) {
+		lock, fence := lockKeys(ns, name)
+		if hashTag(lock) != hashTag(fence) {
+			t.Fatalf("%q and %q in different slots", lock, fence)
+		}
+		if strings.Count(lock, "{") != 1 || strings.Count(lock, "}") != 1 {
+			t.Fatalf("lock key %q has a forged brace", lock)
+		}
+		if other, _ := lockKeys(ns+"/"+name, ""); other == lock {
+			t.Fatalf("(%q, %q) and (%q, \"\") share key %q", ns, name, ns+"/"+name, lock)
+		}
+		// Counter and quota tags have three or four parts, lock tags two.
+		if strings.Count(hashTag(lock), "/") != 1 {
+			t.Fatalf("lock tag %q does not have exactly two parts", hashTag(lock))
 		}
 	})
 }

@@ -231,23 +231,34 @@ func (lim Limit) validate() error {
 	if n := len(lim.Rates); n < 1 || n > 4 || lim.Algorithm == Quota && n != 1 {
 		return fmt.Errorf("%d rates: want 1 to 4, exactly 1 for a quota", n)
 	}
-	for j, r := range lim.Rates {
-		if lim.Algorithm != Quota && slices.ContainsFunc(lim.Rates[:j], func(o Rate) bool { return o.Window == r.Window }) {
-			return fmt.Errorf("rates[%d]: window %v appears twice", j, r.Window)
-		}
-		if r.Limit < 1 || r.Limit > MaxValue {
-			return fmt.Errorf("rates[%d]: limit %d is outside 1..%d", j, r.Limit, int64(MaxValue))
-		}
-		if lim.Algorithm != Quota && (r.Window < time.Millisecond || r.Window%time.Millisecond != 0) {
-			return fmt.Errorf("rates[%d]: window %v is not a whole number of milliseconds", j, r.Window)
-		}
-		// Finer token intervals are below what a float64 time in µs resolves.
-		if lim.Algorithm == TokenBucket && int64(r.Window/time.Microsecond) < r.Limit {
-			return fmt.Errorf("rates[%d]: a token bucket refills at most one token per microsecond", j)
+	for j := range lim.Rates {
+		if err := lim.validateRate(j); err != nil {
+			return fmt.Errorf("rates[%d]: %w", j, err)
 		}
 	}
 	if lim.Algorithm == Quota && lim.Location == nil {
 		return errors.New("a quota needs a time zone")
+	}
+	return nil
+}
+
+func (lim Limit) validateRate(j int) error {
+	r := lim.Rates[j]
+	if r.Limit < 1 || r.Limit > MaxValue {
+		return fmt.Errorf("limit %d is outside 1..%d", r.Limit, int64(MaxValue))
+	}
+	if lim.Algorithm == Quota {
+		return nil
+	}
+	if r.Window < time.Millisecond || r.Window%time.Millisecond != 0 {
+		return fmt.Errorf("window %v is not a whole number of milliseconds", r.Window)
+	}
+	if slices.ContainsFunc(lim.Rates[:j], func(o Rate) bool { return o.Window == r.Window }) {
+		return fmt.Errorf("window %v appears twice", r.Window)
+	}
+	// Finer token intervals are below what a float64 time in µs resolves.
+	if lim.Algorithm == TokenBucket && int64(r.Window/time.Microsecond) < r.Limit {
+		return errors.New("a token bucket refills at most one token per microsecond")
 	}
 	return nil
 }

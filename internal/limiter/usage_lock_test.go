@@ -48,7 +48,6 @@ func TestUsage(t *testing.T) {
 }
 
 func TestLocks(t *testing.T) {
-	ctx := context.Background()
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
 			clock := newClock(time.Now())
@@ -56,45 +55,75 @@ func TestLocks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ns := key(t, "").Namespace
-			first, ok, _, err := l.Acquire(ctx, ns, "nightly-report", 300*time.Millisecond)
-			if err != nil || !ok || len(first.Token) != 32 || first.Fence <= 0 {
-				t.Fatalf("first acquire: %+v ok=%v err=%v", first, ok, err)
+			lk := lockCase{t: t, l: l, ns: key(t, "").Namespace, name: "nightly-report"}
+			first := lk.acquire(300 * time.Millisecond)
+			if len(first.Token) != 32 || first.Fence <= 0 {
+				t.Fatalf("first lock %+v: want a 32-hex token and a positive fence", first)
 			}
-			if _, ok, wait, err := l.Acquire(ctx, ns, "nightly-report", time.Minute); err != nil || ok || wait <= 0 || wait > 300*time.Millisecond {
-				t.Fatalf("second acquire while held: ok=%v wait=%v err=%v; want refused with 0 < wait <= 300ms", ok, wait, err)
-			}
-			for _, tc := range []struct {
-				what string
-				op   func(token string) (bool, error)
-			}{
-				{"extend", func(tok string) (bool, error) { return l.Extend(ctx, ns, "nightly-report", tok, 400*time.Millisecond) }},
-				{"release", func(tok string) (bool, error) { return l.Release(ctx, ns, "nightly-report", tok) }},
-			} {
-				if ok, err := tc.op("not-the-token"); err != nil || ok {
-					t.Fatalf("%s with a wrong token: %v, %v; want refused", tc.what, ok, err)
-				}
-				if ok, err := tc.op(first.Token); err != nil || !ok {
-					t.Fatalf("%s with the token: %v, %v; want done", tc.what, ok, err)
-				}
-			}
-			second, ok, _, err := l.Acquire(ctx, ns, "nightly-report", 200*time.Millisecond)
-			if err != nil || !ok || second.Fence <= first.Fence || second.Token == first.Token {
-				t.Fatalf("acquire after release: %+v ok=%v err=%v; want a new token and a fence above %d", second, ok, err, first.Fence)
+			lk.refused(300 * time.Millisecond)
+			lk.onlyWithToken(first.Token)
+			second := lk.acquire(200 * time.Millisecond)
+			if second.Fence <= first.Fence || second.Token == first.Token {
+				t.Fatalf("after release: %+v; want a new token and a fence above %d", second, first.Fence)
 			}
 			// The holder "crashes": it never releases; the lock frees at its TTL.
 			clock.Add(250 * time.Millisecond)
 			if be.raw != nil {
 				time.Sleep(250 * time.Millisecond)
 			}
-			third, ok, _, err := l.Acquire(ctx, ns, "nightly-report", time.Minute)
-			if err != nil || !ok || third.Fence <= second.Fence {
-				t.Fatalf("acquire after the holder's TTL: %+v ok=%v err=%v; want taken with a fence above %d", third, ok, err, second.Fence)
+			if third := lk.acquire(time.Minute); third.Fence <= second.Fence {
+				t.Fatalf("after the holder's TTL: %+v; want a fence above %d", third, second.Fence)
 			}
-			if ok, _ := l.Release(ctx, ns, "nightly-report", second.Token); ok {
+			if ok, _ := l.Release(context.Background(), lk.ns, lk.name, second.Token); ok {
 				t.Fatal("the crashed holder's token released the new holder's lock")
 			}
 		})
+	}
+}
+
+type lockCase struct {
+	t        *testing.T
+	l        *limiter.Limiter
+	ns, name string
+}
+
+func (c lockCase) acquire(ttl time.Duration) limiter.Lock {
+	c.t.Helper()
+	lock, ok, _, err := c.l.Acquire(context.Background(), c.ns, c.name, ttl)
+	if err != nil || !ok {
+		c.t.Fatalf("acquire: ok=%v err=%v; want the lock", ok, err)
+	}
+	return lock
+}
+
+// refused checks that the held lock is refused with what is left of its
+// TTL, at most heldFor.
+func (c lockCase) refused(heldFor time.Duration) {
+	c.t.Helper()
+	_, ok, wait, err := c.l.Acquire(context.Background(), c.ns, c.name, time.Minute)
+	if err != nil || ok || wait <= 0 || wait > heldFor {
+		c.t.Fatalf("acquire while held: ok=%v wait=%v err=%v; want refused with 0 < wait <= %v", ok, wait, err, heldFor)
+	}
+}
+
+// onlyWithToken checks that extend and release refuse a wrong token and
+// work with the holder's; the lock ends released.
+func (c lockCase) onlyWithToken(token string) {
+	c.t.Helper()
+	ctx := context.Background()
+	for _, op := range []struct {
+		what string
+		do   func(token string) (bool, error)
+	}{
+		{"extend", func(tok string) (bool, error) { return c.l.Extend(ctx, c.ns, c.name, tok, 400*time.Millisecond) }},
+		{"release", func(tok string) (bool, error) { return c.l.Release(ctx, c.ns, c.name, tok) }},
+	} {
+		if ok, err := op.do("not-the-token"); err != nil || ok {
+			c.t.Fatalf("%s with a wrong token: %v, %v; want refused", op.what, ok, err)
+		}
+		if ok, err := op.do(token); err != nil || !ok {
+			c.t.Fatalf("%s with the token: %v, %v; want done", op.what, ok, err)
+		}
 	}
 }
 

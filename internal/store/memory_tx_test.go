@@ -1,0 +1,128 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/store"
+)
+
+// Transactions over overlapping keys, declared in opposite orders, never
+// deadlock and never lose an update: 64 goroutines move units between
+// eight keys, and the sum stays exact.
+func TestMemoryUpdateIsAtomic(t *testing.T) {
+	s := store.NewMemory()
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	keys := make([]string, 8)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("acct:%d", i)
+	}
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			for n := range 200 {
+				from, to := keys[(g+n)%8], keys[(g*3+n+1)%8]
+				if from == to {
+					continue
+				}
+				err := s.Update(ctx, []string{to, from}, func(tx *store.MemoryTx) error {
+					_, err := tx.AddField("moves", "n", 1, time.Hour)
+					return err
+				})
+				if !errors.Is(err, store.ErrUndeclaredKey) {
+					t.Errorf("undeclared key: got %v", err)
+					return
+				}
+				if err := s.Update(ctx, []string{to, from}, func(tx *store.MemoryTx) error {
+					if _, err := tx.IncrementBy(from, -1, time.Hour); err != nil {
+						return err
+					}
+					_, err := tx.IncrementBy(to, 1, time.Hour)
+					return err
+				}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var sum int64
+	if err := s.Update(ctx, keys, func(tx *store.MemoryTx) error {
+		for _, k := range keys {
+			n, err := tx.Int(k)
+			if err != nil {
+				return err
+			}
+			sum += n
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if sum != 0 {
+		t.Fatalf("units after the transfers sum to %d; want 0", sum)
+	}
+}
+
+// A hash (the limiter's buckets and quota usage) is refused by the string
+// operations with ErrWrongType, as Redis answers WRONGTYPE; its fields
+// expire with it; a field that reaches zero goes, and so does an empty hash.
+func TestMemoryHashes(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+	s := store.NewMemory(store.WithClock(clock.Now))
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	hash := func(fn func(tx *store.MemoryTx) error) error { return s.Update(ctx, []string{"h", "s"}, fn) }
+	if err := hash(func(tx *store.MemoryTx) error {
+		if _, err := tx.AddField("h", "a", 5, time.Minute); err != nil {
+			return err
+		}
+		_, err := tx.AddField("h", "b", 2, time.Minute)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Set(ctx, "s", []byte("text"), 0)
+	for name, err := range map[string]error{
+		"Get":              third(s.Get(ctx, "h")),
+		"Increment":        second(s.Increment(ctx, "h", 1)),
+		"CompareAndDelete": second(s.CompareAndDelete(ctx, "h", []byte("x"))),
+		"AddField on a string": hash(func(tx *store.MemoryTx) error {
+			_, err := tx.AddField("s", "a", 1, time.Minute)
+			return err
+		}),
+	} {
+		if !errors.Is(err, store.ErrWrongType) {
+			t.Errorf("%s: %v; want ErrWrongType", name, err)
+		}
+	}
+	if ttl, ok, _ := s.TTL(ctx, "h"); !ok || ttl != time.Minute {
+		t.Fatalf("hash TTL %v, %v; want 1m", ttl, ok)
+	}
+	if err := hash(func(tx *store.MemoryTx) error {
+		if _, err := tx.AddField("h", "a", -5, time.Minute); err != nil {
+			return err
+		}
+		f, err := tx.Fields("h")
+		if len(f) != 1 || f["b"] != 2 {
+			return fmt.Errorf("fields %v after a reached 0; want only b=2", f)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	if ok, _ := s.Has(ctx, "h"); ok {
+		t.Fatal("hash outlived its TTL")
+	}
+}
+
+func second[T any](_ T, err error) error { return err }
+
+func third[T, U any](_ T, _ U, err error) error { return err }

@@ -10,156 +10,167 @@
 -- stale = 1 when the server's clock puts a proposed window or period in the
 -- past or future: nothing is read or written and the caller re-plans.
 -- Every read and check happens before the first write, so an error (a key
--- of the wrong type, say) leaves every counter as it was.
--- Counts and costs go back to Redis as the caller's strings: Lua would
--- print a number above 1e14 as 1e+14, which INCRBY refuses.
+-- of the wrong type, say) leaves every counter as it was. A key gets its TTL
+-- in the script that creates it; later writes keep it (the TTL is the same
+-- absolute window or period end), which saves a command on most decisions.
+-- Costs go back to Redis as the caller's strings: Lua prints a number above
+-- 1e14 as 1e+14, which INCRBY refuses.
+-- The script runs on every request and Redis runs its whole body each time,
+-- so it defines almost no functions (each is a closure built per call) and
+-- no per-entry tables: the decide pass notes, per entry, the one value its
+-- commit needs.
+
+-- Globals are table lookups in Redis's sandbox; locals are not.
+local call, tonumber, floor, ceil, match = redis.call, tonumber, math.floor, math.ceil, string.match
 local SUB = 10
 local BUCKETS = {'0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
 
 local now = tonumber(ARGV[1])
 if now == 0 then
-  local t = redis.call('TIME')
+  local t = call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local now_ms = math.floor(now / 1000)
-local peek = ARGV[2] == '1'
+local now_ms = floor(now / 1000)
 
 local function int(v)
   if not v then return 0 end
-  if not string.match(v, '^%-?%d+$') then
+  if not match(v, '^%-?%d+$') then
     error({err = 'ERR quota-operator: a limiter counter is not an integer'})
   end
   return tonumber(v)
 end
 
-local function counted(used, cost, max, reset)
-  local v = {allowed = used + cost <= max, reset = reset, retry = 0}
-  local after = used
-  if v.allowed then
-    after = used + cost
-  elseif cost > max then
-    v.retry = -1
-  else
-    v.retry = reset
-  end
-  v.remaining = math.max(0, max - after)
-  return v
-end
-
-local function fixed(e)
-  local key = KEYS[e.k]
-  local left = e.start + e.win - now_ms
-  local v = counted(int(redis.call('GET', key)), e.cost, e.max, left)
-  v.commit = function()
-    redis.call('INCRBY', key, e.costs)
-    redis.call('PEXPIRE', key, left)
-  end
-  return v
-end
-
-local function bound(j, win)
-  return math.floor((j * win + SUB - 1) / SUB)
-end
-
-local function sliding(e)
-  local prev = redis.call('HMGET', KEYS[e.k], unpack(BUCKETS))
-  local cur = redis.call('HMGET', KEYS[e.k + 1], unpack(BUCKETS))
-  local i = math.floor((now_ms - e.start) * SUB / e.win)
-  local used = 0
-  for j = i, SUB - 1 do used = used + int(prev[j + 1]) end
-  for j = 0, i do used = used + int(cur[j + 1]) end
-  local v = {allowed = used + e.cost <= e.max, reset = 0, retry = 0}
-  local after = used
-  if v.allowed then after = used + e.cost end
-  v.remaining = math.max(0, e.max - after)
-  if not v.allowed and e.cost > e.max then v.retry = -1 end
-  local need, freed = used + e.cost - e.max, 0
-  local function leave(n, at)
-    if n == 0 then return end
-    v.reset, freed = at - now_ms, freed + n
-    if not v.allowed and v.retry == 0 and freed >= need then v.retry = at - now_ms end
-  end
-  for j = i, SUB - 1 do leave(int(prev[j + 1]), e.start + bound(j + 1, e.win)) end
-  for j = 0, i do
-    local n = int(cur[j + 1])
-    if j == i and v.allowed then n = n + e.cost end
-    leave(n, e.start + e.win + bound(j + 1, e.win))
-  end
-  v.commit = function()
-    redis.call('HINCRBY', KEYS[e.k + 1], BUCKETS[i + 1], e.costs)
-    redis.call('PEXPIRE', KEYS[e.k + 1], e.start + 2 * e.win - now_ms)
-  end
-  return v
-end
-
-local function bucket(e)
-  local key = KEYS[e.k]
-  local raw = redis.call('GET', key)
-  local tat = 0
-  if raw then
-    tat = tonumber(raw)
-    if not tat or tat ~= tat or tat == math.huge or tat == -math.huge then
-      error({err = 'ERR quota-operator: a token bucket holds no number'})
-    end
-  end
-  local span = e.win * 1000
-  local interval = span / e.max
-  tat = math.max(tat, now)
-  local next = tat + e.cost * interval
-  local v = {allowed = next - now <= span + 1, retry = 0}
-  local left = next
-  if not v.allowed then
-    left = tat
-    if e.cost > e.max then v.retry = -1 else v.retry = math.ceil((next - now - span) / 1000) end
-    if e.dry then next = math.min(next, now + span) end
-  end
-  v.reset = math.ceil((left - now) / 1000)
-  v.remaining = math.max(0, math.floor((span - (left - now)) / interval + 1e-6))
-  v.commit = function()
-    redis.call('SET', key, string.format('%.17g', next), 'PX', math.max(1, math.ceil((next - now) / 1000)))
-  end
-  return v
-end
-
-local function quota(e)
-  local use, sum = KEYS[e.k], KEYS[e.k + 1]
-  int(redis.call('GET', sum))
-  local v = counted(tonumber(redis.call('ZSCORE', use, e.member) or '0'), e.cost, e.max, e.stop - now_ms)
-  v.commit = function()
-    local ttl = e.stop + e.win - now_ms
-    redis.call('ZINCRBY', use, e.costs, e.member)
-    redis.call('INCRBY', sum, e.costs)
-    redis.call('PEXPIRE', use, ttl)
-    redis.call('PEXPIRE', sum, ttl)
-  end
-  return v
-end
-
-local steps = {f = fixed, s = sliding, t = bucket, q = quota}
-local entries, k = {}, 1
+-- The proposals first: a stale one means no read and no write.
 for a = 3, #ARGV, 8 do
-  local e = {alg = ARGV[a], max = tonumber(ARGV[a + 1]), win = tonumber(ARGV[a + 2]),
-    cost = tonumber(ARGV[a + 3]), costs = ARGV[a + 3], dry = ARGV[a + 4] == '1', start = tonumber(ARGV[a + 5]),
-    stop = tonumber(ARGV[a + 6]), member = ARGV[a + 7], k = k}
-  if e.alg == 'f' or e.alg == 't' then k = k + 1 else k = k + 2 end
-  if (e.alg == 'f' or e.alg == 's') and e.start ~= now_ms - now_ms % e.win then return {1, now} end
-  if e.alg == 'q' and (now_ms < e.start or now_ms >= e.stop) then return {1, now} end
-  entries[#entries + 1] = e
+  local alg, win, start = ARGV[a], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 5])
+  if (alg == 'f' or alg == 's') and start ~= now_ms - now_ms % win
+    or alg == 'q' and (now_ms < start or now_ms >= tonumber(ARGV[a + 6])) then
+    return {1, now}
+  end
 end
 
-local verdicts, pass = {}, not peek
-for i, e in ipairs(entries) do
-  verdicts[i] = steps[e.alg](e)
-  pass = pass and (verdicts[i].allowed or e.dry)
-end
-local reply = {0, now}
-for i, v in ipairs(verdicts) do
-  if pass then v.commit() end
+local reply, notes, pass = {0, now}, {}, ARGV[2] ~= '1'
+local r, k = 2, 1
+for a = 3, #ARGV, 8 do
+  local alg, max, win, cost, start = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
+  -- Every branch sets the verdict (allowed, remaining, reset ms, retry ms;
+  -- -1: never) and note, what its commit needs.
+  local ok, rem, reset, retry, note
+  if alg == 'f' or alg == 'q' then
+    -- A "used of max" counter, full again at the window or period end.
+    local raw, used
+    if alg == 'f' then
+      raw = call('GET', KEYS[k])
+      used, reset = int(raw), start + win - now_ms
+      note = reset -- the TTL of a new window
+    else
+      -- The usage set and the total are created, expire and (refund.lua)
+      -- vanish together.
+      raw = call('GET', KEYS[k + 1])
+      int(raw)
+      used, reset = tonumber(call('ZSCORE', KEYS[k], ARGV[a + 7]) or '0'), tonumber(ARGV[a + 6]) - now_ms
+      note = reset + win -- the period end plus the grace
+    end
+    if raw then note = 0 end
+    ok, rem, retry = used + cost <= max, max - used, 0
+    if ok then rem = rem - cost elseif cost > max then retry = -1 else retry = reset end
+  elseif alg == 's' then
+    -- The span counts prev[i..] and cur[..i]: the oldest bucket still
+    -- touching it in full. Buckets leave oldest first: reset is when the
+    -- last counted one leaves, retry when enough have left for this cost.
+    local prev = call('HMGET', KEYS[k], unpack(BUCKETS))
+    local cur = call('HMGET', KEYS[k + 1], unpack(BUCKETS))
+    local i = floor((now_ms - start) * SUB / win)
+    local used, fresh = 0, true
+    for j = 0, SUB - 1 do
+      if j >= i then used = used + int(prev[j + 1]) end
+      if j <= i then used = used + int(cur[j + 1]) end
+      fresh = fresh and not cur[j + 1]
+    end
+    ok, rem, reset, retry = used + cost <= max, max - used, 0, 0
+    if ok then rem = rem - cost elseif cost > max then retry = -1 end
+    local need, freed = used + cost - max, 0
+    for j = i, SUB + i do
+      local n, at
+      if j < SUB then
+        n, at = int(prev[j + 1]), start + floor(((j + 1) * win + SUB - 1) / SUB)
+      else
+        n, at = int(cur[j - SUB + 1]), start + win + floor(((j - SUB + 1) * win + SUB - 1) / SUB)
+        if j - SUB == i and ok then n = n + cost end
+      end
+      if n > 0 then
+        reset, freed = at - now_ms, freed + n
+        if not ok and retry == 0 and freed >= need then retry = at - now_ms end
+      end
+    end
+    note = i
+    if fresh then note = -1 - i end -- a new window: set its TTL
+  else
+    -- GCRA: a token every window/max; times in µs as floats.
+    local raw = call('GET', KEYS[k])
+    local tat = 0
+    if raw then
+      tat = tonumber(raw)
+      if not tat or tat ~= tat or tat == math.huge or tat == -math.huge then
+        error({err = 'ERR quota-operator: a token bucket holds no number'})
+      end
+    end
+    local span = win * 1000
+    local interval = span / max
+    if tat < now then tat = now end
+    note = tat + cost * interval
+    -- 1 µs of slack absorbs float rounding in cost*interval == span.
+    ok, retry = note - now <= span + 1, 0
+    local left = note
+    if not ok then
+      left = tat
+      if cost > max then retry = -1 else retry = ceil((note - now - span) / 1000) end
+      -- A dry run counts, but a bucket holds at most its burst.
+      if ARGV[a + 4] == '1' and note > now + span then note = now + span end
+    end
+    rem, reset = floor((span - (left - now)) / interval + 1e-6), ceil((left - now) / 1000)
+    if rem < 0 then rem = 0 end
+  end
+  pass = pass and (ok or ARGV[a + 4] == '1')
   local allowed = 0
-  if v.allowed then allowed = 1 end
-  reply[#reply + 1] = allowed
-  reply[#reply + 1] = v.remaining
-  reply[#reply + 1] = v.reset
-  reply[#reply + 1] = v.retry
+  if ok then allowed = 1 end
+  reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = allowed, rem, reset, retry
+  notes[#notes + 1] = note
+  r = r + 4
+  if alg == 'f' or alg == 't' then k = k + 1 else k = k + 2 end
+end
+
+if not pass then return reply end
+k = 1
+for n = 1, #notes do
+  local a = 3 + (n - 1) * 8
+  local alg, cost, note = ARGV[a], ARGV[a + 3], notes[n]
+  if alg == 'f' then
+    call('INCRBY', KEYS[k], cost)
+    if note > 0 then call('PEXPIRE', KEYS[k], note) end
+    k = k + 1
+  elseif alg == 'q' then
+    call('ZINCRBY', KEYS[k], cost, ARGV[a + 7])
+    call('INCRBY', KEYS[k + 1], cost)
+    if note > 0 then
+      call('PEXPIRE', KEYS[k], note)
+      call('PEXPIRE', KEYS[k + 1], note)
+    end
+    k = k + 2
+  elseif alg == 's' then
+    local i = note
+    if note < 0 then i = -1 - note end
+    call('HINCRBY', KEYS[k + 1], BUCKETS[i + 1], cost)
+    if note < 0 then
+      -- The current window is read as the previous one until the next ends.
+      call('PEXPIRE', KEYS[k + 1], tonumber(ARGV[a + 5]) + 2 * tonumber(ARGV[a + 2]) - now_ms)
+    end
+    k = k + 2
+  else
+    local ttl = ceil((note - now) / 1000)
+    if ttl < 1 then ttl = 1 end
+    call('SET', KEYS[k], string.format('%.17g', note), 'PX', ttl)
+    k = k + 1
+  end
 end
 return reply

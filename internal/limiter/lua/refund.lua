@@ -43,7 +43,13 @@ local function quota(e)
   if tonumber(redis.call('ZINCRBY', use, '-' .. e.costs, e.member)) <= 0 then
     redis.call('ZREM', use, e.member)
   end
-  if redis.call('EXISTS', sum) == 1 then redis.call('DECRBY', sum, e.costs) end
+  -- decide.lua sets both TTLs when the total is new: the total must not
+  -- outlive an emptied usage set.
+  if redis.call('EXISTS', use) == 0 then
+    redis.call('DEL', sum)
+  elseif redis.call('EXISTS', sum) == 1 then
+    redis.call('DECRBY', sum, e.costs)
+  end
 end
 
 local steps = {f = fixed, s = sliding, t = bucket, q = quota}

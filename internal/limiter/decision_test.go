@@ -12,6 +12,7 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -45,7 +46,7 @@ func (c counters) used(k limiter.CounterKey, start time.Time) int64 {
 func TestAllOrNothing(t *testing.T) {
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			clock := newClock(epoch.Add(10 * time.Second))
+			clock := fakeclock.New(epoch.Add(10 * time.Second))
 			l, s := simulated(t, be, clock)
 			c := counters{t, s, l}
 			fixed := limiter.Limit{Key: key(t, "per-ip", "10.0.0.1"), Algorithm: limiter.FixedWindow, Rates: rate(5, time.Minute), Cost: 1}
@@ -110,7 +111,7 @@ func requireSlots(t *testing.T, c redis.UniversalClient, tags ...string) {
 // about to be refunded and be denied early (never admitted late).
 func TestClusterCrossSlotGuarantee(t *testing.T) {
 	be := backends(t)[2]
-	clock := newClock(epoch.Add(10 * time.Second))
+	clock := fakeclock.New(epoch.Add(10 * time.Second))
 	l, s := simulated(t, be, clock)
 	wide := limiter.Limit{Key: key(t, "per-tenant", "acme"), Algorithm: limiter.FixedWindow, Rates: rate(50, time.Minute), Cost: 1}
 	narrow := limiter.Limit{Key: key(t, "per-user", "bob"), Algorithm: limiter.FixedWindow, Rates: rate(30, time.Minute), Cost: 1}
@@ -147,7 +148,7 @@ func TestClusterCrossSlotGuarantee(t *testing.T) {
 func TestPeek(t *testing.T) {
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			l, _ := simulated(t, be, newClock(epoch))
+			l, _ := simulated(t, be, fakeclock.New(epoch))
 			lim := limiter.Limit{Key: key(t, "l"), Algorithm: limiter.SlidingWindow, Rates: rate(2, time.Minute), Cost: 1}
 			for range 3 {
 				d, err := l.Decide(context.Background(), limiter.Request{Limits: []limiter.Limit{lim}, Peek: true})
@@ -301,7 +302,7 @@ func TestInvalidRequests(t *testing.T) {
 func TestCorruptCounterChangesNothing(t *testing.T) {
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			l, s := simulated(t, be, newClock(epoch))
+			l, s := simulated(t, be, fakeclock.New(epoch))
 			good := limiter.Limit{Key: key(t, "good"), Algorithm: limiter.FixedWindow, Rates: rate(5, time.Minute), Cost: 1}
 			bad := limiter.Limit{Key: key(t, "bad"), Algorithm: limiter.FixedWindow, Rates: rate(5, time.Minute), Cost: 1}
 			decide(t, l, good)

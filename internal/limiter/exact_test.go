@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 )
 
 func rate(limit int64, window time.Duration) []limiter.Rate {
@@ -58,7 +59,7 @@ func TestExactUnderRace(t *testing.T) {
 	for _, be := range backends(t) {
 		for _, alg := range algorithms {
 			t.Run(be.name+"/"+alg.name, func(t *testing.T) {
-				clock := newClock(epoch.Add(7 * time.Second))
+				clock := fakeclock.New(epoch.Add(7 * time.Second))
 				l, _ := simulated(t, be, clock)
 				lim := alg.lim
 				lim.Key, lim.Cost = key(t, "per-ip", "10.0.0.1"), 1
@@ -67,7 +68,7 @@ func TestExactUnderRace(t *testing.T) {
 						t.Fatalf("period %d: %d allowed; want exactly 1000", period, got)
 					}
 					// A new window, a refilled bucket, the next calendar day.
-					clock.Add(24 * time.Hour)
+					clock.Advance(24 * time.Hour)
 				}
 			})
 		}
@@ -127,12 +128,12 @@ func TestExactResults(t *testing.T) {
 	for _, be := range backends(t) {
 		for _, tt := range tests {
 			t.Run(be.name+"/"+tt.name, func(t *testing.T) {
-				clock := newClock(epoch)
+				clock := fakeclock.New(epoch)
 				l, _ := simulated(t, be, clock)
 				lim := tt.lim
 				lim.Key = key(t, "l", "alice")
 				for i, s := range tt.steps {
-					clock.Add(s.advance)
+					clock.Advance(s.advance)
 					lim.Cost = s.cost
 					r := decide(t, l, lim).By()
 					want := limiter.Result{Allowed: s.allowed, Max: lim.Rates[0].Limit, Remaining: s.remaining, ResetAfter: s.reset, RetryAfter: s.retryAfter}
@@ -152,7 +153,7 @@ func TestSlidingWindowSpans(t *testing.T) {
 	const limit, window = 20, time.Second
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			clock := newClock(epoch)
+			clock := fakeclock.New(epoch)
 			l, _ := simulated(t, be, clock)
 			lim := limiter.Limit{Key: key(t, "smooth"), Algorithm: limiter.SlidingWindow, Rates: rate(limit, window), Cost: 1}
 			rng := rand.New(rand.NewPCG(1, 2))
@@ -171,7 +172,7 @@ func TestSlidingWindowSpans(t *testing.T) {
 						}
 					}
 				}
-				clock.Add(time.Duration(1+rng.IntN(40)) * time.Millisecond)
+				clock.Advance(time.Duration(1+rng.IntN(40)) * time.Millisecond)
 			}
 			for i, from := range admitted {
 				n := 0
@@ -199,7 +200,7 @@ func TestTokenBucketAdmitsBurstPlusRefill(t *testing.T) {
 	const burst, refill = 20, 4 * time.Second // 5 tokens/s
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			clock := newClock(epoch)
+			clock := fakeclock.New(epoch)
 			l, _ := simulated(t, be, clock)
 			lim := limiter.Limit{Key: key(t, "bucket"), Algorithm: limiter.TokenBucket, Rates: rate(burst, refill), Cost: 1}
 			admitted, attempts := 0, burst+5
@@ -213,7 +214,7 @@ func TestTokenBucketAdmitsBurstPlusRefill(t *testing.T) {
 				if float64(admitted) > ideal+1e-9 || float64(admitted) < ideal-1 {
 					t.Fatalf("at %v: %d admitted; want %.2f within one token", clock.Now().Sub(epoch), admitted, ideal)
 				}
-				clock.Add(7 * time.Millisecond)
+				clock.Advance(7 * time.Millisecond)
 				attempts = 3 // 430/s: far above the refill
 			}
 		})

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 	"github.com/redis/go-redis/v9"
 )
@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 // memory), for looking at what the scripts left behind.
 type backend struct {
 	name string
-	open func(tb testing.TB, clock *fakeClock) store.Store
+	open func(tb testing.TB, clock *fakeclock.Clock) store.Store
 	raw  func() redis.UniversalClient
 }
 
@@ -60,8 +60,8 @@ func backends(tb testing.TB) []backend {
 	if startError != nil {
 		tb.Fatalf("redis test servers: %v", startError)
 	}
-	openURL := func(url string) func(testing.TB, *fakeClock) store.Store {
-		return func(tb testing.TB, _ *fakeClock) store.Store {
+	openURL := func(url string) func(testing.TB, *fakeclock.Clock) store.Store {
+		return func(tb testing.TB, _ *fakeclock.Clock) store.Store {
 			s, err := store.Open(url)
 			if err != nil {
 				tb.Fatal(err)
@@ -71,7 +71,7 @@ func backends(tb testing.TB) []backend {
 		}
 	}
 	return []backend{
-		{name: "memory", open: func(tb testing.TB, clock *fakeClock) store.Store {
+		{name: "memory", open: func(tb testing.TB, clock *fakeclock.Clock) store.Store {
 			opts := []store.MemoryOption{}
 			if clock != nil {
 				opts = append(opts, store.WithClock(clock.Now))
@@ -88,33 +88,13 @@ func backends(tb testing.TB) []backend {
 
 // simulated opens a limiter on be whose only clock is clock, so a test can
 // replay a timeline on Redis as well as in memory.
-func simulated(tb testing.TB, be backend, clock *fakeClock) (*limiter.Limiter, store.Store) {
+func simulated(tb testing.TB, be backend, clock *fakeclock.Clock) (*limiter.Limiter, store.Store) {
 	s := be.open(tb, clock)
 	l, err := limiter.New(s, limiter.WithSimulatedClock(clock.Now))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return l, s
-}
-
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
 }
 
 // key gives every test its own namespace, so tests never share counters.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 )
 
 // The usage index is kept by the decisions themselves: one read gives the
@@ -14,7 +15,7 @@ import (
 func TestUsage(t *testing.T) {
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			clock := newClock(epoch)
+			clock := fakeclock.New(epoch)
 			l, _ := simulated(t, be, clock)
 			quota := func(subject string, cost int64) limiter.Limit {
 				return limiter.Limit{Key: key(t, "monthly", subject), Algorithm: limiter.Quota, Rates: rate(5, 0),
@@ -37,7 +38,7 @@ func TestUsage(t *testing.T) {
 				t.Fatalf("usage %+v; want %+v", u, want)
 			}
 			// The next period starts empty; the one before is still readable.
-			clock.Add(5 * 24 * time.Hour)
+			clock.Advance(5 * 24 * time.Hour)
 			decide(t, l, quota("sk_c", 1))
 			next, err := l.Usage(context.Background(), key(t, "monthly"), time.Date(2026, 12, 1, 0, 0, 0, 0, newYork), 10)
 			if err != nil || next.Subjects != 1 || next.Total != 1 {
@@ -50,7 +51,7 @@ func TestUsage(t *testing.T) {
 func TestLocks(t *testing.T) {
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			clock := newClock(time.Now())
+			clock := fakeclock.New(time.Now())
 			l, err := limiter.New(be.open(t, clock), limiter.WithClock(clock.Now))
 			if err != nil {
 				t.Fatal(err)
@@ -67,7 +68,7 @@ func TestLocks(t *testing.T) {
 				t.Fatalf("after release: %+v; want a new token and a fence above %d", second, first.Fence)
 			}
 			// The holder "crashes": it never releases; the lock frees at its TTL.
-			clock.Add(250 * time.Millisecond)
+			clock.Advance(250 * time.Millisecond)
 			if be.raw != nil {
 				time.Sleep(250 * time.Millisecond)
 			}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/store/storetest"
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 )
 
 func TestMemoryConformance(t *testing.T) {
@@ -24,26 +24,8 @@ func BenchmarkMemory(b *testing.B) {
 	storetest.Bench(b, s)
 }
 
-// fakeClock is safe for the sweeper goroutine to read while a test moves it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 func TestMemoryTTLToTheMillisecond(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	s := store.NewMemory(store.WithClock(clock.Now), store.WithSweepInterval(time.Hour))
 	defer func() { _ = s.Close() }()
 	ctx := context.Background()
@@ -74,7 +56,7 @@ func TestMemoryTTLToTheMillisecond(t *testing.T) {
 }
 
 func TestMemoryReclaimsExpiredKeys(t *testing.T) {
-	clock := &fakeClock{now: time.Now()}
+	clock := fakeclock.New(time.Now())
 	s := store.NewMemory(store.WithClock(clock.Now), store.WithSweepInterval(5*time.Millisecond))
 	defer func() { _ = s.Close() }()
 	ctx := context.Background()

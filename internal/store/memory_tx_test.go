@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 )
 
 // Transactions over overlapping keys, declared in opposite orders, never
@@ -74,7 +75,7 @@ func TestMemoryUpdateIsAtomic(t *testing.T) {
 // operations with ErrWrongType, as Redis answers WRONGTYPE; its fields
 // expire with it; a field that reaches zero goes, and so does an empty hash.
 func TestMemoryHashes(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	s := store.NewMemory(store.WithClock(clock.Now))
 	defer func() { _ = s.Close() }()
 	ctx := context.Background()

@@ -1,0 +1,110 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Enforcement says whether a policy denies.
+// +kubebuilder:validation:Enum=Enforce;DryRun
+type Enforcement string
+
+const (
+	// Enforce denies requests over the limit.
+	Enforce Enforcement = "Enforce"
+	// DryRun counts and reports would-be denials but never denies.
+	DryRun Enforcement = "DryRun"
+)
+
+// FailurePolicy is what the sidecar answers when the store cannot be reached
+// within its timeout.
+// +kubebuilder:validation:Enum=Open;Closed
+type FailurePolicy string
+
+const (
+	// FailOpen lets requests through.
+	FailOpen FailurePolicy = "Open"
+	// FailClosed answers 503 with Retry-After.
+	FailClosed FailurePolicy = "Closed"
+)
+
+// Source is where a request's value comes from.
+// +kubebuilder:validation:Enum=ClientIP;Header;Query;Path;Method
+type Source string
+
+const (
+	SourceClientIP Source = "ClientIP"
+	SourceHeader   Source = "Header"
+	SourceQuery    Source = "Query"
+	SourcePath     Source = "Path"
+	SourceMethod   Source = "Method"
+)
+
+// Method is an HTTP method.
+// +kubebuilder:validation:Enum=GET;HEAD;POST;PUT;PATCH;DELETE;OPTIONS;CONNECT;TRACE
+type Method string
+
+// HeaderMatch matches a request header by name and, optionally, exact value.
+type HeaderMatch struct {
+	// name is the header name, matched case-insensitively.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	Name string `json:"name"`
+	// value is the exact value the header must have; when empty the header
+	// only has to be present.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Value string `json:"value,omitempty"`
+}
+
+// Match selects the requests a limit or quota applies to. An empty match
+// selects every request; every field given must match.
+type Match struct {
+	// methods the request's method must be one of.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=9
+	Methods []Method `json:"methods,omitempty"`
+	// pathPrefix the request's path must start with.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/`
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	// headers the request must carry.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Headers []HeaderMatch `json:"headers,omitempty"`
+}
+
+// ConditionType names a condition in status.conditions.
+const (
+	// ConditionAccepted: the spec is valid and compiled.
+	ConditionAccepted = "Accepted"
+	// ConditionProgrammed: the compiled config is in the store.
+	ConditionProgrammed = "Programmed"
+)
+
+// Condition reasons.
+const (
+	ReasonAccepted         = "Accepted"
+	ReasonInvalid          = "Invalid"
+	ReasonProgrammed       = "Programmed"
+	ReasonStoreUnavailable = "StoreUnavailable"
+)
+
+// PolicyStatus is what both kinds report.
+type PolicyStatus struct {
+	// observedGeneration is the generation the conditions describe.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// conditions: Accepted and Programmed.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}

@@ -1,0 +1,168 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+)
+
+// One API server with the CRDs serves the whole package.
+var c client.Client
+
+const namespace = "validation"
+
+func TestMain(m *testing.M) {
+	root := kubeenv.ModuleRoot()
+	env, err := kubeenv.Start(kubeenv.Options{CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")}})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "control plane: %v\n", err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer func() { _ = env.Stop() }()
+		if c, err = client.New(env.Config, client.Options{}); err == nil {
+			err = c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "set-up: %v\n", err)
+			return 1
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// object reads YAML into an unstructured object in the test namespace, so
+// a test can send what typed Go structs could not express.
+func object(t *testing.T, text string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(text), &u.Object); err != nil {
+		t.Fatalf("bad YAML in the test: %v\n%s", err, text)
+	}
+	u.SetNamespace(namespace)
+	return u
+}
+
+const (
+	rlpHead = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: %s}\n"
+	uqHead  = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: UsageQuota\nmetadata: {name: %s}\n"
+	sel     = "  selector: {matchLabels: {app: a}}\n"
+	// okLimit is a valid limit the RateLimitPolicy cases vary.
+	okLimit = "  limits:\n  - name: l\n    rates: [{limit: 100, window: 1m}]\n"
+	okQuota = "  subject: {source: Header, name: X-Api-Key}\n  limit: 10\n  period: Day\n"
+)
+
+func limitWith(fields string) string {
+	return "spec:\n" + sel + "  limits:\n  - name: l\n" + fields
+}
+
+func repeat(n int, f func(i int) string) string {
+	var b strings.Builder
+	for i := range n {
+		b.WriteString(f(i))
+	}
+	return b.String()
+}
+
+// Every invalid object is rejected by the API server with the path of the
+// field at fault and a reason a person can act on.
+func TestInvalidObjectsAreRejected(t *testing.T) {
+	tests := []struct {
+		name, head, body string
+		want             []string
+	}{
+		{"rlp without selector", rlpHead, "spec:\n" + okLimit, []string{"spec.selector: Required value"}},
+		{"rlp without limits", rlpHead, "spec:\n" + sel, []string{"spec.limits: Required value"}},
+		{"rlp with no limit", rlpHead, "spec:\n" + sel + "  limits: []\n", []string{"spec.limits: Invalid value", "should have at least 1 items"}},
+		{"rlp with 33 limits", rlpHead, "spec:\n" + sel + "  limits:\n" + repeat(33, func(i int) string {
+			return fmt.Sprintf("  - {name: l%d, rates: [{limit: 1, window: 1s}]}\n", i)
+		}), []string{"spec.limits: Too many: 33: must have at most 32 items"}},
+		{"limit names repeat", rlpHead, "spec:\n" + sel + "  limits:\n  - {name: l, rates: [{limit: 1, window: 1s}]}\n  - {name: l, rates: [{limit: 2, window: 1s}]}\n", []string{`spec.limits[1]: Duplicate value: {"name":"l"}`}},
+		{"limit name not a DNS label", rlpHead, "spec:\n" + sel + "  limits:\n  - {name: Per_IP, rates: [{limit: 1, window: 1s}]}\n", []string{`spec.limits[0].name: Invalid value: "Per_IP"`}},
+		{"unknown enforcement", rlpHead, "spec:\n" + sel + "  enforcement: Maybe\n" + okLimit, []string{`spec.enforcement: Unsupported value: "Maybe": supported values: "Enforce", "DryRun"`}},
+		{"unknown failure policy", rlpHead, "spec:\n" + sel + "  failurePolicy: Sometimes\n" + okLimit, []string{`spec.failurePolicy: Unsupported value: "Sometimes": supported values: "Open", "Closed"`}},
+		{"unknown algorithm", rlpHead, limitWith("    algorithm: LeakyBucket\n    rates: [{limit: 1, window: 1s}]\n"), []string{`spec.limits[0].algorithm: Unsupported value: "LeakyBucket"`}},
+		{"limit without rates", rlpHead, limitWith("    cost: 1\n"), []string{"spec.limits[0].rates: Required value"}},
+		{"five rates", rlpHead, limitWith("    rates: [{limit: 1, window: 1s}, {limit: 2, window: 2s}, {limit: 3, window: 3s}, {limit: 4, window: 4s}, {limit: 5, window: 5s}]\n"), []string{"spec.limits[0].rates: Too many: 5: must have at most 4 items"}},
+		{"rate limit 0", rlpHead, limitWith("    rates: [{limit: 0, window: 1s}]\n"), []string{"spec.limits[0].rates[0].limit: Invalid value: 0", "greater than or equal to 1"}},
+		{"rate limit above 2^53", rlpHead, limitWith("    rates: [{limit: 9007199254740993, window: 1s}]\n"), []string{"spec.limits[0].rates[0].limit: Invalid value", "less than or equal to 9007199254740991"}},
+		{"window in words", rlpHead, limitWith("    rates: [{limit: 1, window: 1 minute}]\n"), []string{`spec.limits[0].rates[0].window: Invalid value: "1 minute"`}},
+		{"window under 1s", rlpHead, limitWith("    rates: [{limit: 1, window: 500ms}]\n"), []string{"spec.limits[0].rates[0]: Invalid value", "window must be at least 1s"}},
+		{"window over a week", rlpHead, limitWith("    rates: [{limit: 1, window: 200h}]\n"), []string{"spec.limits[0].rates[0]: Invalid value", "window must be at most 168h"}},
+		{"one window twice", rlpHead, limitWith("    rates: [{limit: 10, window: 1m}, {limit: 20, window: 60s}]\n"), []string{"spec.limits[0]: Invalid value", "rates may appear only once per window"}},
+		{"header key without name", rlpHead, limitWith("    key: [{source: Header}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].key[0]: Invalid value", "name is required when source is Header or Query, and only then"}},
+		{"client IP key with a name", rlpHead, limitWith("    key: [{source: ClientIP, name: X-Real-IP}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].key[0]: Invalid value", "name is required when source is Header or Query, and only then"}},
+		{"unknown key source", rlpHead, limitWith("    key: [{source: Cookie, name: session}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{`spec.limits[0].key[0].source: Unsupported value: "Cookie"`}},
+		{"nine key parts", rlpHead, limitWith("    key: [" + strings.Repeat("{source: Method}, ", 8) + "{source: Path}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].key: Too many: 9: must have at most 8 items"}},
+		{"cost 0", rlpHead, limitWith("    cost: 0\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].cost: Invalid value: 0", "greater than or equal to 1"}},
+		{"cost above the limit", rlpHead, limitWith("    cost: 200\n    rates: [{limit: 100, window: 1m}]\n"), []string{"spec.limits[0]: Invalid value", "cost must not be above any rate's limit: such a request could never pass"}},
+		{"token bucket too fast", rlpHead, limitWith("    algorithm: TokenBucket\n    rates: [{limit: 2000000, window: 1s}]\n"), []string{"spec.limits[0]: Invalid value", "a token bucket refills at most one token per microsecond"}},
+		{"unknown method", rlpHead, limitWith("    match: {methods: [FETCH]}\n    rates: [{limit: 1, window: 1s}]\n"), []string{`spec.limits[0].match.methods[0]: Unsupported value: "FETCH"`}},
+		{"relative path prefix", rlpHead, limitWith("    match: {pathPrefix: api/}\n    rates: [{limit: 1, window: 1s}]\n"), []string{`spec.limits[0].match.pathPrefix: Invalid value: "api/"`, "should match '^/'"}},
+		{"header name with a space", rlpHead, limitWith("    match: {headers: [{name: X Api}]}\n    rates: [{limit: 1, window: 1s}]\n"), []string{`spec.limits[0].match.headers[0].name: Invalid value: "X Api"`}},
+		{"uq without subject", uqHead, "spec:\n" + sel + "  limit: 10\n  period: Day\n", []string{"spec.subject: Required value"}},
+		{"uq header subject without name", uqHead, "spec:\n" + sel + "  subject: {source: Header}\n  limit: 10\n  period: Day\n", []string{"spec.subject: Invalid value", "subject.name is required when source is Header or Query, and only then"}},
+		{"uq subject from the path", uqHead, "spec:\n" + sel + "  subject: {source: Path}\n  limit: 10\n  period: Day\n", []string{`spec.subject.source: Unsupported value: "Path": supported values: "Header", "Query", "ClientIP"`}},
+		{"uq limit 0", uqHead, "spec:\n" + sel + "  subject: {source: ClientIP}\n  limit: 0\n  period: Day\n", []string{"spec.limit: Invalid value: 0", "greater than or equal to 1"}},
+		{"uq without period", uqHead, "spec:\n" + sel + "  subject: {source: ClientIP}\n  limit: 10\n", []string{"spec.period: Required value"}},
+		{"uq yearly", uqHead, "spec:\n" + sel + "  subject: {source: ClientIP}\n  limit: 10\n  period: Year\n", []string{`spec.period: Unsupported value: "Year": supported values: "Hour", "Day", "Week", "Month"`}},
+		{"uq time zone in words", uqHead, "spec:\n" + sel + okQuota + "  timeZone: Berlin Time\n", []string{`spec.timeZone: Invalid value: "Berlin Time"`}},
+		{"uq feature not a name", uqHead, "spec:\n" + sel + okQuota + "  feature: Exports!\n", []string{`spec.feature: Invalid value: "Exports!"`}},
+		{"uq override twice", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, limit: 5}, {subject: k1, limit: 6}]\n", []string{`spec.overrides[1]: Duplicate value: {"subject":"k1"}`}},
+		{"uq override limit 0", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, limit: 0}]\n", []string{"spec.overrides[0].limit: Invalid value: 0"}},
+		{"uq 65 overrides", uqHead, "spec:\n" + sel + okQuota + "  overrides:\n" + repeat(65, func(i int) string {
+			return fmt.Sprintf("  - {subject: k%d, limit: 1}\n", i)
+		}), []string{"spec.overrides: Too many: 65: must have at most 64 items"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obj := object(t, fmt.Sprintf(tt.head, fmt.Sprintf("invalid-%d", i))+tt.body)
+			err := c.Create(context.Background(), obj)
+			if err == nil {
+				t.Fatalf("accepted:\n%s", tt.body)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+// Every sample is accepted as written, and the defaults are filled in.
+func TestSamplesAreAccepted(t *testing.T) {
+	paths, err := filepath.Glob(filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_*.yaml"))
+	if err != nil || len(paths) < 7 {
+		t.Fatalf("samples: %v, %v; want at least 7", paths, err)
+	}
+	for _, p := range paths {
+		t.Run(filepath.Base(p), func(t *testing.T) {
+			raw, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj := object(t, string(raw))
+			if err := c.Create(context.Background(), obj); err != nil {
+				t.Fatalf("rejected: %v", err)
+			}
+			enforcement, _, _ := unstructured.NestedString(obj.Object, "spec", "enforcement")
+			failure, _, _ := unstructured.NestedString(obj.Object, "spec", "failurePolicy")
+			if enforcement == "" || failure == "" {
+				t.Fatalf("defaults not applied: enforcement %q, failurePolicy %q", enforcement, failure)
+			}
+		})
+	}
+}

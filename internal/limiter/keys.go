@@ -1,10 +1,9 @@
 package limiter
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"strings"
+
+	"github.com/quotaops/quota-operator/internal/subject"
 )
 
 // keyPrefix starts every limiter key; the version lets a new layout live
@@ -71,20 +70,16 @@ func TaggedKey(tag string, parts ...string) string {
 	return b.String()
 }
 
-// SubjectHash returns 32 hex digits of SHA-256 over the values, each length
-// prefixed so that ("ab","c") and ("a","bc") differ. Raw subjects (API keys,
-// tokens, addresses) never appear in keys, status, logs or metrics; this
-// hash does.
+// SubjectHash is subject.Hash: the only form of a subject that reaches the
+// store.
 func SubjectHash(values []string) string {
-	h := sha256.New()
-	var n [8]byte
-	for _, v := range values {
-		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
-		h.Write(n[:])
-		h.Write([]byte(v))
-	}
-	sum := h.Sum(nil)
-	return hex.EncodeToString(sum[:16])
+	return subject.Hash(values...)
+}
+
+// QuotaKey is the CounterKey of a UsageQuota's counters: the sidecar
+// decides with it and the operator reads usage with it.
+func QuotaKey(namespace, quota, feature string, subjectValues ...string) CounterKey {
+	return CounterKey{Namespace: namespace, Policy: quota, Limit: feature, Subject: subjectValues}
 }
 
 // escapeKeyPart writes s with every byte outside [A-Za-z0-9._-] as %XX, so

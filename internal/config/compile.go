@@ -1,0 +1,138 @@
+package config
+
+import (
+	"errors"
+	"net/textproto"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/subject"
+)
+
+// CompileRateLimitPolicy checks what the schema cannot and compiles p.
+// Errors name the field at fault.
+func CompileRateLimitPolicy(p *v1alpha1.RateLimitPolicy) (*Policy, error) {
+	spec := field.NewPath("spec")
+	errs := checkSelector(&p.Spec.Selector, spec.Child("selector"))
+	out := header(KindRateLimitPolicy, p.ObjectMeta, p.Spec.Selector, p.Spec.Enforcement, p.Spec.FailurePolicy)
+	for i, l := range p.Spec.Limits {
+		limit, lerrs := compileLimit(l, spec.Child("limits").Index(i))
+		errs = append(errs, lerrs...)
+		out.Limits = append(out.Limits, limit)
+	}
+	if len(errs) > 0 {
+		return nil, errs.ToAggregate()
+	}
+	return out, nil
+}
+
+// CompileUsageQuota checks what the schema cannot (the time zone) and
+// compiles q, hashing override subjects.
+func CompileUsageQuota(q *v1alpha1.UsageQuota) (*Policy, error) {
+	spec := field.NewPath("spec")
+	errs := checkSelector(&q.Spec.Selector, spec.Child("selector"))
+	zone := q.Spec.TimeZone
+	if zone == "" {
+		zone = "UTC"
+	}
+	if _, err := time.LoadLocation(zone); err != nil {
+		errs = append(errs, field.Invalid(spec.Child("timeZone"), zone, "not an IANA time zone"))
+	}
+	if !validPeriod(q.Spec.Period) {
+		errs = append(errs, field.NotSupported(spec.Child("period"), q.Spec.Period, []string{"Hour", "Day", "Week", "Month"}))
+	}
+	if len(errs) > 0 {
+		return nil, errs.ToAggregate()
+	}
+	out := header(KindUsageQuota, q.ObjectMeta, q.Spec.Selector, q.Spec.Enforcement, q.Spec.FailurePolicy)
+	out.Quota = &Quota{
+		Subject:  KeySource{Source: string(q.Spec.Subject.Source), Name: q.Spec.Subject.Name},
+		Match:    compileMatch(q.Spec.Match),
+		Feature:  q.Spec.Feature,
+		Limit:    q.Spec.Limit,
+		Period:   string(q.Spec.Period),
+		TimeZone: zone,
+	}
+	for _, o := range q.Spec.Overrides {
+		out.Quota.Overrides = append(out.Quota.Overrides, Override{SubjectHash: subject.Hash(o.Subject), Limit: o.Limit})
+	}
+	return out, nil
+}
+
+func header(kind string, meta metav1.ObjectMeta, sel metav1.LabelSelector, e v1alpha1.Enforcement, f v1alpha1.FailurePolicy) *Policy {
+	return &Policy{
+		Schema: Schema, Kind: kind, Namespace: meta.Namespace, Name: meta.Name, Generation: meta.Generation,
+		Selector: *sel.DeepCopy(), DryRun: e == v1alpha1.DryRun, FailClosed: f == v1alpha1.FailClosed,
+	}
+}
+
+func checkSelector(sel *metav1.LabelSelector, path *field.Path) field.ErrorList {
+	if _, err := metav1.LabelSelectorAsSelector(sel); err != nil {
+		return field.ErrorList{field.Invalid(path, sel, err.Error())}
+	}
+	return nil
+}
+
+func validPeriod(p v1alpha1.Period) bool {
+	switch p {
+	case "Hour", "Day", "Week", "Month":
+		return true
+	}
+	return false
+}
+
+func compileLimit(l v1alpha1.Limit, path *field.Path) (Limit, field.ErrorList) {
+	out := Limit{Name: l.Name, Match: compileMatch(l.Match), Algorithm: string(l.Algorithm), Cost: l.Cost}
+	if out.Algorithm == "" {
+		out.Algorithm = string(v1alpha1.FixedWindow)
+	}
+	if out.Cost == 0 {
+		out.Cost = 1
+	}
+	for _, k := range l.Key {
+		out.Key = append(out.Key, KeySource{Source: string(k.Source), Name: k.Name})
+	}
+	var errs field.ErrorList
+	for i, r := range l.Rates {
+		ms, err := windowMillis(r.Window)
+		if err != nil {
+			errs = append(errs, field.Invalid(path.Child("rates").Index(i).Child("window"), r.Window, err.Error()))
+		}
+		out.Rates = append(out.Rates, Rate{Limit: r.Limit, WindowMs: ms})
+	}
+	return out, errs
+}
+
+// windowMillis reads a window, which must be a whole number of
+// milliseconds between 1s and 168h (the schema says so too; objects from
+// --policy-file never met the schema).
+func windowMillis(s string) (int64, error) {
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, errors.New("not a duration such as 1s, 1m or 1h30m")
+	case d < time.Second || d > 168*time.Hour:
+		return 0, errors.New("must be between 1s and 168h")
+	case d%time.Millisecond != 0:
+		return 0, errors.New("must be a whole number of milliseconds")
+	}
+	return d.Milliseconds(), nil
+}
+
+func compileMatch(m *v1alpha1.Match) Match {
+	if m == nil {
+		return Match{}
+	}
+	out := Match{PathPrefix: m.PathPrefix}
+	for _, method := range m.Methods {
+		out.Methods = append(out.Methods, strings.ToUpper(string(method)))
+	}
+	for _, h := range m.Headers {
+		out.Headers = append(out.Headers, HeaderMatch{Name: textproto.CanonicalMIMEHeaderKey(h.Name), Value: h.Value})
+	}
+	return out
+}

@@ -1,0 +1,116 @@
+// Package config compiles RateLimitPolicy and UsageQuota objects into the
+// enforcement config that sidecars run: plain, versioned JSON with windows
+// in milliseconds and quota override subjects hashed. It is pure: no
+// Kubernetes client and no store. The controllers publish what it returns;
+// a sidecar with --policy-file compiles objects itself.
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Schema is the version of the Policy layout. A sidecar refuses documents
+// of a schema it does not know, and keeps its last good config.
+const Schema = 1
+
+// Kinds of a Policy.
+const (
+	KindRateLimitPolicy = "RateLimitPolicy"
+	KindUsageQuota      = "UsageQuota"
+)
+
+// Policy is one compiled object.
+type Policy struct {
+	Schema     int    `json:"schema"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace"`
+	Name       string `json:"name"`
+	Generation int64  `json:"generation"`
+	// Selector picks the pods whose sidecars enforce the policy.
+	Selector   metav1.LabelSelector `json:"selector"`
+	DryRun     bool                 `json:"dryRun,omitempty"`
+	FailClosed bool                 `json:"failClosed,omitempty"`
+	// Limits is set for a RateLimitPolicy, Quota for a UsageQuota.
+	Limits []Limit `json:"limits,omitempty"`
+	Quota  *Quota  `json:"quota,omitempty"`
+}
+
+// Match selects requests; empty fields match everything.
+type Match struct {
+	Methods    []string      `json:"methods,omitempty"`
+	PathPrefix string        `json:"pathPrefix,omitempty"`
+	Headers    []HeaderMatch `json:"headers,omitempty"`
+}
+
+// HeaderMatch requires a header; Value, when set, exactly. Name is in
+// canonical form (X-Api-Key).
+type HeaderMatch struct {
+	Name  string `json:"name"`
+	Value string `json:"value,omitempty"`
+}
+
+// KeySource is one part of a counter's identity.
+type KeySource struct {
+	Source string `json:"source"`
+	Name   string `json:"name,omitempty"`
+}
+
+// Rate is Limit per WindowMs milliseconds.
+type Rate struct {
+	Limit    int64 `json:"limit"`
+	WindowMs int64 `json:"windowMs"`
+}
+
+// Limit is one limit of a RateLimitPolicy.
+type Limit struct {
+	Name      string      `json:"name"`
+	Match     Match       `json:"match"`
+	Key       []KeySource `json:"key,omitempty"`
+	Algorithm string      `json:"algorithm"`
+	Rates     []Rate      `json:"rates"`
+	Cost      int64       `json:"cost"`
+}
+
+// Quota is a UsageQuota.
+type Quota struct {
+	Subject  KeySource `json:"subject"`
+	Match    Match     `json:"match"`
+	Feature  string    `json:"feature,omitempty"`
+	Limit    int64     `json:"limit"`
+	Period   string    `json:"period"`
+	TimeZone string    `json:"timeZone"`
+	// Overrides are keyed by the subject's hash; raw subjects never leave
+	// the API object.
+	Overrides []Override `json:"overrides,omitempty"`
+}
+
+// Override is one subject's own limit.
+type Override struct {
+	SubjectHash string `json:"subjectHash"`
+	Limit       int64  `json:"limit"`
+}
+
+// ID names the policy inside its namespace's config: Kind/name.
+func (p *Policy) ID() string { return p.Kind + "/" + p.Name }
+
+// Encode returns the document the store holds.
+func (p *Policy) Encode() ([]byte, error) { return json.Marshal(p) }
+
+// Decode reads a stored document, refusing a schema this build does not
+// know.
+func Decode(doc []byte) (*Policy, error) {
+	var p Policy
+	if err := json.Unmarshal(doc, &p); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if p.Schema != Schema {
+		return nil, fmt.Errorf("config: %s has schema %d; this build reads %d", p.ID(), p.Schema, Schema)
+	}
+	if (p.Kind == KindRateLimitPolicy) == (p.Quota != nil) || p.Kind != KindRateLimitPolicy && p.Kind != KindUsageQuota {
+		return nil, fmt.Errorf("config: %s is neither a rate limit policy nor a quota", p.ID())
+	}
+	return &p, nil
+}

@@ -1,0 +1,161 @@
+package config
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/subject"
+)
+
+var (
+	meta = metav1.ObjectMeta{Namespace: "team-a", Name: "api", Generation: 3}
+	sel  = metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}
+)
+
+func TestCompileRateLimitPolicy(t *testing.T) {
+	p := &v1alpha1.RateLimitPolicy{ObjectMeta: meta, Spec: v1alpha1.RateLimitPolicySpec{
+		Selector: sel, Enforcement: v1alpha1.DryRun, FailurePolicy: v1alpha1.FailClosed,
+		Limits: []v1alpha1.Limit{
+			{Name: "per-ip", Key: []v1alpha1.KeySource{{Source: v1alpha1.SourceClientIP}},
+				Rates: []v1alpha1.Rate{{Limit: 10, Window: "1s"}, {Limit: 1000, Window: "24h"}}},
+			{Name: "uploads", Algorithm: v1alpha1.TokenBucket, Cost: 2,
+				Match: &v1alpha1.Match{Methods: []v1alpha1.Method{"POST"}, PathPrefix: "/upload", Headers: []v1alpha1.HeaderMatch{{Name: "x-tenant", Value: "acme"}}},
+				Key:   []v1alpha1.KeySource{{Source: v1alpha1.SourceHeader, Name: "X-User"}},
+				Rates: []v1alpha1.Rate{{Limit: 20, Window: "4s"}}},
+		},
+	}}
+	got, err := CompileRateLimitPolicy(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Policy{Schema: 1, Kind: "RateLimitPolicy", Namespace: "team-a", Name: "api", Generation: 3, Selector: sel, DryRun: true, FailClosed: true,
+		Limits: []Limit{
+			{Name: "per-ip", Key: []KeySource{{Source: "ClientIP"}}, Algorithm: "FixedWindow", Cost: 1,
+				Rates: []Rate{{Limit: 10, WindowMs: 1000}, {Limit: 1000, WindowMs: 86400000}}},
+			{Name: "uploads", Algorithm: "TokenBucket", Cost: 2,
+				Match: Match{Methods: []string{"POST"}, PathPrefix: "/upload", Headers: []HeaderMatch{{Name: "X-Tenant", Value: "acme"}}},
+				Key:   []KeySource{{Source: "Header", Name: "X-User"}},
+				Rates: []Rate{{Limit: 20, WindowMs: 4000}}},
+		}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+func TestCompileUsageQuota(t *testing.T) {
+	q := &v1alpha1.UsageQuota{ObjectMeta: meta, Spec: v1alpha1.UsageQuotaSpec{
+		Selector: sel, Subject: v1alpha1.Subject{Source: "Header", Name: "X-Api-Key"},
+		Feature: "exports", Limit: 5, Period: "Day", TimeZone: "America/New_York",
+		Overrides: []v1alpha1.Override{{Subject: "sk_live_partner", Limit: 500}},
+	}}
+	got, err := CompileUsageQuota(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Policy{Schema: 1, Kind: "UsageQuota", Namespace: "team-a", Name: "api", Generation: 3, Selector: sel,
+		Quota: &Quota{Subject: KeySource{Source: "Header", Name: "X-Api-Key"}, Feature: "exports", Limit: 5, Period: "Day",
+			TimeZone: "America/New_York", Overrides: []Override{{SubjectHash: subject.Hash("sk_live_partner"), Limit: 500}}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
+	}
+	doc, err := got.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(doc), "sk_live_partner") {
+		t.Fatalf("raw override subject in the document: %s", doc)
+	}
+}
+
+// What the schema cannot say, or what a --policy-file object never met the
+// schema for, is refused with the field's path.
+func TestCompileErrors(t *testing.T) {
+	badSelector := metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "app", Operator: "Near"}}}
+	rlp := func(window string, s metav1.LabelSelector) error {
+		_, err := CompileRateLimitPolicy(&v1alpha1.RateLimitPolicy{ObjectMeta: meta, Spec: v1alpha1.RateLimitPolicySpec{
+			Selector: s, Limits: []v1alpha1.Limit{{Name: "l", Rates: []v1alpha1.Rate{{Limit: 1, Window: window}}}}}})
+		return err
+	}
+	uq := func(zone string, period v1alpha1.Period) error {
+		_, err := CompileUsageQuota(&v1alpha1.UsageQuota{ObjectMeta: meta, Spec: v1alpha1.UsageQuotaSpec{
+			Selector: sel, Subject: v1alpha1.Subject{Source: "ClientIP"}, Limit: 1, Period: period, TimeZone: zone}})
+		return err
+	}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"unknown zone", uq("Mars/Olympus_Mons", "Day"), `spec.timeZone: Invalid value: "Mars/Olympus_Mons": not an IANA time zone`},
+		{"unknown period", uq("UTC", "Year"), `spec.period: Unsupported value: "Year": supported values: "Hour", "Day", "Week", "Month"`},
+		{"window not a duration", rlp("1 minute", sel), `spec.limits[0].rates[0].window: Invalid value: "1 minute": not a duration such as 1s, 1m or 1h30m`},
+		{"window too short", rlp("10ms", sel), `spec.limits[0].rates[0].window: Invalid value: "10ms": must be between 1s and 168h`},
+		{"window with microseconds", rlp("1.0005s", sel), `spec.limits[0].rates[0].window: Invalid value: "1.0005s": must be a whole number of milliseconds`},
+		{"selector operator", rlp("1s", badSelector), `spec.selector: Invalid value`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil || !strings.Contains(tt.err.Error(), tt.want) {
+				t.Fatalf("error %v; want one containing %q", tt.err, tt.want)
+			}
+		})
+	}
+	if err := uq("", "Month"); err != nil {
+		t.Fatalf("an empty zone is UTC: %v", err)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	p, err := CompileUsageQuota(&v1alpha1.UsageQuota{ObjectMeta: meta, Spec: v1alpha1.UsageQuotaSpec{
+		Selector: sel, Subject: v1alpha1.Subject{Source: "ClientIP"}, Limit: 1, Period: "Hour"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := p.Encode()
+	back, err := Decode(doc)
+	if err != nil || !reflect.DeepEqual(back, p) {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	for name, doc := range map[string]string{
+		"not JSON":           `{"schema":`,
+		"future schema":      `{"schema":2,"kind":"UsageQuota","quota":{}}`,
+		"quota without body": `{"schema":1,"kind":"UsageQuota"}`,
+		"limits with quota":  `{"schema":1,"kind":"RateLimitPolicy","quota":{}}`,
+		"unknown kind":       `{"schema":1,"kind":"Secret"}`,
+	} {
+		if _, err := Decode([]byte(doc)); err == nil {
+			t.Errorf("%s: decoded %s", name, doc)
+		}
+	}
+}
+
+// Decode never panics, and what it accepts encodes back to a document it
+// accepts again, unchanged.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"schema":1,"kind":"RateLimitPolicy","name":"a","limits":[{"name":"l","rates":[{"limit":1,"windowMs":1000}]}]}`))
+	f.Add([]byte(`{"schema":1,"kind":"UsageQuota","quota":{"limit":5,"period":"Day"}}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		p, err := Decode(doc)
+		if err != nil {
+			return
+		}
+		again, err := p.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := Decode(again)
+		if err != nil {
+			t.Fatalf("re-encoded document refused: %v", err)
+		}
+		a, _ := json.Marshal(p)
+		b, _ := json.Marshal(q)
+		if string(a) != string(b) {
+			t.Fatalf("round trip changed the policy:\n%s\n%s", a, b)
+		}
+	})
+}

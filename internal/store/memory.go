@@ -14,11 +14,12 @@ const memoryShards = 64
 // with its own lock, so unrelated keys do not contend. Expired keys are hidden
 // at once and reclaimed by a sweeper, so memory follows the live key count.
 type Memory struct {
-	shards [memoryShards]memoryShard
-	now    func() time.Time
-	closed atomic.Bool
-	stop   chan struct{}
-	done   chan struct{}
+	shards  [memoryShards]memoryShard
+	configs memoryConfigs
+	now     func() time.Time
+	closed  atomic.Bool
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 type memoryShard struct {
@@ -163,11 +164,8 @@ func (sh *memoryShard) setExpiry(e *memoryEntry, at time.Time) {
 // time read under that lock so that expiry decisions are ordered with the
 // writes, and the key's live entry or nil.
 func (m *Memory) locked(ctx context.Context, key string) (*memoryShard, time.Time, *memoryEntry, error) {
-	if err := ctx.Err(); err != nil {
+	if err := m.usable(ctx); err != nil {
 		return nil, time.Time{}, nil, err
-	}
-	if m.closed.Load() {
-		return nil, time.Time{}, nil, ErrClosed
 	}
 	sh := &m.shards[fnv32a(key)%memoryShards]
 	sh.mu.Lock()

@@ -95,3 +95,9 @@ func TestMemoryClosed(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+func TestMemoryConfigs(t *testing.T) {
+	s := store.NewMemory()
+	defer func() { _ = s.Close() }()
+	storetest.RunConfigs(t, s)
+}

@@ -26,11 +26,8 @@ type MemoryTx struct {
 // fn must not keep tx, and should do its reads before its writes: writes made
 // before fn returns an error are kept, as they would be in a Redis script.
 func (m *Memory) Update(ctx context.Context, keys []string, fn func(tx *MemoryTx) error) error {
-	if err := ctx.Err(); err != nil {
+	if err := m.usable(ctx); err != nil {
 		return err
-	}
-	if m.closed.Load() {
-		return ErrClosed
 	}
 	tx := &MemoryTx{m: m, shardOf: make(map[string]*memoryShard, len(keys))}
 	order := make([]int, 0, len(keys))

@@ -94,6 +94,12 @@ func TestRedisConformance(t *testing.T) {
 	}
 }
 
+func TestRedisConfigs(t *testing.T) {
+	for _, be := range backends(t) {
+		t.Run(be.label(), func(t *testing.T) { storetest.RunConfigs(t, be.store.(*store.Redis)) })
+	}
+}
+
 // BenchmarkRedis also measures a bare PING on the same client: the round-trip
 // baseline that each operation's ns/op is to be read against.
 func BenchmarkRedis(b *testing.B) {

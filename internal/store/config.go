@@ -1,0 +1,237 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The enforcement config the operator publishes for a namespace: a hash of
+// documents by id (Kind/name), a revision that every change increments,
+// and a pub/sub channel that announces each new revision. These are the
+// only keys without a TTL: they hold desired state, owned by the operator,
+// which deletes them with their objects and writes them back after a flush.
+func configKeys(namespace string) (docs, rev, channel string) {
+	tag := "qo:v1:config:{" + namespace + "}"
+	return tag + ":docs", tag + ":rev", tag + ":changed"
+}
+
+var putConfig = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local rev = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[3], rev)
+return rev
+`)
+
+var deleteConfig = redis.NewScript(`
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+local rev = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[2], rev)
+return rev
+`)
+
+// PutConfig stores doc as id in namespace's config and returns the
+// revision. An unchanged document changes nothing and announces nothing.
+func (r *Redis) PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error) {
+	docs, rev, channel := configKeys(namespace)
+	n, err := putConfig.Run(ctx, r.c, []string{docs, rev}, id, doc, channel).Int64()
+	return n, redisError(err)
+}
+
+// DeleteConfig removes id from namespace's config and returns the revision.
+func (r *Redis) DeleteConfig(ctx context.Context, namespace, id string) (int64, error) {
+	docs, rev, channel := configKeys(namespace)
+	n, err := deleteConfig.Run(ctx, r.c, []string{docs, rev}, id, channel).Int64()
+	return n, redisError(err)
+}
+
+// Configs returns namespace's revision and documents, read together.
+func (r *Redis) Configs(ctx context.Context, namespace string) (int64, map[string][]byte, error) {
+	docsKey, revKey, _ := configKeys(namespace)
+	var all *redis.MapStringStringCmd
+	var rev *redis.StringCmd
+	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		all, rev = p.HGetAll(ctx, docsKey), p.Get(ctx, revKey)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, nil, redisError(err)
+	}
+	n := int64(0)
+	if v := rev.Val(); v != "" {
+		if n, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return 0, nil, ErrNotInteger
+		}
+	}
+	docs := make(map[string][]byte, len(all.Val()))
+	for id, doc := range all.Val() {
+		docs[id] = []byte(doc)
+	}
+	return n, docs, nil
+}
+
+// WatchConfigs announces namespace's new revisions until ctx ends. It
+// keeps only the newest unread revision, so a slow reader never blocks the
+// store; announcements sent while the connection was down are lost, so
+// readers also re-read on a timer.
+func (r *Redis) WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error) {
+	_, _, channel := configKeys(namespace)
+	ps := r.c.Subscribe(ctx, channel)
+	if _, err := ps.Receive(ctx); err != nil { // the subscription confirmation
+		_ = ps.Close()
+		return nil, redisError(err)
+	}
+	out := make(chan int64, 1)
+	go func() {
+		defer close(out)
+		defer func() { _ = ps.Close() }()
+		msgs := ps.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-msgs:
+				if !ok {
+					return
+				}
+				if rev, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+					offerNewest(out, rev)
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// offerNewest puts rev in ch, replacing an unread older revision.
+func offerNewest(ch chan int64, rev int64) {
+	for {
+		select {
+		case ch <- rev:
+			return
+		default:
+		}
+		select {
+		case <-ch:
+		default:
+		}
+	}
+}
+
+// memoryConfigs is the memory store's config: one process, so one lock.
+type memoryConfigs struct {
+	mu       sync.Mutex
+	docs     map[string]map[string][]byte
+	rev      map[string]int64
+	watchers map[string]map[chan int64]struct{}
+}
+
+func (c *memoryConfigs) change(namespace string, apply func(docs map[string][]byte) bool) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.docs == nil {
+		c.docs, c.rev, c.watchers = map[string]map[string][]byte{}, map[string]int64{}, map[string]map[chan int64]struct{}{}
+	}
+	if c.docs[namespace] == nil {
+		c.docs[namespace] = map[string][]byte{}
+	}
+	if !apply(c.docs[namespace]) {
+		return c.rev[namespace]
+	}
+	c.rev[namespace]++
+	for w := range c.watchers[namespace] {
+		offerNewest(w, c.rev[namespace])
+	}
+	return c.rev[namespace]
+}
+
+func (m *Memory) PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error) {
+	if err := m.usable(ctx); err != nil {
+		return 0, err
+	}
+	return m.configs.change(namespace, func(docs map[string][]byte) bool {
+		if old, ok := docs[id]; ok && string(old) == string(doc) {
+			return false
+		}
+		docs[id] = append([]byte{}, doc...)
+		return true
+	}), nil
+}
+
+func (m *Memory) DeleteConfig(ctx context.Context, namespace, id string) (int64, error) {
+	if err := m.usable(ctx); err != nil {
+		return 0, err
+	}
+	return m.configs.change(namespace, func(docs map[string][]byte) bool {
+		_, ok := docs[id]
+		delete(docs, id)
+		return ok
+	}), nil
+}
+
+func (m *Memory) Configs(ctx context.Context, namespace string) (int64, map[string][]byte, error) {
+	if err := m.usable(ctx); err != nil {
+		return 0, nil, err
+	}
+	c := &m.configs
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	docs := make(map[string][]byte, len(c.docs[namespace]))
+	for id, doc := range c.docs[namespace] {
+		docs[id] = append([]byte{}, doc...)
+	}
+	return c.rev[namespace], docs, nil
+}
+
+func (m *Memory) WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error) {
+	if err := m.usable(ctx); err != nil {
+		return nil, err
+	}
+	c := &m.configs
+	w := make(chan int64, 1)
+	c.change(namespace, func(map[string][]byte) bool { return false }) // initialise the maps
+	c.mu.Lock()
+	if c.watchers[namespace] == nil {
+		c.watchers[namespace] = map[chan int64]struct{}{}
+	}
+	c.watchers[namespace][w] = struct{}{}
+	c.mu.Unlock()
+	out := make(chan int64, 1)
+	go func() {
+		defer close(out)
+		defer func() {
+			c.mu.Lock()
+			delete(c.watchers[namespace], w)
+			c.mu.Unlock()
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-m.stop:
+				return
+			case rev := <-w:
+				offerNewest(out, rev)
+			}
+		}
+	}()
+	return out, nil
+}
+
+func (m *Memory) usable(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if m.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}

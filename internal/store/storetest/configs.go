@@ -29,19 +29,7 @@ func RunConfigs(t *testing.T, s ConfigStore) {
 	}
 	step := func(what string, rev int64, err error, want int64, announced bool) {
 		t.Helper()
-		if err != nil || rev != want {
-			t.Fatalf("%s: revision %d, %v; want %d", what, rev, err, want)
-		}
-		select {
-		case got := <-changes:
-			if !announced || got != want {
-				t.Fatalf("%s: announced %d; want %v", what, got, map[bool]any{true: want, false: "nothing"}[announced])
-			}
-		case <-time.After(300 * time.Millisecond):
-			if announced {
-				t.Fatalf("%s: revision %d not announced", what, want)
-			}
-		}
+		expectRevision(t, changes, what, rev, err, want, announced)
 	}
 	rev, err := s.PutConfig(ctx, ns, "RateLimitPolicy/a", []byte(`{"a":1}`))
 	step("first put", rev, err, 1, true)
@@ -71,5 +59,23 @@ func RunConfigs(t *testing.T, s ConfigStore) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("watch not closed after its context ended")
+	}
+}
+
+// expectRevision checks a change's revision and whether it was announced.
+func expectRevision(t *testing.T, changes <-chan int64, what string, rev int64, err error, want int64, announced bool) {
+	t.Helper()
+	if err != nil || rev != want {
+		t.Fatalf("%s: revision %d, %v; want %d", what, rev, err, want)
+	}
+	select {
+	case got := <-changes:
+		if !announced || got != want {
+			t.Fatalf("%s: announced %d; want %d announced: %v", what, got, want, announced)
+		}
+	case <-time.After(300 * time.Millisecond):
+		if announced {
+			t.Fatalf("%s: revision %d not announced", what, want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -29,6 +30,9 @@ type Env struct {
 	Config *rest.Config
 	// BinDir holds kube-apiserver, etcd and kubectl.
 	BinDir string
+
+	mu         sync.Mutex
+	kubeconfig string
 }
 
 // Start starts etcd and kube-apiserver. Call Stop when done, also on failure
@@ -73,4 +77,42 @@ func BinaryDir() (string, error) {
 func ModuleRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// Kubeconfig writes, once, a kubeconfig for a cluster-admin user of this
+// control plane and returns its path; Stop removes it.
+func (e *Env) Kubeconfig() (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.kubeconfig != "" {
+		return e.kubeconfig, nil
+	}
+	user, err := e.AddUser(envtest.User{Name: "quota-test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", err
+	}
+	raw, err := user.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(e.ControlPlane.APIServer.CertDir, "admin.kubeconfig")
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		return "", err
+	}
+	e.kubeconfig = path
+	return path, nil
+}
+
+// Kubectl runs this control plane's kubectl as cluster-admin and returns
+// its combined output.
+func (e *Env) Kubectl(args ...string) (string, error) {
+	cfg, err := e.Kubeconfig()
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command(filepath.Join(e.BinDir, "kubectl"), append([]string{"--kubeconfig", cfg}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	return out.String(), err
 }

@@ -1,0 +1,141 @@
+// Package controllers holds one reconciler per kind. Each compiles its
+// object with internal/config, publishes the result to the store for the
+// object's namespace, and reports Accepted and Programmed conditions.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+)
+
+// Finalizer keeps an object until its config is out of the store.
+const Finalizer = "policy.quotaops.dev/config"
+
+// storeTimeout bounds each store call a reconcile makes.
+const storeTimeout = 5 * time.Second
+
+// ConfigWriter is where compiled config goes: the store, for the object's
+// namespace.
+type ConfigWriter interface {
+	PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error)
+	DeleteConfig(ctx context.Context, namespace, id string) (int64, error)
+}
+
+// EventRecorder is the events.k8s.io recorder controller-runtime hands out.
+type EventRecorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// options are the controller settings both kinds share: failures retry
+// from 100ms, doubling to at most 10s, so a store that comes back is
+// noticed within seconds.
+func options() controller.Options {
+	return controller.Options{RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 10*time.Second)}
+}
+
+// publisher runs the steps both reconcilers share.
+type publisher struct {
+	client.Client
+	Store  ConfigWriter
+	Events EventRecorder
+}
+
+// ensureFinalizer adds the finalizer and reports whether it had to.
+func (p publisher) ensureFinalizer(ctx context.Context, obj client.Object) error {
+	if controllerutil.ContainsFinalizer(obj, Finalizer) {
+		return nil
+	}
+	orig := obj.DeepCopyObject().(client.Object)
+	controllerutil.AddFinalizer(obj, Finalizer)
+	return p.Patch(ctx, obj, client.MergeFrom(orig))
+}
+
+// finalize removes the object's config and then the finalizer. Both steps
+// are idempotent: a config already gone is not an error.
+func (p publisher) finalize(ctx context.Context, obj client.Object, kind string) error {
+	if !controllerutil.ContainsFinalizer(obj, Finalizer) {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), kind+"/"+obj.GetName()); err != nil {
+		return fmt.Errorf("remove config: %w", err)
+	}
+	orig := obj.DeepCopyObject().(client.Object)
+	controllerutil.RemoveFinalizer(obj, Finalizer)
+	return p.Patch(ctx, obj, client.MergeFrom(orig))
+}
+
+// publish writes the compiled policy to the store and reports the outcome
+// (or why there is nothing to write) in st, obj's status. The returned
+// error asks for a retry.
+func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.PolicyStatus, compiled *config.Policy, compileErr error) error {
+	gen := obj.GetGeneration()
+	if compileErr != nil {
+		setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonInvalid, compileErr.Error())
+		setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonInvalid,
+			"Not programmed: the spec is invalid; the last valid configuration, if any, stays in force")
+		return nil
+	}
+	setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "The spec is valid")
+	doc, err := compiled.Encode()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	rev, err := p.Store.PutConfig(sctx, obj.GetNamespace(), compiled.ID(), doc)
+	if err != nil {
+		setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonStoreUnavailable,
+			"The store cannot be written; retrying: "+err.Error())
+		return fmt.Errorf("publish config: %w", err)
+	}
+	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed,
+		fmt.Sprintf("Configuration revision %d of namespace %s is in the store", rev, obj.GetNamespace()))
+	return nil
+}
+
+func setCondition(st *v1alpha1.PolicyStatus, gen int64, kind string, status metav1.ConditionStatus, reason, message string) {
+	st.ObservedGeneration = gen
+	apimeta.SetStatusCondition(&st.Conditions, metav1.Condition{
+		Type: kind, Status: status, Reason: reason, Message: message, ObservedGeneration: gen,
+	})
+}
+
+// patchStatus writes obj's status if it differs from before's, and records
+// an event when the Programmed condition moved.
+func (p publisher) patchStatus(ctx context.Context, before, obj client.Object, oldStatus, newStatus any, oldConds, newConds []metav1.Condition) error {
+	if equality.Semantic.DeepEqual(oldStatus, newStatus) {
+		return nil
+	}
+	p.recordTransition(obj, oldConds, newConds)
+	return p.Status().Patch(ctx, obj, client.MergeFrom(before))
+}
+
+func (p publisher) recordTransition(obj client.Object, oldConds, newConds []metav1.Condition) {
+	old := apimeta.FindStatusCondition(oldConds, v1alpha1.ConditionProgrammed)
+	cur := apimeta.FindStatusCondition(newConds, v1alpha1.ConditionProgrammed)
+	if cur == nil || old != nil && old.Status == cur.Status && old.Reason == cur.Reason {
+		return
+	}
+	kind := corev1.EventTypeNormal
+	if cur.Status != metav1.ConditionTrue {
+		kind = corev1.EventTypeWarning
+	}
+	p.Events.Eventf(obj, nil, kind, cur.Reason, "Publish", "%s", cur.Message)
+}

@@ -1,0 +1,112 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/go-logr/logr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+)
+
+// markerKey is a key the operator keeps in the store (with a TTL) to
+// notice when the store lost its data.
+const markerKey = "qo:v1:operator:marker"
+
+// MarkerStore is what StoreWatch needs of the store.
+type MarkerStore interface {
+	SetIfAbsent(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
+	Expire(ctx context.Context, key string, ttl time.Duration) (bool, error)
+	Delete(ctx context.Context, key string) (bool, error)
+}
+
+// StoreWatch notices a store that lost the operator's config (FLUSHALL, a
+// restart without persistence, a failover to an empty replica) and has
+// every object reconciled again, which writes its config back. It looks
+// every Interval: the config is back within about Interval plus one
+// reconcile.
+type StoreWatch struct {
+	Client   client.Reader
+	Store    MarkerStore
+	Interval time.Duration
+	// RateLimitPolicies and UsageQuotas feed the reconcilers' Resync.
+	RateLimitPolicies, UsageQuotas chan<- event.GenericEvent
+	Log                            logr.Logger
+}
+
+// NeedLeaderElection: only the leader writes config.
+func (w *StoreWatch) NeedLeaderElection() bool { return true }
+
+// Start runs until ctx ends.
+func (w *StoreWatch) Start(ctx context.Context) error {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	marker := []byte(hex.EncodeToString(id[:]))
+	ttl := max(10*w.Interval, 10*time.Second)
+	t := time.NewTicker(w.Interval)
+	defer t.Stop()
+	for {
+		w.check(ctx, marker, ttl)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration) {
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	lost, err := w.Store.SetIfAbsent(sctx, markerKey, marker, ttl)
+	if err != nil {
+		// The reconcilers report an unreachable store in status.
+		w.Log.V(1).Info("Store unreachable", "error", err.Error())
+		return
+	}
+	if !lost {
+		_, _ = w.Store.Expire(sctx, markerKey, ttl)
+		return
+	}
+	if err := w.resync(ctx); err != nil {
+		w.Log.Error(err, "Listing objects to write their config back")
+		_, _ = w.Store.Delete(sctx, markerKey) // look again next time
+		return
+	}
+	w.Log.Info("Store holds no operator marker; wrote every object's config back")
+}
+
+func (w *StoreWatch) resync(ctx context.Context) error {
+	var policies v1alpha1.RateLimitPolicyList
+	if err := w.Client.List(ctx, &policies); err != nil {
+		return err
+	}
+	var quotas v1alpha1.UsageQuotaList
+	if err := w.Client.List(ctx, &quotas); err != nil {
+		return err
+	}
+	for i := range policies.Items {
+		if !send(ctx, w.RateLimitPolicies, &policies.Items[i]) {
+			return ctx.Err()
+		}
+	}
+	for i := range quotas.Items {
+		if !send(ctx, w.UsageQuotas, &quotas.Items[i]) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func send(ctx context.Context, ch chan<- event.GenericEvent, obj client.Object) bool {
+	select {
+	case ch <- event.GenericEvent{Object: obj}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

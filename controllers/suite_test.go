@@ -1,0 +1,156 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/controllers"
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+)
+
+// One API server, one redis-server and one manager serve the package.
+var (
+	env    *kubeenv.Env
+	redisS *redistest.Server
+	k8s    client.Client
+	st     *store.Redis
+	lim    *limiter.Limiter
+	scheme = runtime.NewScheme()
+)
+
+// Settings the tests shorten.
+const (
+	storeCheckEvery = 500 * time.Millisecond
+	usageEvery      = time.Second
+)
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "\n*** CONTROLLER TESTS CANNOT RUN: %v ***\n\n", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return 0, err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return 0, err
+	}
+	var err error
+	if redisS, err = redistest.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { _ = redisS.Close() }()
+	if env, err = kubeenv.Start(kubeenv.Options{CRDDirectoryPaths: []string{filepath.Join(kubeenv.ModuleRoot(), "config", "crd", "bases")}}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = env.Stop() }()
+	if k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+		return 0, err
+	}
+	s, err := store.Open(redisS.URL)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = s.Close() }()
+	st = s.(*store.Redis)
+	if lim, err = limiter.New(st); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done, err := startManager(ctx)
+	if err != nil {
+		return 0, err
+	}
+	code := m.Run()
+	cancel()
+	<-done
+	return code, nil
+}
+
+func startManager(ctx context.Context) (<-chan struct{}, error) {
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	if err != nil {
+		return nil, err
+	}
+	rlpResync, uqResync := make(chan event.GenericEvent), make(chan event.GenericEvent)
+	events := mgr.GetEventRecorder("quota-operator")
+	rlp := controllers.NewRateLimitPolicyReconciler(mgr.GetClient(), st, events)
+	rlp.Resync = rlpResync
+	uq := controllers.NewUsageQuotaReconciler(mgr.GetClient(), st, lim, events, usageEvery)
+	uq.Resync = uqResync
+	watch := &controllers.StoreWatch{Client: mgr.GetClient(), Store: st, Interval: storeCheckEvery,
+		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
+	for _, err := range []error{rlp.SetupWithManager(mgr), uq.SetupWithManager(mgr), mgr.Add(watch)} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
+		}
+	}()
+	return done, nil
+}
+
+// zapLevel keeps the manager quiet unless QO_TEST_LOG is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("QO_TEST_LOG") != "" {
+		return -1
+	}
+	return 2
+}
+
+// namespace creates a namespace for one test.
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "ctl-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// eventually retries check every 100ms until it returns nil or within
+// passes, and fails with its last error.
+func eventually(t *testing.T, within time.Duration, what string, check func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var err error
+	for time.Since(start) < within {
+		if err = check(); err == nil {
+			return time.Since(start)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %v: %v", what, within, err)
+	return 0
+}

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/subject"
+)
+
+// topConsumers is how many consumers status lists.
+const topConsumers = 10
+
+// UsageReader reads a quota period's usage index, which the sidecars'
+// decisions keep.
+type UsageReader interface {
+	Usage(ctx context.Context, key limiter.CounterKey, start time.Time, top int) (limiter.Usage, error)
+}
+
+// UsageQuotaReconciler publishes UsageQuotas and refreshes their usage.
+type UsageQuotaReconciler struct {
+	publisher
+	Usage UsageReader
+	// Interval is how often status.usage is refreshed.
+	Interval time.Duration
+	Now      func() time.Time
+	Resync   <-chan event.GenericEvent
+}
+
+// NewUsageQuotaReconciler returns a reconciler writing to s and reading
+// usage from u every interval.
+func NewUsageQuotaReconciler(c client.Client, s ConfigWriter, u UsageReader, events EventRecorder, interval time.Duration) *UsageQuotaReconciler {
+	return &UsageQuotaReconciler{publisher: publisher{Client: c, Store: s, Events: events}, Usage: u, Interval: interval, Now: time.Now}
+}
+
+// +kubebuilder:rbac:groups=policy.quotaops.dev,resources=usagequotas,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=policy.quotaops.dev,resources=usagequotas/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=policy.quotaops.dev,resources=usagequotas/finalizers,verbs=update
+
+// Reconcile compiles one UsageQuota, publishes it and refreshes its usage.
+func (r *UsageQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var q v1alpha1.UsageQuota
+	if err := r.Get(ctx, req.NamespacedName, &q); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !q.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, &q, config.KindUsageQuota)
+	}
+	if err := r.ensureFinalizer(ctx, &q); err != nil {
+		return ctrl.Result{}, err
+	}
+	before := q.DeepCopy()
+	compiled, compileErr := config.CompileUsageQuota(&q)
+	err := r.publish(ctx, &q, &q.Status.PolicyStatus, compiled, compileErr)
+	var result ctrl.Result
+	if compileErr == nil && err == nil {
+		result.RequeueAfter, err = r.refreshUsage(ctx, &q, compiled.Quota)
+	}
+	if perr := r.patchStatus(ctx, before, &q, before.Status, q.Status, before.Status.Conditions, q.Status.Conditions); perr != nil && !apierrors.IsNotFound(perr) {
+		return ctrl.Result{}, perr
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return result, nil
+}
+
+// refreshUsage fills status.period and status.usage for the current
+// period, and returns when to look again: after the interval, or just
+// after the period ends if that is sooner.
+func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.UsageQuota, quota *config.Quota) (time.Duration, error) {
+	period, err := limiter.ParsePeriod(quota.Period)
+	if err != nil {
+		return 0, err
+	}
+	loc, err := time.LoadLocation(quota.TimeZone)
+	if err != nil {
+		return 0, err
+	}
+	now := r.Now()
+	start, end, err := period.Bounds(now, loc)
+	if err != nil {
+		return 0, err
+	}
+	q.Status.Period = &v1alpha1.QuotaPeriod{Start: metav1.NewTime(start), End: metav1.NewTime(end)}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	u, err := r.Usage.Usage(sctx, limiter.QuotaKey(q.Namespace, q.Name, quota.Feature), start, topConsumers)
+	if err != nil {
+		setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionProgrammed, "False", v1alpha1.ReasonStoreUnavailable,
+			"Usage cannot be read from the store; retrying: "+err.Error())
+		return 0, fmt.Errorf("read usage: %w", err)
+	}
+	q.Status.Usage = usageStatus(q.Spec, u)
+	return min(r.Interval, end.Sub(now)+time.Second), nil
+}
+
+// usageStatus shows subjects by hash, except those the spec names in
+// overrides, and each one's remaining units under its own limit.
+func usageStatus(spec v1alpha1.UsageQuotaSpec, u limiter.Usage) *v1alpha1.Usage {
+	named := make(map[string]v1alpha1.Override, len(spec.Overrides))
+	for _, o := range spec.Overrides {
+		named[subject.Hash(o.Subject)] = o
+	}
+	out := &v1alpha1.Usage{Subjects: u.Subjects, Consumed: u.Total}
+	for _, c := range u.Top {
+		shown, limit := c.Subject, spec.Limit
+		if o, ok := named[c.Subject]; ok {
+			shown, limit = o.Subject, o.Limit
+		}
+		out.Top = append(out.Top, v1alpha1.Consumer{Subject: shown, Used: c.Used, Remaining: max(0, limit-c.Used)})
+	}
+	return out
+}
+
+// SetupWithManager registers the reconciler.
+func (r *UsageQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.UsageQuota{}).WithOptions(options()).Named("usagequota")
+	if r.Resync != nil {
+		b = b.WatchesRawSource(source.Channel(r.Resync, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
+}

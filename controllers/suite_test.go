@@ -15,7 +15,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -98,18 +97,9 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	rlpResync, uqResync := make(chan event.GenericEvent), make(chan event.GenericEvent)
-	events := mgr.GetEventRecorder("quota-operator")
-	rlp := controllers.NewRateLimitPolicyReconciler(mgr.GetClient(), st, events)
-	rlp.Resync = rlpResync
-	uq := controllers.NewUsageQuotaReconciler(mgr.GetClient(), st, lim, events, usageEvery)
-	uq.Resync = uqResync
-	watch := &controllers.StoreWatch{Client: mgr.GetClient(), Store: st, Interval: storeCheckEvery,
-		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
-	for _, err := range []error{rlp.SetupWithManager(mgr), uq.SetupWithManager(mgr), mgr.Add(watch)} {
-		if err != nil {
-			return nil, err
-		}
+	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim,
+		UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
+		return nil, err
 	}
 	done := make(chan struct{})
 	go func() {

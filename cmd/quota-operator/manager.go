@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/controllers"
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
+)
+
+// managerConfig is the manager's command line.
+type managerConfig struct {
+	kubeconfig, metricsAddr, probeAddr string
+	leaderElect                        bool
+	store, storePasswordFile           string
+	usageInterval, storeCheckInterval  time.Duration
+	zap                                zap.Options
+}
+
+func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) {
+	c := &managerConfig{}
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "path to a kubeconfig; default: KUBECONFIG, in-cluster, ~/.kube/config")
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 turns it off")
+	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&c.leaderElect, "leader-elect", false, "elect a leader, so only one replica writes config")
+	fs.StringVar(&c.store, "store", "memory://", "store URL: memory://, redis://, rediss://, redis+sentinel://, redis+cluster://")
+	fs.StringVar(&c.storePasswordFile, "store-password-file", "", "file holding the store password (else "+passwordEnv+")")
+	fs.DurationVar(&c.usageInterval, "usage-interval", 30*time.Second, "how often UsageQuota status.usage is refreshed")
+	fs.DurationVar(&c.storeCheckInterval, "store-check-interval", 2*time.Second, "how often the store is checked for lost config")
+	c.zap.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if c.usageInterval <= 0 || c.storeCheckInterval <= 0 {
+		return nil, errors.New("--usage-interval and --store-check-interval must be positive")
+	}
+	return c, nil
+}
+
+func runManager(args []string, _, stderr io.Writer) int {
+	c, err := parseManagerFlags(args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "quota-operator manager: %v\n", err)
+		}
+		return 2
+	}
+	if err := startManager(ctrl.SetupSignalHandler(), c, stderr, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "quota-operator manager: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// operatorStore is what the manager needs of the store: counters for the
+// usage index, and config publication.
+type operatorStore interface {
+	store.Store
+	controllers.Store
+}
+
+// startManager runs the controllers until ctx ends.
+func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, getenv func(string) string) error {
+	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(stderr))
+	ctrl.SetLogger(log)
+	s, loc, err := openStore(c.store, c.storePasswordFile, getenv)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = s.Close() }()
+	st, ok := s.(operatorStore)
+	if !ok {
+		return fmt.Errorf("store %s cannot hold config", loc)
+	}
+	lim, err := limiter.New(s)
+	if err != nil {
+		return err
+	}
+	cfg, err := restConfig(c.kubeconfig)
+	if err != nil {
+		return err
+	}
+	mgr, err := newManager(cfg, c)
+	if err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim,
+		UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}); err != nil {
+		return err
+	}
+	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
+	return mgr.Start(ctx)
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}
+
+func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: c.metricsAddr},
+		HealthProbeBindAddress: c.probeAddr,
+		LeaderElection:         c.leaderElect,
+		LeaderElectionID:       "quota-operator.quotaops.dev",
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, mgr.AddReadyzCheck("readyz", healthz.Ping)
+}

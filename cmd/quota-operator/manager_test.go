@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+)
+
+func TestManagerFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // error text; empty: accepted
+	}{
+		{[]string{"--store", "redis://localhost:6379/0", "--leader-elect", "--usage-interval", "5s"}, ""},
+		{[]string{"--usage-interval", "0s"}, "--usage-interval and --store-check-interval must be positive"},
+		{[]string{"--frobnicate"}, "flag provided but not defined: -frobnicate"},
+		{[]string{"extra"}, `unexpected arguments: ["extra"]`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			c, err := parseManagerFlags(tt.args, io.Discard)
+			if tt.want == "" {
+				if err != nil || !c.leaderElect || c.usageInterval != 5*time.Second || c.metricsAddr != ":8080" || c.probeAddr != ":8081" {
+					t.Fatalf("%+v, %v", c, err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("error %v; want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// The password comes from the file, else the environment, else the URL,
+// and no error repeats it.
+func TestStorePassword(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == passwordEnv {
+				return v
+			}
+			return ""
+		}
+	}
+	tests := []struct {
+		name, url, file string
+		getenv          func(string) string
+		want, wantErr   string
+	}{
+		{"file wins", "redis://:in-url@h:6379/0", file, env("from-env"), "from-file", ""},
+		{"environment next", "redis://:in-url@h:6379/0", "", env("from-env"), "from-env", ""},
+		{"URL last", "redis://:in-url@h:6379/0", "", env(""), "in-url", ""},
+		{"missing file", "redis://h:6379/0", filepath.Join(t.TempDir(), "nope"), env(""), "", "--store-password-file: open "},
+		{"memory has no password", "memory://", "", env("from-env"), "", "a store password was given for the memory store, which has none"},
+		{"bad URL hides the password", "redis://:s3cret@h:port/0", "", env(""), "", "--store: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, loc, err := openStore(tt.url, tt.file, tt.getenv)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("error %v; want one containing %q, without the password", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = s.Close() }()
+			if loc.Redis.Password != tt.want || strings.Contains(loc.String(), tt.want) {
+				t.Fatalf("password %q (want %q); printed as %s", loc.Redis.Password, tt.want, loc)
+			}
+		})
+	}
+}
+
+// The manager subcommand, as the binary runs it, reconciles a policy
+// applied with kubectl into Redis, with the password read from a file, and
+// serves its health probes.
+func TestManagerEndToEnd(t *testing.T) {
+	r := redistest.StartOrSkip(t)
+	if err := r.Client().ConfigSet(context.Background(), "requirepass", "pa55word").Err(); err != nil {
+		t.Fatal(err)
+	}
+	env, err := kubeenv.Start(kubeenv.Options{CRDDirectoryPaths: []string{filepath.Join(kubeenv.ModuleRoot(), "config", "crd", "bases")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = env.Stop() }()
+	kubeconfig, err := env.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	passwordFile := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(passwordFile, []byte("pa55word"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probe := freeAddr(t)
+	c, err := parseManagerFlags([]string{"--kubeconfig", kubeconfig, "--store", r.URL, "--store-password-file", passwordFile,
+		"--metrics-bind-address", "0", "--health-probe-bind-address", probe, "--store-check-interval", "200ms"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- startManager(ctx, c, &logs, func(string) string { return "" }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+		if strings.Contains(logs.String(), "pa55word") {
+			t.Error("the store password reached the logs")
+		}
+	}()
+	if out, err := env.Kubectl("apply", "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"), "-n", "default"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	s, _, err := openStore(r.URL, passwordFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	waitFor(t, 15*time.Second, "config in Redis", func() error {
+		_, docs, err := s.(*store.Redis).Configs(ctx, "default")
+		if err != nil {
+			return err
+		}
+		p, err := config.Decode(docs["RateLimitPolicy/per-ip"])
+		if err != nil {
+			return err
+		}
+		if p.Limits[0].Rates[0] != (config.Rate{Limit: 100, WindowMs: 60000}) {
+			return fmt.Errorf("stored %+v", p)
+		}
+		return nil
+	})
+	for _, path := range []string{"/healthz", "/readyz"} {
+		expectOK(t, "http://"+probe+path)
+	}
+}
+
+func expectOK(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %s", url, resp.Status)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, within, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

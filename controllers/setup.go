@@ -1,0 +1,43 @@
+package controllers
+
+import (
+	"time"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+)
+
+// Store is what the controllers need of the store.
+type Store interface {
+	ConfigWriter
+	MarkerStore
+}
+
+// Options wire the controllers into a manager.
+type Options struct {
+	Store Store
+	Usage UsageReader
+	// UsageInterval is how often UsageQuota usage is refreshed.
+	UsageInterval time.Duration
+	// StoreCheckInterval is how often StoreWatch looks for lost config.
+	StoreCheckInterval time.Duration
+}
+
+// Setup adds both reconcilers and the StoreWatch that feeds them to mgr.
+func Setup(mgr ctrl.Manager, o Options) error {
+	events := mgr.GetEventRecorder("quota-operator")
+	rlpResync, uqResync := make(chan event.GenericEvent), make(chan event.GenericEvent)
+	rlp := NewRateLimitPolicyReconciler(mgr.GetClient(), o.Store, events)
+	rlp.Resync = rlpResync
+	uq := NewUsageQuotaReconciler(mgr.GetClient(), o.Store, o.Usage, events, o.UsageInterval)
+	uq.Resync = uqResync
+	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval,
+		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
+	if err := rlp.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := uq.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return mgr.Add(watch)
+}

@@ -55,7 +55,16 @@ type publisher struct {
 	Events EventRecorder
 }
 
-// ensureFinalizer adds the finalizer and reports whether it had to.
+// begin finalizes an object being deleted, or makes sure it has the
+// finalizer. When done is set, the reconcile ends there with err.
+func (p publisher) begin(ctx context.Context, obj client.Object, kind string) (done bool, err error) {
+	if !obj.GetDeletionTimestamp().IsZero() {
+		return true, p.finalize(ctx, obj, kind)
+	}
+	return false, p.ensureFinalizer(ctx, obj)
+}
+
+// ensureFinalizer adds the finalizer if it is missing.
 func (p publisher) ensureFinalizer(ctx context.Context, obj client.Object) error {
 	if controllerutil.ContainsFinalizer(obj, Finalizer) {
 		return nil

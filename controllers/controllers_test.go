@@ -73,11 +73,8 @@ var programmed = map[string]string{v1alpha1.ConditionAccepted: v1alpha1.ReasonAc
 func TestRateLimitPolicyLifecycle(t *testing.T) {
 	ns := namespace(t)
 	p := rateLimitPolicy(ns, "api", 100)
-	if err := k8s.Create(ctx, p); err != nil {
-		t.Fatal(err)
-	}
 	status := func() *v1alpha1.PolicyStatus { return &p.Status.PolicyStatus }
-	eventually(t, 10*time.Second, "programmed", func() error { return conditions(p, status, programmed) })
+	createProgrammed(t, p, status)
 	if !reflect.DeepEqual(p.Finalizers, []string{controllers.Finalizer}) {
 		t.Fatalf("finalizers %v", p.Finalizers)
 	}
@@ -87,25 +84,47 @@ func TestRateLimitPolicyLifecycle(t *testing.T) {
 	}
 
 	p.Spec.Limits[0].Rates[0].Limit = 200
-	if err := k8s.Update(ctx, p); err != nil {
+	expectUpdated(t, p, status, "RateLimitPolicy/api", func(doc *config.Policy) bool { return doc.Limits[0].Rates[0].Limit == 200 })
+	expectDeleted(t, p, "RateLimitPolicy/api")
+}
+
+// createProgrammed creates obj and waits for it to be accepted and
+// programmed.
+func createProgrammed(t *testing.T, obj client.Object, status func() *v1alpha1.PolicyStatus) {
+	t.Helper()
+	if err := k8s.Create(ctx, obj); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "programmed", func() error { return conditions(obj, status, programmed) })
+}
+
+// expectUpdated updates obj and waits for the store to hold its second
+// generation, passing check, and for its status to say so.
+func expectUpdated(t *testing.T, obj client.Object, status func() *v1alpha1.PolicyStatus, id string, check func(*config.Policy) bool) {
+	t.Helper()
+	if err := k8s.Update(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "update in the store", func() error {
-		doc, err := stored(ns, "RateLimitPolicy/api")
-		if err != nil || doc.Generation != 2 || doc.Limits[0].Rates[0].Limit != 200 {
+		doc, err := stored(obj.GetNamespace(), id)
+		if err != nil || doc.Generation != 2 || !check(doc) {
 			return fmt.Errorf("stored %+v, %w", doc, err)
 		}
-		return conditions(p, status, programmed)
+		return conditions(obj, status, programmed)
 	})
+}
 
-	if err := k8s.Delete(ctx, p); err != nil {
+// expectDeleted deletes obj and waits for it and its config to be gone.
+func expectDeleted(t *testing.T, obj client.Object, id string) {
+	t.Helper()
+	if err := k8s.Delete(ctx, obj); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "delete", func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), p); !apierrors.IsNotFound(err) {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(obj), obj); !apierrors.IsNotFound(err) {
 			return fmt.Errorf("object still there: %w", err)
 		}
-		if _, err := stored(ns, "RateLimitPolicy/api"); err == nil {
+		if _, err := stored(obj.GetNamespace(), id); err == nil {
 			return errors.New("config still in the store")
 		}
 		return nil
@@ -170,6 +189,24 @@ func TestUsageQuotaStatus(t *testing.T) {
 	}
 }
 
+func TestUsageQuotaUpdateAndDelete(t *testing.T) {
+	ns := namespace(t)
+	q := &v1alpha1.UsageQuota{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "monthly"},
+		Spec: v1alpha1.UsageQuotaSpec{
+			Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}},
+			Subject:  v1alpha1.Subject{Source: "ClientIP"}, Limit: 1000, Period: "Month",
+		},
+	}
+	status := func() *v1alpha1.PolicyStatus { return &q.Status.PolicyStatus }
+	createProgrammed(t, q, status)
+	q.Spec.Limit, q.Spec.TimeZone = 2000, "Asia/Kolkata"
+	expectUpdated(t, q, status, "UsageQuota/monthly", func(doc *config.Policy) bool {
+		return doc.Quota.Limit == 2000 && doc.Quota.TimeZone == "Asia/Kolkata"
+	})
+	expectDeleted(t, q, "UsageQuota/monthly")
+}
+
 // A time zone the schema's pattern allows but no zone database knows is
 // refused in status, and nothing reaches the store.
 func TestUnknownTimeZoneIsNotAccepted(t *testing.T) {
@@ -207,11 +244,8 @@ func TestUnknownTimeZoneIsNotAccepted(t *testing.T) {
 func TestStoreOutageAndRecovery(t *testing.T) {
 	ns := namespace(t)
 	p := rateLimitPolicy(ns, "api", 100)
-	if err := k8s.Create(ctx, p); err != nil {
-		t.Fatal(err)
-	}
 	status := func() *v1alpha1.PolicyStatus { return &p.Status.PolicyStatus }
-	eventually(t, 10*time.Second, "programmed", func() error { return conditions(p, status, programmed) })
+	createProgrammed(t, p, status)
 	if err := redisS.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -38,10 +38,7 @@ func (r *RateLimitPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err := r.Get(ctx, req.NamespacedName, &p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !p.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, &p, config.KindRateLimitPolicy)
-	}
-	if err := r.ensureFinalizer(ctx, &p); err != nil {
+	if done, err := r.begin(ctx, &p, config.KindRateLimitPolicy); done || err != nil {
 		return ctrl.Result{}, err
 	}
 	before := p.DeepCopy()

@@ -54,10 +54,7 @@ func (r *UsageQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Get(ctx, req.NamespacedName, &q); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !q.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, &q, config.KindUsageQuota)
-	}
-	if err := r.ensureFinalizer(ctx, &q); err != nil {
+	if done, err := r.begin(ctx, &q, config.KindUsageQuota); done || err != nil {
 		return ctrl.Result{}, err
 	}
 	before := q.DeepCopy()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -82,7 +83,9 @@ type operatorStore interface {
 
 // startManager runs the controllers until ctx ends.
 func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, getenv func(string) string) error {
-	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(stderr))
+	// Locked: the writer may be any io.Writer, and controllers log from
+	// many goroutines.
+	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
 	ctrl.SetLogger(log)
 	s, loc, err := openStore(c.store, c.storePasswordFile, getenv)
 	if err != nil {

@@ -24,6 +24,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"manager", "run the operator: reconcile RateLimitPolicy and UsageQuota into the store", runManager},
+		{"sidecar", "run the sidecar: enforce the namespace's policies in front of an app", runSidecar},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, version)
 			return 0

@@ -14,8 +14,8 @@ func TestRun(t *testing.T) {
 		stderrHas string
 	}{
 		{args: []string{"version"}, code: 0, stdout: "dev\n"},
-		{args: nil, code: 2, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n  version    print the version\n"},
-		{args: []string{"--help"}, code: 0, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n  version    print the version\n"},
+		{args: nil, code: 2, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n  sidecar    run the sidecar: enforce the namespace's policies in front of an app\n  version    print the version\n"},
+		{args: []string{"--help"}, code: 0, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n  sidecar    run the sidecar: enforce the namespace's policies in front of an app\n  version    print the version\n"},
 		{args: []string{"frobnicate"}, code: 2, stderrHas: `unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {

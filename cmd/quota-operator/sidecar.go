@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/quotaops/quota-operator/internal/sidecar"
+)
+
+// sidecarConfig is the sidecar's command line (DESIGN §5). Every flag can
+// also come from QUOTA_<FLAG>, dashes as underscores; a flag given on the
+// command line wins.
+type sidecarConfig struct {
+	listen, upstream, adminListen, grpcListen string
+	store, storePasswordFile                  string
+	namespace, podLabelsFile, policyFile      string
+	trustedProxies                            string
+	storeTimeout, resync, drainTimeout        time.Duration
+	zap                                       zap.Options
+}
+
+func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) string) (*sidecarConfig, error) {
+	c := &sidecarConfig{}
+	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", ":8000", "proxy address")
+	fs.StringVar(&c.upstream, "upstream", "", "URL of the app, e.g. http://127.0.0.1:8080")
+	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9901", "address of /healthz, /readyz, /metrics and the local API")
+	fs.StringVar(&c.grpcListen, "grpc-listen", "", "address of the Envoy rate-limit service; off when empty")
+	fs.StringVar(&c.store, "store", "memory://", "store URL")
+	fs.StringVar(&c.storePasswordFile, "store-password-file", "", "file holding the store password (else "+passwordEnv+")")
+	fs.StringVar(&c.namespace, "namespace", "", "the pod's namespace: whose config to enforce")
+	fs.StringVar(&c.podLabelsFile, "pod-labels-file", "", "downward API file of the pod's labels")
+	fs.StringVar(&c.policyFile, "policy-file", "", "YAML file or folder of RateLimitPolicy/UsageQuota objects: run without the operator")
+	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
+	fs.DurationVar(&c.storeTimeout, "store-timeout", 50*time.Millisecond, "bound on each store call")
+	fs.DurationVar(&c.resync, "resync-interval", 10*time.Second, "how often config is re-read besides change announcements")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
+	c.zap.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := flagsFromEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	return c, c.check(fs)
+}
+
+// flagsFromEnv sets each flag not given on the command line from
+// QUOTA_<FLAG>.
+func flagsFromEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "QUOTA_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && !given[f.Name] {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (c *sidecarConfig) check(fs *flag.FlagSet) error {
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case c.upstream == "":
+		return errors.New("--upstream is required")
+	case c.namespace == "" && c.policyFile == "":
+		return errors.New("--namespace is required (or --policy-file)")
+	case c.storeTimeout <= 0 || c.resync <= 0:
+		return errors.New("--store-timeout and --resync-interval must be positive")
+	case c.grpcListen != "":
+		return errors.New("--grpc-listen: the Envoy rate-limit service is not built yet")
+	}
+	if u, err := url.Parse(c.upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--upstream %q is not an http:// or https:// URL", c.upstream)
+	}
+	_, err := sidecar.ParseTrusted(c.trustedProxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	return nil
+}
+
+func runSidecar(args []string, _, stderr io.Writer) int {
+	c, err := parseSidecarFlags(args, stderr, os.Getenv)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "quota-operator sidecar: %v\n", err)
+		}
+		return 2
+	}
+	if err := startSidecar(ctrl.SetupSignalHandler(), c, stderr, os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "quota-operator sidecar: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, getenv func(string) string) error {
+	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
+	s, loc, err := openStore(c.store, c.storePasswordFile, getenv)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = s.Close() }()
+	upstream, _ := url.Parse(c.upstream)
+	trusted, _ := sidecar.ParseTrusted(c.trustedProxies)
+	proxyLn, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", c.adminListen)
+	if err != nil {
+		_ = proxyLn.Close()
+		return err
+	}
+	log.Info("Starting sidecar", "version", version, "store", loc.String(), "namespace", c.namespace,
+		"listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", c.upstream)
+	return sidecar.Serve(ctx, sidecar.Options{
+		Upstream: upstream, Namespace: c.namespace, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
+		Trusted: trusted, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout, Log: log,
+	}, s, sidecar.Listeners{Proxy: proxyLn, Admin: adminLn})
+}

@@ -1,0 +1,178 @@
+package sidecar_test
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+)
+
+// Per client IP: exactly the limit passes, with exact headers; the next
+// requests get 429 and Retry-After; another client has its own counter; the
+// app sees the client in X-Forwarded-For.
+func TestPerIPLimitExactCountsAndHeaders(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 5, "1h"))
+	waitReady(t, sc.proxy, "192.0.2.99", "5") // a client of its own
+	for _, client := range []string{"10.0.0.1", "10.0.0.2"} {
+		for i := range 8 {
+			before := time.Now()
+			resp := get(t, sc.proxy, client)
+			resetMax := int(time.Until(before.Truncate(time.Hour).Add(time.Hour)).Seconds()) + 2
+			want := map[string]string{
+				"RateLimit-Policy":      `"per-ip";q=5;w=3600`,
+				"X-RateLimit-Limit":     "5",
+				"X-RateLimit-Remaining": strconv.Itoa(max(0, 4-i)),
+			}
+			if i < 5 && resp.StatusCode != http.StatusOK || i >= 5 && resp.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("client %s request %d: %s", client, i+1, resp.Status)
+			}
+			for k, v := range want {
+				if got := resp.Header.Get(k); got != v {
+					t.Fatalf("client %s request %d: %s = %q; want %q", client, i+1, k, got, v)
+				}
+			}
+			checkReset(t, resp, want["X-RateLimit-Remaining"], resetMax, i >= 5)
+			if i == 0 && resp.Header.Get("Seen-Forwarded-For") != client+", 127.0.0.1" {
+				t.Fatalf("upstream saw X-Forwarded-For %q", resp.Header.Get("Seen-Forwarded-For"))
+			}
+		}
+	}
+}
+
+// checkReset checks that X-RateLimit-Reset is within the window, that
+// RateLimit repeats it, and that a denial's Retry-After equals it.
+func checkReset(t *testing.T, resp answer, remaining string, resetMax int, denied bool) {
+	t.Helper()
+	reset := resp.Header.Get("X-RateLimit-Reset")
+	if n, err := strconv.Atoi(reset); err != nil || n < 1 || n > resetMax {
+		t.Fatalf("X-RateLimit-Reset %q; want 1..%d", reset, resetMax)
+	}
+	if got, w := resp.Header.Get("RateLimit"), `"per-ip";r=`+remaining+";t="+reset; got != w {
+		t.Fatalf("RateLimit %q; want %q", got, w)
+	}
+	if retry := resp.Header.Get("Retry-After"); denied != (retry == reset) {
+		t.Fatalf("Retry-After %q, reset %q, denied %v", retry, reset, denied)
+	}
+}
+
+// A config change reaches enforcement in under a second.
+func TestConfigChangeAppliesWithinASecond(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 5, "1h"))
+	waitReady(t, sc.proxy, "10.1.0.1", "5")
+	for i := range 5 {
+		limit := int64(10 + i)
+		changed := time.Now()
+		sc.publish(t, perIP(ns, limit, "1h"))
+		took := waitReady(t, sc.proxy, "10.1.0.1", strconv.FormatInt(limit, 10))
+		if took > time.Second {
+			t.Fatalf("change %d took %v", i, took)
+		}
+		t.Logf("change %d enforced %v after it was written", i, time.Since(changed).Round(time.Millisecond))
+	}
+}
+
+// A DryRun policy never denies, adds no headers, and its metric counts
+// would-be denials.
+func TestDryRunNeverDenies(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 2, "1h", func(p *v1alpha1.RateLimitPolicy) { p.Spec.Enforcement = v1alpha1.DryRun }))
+	waitMetric(t, sc.admin, `quota_config_revision 1`)
+	for i := range 6 {
+		resp := get(t, sc.proxy, "10.2.0.1")
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-RateLimit-Limit") != "" {
+			t.Fatalf("request %d: %s, X-RateLimit-Limit %q", i+1, resp.Status, resp.Header.Get("X-RateLimit-Limit"))
+		}
+	}
+	for _, want := range []string{
+		`quota_decisions_total{limit="per-ip",namespace="` + ns + `",policy="api",result="allowed"} 2`,
+		`quota_decisions_total{limit="per-ip",namespace="` + ns + `",policy="api",result="dry_run_denied"} 4`,
+	} {
+		waitMetric(t, sc.admin, want)
+	}
+}
+
+func waitMetric(t *testing.T, admin, want string) {
+	t.Helper()
+	var body string
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get(admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if body = string(raw); strings.Contains(body, want) {
+			return
+		}
+	}
+	t.Fatalf("metrics lack %q:\n%s", want, grep(body, "quota_"))
+}
+
+func grep(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// Redis stops: Open policies keep serving, paying at most the store
+// timeout; Closed policies answer 503. Redis returns: both enforce again.
+func TestStoreDownFailOpenAndClosed(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	closed := func(p *v1alpha1.RateLimitPolicy) {
+		p.Name = "closed"
+		p.Spec.FailurePolicy = v1alpha1.FailClosed
+		p.Spec.Limits[0].Match = &v1alpha1.Match{PathPrefix: "/closed"}
+	}
+	open := func(p *v1alpha1.RateLimitPolicy) { p.Spec.Limits[0].Match = &v1alpha1.Match{PathPrefix: "/v1"} }
+	sc.publish(t, perIP(ns, 100, "1h", open))
+	sc.publish(t, perIP(ns, 100, "1h", closed))
+	waitReady(t, sc.proxy, "10.3.0.1", "100")
+	if err := redisS.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = redisS.Start() })
+	for i := range 20 {
+		began := time.Now()
+		resp := get(t, sc.proxy, "10.3.0.1")
+		if took := time.Since(began); resp.StatusCode != http.StatusOK || took > 500*time.Millisecond {
+			t.Fatalf("open request %d with Redis down: %s after %v", i, resp.Status, took)
+		}
+		c := getPath(t, sc.proxy, "/closed/x")
+		if c.StatusCode != http.StatusServiceUnavailable || c.Header.Get("Retry-After") != "1" {
+			t.Fatalf("closed request %d with Redis down: %s, Retry-After %q", i, c.Status, c.Header.Get("Retry-After"))
+		}
+	}
+	if err := redisS.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		o, c := get(t, sc.proxy, "10.3.0.1"), getPath(t, sc.proxy, "/closed/x")
+		if o.Header.Get("X-RateLimit-Limit") == "100" && c.StatusCode == http.StatusOK && c.Header.Get("X-RateLimit-Limit") == "100" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not recovered 10s after Redis returned: open %s %q, closed %s", o.Status, o.Header.Get("X-RateLimit-Limit"), c.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getPath(t *testing.T, base, path string) answer {
+	t.Helper()
+	return send(t, base+path, "10.3.0.2")
+}

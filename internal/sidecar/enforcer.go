@@ -1,0 +1,151 @@
+package sidecar
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/limiter"
+)
+
+// Decider is the limiter as the sidecar uses it.
+type Decider interface {
+	Decide(ctx context.Context, req limiter.Request) (limiter.Decision, error)
+}
+
+// Verdict is what to do with a request.
+type Verdict struct {
+	// Status is 0 to pass the request on, 429 when a limit denies, 503
+	// when the store failed and a FailClosed policy applies.
+	Status   int
+	Header   http.Header
+	Decision limiter.Decision
+	// StoreFailed: the decision was not made; failure policies decided.
+	StoreFailed bool
+}
+
+// Enforcer makes one decision per request, bounded by a timeout, and
+// applies the failure policies when the store cannot answer.
+type Enforcer struct {
+	Limiter Decider
+	// Timeout bounds each store call (default 50ms).
+	Timeout time.Duration
+	Breaker *Breaker
+	Metrics *Metrics
+}
+
+// Check decides a request that matched applied.
+func (e *Enforcer) Check(ctx context.Context, applied []Applied) Verdict {
+	v := Verdict{Header: http.Header{}}
+	if len(applied) == 0 {
+		return v
+	}
+	limits := make([]limiter.Limit, len(applied))
+	for i, a := range applied {
+		limits[i] = a.Limit
+	}
+	d, err := e.decide(ctx, limits)
+	if err != nil {
+		return e.failed(applied)
+	}
+	v.Decision = d
+	setHeaders(v.Header, applied, d)
+	if !d.Allowed {
+		v.Status = http.StatusTooManyRequests
+	}
+	e.Metrics.decided(applied, d)
+	return v
+}
+
+func (e *Enforcer) decide(ctx context.Context, limits []limiter.Limit) (limiter.Decision, error) {
+	if !e.Breaker.Allow() {
+		return limiter.Decision{}, errBreakerOpen
+	}
+	timeout := e.Timeout
+	if timeout <= 0 {
+		timeout = 50 * time.Millisecond
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	d, err := e.Limiter.Decide(ctx, limiter.Request{Limits: limits})
+	e.Metrics.storeLatency(time.Since(start), err)
+	e.Breaker.Record(err)
+	return d, err
+}
+
+// failed applies the failure policies: any FailClosed policy that matched
+// answers 503; otherwise the request passes, counted as failed open.
+func (e *Enforcer) failed(applied []Applied) Verdict {
+	v := Verdict{Header: http.Header{}, StoreFailed: true}
+	for _, a := range applied {
+		if a.FailClosed {
+			v.Status = http.StatusServiceUnavailable
+			v.Header.Set("Retry-After", "1")
+		}
+	}
+	e.Metrics.failed(applied, v.Status == 0)
+	return v
+}
+
+type breakerError struct{}
+
+func (breakerError) Error() string { return "circuit breaker open: the store failed repeatedly" }
+
+var errBreakerOpen error = breakerError{}
+
+// Breaker stops calling a store that keeps failing: after Threshold
+// failures in a row it opens for Cooldown, during which decisions fail at
+// once; then it lets one probe through, and closes when a probe succeeds.
+type Breaker struct {
+	Threshold int
+	Cooldown  time.Duration
+	Now       func() time.Time
+
+	mu        sync.Mutex
+	failures  int
+	openUntil time.Time
+	probing   bool
+}
+
+// NewBreaker returns a breaker opening after 5 failures for 1s.
+func NewBreaker() *Breaker {
+	return &Breaker{Threshold: 5, Cooldown: time.Second, Now: time.Now}
+}
+
+// Allow reports whether a store call may go ahead.
+func (b *Breaker) Allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failures < b.Threshold {
+		return true
+	}
+	if b.probing || b.Now().Before(b.openUntil) {
+		return false
+	}
+	b.probing = true
+	return true
+}
+
+// Record notes the outcome of a call Allow let through.
+func (b *Breaker) Record(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
+	if err == nil {
+		b.failures = 0
+		return
+	}
+	b.failures++
+	if b.failures >= b.Threshold {
+		b.openUntil = b.Now().Add(b.Cooldown)
+	}
+}
+
+// Open reports whether the breaker is refusing calls.
+func (b *Breaker) Open() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.failures >= b.Threshold
+}

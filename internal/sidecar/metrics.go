@@ -1,0 +1,113 @@
+package sidecar
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/quotaops/quota-operator/internal/limiter"
+)
+
+// Metrics are the sidecar's Prometheus metrics. Labels are names from the
+// config (namespace, policy, limit), never subjects, so their number is
+// bounded by the config whatever the traffic. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	Registry       *prometheus.Registry
+	decisions      *prometheus.CounterVec
+	storeSeconds   *prometheus.HistogramVec
+	ConfigRevision prometheus.Gauge
+	ConfigErrors   prometheus.Counter
+}
+
+// Decision results, the "result" label of quota_decisions_total.
+const (
+	ResultAllowed      = "allowed"
+	ResultDenied       = "denied"
+	ResultWouldDeny    = "dry_run_denied"
+	ResultNotConsumed  = "not_consumed" // another limit denied the request
+	ResultFailedOpen   = "failed_open"
+	ResultFailedClosed = "failed_closed"
+)
+
+// NewMetrics registers the metrics; breakerOpen reports the breaker.
+func NewMetrics(namespace string, breakerOpen func() bool) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quota_decisions_total", Help: "Decisions per limit and result.",
+			ConstLabels: prometheus.Labels{"namespace": namespace},
+		}, []string{"policy", "limit", "result"}),
+		storeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "quota_store_request_duration_seconds", Help: "Time of each decision's store call.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25},
+		}, []string{"outcome"}),
+		ConfigRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "quota_config_revision", Help: "Revision of the config being enforced (0: a policy file).",
+		}),
+		ConfigErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quota_config_errors_total", Help: "Config documents or files refused; the last valid config stayed.",
+		}),
+	}
+	breaker := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "quota_store_breaker_open", Help: "1 while the circuit breaker skips the store.",
+	}, func() float64 {
+		if breakerOpen() {
+			return 1
+		}
+		return 0
+	})
+	m.Registry.MustRegister(m.decisions, m.storeSeconds, m.ConfigRevision, m.ConfigErrors, breaker,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *Metrics) decided(applied []Applied, d limiter.Decision) {
+	if m == nil {
+		return
+	}
+	for i, a := range applied {
+		result := ResultAllowed
+		for _, r := range d.Results {
+			switch {
+			case r.Limit != i || r.Allowed:
+			case r.DryRun:
+				result = ResultWouldDeny
+			default:
+				result = ResultDenied
+			}
+			if result == ResultDenied {
+				break
+			}
+		}
+		if !d.Allowed && result != ResultDenied {
+			result = ResultNotConsumed
+		}
+		m.decisions.WithLabelValues(a.Policy, a.Name, result).Inc()
+	}
+}
+
+func (m *Metrics) failed(applied []Applied, open bool) {
+	if m == nil {
+		return
+	}
+	result := ResultFailedClosed
+	if open {
+		result = ResultFailedOpen
+	}
+	for _, a := range applied {
+		m.decisions.WithLabelValues(a.Policy, a.Name, result).Inc()
+	}
+}
+
+func (m *Metrics) storeLatency(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.storeSeconds.WithLabelValues(outcome).Observe(d.Seconds())
+}

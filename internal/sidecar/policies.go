@@ -1,0 +1,225 @@
+// Package sidecar enforces RateLimitPolicies and UsageQuotas in front of an
+// app: it matches each request against the compiled config of its
+// namespace, builds the limits that apply and asks the limiter for one
+// decision.
+package sidecar
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/limiter"
+)
+
+// Policies is the config a sidecar enforces: the policies of its namespace
+// whose selector matches its pod's labels, ready to match requests. It is
+// immutable; a new config builds a new Policies.
+type Policies struct {
+	namespace string
+	list      []*policy
+	// Revision is the store's config revision it was built from (0 for a
+	// policy file).
+	Revision int64
+}
+
+type policy struct {
+	doc    *config.Policy
+	limits []*limitRule
+}
+
+// limitRule is one limit (or a quota) as the sidecar applies it.
+type limitRule struct {
+	policy, name string // the policy and the limit (or the quota's feature)
+	kind         string // config.KindRateLimitPolicy or config.KindUsageQuota
+	match        config.Match
+	key          []config.KeySource
+	template     limiter.Limit
+	overrides    map[string]int64 // quota: subject hash → limit
+	failClosed   bool
+}
+
+// NewPolicies selects and prepares docs for a pod with podLabels.
+func NewPolicies(namespace string, podLabels map[string]string, revision int64, docs []*config.Policy) (*Policies, error) {
+	out := &Policies{namespace: namespace, Revision: revision}
+	sort.Slice(docs, func(i, j int) bool { return docs[i].ID() < docs[j].ID() })
+	for _, d := range docs {
+		sel, err := metav1.LabelSelectorAsSelector(&d.Selector)
+		if err != nil {
+			return nil, fmt.Errorf("%s: selector: %w", d.ID(), err)
+		}
+		if !sel.Matches(labels.Set(podLabels)) {
+			continue
+		}
+		p, err := newPolicy(namespace, d)
+		if err != nil {
+			return nil, err
+		}
+		out.list = append(out.list, p)
+	}
+	return out, nil
+}
+
+// Len is the number of policies that apply to this pod.
+func (ps *Policies) Len() int { return len(ps.list) }
+
+func newPolicy(namespace string, d *config.Policy) (*policy, error) {
+	p := &policy{doc: d}
+	if d.Quota != nil {
+		r, err := quotaRule(namespace, d)
+		if err != nil {
+			return nil, err
+		}
+		p.limits = append(p.limits, r)
+		return p, nil
+	}
+	for _, l := range d.Limits {
+		alg, err := algorithm(l.Algorithm)
+		if err != nil {
+			return nil, fmt.Errorf("%s: limit %s: %w", d.ID(), l.Name, err)
+		}
+		r := &limitRule{policy: d.Name, name: l.Name, kind: d.Kind, match: l.Match, key: l.Key, failClosed: d.FailClosed,
+			template: limiter.Limit{Key: limiter.CounterKey{Namespace: namespace, Policy: d.Name, Limit: l.Name}, Algorithm: alg, Cost: l.Cost, DryRun: d.DryRun}}
+		for _, rate := range l.Rates {
+			r.template.Rates = append(r.template.Rates, limiter.Rate{Limit: rate.Limit, Window: time.Duration(rate.WindowMs) * time.Millisecond})
+		}
+		p.limits = append(p.limits, r)
+	}
+	return p, nil
+}
+
+func quotaRule(namespace string, d *config.Policy) (*limitRule, error) {
+	q := d.Quota
+	period, err := limiter.ParsePeriod(q.Period)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", d.ID(), err)
+	}
+	loc, err := time.LoadLocation(q.TimeZone)
+	if err != nil {
+		return nil, fmt.Errorf("%s: time zone: %w", d.ID(), err)
+	}
+	r := &limitRule{policy: d.Name, name: q.Feature, kind: d.Kind, match: q.Match, key: []config.KeySource{q.Subject}, failClosed: d.FailClosed,
+		overrides: make(map[string]int64, len(q.Overrides)),
+		template: limiter.Limit{Key: limiter.QuotaKey(namespace, d.Name, q.Feature), Algorithm: limiter.Quota,
+			Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: 1, DryRun: d.DryRun}}
+	for _, o := range q.Overrides {
+		r.overrides[o.SubjectHash] = o.Limit
+	}
+	return r, nil
+}
+
+func algorithm(name string) (limiter.Algorithm, error) {
+	switch name {
+	case "FixedWindow", "":
+		return limiter.FixedWindow, nil
+	case "SlidingWindow":
+		return limiter.SlidingWindow, nil
+	case "TokenBucket":
+		return limiter.TokenBucket, nil
+	}
+	return 0, fmt.Errorf("unknown algorithm %q", name)
+}
+
+// Applied is one limit that a request matched, bound to its subject.
+type Applied struct {
+	Policy, Name, Kind string
+	FailClosed         bool
+	Limit              limiter.Limit
+}
+
+// Match returns the limits that apply to r, each bound to the request's
+// values for its key. A limit whose key names a header or query parameter
+// the request lacks does not apply (as Envoy skips such a descriptor).
+func (ps *Policies) Match(r *http.Request, client netip.Addr) []Applied {
+	var out []Applied
+	for _, p := range ps.list {
+		for _, l := range p.limits {
+			if !matches(l.match, r) {
+				continue
+			}
+			values, ok := keyValues(l.key, r, client)
+			if !ok {
+				continue
+			}
+			out = append(out, l.bind(values))
+		}
+	}
+	return out
+}
+
+// bind fills the rule's limit with the subject and, for a quota, the
+// subject's override.
+func (l *limitRule) bind(values []string) Applied {
+	lim := l.template
+	lim.Key.Subject = values
+	if l.overrides != nil {
+		if o, ok := l.overrides[limiter.SubjectHash(values)]; ok {
+			lim.Rates = []limiter.Rate{{Limit: o}}
+		}
+	}
+	return Applied{Policy: l.policy, Name: l.name, Kind: l.kind, FailClosed: l.failClosed, Limit: lim}
+}
+
+func matches(m config.Match, r *http.Request) bool {
+	if len(m.Methods) > 0 && !contains(m.Methods, r.Method) {
+		return false
+	}
+	if m.PathPrefix != "" && !strings.HasPrefix(r.URL.Path, m.PathPrefix) {
+		return false
+	}
+	for _, h := range m.Headers {
+		v, ok := r.Header[h.Name]
+		if !ok || h.Value != "" && (len(v) == 0 || v[0] != h.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// keyValues reads the request's values for a limit's key sources.
+func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]string, bool) {
+	values := make([]string, 0, len(key))
+	for _, k := range key {
+		var v string
+		switch k.Source {
+		case "ClientIP":
+			v = client.String()
+		case "Method":
+			v = r.Method
+		case "Path":
+			v = r.URL.Path
+		case "Header":
+			h := r.Header.Values(k.Name)
+			if len(h) == 0 {
+				return nil, false
+			}
+			v = h[0]
+		case "Query":
+			q := r.URL.Query()
+			if !q.Has(k.Name) {
+				return nil, false
+			}
+			v = q.Get(k.Name)
+		default:
+			return nil, false
+		}
+		values = append(values, v)
+	}
+	return values, true
+}

@@ -1,0 +1,155 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
+)
+
+// Options configure a sidecar.
+type Options struct {
+	Upstream   *url.URL
+	Namespace  string
+	LabelsFile string
+	// PolicyFile, when set, is the config (no operator); the store then
+	// holds counters only.
+	PolicyFile string
+	Trusted    []netip.Prefix
+	// Timeout bounds each store call.
+	Timeout time.Duration
+	// Resync is how often config is re-read besides change announcements.
+	Resync time.Duration
+	// DrainTimeout bounds the graceful shutdown.
+	DrainTimeout time.Duration
+	Log          logr.Logger
+}
+
+// Listeners are where the sidecar serves.
+type Listeners struct {
+	Proxy, Admin net.Listener
+}
+
+// sidecarStore is what the sidecar needs of the store.
+type sidecarStore interface {
+	store.Store
+	ConfigReader
+}
+
+// Serve runs the sidecar on s until ctx ends, then drains in-flight
+// requests for at most DrainTimeout.
+func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
+	lim, err := limiter.New(s)
+	if err != nil {
+		return err
+	}
+	breaker := NewBreaker()
+	metrics := NewMetrics(o.Namespace, breaker.Open)
+	src := &Source{Namespace: o.Namespace, LabelsFile: o.LabelsFile, Log: o.Log.WithName("config"), Metrics: metrics}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	switch cs, ok := s.(sidecarStore); {
+	case o.PolicyFile != "":
+		go src.RunFile(sctx, o.PolicyFile, time.Second)
+	case ok:
+		go src.RunStore(sctx, cs, o.Resync)
+	default:
+		return errors.New("the store cannot hold config: give --policy-file")
+	}
+	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics},
+		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log)}
+	proxy := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: serverProtocols(), ErrorLog: nil}
+	admin := &http.Server{Handler: adminMux(src, metrics), ReadHeaderTimeout: 10 * time.Second}
+	errs := make(chan error, 2)
+	go func() { errs <- proxy.Serve(ln.Proxy) }()
+	go func() { errs <- admin.Serve(ln.Admin) }()
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(o.DrainTimeout, time.Second))
+	defer cancel()
+	o.Log.Info("Shutting down; draining requests in flight")
+	_ = proxy.Shutdown(drain)
+	_ = admin.Shutdown(drain)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// serverProtocols accepts HTTP/1.1 and cleartext HTTP/2 (h2c).
+func serverProtocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
+}
+
+func newProxy(upstream *url.URL, log logr.Logger) *httputil.ReverseProxy {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns, t.MaxIdleConnsPerHost = 512, 512
+	return &httputil.ReverseProxy{
+		Transport: t,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Append to the client's chain rather than replace it.
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			pr.SetURL(upstream)
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			log.V(1).Info("Upstream failed", "error", err.Error())
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+}
+
+// Handler enforces the config on each request and passes allowed ones on.
+type Handler struct {
+	Source   *Source
+	Enforcer *Enforcer
+	Trusted  []netip.Prefix
+	Proxy    http.Handler
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if ps := h.Source.Current(); ps != nil {
+		client := ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), h.Trusted)
+		v := h.Enforcer.Check(r.Context(), ps.Match(r, client))
+		for k, vs := range v.Header {
+			w.Header()[k] = vs
+		}
+		if v.Status != 0 {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(v.Status)
+			_, _ = w.Write([]byte(http.StatusText(v.Status) + "\n"))
+			return
+		}
+	}
+	h.Proxy.ServeHTTP(w, r)
+}
+
+func adminMux(src *Source, m *Metrics) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !src.Ready() {
+			http.Error(w, "config not loaded yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}

@@ -1,0 +1,161 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+)
+
+var (
+	redisS     *redistest.Server
+	startError error
+)
+
+func TestMain(m *testing.M) {
+	if redisS, startError = redistest.Start(); startError != nil {
+		fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)
+	}
+	code := m.Run()
+	if redisS != nil {
+		_ = redisS.Close()
+	}
+	os.Exit(code)
+}
+
+// upstream answers 200 "ok" and shows the X-Forwarded-For it received.
+func upstream(t *testing.T) *url.URL {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Seen-Forwarded-For", r.Header.Get("X-Forwarded-For"))
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u
+}
+
+// running is a sidecar serving in the test process.
+type running struct {
+	proxy, admin string
+	store        *store.Redis
+}
+
+// start runs a sidecar for namespace on the test Redis, trusting 127.0.0.1
+// as a proxy so tests can pick client addresses with X-Forwarded-For.
+func start(t *testing.T, namespace string) running {
+	t.Helper()
+	redistest.SkipIfMissing(t, startError)
+	s, err := store.Open(redisS.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	adminLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- sidecar.Serve(ctx, sidecar.Options{
+			Upstream: upstream(t), Namespace: namespace, Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+			Timeout: 50 * time.Millisecond, Resync: time.Second, Log: logr.Discard(),
+		}, s, sidecar.Listeners{Proxy: proxyLn, Admin: adminLn})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("sidecar: %v", err)
+		}
+		_ = s.Close()
+	})
+	r := running{proxy: "http://" + proxyLn.Addr().String(), admin: "http://" + adminLn.Addr().String(), store: s.(*store.Redis)}
+	return r
+}
+
+// publish compiles p and writes it to the store as the operator would.
+func (r running) publish(t *testing.T, p *v1alpha1.RateLimitPolicy) {
+	t.Helper()
+	doc, err := config.CompileRateLimitPolicy(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := doc.Encode()
+	if _, err := r.store.PutConfig(context.Background(), p.Namespace, doc.ID(), raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func perIP(ns string, limit int64, window string, mutate ...func(*v1alpha1.RateLimitPolicy)) *v1alpha1.RateLimitPolicy {
+	p := &v1alpha1.RateLimitPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api"},
+		Spec: v1alpha1.RateLimitPolicySpec{
+			Limits: []v1alpha1.Limit{{Name: "per-ip", Key: []v1alpha1.KeySource{{Source: v1alpha1.SourceClientIP}},
+				Rates: []v1alpha1.Rate{{Limit: limit, Window: window}}}},
+		},
+	}
+	for _, m := range mutate {
+		m(p)
+	}
+	return p
+}
+
+// answer is a response, read and closed.
+type answer struct {
+	StatusCode int
+	Status     string
+	Header     http.Header
+}
+
+// get sends GET /v1/items as client.
+func get(t *testing.T, base, client string) answer {
+	t.Helper()
+	return send(t, base+"/v1/items", client)
+}
+
+func send(t *testing.T, url, client string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if client != "" {
+		req.Header.Set("X-Forwarded-For", client)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return answer{StatusCode: resp.StatusCode, Status: resp.Status, Header: resp.Header}
+}
+
+// waitReady waits for the sidecar to load a config with the wanted limit.
+func waitReady(t *testing.T, base, client string, limit string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		if resp := get(t, base, client); resp.Header.Get("X-RateLimit-Limit") == limit {
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("limit %s not enforced within 5s", limit)
+	return 0
+}
+
+func namespace(t *testing.T) string {
+	return strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())) + fmt.Sprint(time.Now().UnixNano()%100000)
+}

@@ -1,0 +1,323 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+)
+
+// ConfigReader is the store as a config source.
+type ConfigReader interface {
+	Configs(ctx context.Context, namespace string) (int64, map[string][]byte, error)
+	WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error)
+}
+
+// Source holds the config being enforced and keeps it current. Readers
+// never block: they load the current *Policies.
+type Source struct {
+	Namespace string
+	// LabelsFile is the downward API file of the pod's labels.
+	LabelsFile string
+	Log        logr.Logger
+	Metrics    *Metrics
+
+	current atomic.Pointer[Policies]
+	// docs are the last valid documents by id, so an invalid document never
+	// replaces a valid one.
+	docs map[string]*config.Policy
+}
+
+// Current is the config to enforce; nil until the first load.
+func (s *Source) Current() *Policies { return s.current.Load() }
+
+// Ready reports whether a config was loaded.
+func (s *Source) Ready() bool { return s.current.Load() != nil }
+
+// RunStore loads the namespace's config from the store, then reloads it on
+// every announced change and every resync (announcements are lost while a
+// connection is down). It returns when ctx ends.
+func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Duration) {
+	var changes <-chan int64
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	for {
+		if changes == nil {
+			if ch, err := r.WatchConfigs(ctx, s.Namespace); err == nil {
+				changes = ch
+			}
+		}
+		s.loadStore(ctx, r)
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Source) loadStore(ctx context.Context, r ConfigReader) {
+	rev, raw, err := r.Configs(ctx, s.Namespace)
+	if err != nil {
+		s.Log.V(1).Info("Config not read; keeping the current one", "error", err.Error())
+		return
+	}
+	// Revision 0 means nothing was ever written: a store that was flushed
+	// or restarted empty. Deleting every policy leaves a revision above 0.
+	// Until the operator writes the config back, the last one stays.
+	if cur := s.current.Load(); rev == 0 && cur != nil && cur.Revision > 0 {
+		s.Log.V(1).Info("Store holds no config; keeping the current one until the operator writes it back")
+		return
+	}
+	if s.docs == nil {
+		s.docs = map[string]*config.Policy{}
+	}
+	next := make(map[string]*config.Policy, len(raw))
+	for id, doc := range raw {
+		p, err := config.Decode(doc)
+		if err != nil {
+			s.refused(err, "id", id)
+			if old, ok := s.docs[id]; ok {
+				next[id] = old
+			}
+			continue
+		}
+		next[id] = p
+	}
+	if err := s.install(rev, next); err == nil {
+		s.docs = next
+	}
+}
+
+// install builds and publishes the config from docs.
+func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
+	labels, err := ReadLabels(s.LabelsFile)
+	if err != nil {
+		s.refused(err, "file", s.LabelsFile)
+		return err
+	}
+	list := make([]*config.Policy, 0, len(docs))
+	for _, p := range docs {
+		list = append(list, p)
+	}
+	ps, err := NewPolicies(s.Namespace, labels, rev, list)
+	if err != nil {
+		s.refused(err)
+		return err
+	}
+	if old := s.current.Swap(ps); old == nil || old.Revision != rev || old.Len() != ps.Len() {
+		s.Log.Info("Config loaded", "revision", rev, "policies", ps.Len())
+	}
+	if s.Metrics != nil {
+		s.Metrics.ConfigRevision.Set(float64(rev))
+	}
+	return nil
+}
+
+func (s *Source) refused(err error, kv ...any) {
+	s.Log.Error(err, "Config refused; the last valid config stays", kv...)
+	if s.Metrics != nil {
+		s.Metrics.ConfigErrors.Inc()
+	}
+}
+
+// RunFile enforces the RateLimitPolicy and UsageQuota objects in path (a
+// YAML file, or a folder of them), reloading when a file changes. A file
+// that does not compile is refused whole. It returns when ctx ends.
+func (s *Source) RunFile(ctx context.Context, path string, every time.Duration) {
+	var seen string
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if stamp, err := fileStamp(path, s.LabelsFile); err == nil && stamp != seen {
+			if err := s.loadFile(path); err == nil {
+				seen = stamp
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Source) loadFile(path string) error {
+	docs, err := ReadPolicyFiles(path, s.Namespace)
+	if err != nil {
+		s.refused(err, "path", path)
+		return err
+	}
+	byID := make(map[string]*config.Policy, len(docs))
+	for _, d := range docs {
+		byID[d.ID()] = d
+	}
+	return s.install(0, byID)
+}
+
+// fileStamp changes when any file under the paths changes.
+func fileStamp(paths ...string) (string, error) {
+	var b strings.Builder
+	for _, p := range paths {
+		if p == "" {
+			continue
+		}
+		err := filepath.WalkDir(p, func(f string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "%s %d %d\n", f, info.Size(), info.ModTime().UnixNano())
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+	}
+	return b.String(), nil
+}
+
+// ReadPolicyFiles compiles every RateLimitPolicy and UsageQuota in path
+// (a YAML file, possibly multi-document, or a folder of .yaml/.yml files)
+// for namespace. Objects of other kinds are an error: a typo in a kind
+// should not silently drop a policy.
+func ReadPolicyFiles(path, namespace string) ([]*config.Policy, error) {
+	files, err := yamlFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*config.Policy
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		docs, err := compileYAML(raw, namespace)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		out = append(out, docs...)
+	}
+	return out, nil
+}
+
+func yamlFiles(path string) ([]string, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		return []string{path}, nil
+	}
+	var files []string
+	for _, ext := range []string{"*.yaml", "*.yml"} {
+		m, err := filepath.Glob(filepath.Join(path, ext))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, m...)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+func compileYAML(raw []byte, namespace string) ([]*config.Policy, error) {
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	var out []*config.Policy
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		p, err := compileObject(doc, namespace)
+		if err != nil {
+			return nil, err
+		}
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+}
+
+func compileObject(doc []byte, namespace string) (*config.Policy, error) {
+	var head struct {
+		Kind string `json:"kind"`
+	}
+	if err := yaml.Unmarshal(doc, &head); err != nil {
+		return nil, err
+	}
+	switch head.Kind {
+	case "":
+		return nil, nil // a comment-only document
+	case config.KindRateLimitPolicy:
+		var p v1alpha1.RateLimitPolicy
+		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+			return nil, err
+		}
+		p.Namespace = namespace
+		return config.CompileRateLimitPolicy(&p)
+	case config.KindUsageQuota:
+		var q v1alpha1.UsageQuota
+		if err := yaml.UnmarshalStrict(doc, &q); err != nil {
+			return nil, err
+		}
+		q.Namespace = namespace
+		return config.CompileUsageQuota(&q)
+	}
+	return nil, fmt.Errorf("kind %q is neither RateLimitPolicy nor UsageQuota", head.Kind)
+}
+
+// ReadLabels reads a downward API labels file: one key="value" per line.
+// No file means no labels.
+func ReadLabels(path string) (map[string]string, error) {
+	labels := map[string]string{}
+	if path == "" {
+		return labels, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	for n, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		value, err := strconv.Unquote(v)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("%s:%d: not key=\"value\"", path, n+1)
+		}
+		labels[k] = value
+	}
+	return labels, nil
+}

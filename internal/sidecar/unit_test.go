@@ -1,0 +1,144 @@
+package sidecar
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
+)
+
+func TestClientIP(t *testing.T) {
+	trusted, err := ParseTrusted("10.0.0.0/8, 192.168.1.1, fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, remote string
+		xff          []string
+		want         string
+	}{
+		{"no proxy", "203.0.113.7:5000", nil, "203.0.113.7"},
+		{"untrusted peer's header is ignored", "203.0.113.7:5000", []string{"1.2.3.4"}, "203.0.113.7"},
+		{"trusted peer", "10.1.2.3:80", []string{"198.51.100.1"}, "198.51.100.1"},
+		{"client-supplied entries left of the first untrusted are not believed", "10.1.2.3:80", []string{"6.6.6.6, 198.51.100.1, 10.9.9.9"}, "198.51.100.1"},
+		{"several headers read as one list", "192.168.1.1:80", []string{"6.6.6.6", "198.51.100.2, 10.0.0.5"}, "198.51.100.2"},
+		{"all trusted: the left-most", "10.1.2.3:80", []string{"10.0.0.9, 10.0.0.8"}, "10.0.0.9"},
+		{"garbage stops at the hop that passed it", "10.1.2.3:80", []string{"not-an-ip, 10.0.0.7"}, "10.0.0.7"},
+		{"IPv4-mapped IPv6 peer", "[::ffff:203.0.113.9]:80", nil, "203.0.113.9"},
+		{"IPv6 through a trusted IPv6 proxy", "[fd00::1]:80", []string{"2001:db8::5"}, "2001:db8::5"},
+		{"unparsable peer", "pipe", nil, "invalid IP"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ClientIP(tt.remote, tt.xff, trusted).String(); got != tt.want {
+				t.Fatalf("ClientIP = %s; want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// Whatever the header, the answer is the peer or an address from the
+// header, and at most maxForwardedHops entries are read.
+func FuzzClientIP(f *testing.F) {
+	trusted, _ := ParseTrusted("10.0.0.0/8")
+	f.Add("10.0.0.1:1", "1.2.3.4, 10.0.0.2")
+	f.Add("1.1.1.1:1", strings.Repeat("10.0.0.3,", 100))
+	f.Fuzz(func(t *testing.T, remote, xff string) {
+		got := ClientIP(remote, []string{xff}, trusted)
+		if !got.IsValid() {
+			return
+		}
+		peer, err := netip.ParseAddrPort(remote)
+		if err == nil && got == peer.Addr().Unmap() {
+			return
+		}
+		for _, hop := range splitHops([]string{xff}) {
+			if a, err := netip.ParseAddr(hop); err == nil && a.Unmap() == got {
+				return
+			}
+		}
+		t.Fatalf("ClientIP(%q, %q) = %s: neither the peer nor a header entry", remote, xff, got)
+	})
+}
+
+func TestReadLabels(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "labels")
+	_ = os.WriteFile(good, []byte("app=\"demo-api\"\npod-template-hash=\"5d4f\"\nquote=\"a\\\"b\"\n"), 0o644)
+	got, err := ReadLabels(good)
+	if err != nil || !reflect.DeepEqual(got, map[string]string{"app": "demo-api", "pod-template-hash": "5d4f", "quote": `a"b`}) {
+		t.Fatalf("%v, %v", got, err)
+	}
+	bad := filepath.Join(dir, "bad")
+	_ = os.WriteFile(bad, []byte("app=\"ok\"\nbroken\n"), 0o644)
+	if _, err := ReadLabels(bad); err == nil || !strings.Contains(err.Error(), "bad:2: not key=\"value\"") {
+		t.Fatalf("error %v", err)
+	}
+	if got, err := ReadLabels(""); err != nil || len(got) != 0 {
+		t.Fatalf("no file: %v, %v", got, err)
+	}
+}
+
+func TestReadPolicyFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) { _ = os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644) }
+	write("a.yaml", "# comment only\n---\napiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: a}\nspec:\n  selector: {}\n  limits:\n  - {name: l, rates: [{limit: 3, window: 1m}]}\n")
+	write("b.yml", "apiVersion: policy.quotaops.dev/v1alpha1\nkind: UsageQuota\nmetadata: {name: b}\nspec:\n  selector: {}\n  subject: {source: ClientIP}\n  limit: 5\n  period: Day\n")
+	write("notes.txt", "not yaml at all: [")
+	docs, err := ReadPolicyFiles(dir, "team-a")
+	if err != nil || len(docs) != 2 || docs[0].ID() != "RateLimitPolicy/a" || docs[1].ID() != "UsageQuota/b" ||
+		docs[0].Limits[0].Algorithm != "FixedWindow" || docs[0].Limits[0].Cost != 1 || docs[1].Quota.TimeZone != "UTC" || docs[0].Namespace != "team-a" {
+		t.Fatalf("%+v, %v", docs, err)
+	}
+	for name, text := range map[string]string{
+		"other kind":    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+		"unknown field": "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: a}\nspec:\n  selector: {}\n  limitz: []\n",
+		"bad window":    "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: a}\nspec:\n  selector: {}\n  limits:\n  - {name: l, rates: [{limit: 3, window: forever}]}\n",
+	} {
+		f := filepath.Join(t.TempDir(), "p.yaml")
+		_ = os.WriteFile(f, []byte(text), 0o644)
+		if _, err := ReadPolicyFiles(f, "ns"); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestBreaker(t *testing.T) {
+	clock := fakeclock.New(time.Unix(0, 0))
+	b := &Breaker{Threshold: 3, Cooldown: time.Second, Now: clock.Now}
+	fail := errors.New("down")
+	for range 3 {
+		if !b.Allow() {
+			t.Fatal("closed breaker refused")
+		}
+		b.Record(fail)
+	}
+	if b.Allow() || !b.Open() {
+		t.Fatal("breaker not open after 3 failures")
+	}
+	clock.Advance(time.Second)
+	if !b.Allow() {
+		t.Fatal("no probe after the cooldown")
+	}
+	if b.Allow() {
+		t.Fatal("a second probe while the first is in flight")
+	}
+	b.Record(fail)
+	if b.Allow() {
+		t.Fatal("a failed probe did not reopen the breaker")
+	}
+	clock.Advance(time.Second)
+	if !b.Allow() {
+		t.Fatal("no probe after the second cooldown")
+	}
+	b.Record(nil)
+	if !b.Allow() || b.Open() {
+		t.Fatal("a successful probe did not close the breaker")
+	}
+}

@@ -1,0 +1,100 @@
+package sidecar_test
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+)
+
+// buildBinary builds quota-operator once per test run.
+var buildBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "quota-operator-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "quota-operator")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/quota-operator")
+	cmd.Dir = kubeenv.ModuleRoot()
+	cmd.Stderr = os.Stderr
+	return bin, cmd.Run()
+})
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// sidecarProcess runs `quota-operator sidecar` with args and env, and
+// returns its proxy URL once it is ready.
+func sidecarProcess(t *testing.T, args []string, env []string) string {
+	t.Helper()
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	listen, admin := freePort(t), freePort(t)
+	cmd := exec.Command(bin, append([]string{"sidecar", "--listen", listen, "--admin-listen", admin}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
+	for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + admin + "/readyz"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return "http://" + listen
+			}
+		}
+	}
+	t.Fatal("sidecar process not ready within 10s")
+	return ""
+}
+
+// Two sidecar processes on one Redis admit exactly the limit between them.
+// The second takes its settings from QUOTA_* variables.
+func TestTwoSidecarProcessesShareTheLimit(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns) // only to publish config through its store
+	sc.publish(t, perIP(ns, 50, "1h"))
+	up := upstream(t).String()
+	a := sidecarProcess(t, []string{"--upstream", up, "--store", redisS.URL, "--namespace", ns, "--trusted-proxies", "127.0.0.1"}, nil)
+	b := sidecarProcess(t, nil, []string{"QUOTA_UPSTREAM=" + up, "QUOTA_STORE=" + redisS.URL, "QUOTA_NAMESPACE=" + ns, "QUOTA_TRUSTED_PROXIES=127.0.0.1"})
+	waitReady(t, a, "192.0.2.1", "50")
+	waitReady(t, b, "192.0.2.1", "50")
+	var allowed, denied atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			base := a
+			if w%2 == 1 {
+				base = b
+			}
+			for range 20 {
+				switch get(t, base, "10.9.9.9").StatusCode {
+				case http.StatusOK:
+					allowed.Add(1)
+				case http.StatusTooManyRequests:
+					denied.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if allowed.Load() != 50 || denied.Load() != 110 {
+		t.Fatalf("%d allowed, %d denied through two sidecars; want exactly 50 and 110", allowed.Load(), denied.Load())
+	}
+}

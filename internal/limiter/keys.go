@@ -70,6 +70,19 @@ func TaggedKey(tag string, parts ...string) string {
 	return b.String()
 }
 
+// AppKey is the store key of an app's own key (the sidecar's store API),
+// scoped to its namespace: qo:v1:app:{<namespace>/<key>}. Both parts are
+// escaped, so no key can close the tag or reach another namespace's keys.
+func AppKey(namespace, key string) string {
+	var b strings.Builder
+	b.WriteString(keyPrefix + "app:{")
+	escapeKeyPart(&b, namespace)
+	b.WriteByte('/')
+	escapeKeyPart(&b, key)
+	b.WriteByte('}')
+	return b.String()
+}
+
 // SubjectHash is subject.Hash: the only form of a subject that reaches the
 // store.
 func SubjectHash(values []string) string {

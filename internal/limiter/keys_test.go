@@ -121,3 +121,18 @@ func FuzzLockKeys(f *testing.F) {
 		}
 	})
 }
+
+// App keys of different namespaces never meet, whatever the key.
+func FuzzAppKey(f *testing.F) {
+	f.Add("team-a", "sessions/42")
+	f.Add("team-a", "x}{team-b/")
+	f.Fuzz(func(t *testing.T, ns, key string) {
+		k := AppKey(ns, key)
+		if strings.Count(k, "{") != 1 || strings.Count(k, "}") != 1 || !strings.HasSuffix(k, "}") {
+			t.Fatalf("key %q has a forged brace", k)
+		}
+		if AppKey(ns+"x", key) == k || AppKey(ns+"/"+key, "") == k {
+			t.Fatalf("namespaces share key %q", k)
+		}
+	})
+}

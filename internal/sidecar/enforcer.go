@@ -37,6 +37,15 @@ type Enforcer struct {
 
 // Check decides a request that matched applied.
 func (e *Enforcer) Check(ctx context.Context, applied []Applied) Verdict {
+	return e.check(ctx, applied, false)
+}
+
+// Peek decides without consuming.
+func (e *Enforcer) Peek(ctx context.Context, applied []Applied) Verdict {
+	return e.check(ctx, applied, true)
+}
+
+func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verdict {
 	v := Verdict{Header: http.Header{}}
 	if len(applied) == 0 {
 		return v
@@ -45,7 +54,7 @@ func (e *Enforcer) Check(ctx context.Context, applied []Applied) Verdict {
 	for i, a := range applied {
 		limits[i] = a.Limit
 	}
-	d, err := e.decide(ctx, limits)
+	d, err := e.decide(ctx, limiter.Request{Limits: limits, Peek: peek})
 	if err != nil {
 		return e.failed(applied)
 	}
@@ -54,11 +63,13 @@ func (e *Enforcer) Check(ctx context.Context, applied []Applied) Verdict {
 	if !d.Allowed {
 		v.Status = http.StatusTooManyRequests
 	}
-	e.Metrics.decided(applied, d)
+	if !peek {
+		e.Metrics.decided(applied, d)
+	}
 	return v
 }
 
-func (e *Enforcer) decide(ctx context.Context, limits []limiter.Limit) (limiter.Decision, error) {
+func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Decision, error) {
 	if !e.Breaker.Allow() {
 		return limiter.Decision{}, errBreakerOpen
 	}
@@ -69,7 +80,7 @@ func (e *Enforcer) decide(ctx context.Context, limits []limiter.Limit) (limiter.
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	d, err := e.Limiter.Decide(ctx, limiter.Request{Limits: limits})
+	d, err := e.Limiter.Decide(ctx, req)
 	e.Metrics.storeLatency(time.Since(start), err)
 	e.Breaker.Record(err)
 	return d, err

@@ -223,3 +223,19 @@ func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]st
 	}
 	return values, true
 }
+
+// Named finds a limit of a RateLimitPolicy by policy and limit name, or a
+// UsageQuota by its name or feature (limit empty), for the local API.
+func (ps *Policies) Named(policy, limit string) (*limitRule, bool) {
+	for _, p := range ps.list {
+		for _, l := range p.limits {
+			switch {
+			case l.kind == config.KindRateLimitPolicy && l.policy == policy && l.name == limit && limit != "":
+				return l, true
+			case l.kind == config.KindUsageQuota && limit == "" && (l.policy == policy || l.name == policy && l.name != ""):
+				return l, true
+			}
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,146 @@
+package sidecar_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+)
+
+// call sends method path body to the admin listener and returns the status
+// and the body.
+func call(t *testing.T, base, method, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(raw))
+}
+
+func (r running) publishQuota(t *testing.T, q *v1alpha1.UsageQuota) {
+	t.Helper()
+	doc, err := config.CompileUsageQuota(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := doc.Encode()
+	if _, err := r.store.PutConfig(context.Background(), q.Namespace, doc.ID(), raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLocalAPILimitsAndQuotas(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 3, "1h", func(p *v1alpha1.RateLimitPolicy) {
+		p.Spec.Limits[0].Key = []v1alpha1.KeySource{{Source: v1alpha1.SourceHeader, Name: "X-User"}}
+	}))
+	sc.publishQuota(t, &v1alpha1.UsageQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "daily-exports"},
+		Spec: v1alpha1.UsageQuotaSpec{Subject: v1alpha1.Subject{Source: "Header", Name: "X-User"}, Feature: "exports", Limit: 2, Period: "Day"}})
+	waitMetric(t, sc.admin, "quota_config_revision 2")
+	steps := []struct {
+		path, body string
+		status     int
+		want       string // a prefix of the JSON answer
+	}{
+		{"/v1/limits/api/per-ip/check", `{"key":["alice"]}`, 200, `{"allowed":true,"limit":3,"remaining":2,`},
+		{"/v1/limits/api/per-ip/consume", `{"key":["alice"],"cost":2}`, 200, `{"allowed":true,"limit":3,"remaining":1,`},
+		{"/v1/limits/api/per-ip/consume", `{"key":["alice"],"cost":2}`, 200, `{"allowed":false,"limit":3,"remaining":1,`},
+		{"/v1/limits/api/per-ip/consume", `{"key":["bob"]}`, 200, `{"allowed":true,"limit":3,"remaining":2,`},
+		{"/v1/quotas/exports/consume", `{"key":["alice"]}`, 200, `{"allowed":true,"limit":2,"remaining":1,`},
+		{"/v1/quotas/daily-exports/consume", `{"key":["alice"]}`, 200, `{"allowed":true,"limit":2,"remaining":0,`},
+		{"/v1/quotas/exports/check", `{"key":["alice"]}`, 200, `{"allowed":false,"limit":2,"remaining":0,`},
+		{"/v1/limits/api/nope/check", `{"key":["alice"]}`, 404, `{"error":"no such limit or quota applies to this pod"}`},
+		{"/v1/limits/api/per-ip/check", `{"key":[]}`, 400, `{"error":"key needs 1 values, one per key source"}`},
+		{"/v1/limits/api/per-ip/check", `{"key":["a"],"cost":-1}`, 400, `{"error":"cost must be at least 1"}`},
+		{"/v1/limits/api/per-ip/check", `{"key":`, 400, `{"error":"the body is not the JSON this endpoint takes`},
+		{"/v1/limits/api/per-ip/check", `{"keys":["a"]}`, 400, `{"error":"the body is not the JSON this endpoint takes: json: unknown field \"keys\""}`},
+		{"/v1/limits/api/per-ip/frob", `{}`, 404, `{"error":"the action is check or consume"}`},
+	}
+	for i, s := range steps {
+		status, body := call(t, sc.admin, http.MethodPost, s.path, s.body)
+		if status != s.status || !strings.HasPrefix(body, s.want) {
+			t.Fatalf("step %d %s %s: %d %s; want %d %s…", i, s.path, s.body, status, body, s.status, s.want)
+		}
+	}
+}
+
+// The store API: every operation, scoped to the pod's namespace.
+func TestLocalAPIStore(t *testing.T) {
+	ns := namespace(t)
+	a, b := start(t, ns), start(t, ns+"-other")
+	steps := []struct {
+		base, method, path, body string
+		status                   int
+		want                     string
+	}{
+		{a.admin, "PUT", "/v1/kv/session-1?ttl=1m", "hello", 204, ""},
+		{a.admin, "GET", "/v1/kv/session-1", "", 200, "hello"},
+		{b.admin, "GET", "/v1/kv/session-1", "", 404, `{"error":"no such key"}`},
+		{a.admin, "HEAD", "/v1/kv/session-1", "", 204, ""},
+		{a.admin, "POST", "/v1/kv/views/increment?by=5&ttl=1h", "", 200, `{"value":5}`},
+		{a.admin, "POST", "/v1/kv/views/increment", "", 200, `{"value":6}`},
+		{a.admin, "POST", "/v1/kv/session-1/increment", "", 409, `{"error":"value is not an integer"}`},
+		{a.admin, "POST", "/v1/kv/session-1/expire?ttl=10s", "", 200, `{"updated":true}`},
+		{a.admin, "POST", "/v1/kv/missing/expire?ttl=10s", "", 200, `{"updated":false}`},
+		{a.admin, "POST", "/v1/kv/views/expire?ttl=-1s", "", 400, `{"error":"ttl must be a duration of at least 1ms, such as 30s"}`},
+		{a.admin, "POST", "/v1/kv/views/increment?by=x", "", 400, `{"error":"by must be an integer"}`},
+		{a.admin, "DELETE", "/v1/kv/session-1", "", 200, `{"deleted":true}`},
+		{a.admin, "DELETE", "/v1/kv/session-1", "", 200, `{"deleted":false}`},
+		{a.admin, "HEAD", "/v1/kv/session-1", "", 404, ""},
+	}
+	for i, s := range steps {
+		status, body := call(t, s.base, s.method, s.path, s.body)
+		if status != s.status || body != s.want {
+			t.Fatalf("step %d %s %s: %d %q; want %d %q", i, s.method, s.path, status, body, s.status, s.want)
+		}
+	}
+	ttl := a.store.Client().PTTL(context.Background(), "qo:v1:app:{"+ns+"/views}").Val()
+	if ttl <= 0 {
+		t.Fatalf("views has no TTL (%v)", ttl)
+	}
+}
+
+func TestLocalAPILocks(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	status, body := call(t, sc.admin, "POST", "/v1/locks/nightly", `{"ttl":"30s"}`)
+	var got struct {
+		Acquired bool   `json:"acquired"`
+		Token    string `json:"token"`
+		Fence    int64  `json:"fence"`
+	}
+	if err := json.Unmarshal([]byte(body), &got); status != 200 || err != nil || !got.Acquired || len(got.Token) != 32 || got.Fence <= 0 {
+		t.Fatalf("acquire: %d %s", status, body)
+	}
+	token := got.Token
+	steps := []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{"POST", "/v1/locks/nightly", `{"ttl":"30s"}`, 409, `{"acquired":false,"retryAfter":`},
+		{"POST", "/v1/locks/nightly/extend", `{"ttl":"1m","token":"wrong"}`, 409, `{"extended":false}`},
+		{"POST", "/v1/locks/nightly/extend", `{"ttl":"1m","token":"` + token + `"}`, 200, `{"extended":true}`},
+		{"DELETE", "/v1/locks/nightly", `{"token":"wrong"}`, 409, `{"released":false}`},
+		{"DELETE", "/v1/locks/nightly", `{"token":"` + token + `"}`, 200, `{"released":true}`},
+		{"POST", "/v1/locks/nightly", `{"ttl":"soon"}`, 400, `{"error":"ttl must be a duration of at least 1ms, such as \"30s\""}`},
+	}
+	for i, s := range steps {
+		status, body := call(t, sc.admin, s.method, s.path, s.body)
+		if status != s.status || !strings.HasPrefix(body, s.want) {
+			t.Fatalf("step %d %s %s: %d %s; want %d %s…", i, s.method, s.path, status, body, s.status, s.want)
+		}
+	}
+}

@@ -85,8 +85,6 @@ func (c *sidecarConfig) check(fs *flag.FlagSet) error {
 		return errors.New("--namespace is required (or --policy-file)")
 	case c.storeTimeout <= 0 || c.resync <= 0:
 		return errors.New("--store-timeout and --resync-interval must be positive")
-	case c.grpcListen != "":
-		return errors.New("--grpc-listen: the Envoy rate-limit service is not built yet")
 	}
 	if u, err := url.Parse(c.upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--upstream %q is not an http:// or https:// URL", c.upstream)
@@ -131,10 +129,18 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 		_ = proxyLn.Close()
 		return err
 	}
+	ln := sidecar.Listeners{Proxy: proxyLn, Admin: adminLn}
+	if c.grpcListen != "" {
+		if ln.GRPC, err = net.Listen("tcp", c.grpcListen); err != nil {
+			_ = proxyLn.Close()
+			_ = adminLn.Close()
+			return err
+		}
+	}
 	log.Info("Starting sidecar", "version", version, "store", loc.String(), "namespace", c.namespace,
 		"listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", c.upstream)
 	return sidecar.Serve(ctx, sidecar.Options{
 		Upstream: upstream, Namespace: c.namespace, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
 		Trusted: trusted, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout, Log: log,
-	}, s, sidecar.Listeners{Proxy: proxyLn, Admin: adminLn})
+	}, s, ln)
 }

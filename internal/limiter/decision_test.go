@@ -69,6 +69,11 @@ func TestAllOrNothing(t *testing.T) {
 			if d.Allowed || d.By().Limit != 1 || d.By().RetryAfter != 20*time.Minute {
 				t.Fatalf("4th request: want a denial by the token bucket with 20m to wait; got %+v", d)
 			}
+			// The fixed window would have allowed; nothing was consumed, so
+			// it shows 2 left, not 1.
+			if r := d.Results[0]; !r.Allowed || r.Remaining != 2 {
+				t.Fatalf("fixed window after the denial: %+v; want allowed with 2 remaining", r)
+			}
 			for _, check := range []struct{ what, got, want string }{
 				{"fixed window", c.get(fixedKey), "3"},
 				{"token bucket TAT", c.get(bucket.Key.Key("tb", "3600000")), tat},

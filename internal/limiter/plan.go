@@ -116,6 +116,15 @@ func decision(entries []entry, verdicts []verdict) Decision {
 			d.Decider = i
 		}
 	}
+	if !d.Allowed {
+		// Nothing was consumed: the rates that would have allowed show what
+		// is left now, not after a request that did not happen.
+		for i, e := range entries {
+			if r := &d.Results[i]; r.Allowed {
+				r.Remaining = min(r.Max, r.Remaining+e.cost)
+			}
+		}
+	}
 	return d
 }
 

@@ -10,8 +10,10 @@ import (
 	"net/url"
 	"time"
 
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
@@ -35,9 +37,10 @@ type Options struct {
 	Log          logr.Logger
 }
 
-// Listeners are where the sidecar serves.
+// Listeners are where the sidecar serves. GRPC, for Envoy's rate-limit
+// service, is optional.
 type Listeners struct {
-	Proxy, Admin net.Listener
+	Proxy, Admin, GRPC net.Listener
 }
 
 // sidecarStore is what the sidecar needs of the store.
@@ -72,9 +75,15 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	mux := adminMux(src, metrics)
 	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer, store: s, locks: lim}).register(mux)
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	go func() { errs <- proxy.Serve(ln.Proxy) }()
 	go func() { errs <- admin.Serve(ln.Admin) }()
+	var rls *grpc.Server
+	if ln.GRPC != nil {
+		rls = grpc.NewServer()
+		rlsv3.RegisterRateLimitServiceServer(rls, &rateLimitService{source: src, enforcer: h.Enforcer})
+		go func() { errs <- rls.Serve(ln.GRPC) }()
+	}
 	select {
 	case <-ctx.Done():
 	case err = <-errs:
@@ -82,12 +91,26 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(o.DrainTimeout, time.Second))
 	defer cancel()
 	o.Log.Info("Shutting down; draining requests in flight")
+	if rls != nil {
+		stopGRPC(drain, rls)
+	}
 	_ = proxy.Shutdown(drain)
 	_ = admin.Shutdown(drain)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+// stopGRPC lets calls in flight finish until ctx ends, then cuts them.
+func stopGRPC(ctx context.Context, srv *grpc.Server) {
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		srv.Stop()
+	}
 }
 
 // serverProtocols accepts HTTP/1.1 and cleartext HTTP/2 (h2c).

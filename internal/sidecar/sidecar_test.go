@@ -53,8 +53,8 @@ func upstream(t *testing.T) *url.URL {
 
 // running is a sidecar serving in the test process.
 type running struct {
-	proxy, admin string
-	store        *store.Redis
+	proxy, admin, grpc string
+	store              *store.Redis
 }
 
 // start runs a sidecar for namespace on the test Redis, trusting 127.0.0.1
@@ -68,13 +68,14 @@ func start(t *testing.T, namespace string) running {
 	}
 	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
 	adminLn, _ := net.Listen("tcp", "127.0.0.1:0")
+	grpcLn, _ := net.Listen("tcp", "127.0.0.1:0")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- sidecar.Serve(ctx, sidecar.Options{
 			Upstream: upstream(t), Namespace: namespace, Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 			Timeout: 50 * time.Millisecond, Resync: time.Second, Log: logr.Discard(),
-		}, s, sidecar.Listeners{Proxy: proxyLn, Admin: adminLn})
+		}, s, sidecar.Listeners{Proxy: proxyLn, Admin: adminLn, GRPC: grpcLn})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -83,7 +84,8 @@ func start(t *testing.T, namespace string) running {
 		}
 		_ = s.Close()
 	})
-	r := running{proxy: "http://" + proxyLn.Addr().String(), admin: "http://" + adminLn.Addr().String(), store: s.(*store.Redis)}
+	r := running{proxy: "http://" + proxyLn.Addr().String(), admin: "http://" + adminLn.Addr().String(),
+		grpc: grpcLn.Addr().String(), store: s.(*store.Redis)}
 	return r
 }
 

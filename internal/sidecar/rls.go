@@ -1,0 +1,148 @@
+package sidecar
+
+import (
+	"context"
+	"math"
+	"time"
+
+	extv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/quotaops/quota-operator/internal/limiter"
+)
+
+// rateLimitService answers Envoy's rate-limit protocol (DESIGN §5): the
+// domain is a RateLimitPolicy of the sidecar's namespace; a descriptor's
+// first entry's key names one of its limits, and the entries' values, in
+// order, stand for that limit's key sources (a limit without a key takes
+// one entry whose value is ignored). hits_addend is the cost. All the
+// request's descriptors are decided together, as one request.
+type rateLimitService struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+	source   *Source
+	enforcer *Enforcer
+}
+
+func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	statuses := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(req.GetDescriptors()))
+	var applied []Applied
+	var index []int // applied[i] answers descriptor index[i]
+	ps := s.source.Current()
+	for i, d := range req.GetDescriptors() {
+		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+		a, ok := descriptorLimit(ps, req.GetDomain(), d.GetEntries(), hits(req, d.GetHitsAddend()))
+		if ok {
+			applied, index = append(applied, a), append(index, i)
+		}
+	}
+	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: statuses}
+	if len(applied) == 0 {
+		return resp, nil
+	}
+	v := s.enforcer.Check(ctx, applied)
+	if v.StoreFailed {
+		if v.Status != 0 {
+			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+		}
+		return resp, nil
+	}
+	if !v.Decision.Allowed {
+		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+	}
+	for _, r := range tightest(v.Decision) {
+		statuses[index[r.Limit]] = descriptorStatus(applied[r.Limit], r)
+	}
+	return resp, nil
+}
+
+// descriptorLimit binds a descriptor to its limit, if the domain and the
+// descriptor name one that applies to this pod.
+func descriptorLimit(ps *Policies, domain string, entries []*extEntry, cost int64) (Applied, bool) {
+	if ps == nil || len(entries) == 0 {
+		return Applied{}, false
+	}
+	rule, ok := ps.Named(domain, entries[0].GetKey())
+	if !ok || rule.kind != "RateLimitPolicy" {
+		return Applied{}, false
+	}
+	var values []string
+	if len(rule.key) > 0 {
+		if len(entries) != len(rule.key) {
+			return Applied{}, false
+		}
+		for _, e := range entries {
+			values = append(values, e.GetValue())
+		}
+	}
+	a := rule.bind(values)
+	if cost > 0 {
+		a.Limit.Cost = cost
+	}
+	return a, true
+}
+
+func hits(req *rlsv3.RateLimitRequest, override *wrapperspb.UInt64Value) int64 {
+	n := uint64(req.GetHitsAddend())
+	if override != nil {
+		n = override.GetValue()
+	}
+	return int64(min(n, limiter.MaxValue))
+}
+
+// tightest keeps, per limit, the rate that explains its answer: a denying
+// enforced rate, else the one with the least remaining.
+func tightest(d limiter.Decision) []limiter.Result {
+	best := map[int]limiter.Result{}
+	var order []int
+	for _, r := range d.Results {
+		cur, seen := best[r.Limit]
+		if !seen {
+			order = append(order, r.Limit)
+		}
+		if !seen || !r.Allowed && !r.DryRun && cur.Allowed || r.Allowed == cur.Allowed && r.Remaining < cur.Remaining {
+			best[r.Limit] = r
+		}
+	}
+	out := make([]limiter.Result, 0, len(order))
+	for _, l := range order {
+		out = append(out, best[l])
+	}
+	return out
+}
+
+func descriptorStatus(a Applied, r limiter.Result) *rlsv3.RateLimitResponse_DescriptorStatus {
+	st := &rlsv3.RateLimitResponse_DescriptorStatus{
+		Code:               rlsv3.RateLimitResponse_OK,
+		CurrentLimit:       currentLimit(a.Name, r.Max, a.Limit.Rates[r.Rate].Window),
+		LimitRemaining:     uint32(min(r.Remaining, math.MaxUint32)),
+		DurationUntilReset: durationpb.New(r.ResetAfter),
+	}
+	if !r.Allowed && !r.DryRun {
+		st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+	}
+	return st
+}
+
+// currentLimit expresses a window in Envoy's units: the largest unit that
+// divides it, with a multiplier.
+func currentLimit(name string, max int64, window time.Duration) *rlsv3.RateLimitResponse_RateLimit {
+	rl := &rlsv3.RateLimitResponse_RateLimit{Name: name, RequestsPerUnit: uint32(min(max, math.MaxUint32))}
+	for _, u := range []struct {
+		d    time.Duration
+		unit rlsv3.RateLimitResponse_RateLimit_Unit
+	}{{24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_DAY}, {time.Hour, rlsv3.RateLimitResponse_RateLimit_HOUR},
+		{time.Minute, rlsv3.RateLimitResponse_RateLimit_MINUTE}, {time.Second, rlsv3.RateLimitResponse_RateLimit_SECOND}} {
+		if window >= u.d && window%u.d == 0 {
+			rl.Unit = u.unit
+			if n := window / u.d; n > 1 {
+				rl.UnitMultiplier = wrapperspb.UInt32(uint32(n))
+			}
+			return rl
+		}
+	}
+	return rl
+}
+
+type extEntry = extv3.RateLimitDescriptor_Entry

@@ -1,0 +1,110 @@
+package sidecar_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	extv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+)
+
+func descriptor(kv ...string) *extv3.RateLimitDescriptor {
+	d := &extv3.RateLimitDescriptor{}
+	for i := 0; i < len(kv); i += 2 {
+		d.Entries = append(d.Entries, &extv3.RateLimitDescriptor_Entry{Key: kv[i], Value: kv[i+1]})
+	}
+	return d
+}
+
+// rlsSidecar runs a sidecar whose policy "api" has limits per-user (3/min
+// by X-User) and global (100 per 10m, no key), and returns a function that
+// asks its Envoy rate-limit service.
+func rlsSidecar(t *testing.T) func(*rlsv3.RateLimitRequest) *rlsv3.RateLimitResponse {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 3, "1m", func(p *v1alpha1.RateLimitPolicy) {
+		p.Spec.Limits[0].Name = "per-user"
+		p.Spec.Limits[0].Key = []v1alpha1.KeySource{{Source: v1alpha1.SourceHeader, Name: "X-User"}}
+		p.Spec.Limits = append(p.Spec.Limits, v1alpha1.Limit{Name: "global", Cost: 1, Rates: []v1alpha1.Rate{{Limit: 100, Window: "10m"}}})
+	}))
+	waitMetric(t, sc.admin, "quota_config_revision 1")
+	conn, err := grpc.NewClient(sc.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	client := rlsv3.NewRateLimitServiceClient(conn)
+	return func(req *rlsv3.RateLimitRequest) *rlsv3.RateLimitResponse {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := client.ShouldRateLimit(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+}
+
+// OK until the limit, then OVER_LIMIT, with the limit, what remains and
+// the time to reset.
+func TestEnvoyRateLimitServiceOverLimit(t *testing.T) {
+	ask := rlsSidecar(t)
+	alice := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{descriptor("per-user", "alice")}}
+	for i := range 3 {
+		resp := ask(alice)
+		st := resp.Statuses[0]
+		if resp.OverallCode != rlsv3.RateLimitResponse_OK || st.LimitRemaining != uint32(2-i) ||
+			st.CurrentLimit.GetRequestsPerUnit() != 3 || st.CurrentLimit.GetUnit() != rlsv3.RateLimitResponse_RateLimit_MINUTE ||
+			st.CurrentLimit.GetName() != "per-user" || st.DurationUntilReset.AsDuration() <= 0 || st.DurationUntilReset.AsDuration() > time.Minute {
+			t.Fatalf("call %d: %v", i, resp)
+		}
+	}
+	if resp := ask(alice); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || resp.Statuses[0].Code != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("4th call: %v", resp)
+	}
+	// With alice over, a call that also carries the global limit is over
+	// as a whole, and global (10m: MINUTE × 10) consumed nothing.
+	both := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{
+		descriptor("global", "ignored"), descriptor("per-user", "alice")}}
+	resp := ask(both)
+	if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || resp.Statuses[0].Code != rlsv3.RateLimitResponse_OK ||
+		resp.Statuses[0].LimitRemaining != 100 || resp.Statuses[0].CurrentLimit.GetUnitMultiplier().GetValue() != 10 {
+		t.Fatalf("mixed call: %v", resp)
+	}
+}
+
+// hits_addend is the cost; a descriptor's own hits_addend wins.
+func TestEnvoyRateLimitServiceHitsAddend(t *testing.T) {
+	ask := rlsSidecar(t)
+	heavy := &rlsv3.RateLimitRequest{Domain: "api", HitsAddend: 40, Descriptors: []*extv3.RateLimitDescriptor{descriptor("global", "")}}
+	if resp := ask(heavy); resp.Statuses[0].LimitRemaining != 60 {
+		t.Fatalf("hits_addend 40: %v", resp)
+	}
+	heavy.Descriptors[0].HitsAddend = wrapperspb.UInt64(70)
+	if resp := ask(heavy); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || resp.Statuses[0].LimitRemaining != 60 {
+		t.Fatalf("descriptor hits_addend 70 over 60 remaining: %v", resp)
+	}
+}
+
+// Unknown domains, limits and descriptor shapes are plain OK.
+func TestEnvoyRateLimitServiceUnknown(t *testing.T) {
+	ask := rlsSidecar(t)
+	want := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: []*rlsv3.RateLimitResponse_DescriptorStatus{{Code: rlsv3.RateLimitResponse_OK}}}
+	for _, req := range []*rlsv3.RateLimitRequest{
+		{Domain: "no-such-policy", Descriptors: []*extv3.RateLimitDescriptor{descriptor("per-user", "alice")}},
+		{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{descriptor("no-such-limit", "x")}},
+		{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{descriptor("per-user", "alice", "extra", "entry")}},
+	} {
+		if resp := ask(req); !proto.Equal(resp, want) {
+			t.Fatalf("%v: %v; want plain OK", req, resp)
+		}
+	}
+}

@@ -70,9 +70,9 @@ test: verify lint envtest redis-server ## Checks, then every test against real R
 	KUBEBUILDER_ASSETS="$$(bash hack/envtest-binaries.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: bench
-bench: redis-server ## Run the benchmarks (store operations; limiter decisions/s, p50/p99, commands per decision).
+bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar decisions/s, p50/p99, commands per decision, ratios to redis-benchmark).
 	go test $(BENCH_FLAGS) ./internal/store/...
-	go test $(LIMITER_BENCH_FLAGS) ./internal/limiter/
+	go test $(LIMITER_BENCH_FLAGS) ./internal/limiter/ ./internal/sidecar/
 
 FUZZTIME ?= 30s
 

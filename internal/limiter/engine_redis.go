@@ -35,11 +35,12 @@ var (
 type redisEngine struct {
 	c       redis.UniversalClient
 	cluster bool
+	batch   *batcher
 }
 
 func newRedisEngine(c redis.UniversalClient) redisEngine {
 	_, cluster := c.(*redis.ClusterClient)
-	return redisEngine{c: c, cluster: cluster}
+	return redisEngine{c: c, cluster: cluster, batch: newBatcher(c)}
 }
 
 func algCode(a Algorithm) string {
@@ -99,7 +100,7 @@ func (r redisEngine) decideGroup(ctx context.Context, entries []entry, atUs int6
 	if peek {
 		p = 1
 	}
-	reply, err := decideScript.Run(ctx, r.c, keysOf(entries), scriptArgs(entries, atUs, p)...).Int64Slice()
+	reply, err := r.batch.run(ctx, keysOf(entries), scriptArgs(entries, atUs, p))
 	if err != nil {
 		return outcome{}, fmt.Errorf("limiter: decide: %w", err)
 	}

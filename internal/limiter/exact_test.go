@@ -220,3 +220,27 @@ func TestTokenBucketAdmitsBurstPlusRefill(t *testing.T) {
 		})
 	}
 }
+
+// After the server lost its scripts (SCRIPT FLUSH, as a restart does),
+// concurrent decisions, which travel in pipelines, load the script again
+// and stay exact.
+func TestScriptCacheLostUnderLoad(t *testing.T) {
+	for _, be := range backends(t) {
+		if be.raw == nil {
+			continue
+		}
+		t.Run(be.name, func(t *testing.T) {
+			l, _ := simulated(t, be, fakeclock.New(epoch))
+			lim := limiter.Limit{Key: key(t, "l"), Algorithm: limiter.FixedWindow, Rates: rate(500, time.Minute), Cost: 1}
+			if got := race(t, l, lim, 64, 5); got != 320 {
+				t.Fatalf("warm-up: %d allowed; want 320", got)
+			}
+			if err := be.raw().ScriptFlush(context.Background()).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if got := race(t, l, lim, 64, 5); got != 180 {
+				t.Fatalf("after SCRIPT FLUSH: %d allowed; want the remaining 180", got)
+			}
+		})
+	}
+}

@@ -80,7 +80,9 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	go func() { errs <- admin.Serve(ln.Admin) }()
 	var rls *grpc.Server
 	if ln.GRPC != nil {
-		rls = grpc.NewServer()
+		// Workers keep their grown stacks: a goroutine per call would grow and
+		// copy its stack on every call through the Redis client.
+		rls = grpc.NewServer(grpc.NumStreamWorkers(64))
 		rlsv3.RegisterRateLimitServiceServer(rls, &rateLimitService{source: src, enforcer: h.Enforcer})
 		go func() { errs <- rls.Serve(ln.GRPC) }()
 	}

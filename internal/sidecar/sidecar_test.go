@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 }
 
 // upstream answers 200 "ok" and shows the X-Forwarded-For it received.
-func upstream(t *testing.T) *url.URL {
+func upstream(t testing.TB) *url.URL {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Seen-Forwarded-For", r.Header.Get("X-Forwarded-For"))
 		_, _ = io.WriteString(w, "ok")
@@ -59,10 +59,10 @@ type running struct {
 
 // start runs a sidecar for namespace on the test Redis, trusting 127.0.0.1
 // as a proxy so tests can pick client addresses with X-Forwarded-For.
-func start(t *testing.T, namespace string) running {
+func start(t testing.TB, namespace string) running {
 	t.Helper()
 	redistest.SkipIfMissing(t, startError)
-	s, err := store.Open(redisS.URL)
+	s, err := store.Open(redisS.URL + "?pool_size=64")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func start(t *testing.T, namespace string) running {
 }
 
 // publish compiles p and writes it to the store as the operator would.
-func (r running) publish(t *testing.T, p *v1alpha1.RateLimitPolicy) {
+func (r running) publish(t testing.TB, p *v1alpha1.RateLimitPolicy) {
 	t.Helper()
 	doc, err := config.CompileRateLimitPolicy(p)
 	if err != nil {
@@ -124,12 +124,12 @@ type answer struct {
 }
 
 // get sends GET /v1/items as client.
-func get(t *testing.T, base, client string) answer {
+func get(t testing.TB, base, client string) answer {
 	t.Helper()
 	return send(t, base+"/v1/items", client)
 }
 
-func send(t *testing.T, url, client string) answer {
+func send(t testing.TB, url, client string) answer {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	if client != "" {
@@ -145,7 +145,7 @@ func send(t *testing.T, url, client string) answer {
 }
 
 // waitReady waits for the sidecar to load a config with the wanted limit.
-func waitReady(t *testing.T, base, client string, limit string) time.Duration {
+func waitReady(t testing.TB, base, client string, limit string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < 5*time.Second {
@@ -158,6 +158,6 @@ func waitReady(t *testing.T, base, client string, limit string) time.Duration {
 	return 0
 }
 
-func namespace(t *testing.T) string {
+func namespace(t testing.TB) string {
 	return strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())) + fmt.Sprint(time.Now().UnixNano()%100000)
 }

@@ -172,6 +172,20 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// Pause freezes the server (SIGSTOP): connections stay open but nothing
+// answers, as with a hung server or a network partition. Resume undoes it.
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server run again (SIGCONT).
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	if s.external || s.cmd == nil {
+		return errors.New("redistest: no server process to signal")
+	}
+	return s.cmd.Process.Signal(sig)
+}
+
 // Close stops the server and removes its files.
 func (s *Server) Close() error {
 	err := s.Stop()

@@ -1,7 +1,9 @@
 package sidecar_test
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -198,4 +200,39 @@ func storeDown(t *testing.T, down, back func() error) {
 func getPath(t *testing.T, base, path string) answer {
 	t.Helper()
 	return send(t, base+path, "10.3.0.2")
+}
+
+// Malformed requests get a clear 400 from the proxy, never reach the app,
+// and do not stop it serving.
+func TestMalformedRequestsGet400(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 100, "1h"))
+	waitReady(t, sc.proxy, "10.4.0.1", "100")
+	addr := strings.TrimPrefix(sc.proxy, "http://")
+	for name, raw := range map[string]string{
+		"header without a colon": "GET / HTTP/1.1\r\nHost: x\r\nBroken header\r\n\r\n",
+		"space in a header name": "GET / HTTP/1.1\r\nHost: x\r\nX Bad: 1\r\n\r\n",
+		"no Host in HTTP/1.1":    "GET / HTTP/1.1\r\n\r\n",
+		"not HTTP":               "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = conn.Close() }()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Write([]byte(raw)); err != nil {
+				t.Fatal(err)
+			}
+			status, _ := bufio.NewReader(conn).ReadString('\n')
+			if !strings.HasPrefix(status, "HTTP/1.1 400 Bad Request") {
+				t.Fatalf("answer %q; want 400", status)
+			}
+		})
+	}
+	if resp := get(t, sc.proxy, "10.4.0.1"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after malformed requests: %s", resp.Status)
+	}
 }

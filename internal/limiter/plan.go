@@ -32,19 +32,21 @@ type entry struct {
 // plan turns limits into entries for the time now. The windows and periods
 // are proposals: the store refuses them if its clock disagrees.
 func plan(limits []Limit, now time.Time, grace time.Duration) ([]entry, error) {
-	var out []entry
-	seen := make(map[string]bool)
+	out := make([]entry, 0, len(limits))
 	for i, lim := range limits {
+		// The tag hashes the subject: once per limit, not once per key.
+		tag := lim.Key.Tag()
+		if lim.Algorithm == Quota {
+			tag = lim.Key.QuotaTag()
+		}
 		for j, r := range lim.Rates {
-			e, err := planRate(lim, r, now, grace)
+			e, err := planRate(lim, tag, r, now, grace)
 			if err != nil {
 				return nil, fmt.Errorf("%w: limits[%d]: %w", ErrInvalid, i, err)
 			}
-			id := e.keys[len(e.keys)-1] + "\x00" + e.member
-			if seen[id] {
+			if repeats(out, e) {
 				return nil, fmt.Errorf("%w: limits[%d] repeats a counter of another limit of the request", ErrInvalid, i)
 			}
-			seen[id] = true
 			e.limit, e.rate = i, j
 			out = append(out, e)
 		}
@@ -52,28 +54,38 @@ func plan(limits []Limit, now time.Time, grace time.Duration) ([]entry, error) {
 	return out, nil
 }
 
-func planRate(lim Limit, r Rate, now time.Time, grace time.Duration) (entry, error) {
-	e := entry{alg: lim.Algorithm, max: r.Limit, cost: lim.Cost, dry: lim.DryRun, window: r.Window.Milliseconds()}
+// repeats reports whether e writes a counter an earlier entry writes.
+func repeats(earlier []entry, e entry) bool {
+	last := e.keys[len(e.keys)-1]
+	for _, o := range earlier {
+		if o.keys[len(o.keys)-1] == last && o.member == e.member {
+			return true
+		}
+	}
+	return false
+}
+
+func planRate(lim Limit, tag string, r Rate, now time.Time, grace time.Duration) (entry, error) {
+	e := entry{alg: lim.Algorithm, max: r.Limit, cost: lim.Cost, dry: lim.DryRun, window: r.Window.Milliseconds(), tag: tag}
 	ms := now.UnixMilli()
 	w := strconv.FormatInt(e.window, 10)
 	switch lim.Algorithm {
 	case FixedWindow:
 		e.start = ms - mod(ms, e.window)
-		e.tag, e.keys = lim.Key.Tag(), []string{lim.Key.Key("fw", w, itoa(e.start))}
+		e.keys = []string{TaggedKey(tag, "fw", w, itoa(e.start))}
 	case SlidingWindow:
 		e.start = ms - mod(ms, e.window)
-		e.tag = lim.Key.Tag()
-		e.keys = []string{lim.Key.Key("sw", w, itoa(e.start-e.window)), lim.Key.Key("sw", w, itoa(e.start))}
+		e.keys = []string{TaggedKey(tag, "sw", w, itoa(e.start-e.window)), TaggedKey(tag, "sw", w, itoa(e.start))}
 	case TokenBucket:
-		e.tag, e.keys = lim.Key.Tag(), []string{lim.Key.Key("tb", w)}
+		e.keys = []string{TaggedKey(tag, "tb", w)}
 	case Quota:
 		start, end, err := lim.Period.Bounds(now, lim.Location)
 		if err != nil {
 			return entry{}, err
 		}
 		e.start, e.end, e.window = start.UnixMilli(), end.UnixMilli(), grace.Milliseconds()
-		e.member, e.tag = SubjectHash(lim.Key.Subject), lim.Key.QuotaTag()
-		e.keys = quotaKeys(e.tag, start)
+		e.member = SubjectHash(lim.Key.Subject)
+		e.keys = quotaKeys(tag, start)
 	}
 	return e, nil
 }

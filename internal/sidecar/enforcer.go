@@ -14,12 +14,13 @@ type Decider interface {
 	Decide(ctx context.Context, req limiter.Request) (limiter.Decision, error)
 }
 
-// Verdict is what to do with a request.
+// Verdict is what to do with a request; the HTTP proxy turns it into
+// headers (setHeaders), the local API and the gRPC service into their own
+// answers.
 type Verdict struct {
 	// Status is 0 to pass the request on, 429 when a limit denies, 503
 	// when the store failed and a FailClosed policy applies.
 	Status   int
-	Header   http.Header
 	Decision limiter.Decision
 	// StoreFailed: the decision was not made; failure policies decided.
 	StoreFailed bool
@@ -46,7 +47,7 @@ func (e *Enforcer) Peek(ctx context.Context, applied []Applied) Verdict {
 }
 
 func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verdict {
-	v := Verdict{Header: http.Header{}}
+	var v Verdict
 	if len(applied) == 0 {
 		return v
 	}
@@ -59,7 +60,6 @@ func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verd
 		return e.failed(applied)
 	}
 	v.Decision = d
-	setHeaders(v.Header, applied, d)
 	if !d.Allowed {
 		v.Status = http.StatusTooManyRequests
 	}
@@ -89,11 +89,10 @@ func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Dec
 // failed applies the failure policies: any FailClosed policy that matched
 // answers 503; otherwise the request passes, counted as failed open.
 func (e *Enforcer) failed(applied []Applied) Verdict {
-	v := Verdict{Header: http.Header{}, StoreFailed: true}
+	v := Verdict{StoreFailed: true}
 	for _, a := range applied {
 		if a.FailClosed {
 			v.Status = http.StatusServiceUnavailable
-			v.Header.Set("Retry-After", "1")
 		}
 	}
 	e.Metrics.failed(applied, v.Status == 0)

@@ -153,9 +153,13 @@ type Handler struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ps := h.Source.Current(); ps != nil {
 		client := ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), h.Trusted)
-		v := h.Enforcer.Check(r.Context(), ps.Match(r, client))
-		for k, vs := range v.Header {
-			w.Header()[k] = vs
+		applied := ps.Match(r, client)
+		v := h.Enforcer.Check(r.Context(), applied)
+		switch {
+		case v.StoreFailed && v.Status != 0:
+			w.Header().Set("Retry-After", "1")
+		case !v.StoreFailed && len(applied) > 0:
+			setHeaders(w.Header(), applied, v.Decision)
 		}
 		if v.Status != 0 {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -60,15 +60,22 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 }
 
 func runManager(args []string, _, stderr io.Writer) int {
-	c, err := parseManagerFlags(args, stderr)
+	return runService("manager", stderr, func() (*managerConfig, error) { return parseManagerFlags(args, stderr) },
+		func(ctx context.Context, c *managerConfig) error { return startManager(ctx, c, stderr, os.Getenv) })
+}
+
+// runService parses a long-running subcommand's flags (exit 2 when they
+// are wrong) and runs it until SIGTERM or SIGINT (exit 1 on failure).
+func runService[C any](name string, stderr io.Writer, parse func() (C, error), start func(context.Context, C) error) int {
+	c, err := parse()
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "quota-operator manager: %v\n", err)
+			fmt.Fprintf(stderr, "quota-operator %s: %v\n", name, err)
 		}
 		return 2
 	}
-	if err := startManager(ctrl.SetupSignalHandler(), c, stderr, os.Getenv); err != nil {
-		fmt.Fprintf(stderr, "quota-operator manager: %v\n", err)
+	if err := start(ctrl.SetupSignalHandler(), c); err != nil {
+		fmt.Fprintf(stderr, "quota-operator %s: %v\n", name, err)
 		return 1
 	}
 	return 0

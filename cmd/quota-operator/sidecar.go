@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/quotaops/quota-operator/internal/sidecar"
@@ -97,18 +96,8 @@ func (c *sidecarConfig) check(fs *flag.FlagSet) error {
 }
 
 func runSidecar(args []string, _, stderr io.Writer) int {
-	c, err := parseSidecarFlags(args, stderr, os.Getenv)
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "quota-operator sidecar: %v\n", err)
-		}
-		return 2
-	}
-	if err := startSidecar(ctrl.SetupSignalHandler(), c, stderr, os.Getenv); err != nil {
-		fmt.Fprintf(stderr, "quota-operator sidecar: %v\n", err)
-		return 1
-	}
-	return 0
+	return runService("sidecar", stderr, func() (*sidecarConfig, error) { return parseSidecarFlags(args, stderr, os.Getenv) },
+		func(ctx context.Context, c *sidecarConfig) error { return startSidecar(ctx, c, stderr, os.Getenv) })
 }
 
 func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, getenv func(string) string) error {

@@ -189,8 +189,9 @@ func (a *localAPI) set(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ttl, ok := queryTTL(w, r, true)
-	if !ok {
+	ttl, err := queryTTL(r, true)
+	if err != nil {
+		fail(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -205,66 +206,69 @@ func (a *localAPI) set(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (a *localAPI) del(w http.ResponseWriter, r *http.Request) {
+// badRequest is a malformed parameter: 400 with its message.
+type badRequest string
+
+func (e badRequest) Error() string { return string(e) }
+
+// withKey runs op on the request's app key and answers its result as JSON.
+func (a *localAPI) withKey(w http.ResponseWriter, r *http.Request, op func(ctx context.Context, key string) (any, error)) {
 	key, ok := a.appKey(w, r)
 	if !ok {
 		return
 	}
-	found, err := a.store.Delete(r.Context(), key)
-	if err != nil {
+	out, err := op(r.Context(), key)
+	var bad badRequest
+	switch {
+	case errors.As(err, &bad):
+		fail(w, http.StatusBadRequest, bad.Error())
+	case err != nil:
 		storeFailed(w, err)
-		return
+	default:
+		writeJSON(w, http.StatusOK, out)
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"deleted": found})
+}
+
+func (a *localAPI) del(w http.ResponseWriter, r *http.Request) {
+	a.withKey(w, r, func(ctx context.Context, key string) (any, error) {
+		found, err := a.store.Delete(ctx, key)
+		return map[string]bool{"deleted": found}, err
+	})
 }
 
 func (a *localAPI) increment(w http.ResponseWriter, r *http.Request) {
-	key, ok := a.appKey(w, r)
-	if !ok {
-		return
-	}
-	by := int64(1)
-	if s := r.URL.Query().Get("by"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			fail(w, http.StatusBadRequest, "by must be an integer")
-			return
+	a.withKey(w, r, func(ctx context.Context, key string) (any, error) {
+		by := int64(1)
+		if s := r.URL.Query().Get("by"); s != "" {
+			n, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return nil, badRequest("by must be an integer")
+			}
+			by = n
 		}
-		by = n
-	}
-	ttl, ok := queryTTL(w, r, true)
-	if !ok {
-		return
-	}
-	var n int64
-	var err error
-	if ttl > 0 {
-		n, err = a.store.IncrementWithTTL(r.Context(), key, by, ttl)
-	} else {
-		n, err = a.store.Increment(r.Context(), key, by)
-	}
-	if err != nil {
-		storeFailed(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]int64{"value": n})
+		ttl, err := queryTTL(r, true)
+		if err != nil {
+			return nil, err
+		}
+		var n int64
+		if ttl > 0 {
+			n, err = a.store.IncrementWithTTL(ctx, key, by, ttl)
+		} else {
+			n, err = a.store.Increment(ctx, key, by)
+		}
+		return map[string]int64{"value": n}, err
+	})
 }
 
 func (a *localAPI) expire(w http.ResponseWriter, r *http.Request) {
-	key, ok := a.appKey(w, r)
-	if !ok {
-		return
-	}
-	ttl, ok := queryTTL(w, r, false)
-	if !ok {
-		return
-	}
-	found, err := a.store.Expire(r.Context(), key, ttl)
-	if err != nil {
-		storeFailed(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]bool{"updated": found})
+	a.withKey(w, r, func(ctx context.Context, key string) (any, error) {
+		ttl, err := queryTTL(r, false)
+		if err != nil {
+			return nil, err
+		}
+		found, err := a.store.Expire(ctx, key, ttl)
+		return map[string]bool{"updated": found}, err
+	})
 }
 
 type lockRequest struct {
@@ -334,17 +338,16 @@ func lockTTL(w http.ResponseWriter, r *http.Request, req *lockRequest) (time.Dur
 }
 
 // queryTTL reads ?ttl=; optional allows it to be missing (0).
-func queryTTL(w http.ResponseWriter, r *http.Request, optional bool) (time.Duration, bool) {
+func queryTTL(r *http.Request, optional bool) (time.Duration, error) {
 	s := r.URL.Query().Get("ttl")
 	if s == "" && optional {
-		return 0, true
+		return 0, nil
 	}
 	ttl, err := time.ParseDuration(s)
 	if err != nil || ttl < time.Millisecond {
-		fail(w, http.StatusBadRequest, "ttl must be a duration of at least 1ms, such as 30s")
-		return 0, false
+		return 0, badRequest("ttl must be a duration of at least 1ms, such as 30s")
 	}
-	return ttl, true
+	return ttl, nil
 }
 
 func readJSON(r *http.Request, v any) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -45,4 +46,11 @@ func storePassword(file string, getenv func(string) string) (string, error) {
 	}
 	// Secrets written by hand often end in a newline; a password does not.
 	return strings.TrimRight(string(raw), "\r\n"), nil
+}
+
+// bindStoreFlags adds --store and --store-password-file, which the manager
+// and the sidecar share.
+func bindStoreFlags(fs *flag.FlagSet, url, passwordFile *string) {
+	fs.StringVar(url, "store", "memory://", "store URL: memory://, redis://, rediss://, redis+sentinel://, redis+cluster://")
+	fs.StringVar(passwordFile, "store-password-file", "", "file holding the store password (else "+passwordEnv+")")
 }

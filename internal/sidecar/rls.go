@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
 )
 
@@ -64,7 +65,7 @@ func descriptorLimit(ps *Policies, domain string, entries []*extEntry, cost int6
 		return Applied{}, false
 	}
 	rule, ok := ps.Named(domain, entries[0].GetKey())
-	if !ok || rule.kind != "RateLimitPolicy" {
+	if !ok || rule.kind != config.KindRateLimitPolicy {
 		return Applied{}, false
 	}
 	var values []string

@@ -71,7 +71,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	}
 	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics},
 		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log)}
-	proxy := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: serverProtocols(), ErrorLog: nil}
+	proxy := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: serverProtocols()}
 	mux := adminMux(src, metrics)
 	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer, store: s, locks: lim}).register(mux)
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -27,7 +27,7 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 	return bin, cmd.Run()
 })
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +38,7 @@ func freePort(t *testing.T) string {
 
 // sidecarProcess runs `quota-operator sidecar` with args and env, and
 // returns its proxy URL once it is ready.
-func sidecarProcess(t *testing.T, args []string, env []string) string {
+func sidecarProcess(t testing.TB, args []string, env []string) string {
 	t.Helper()
 	bin, err := buildBinary()
 	if err != nil {

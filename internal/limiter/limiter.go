@@ -214,14 +214,23 @@ func (l *Limiter) learnOffset(sent time.Time, storeMicros int64) {
 
 func validate(limits []Limit) error {
 	for i, lim := range limits {
-		if err := lim.validate(); err != nil {
+		if err := lim.check(); err != nil {
 			return fmt.Errorf("%w: limits[%d] (%s): %w", ErrInvalid, i, lim.Key.Limit, err)
 		}
 	}
 	return nil
 }
 
-func (lim Limit) validate() error {
+// Validate reports, wrapping ErrInvalid, why Decide would refuse lim: so a
+// config can be refused when it loads rather than on every request.
+func (lim Limit) Validate() error {
+	if err := lim.check(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+func (lim Limit) check() error {
 	if lim.Cost < 1 || lim.Cost > MaxValue {
 		return fmt.Errorf("cost %d is outside 1..%d", lim.Cost, int64(MaxValue))
 	}

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
@@ -82,7 +83,13 @@ func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Dec
 	start := time.Now()
 	d, err := e.Limiter.Decide(ctx, req)
 	e.Metrics.storeLatency(time.Since(start), err)
-	e.Breaker.Record(err)
+	if errors.Is(err, limiter.ErrInvalid) {
+		// A limit the limiter refuses (a policy file that never met the
+		// schema) says nothing about the store's health.
+		e.Breaker.Record(nil)
+	} else {
+		e.Breaker.Record(err)
+	}
 	return d, err
 }
 

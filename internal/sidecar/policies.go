@@ -90,6 +90,10 @@ func newPolicy(namespace string, d *config.Policy) (*policy, error) {
 		for _, rate := range l.Rates {
 			r.template.Rates = append(r.template.Rates, limiter.Rate{Limit: rate.Limit, Window: time.Duration(rate.WindowMs) * time.Millisecond})
 		}
+		// Objects from --policy-file never met the CRD's rules.
+		if err := r.template.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: limit %s: %w", d.ID(), l.Name, err)
+		}
 		p.limits = append(p.limits, r)
 	}
 	return p, nil
@@ -111,6 +115,9 @@ func quotaRule(namespace string, d *config.Policy) (*limitRule, error) {
 			Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: 1, DryRun: d.DryRun}}
 	for _, o := range q.Overrides {
 		r.overrides[o.SubjectHash] = o.Limit
+	}
+	if err := r.template.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", d.ID(), err)
 	}
 	return r, nil
 }

@@ -1,7 +1,10 @@
 package sidecar
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 )
 
@@ -99,11 +103,16 @@ func TestReadPolicyFiles(t *testing.T) {
 	for name, text := range map[string]string{
 		"other kind":    "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
 		"unknown field": "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: a}\nspec:\n  selector: {}\n  limitz: []\n",
+		"window twice":  "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: a}\nspec:\n  selector: {}\n  limits:\n  - {name: l, rates: [{limit: 3, window: 1m}, {limit: 5, window: 60s}]}\n",
 		"bad window":    "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: a}\nspec:\n  selector: {}\n  limits:\n  - {name: l, rates: [{limit: 3, window: forever}]}\n",
 	} {
 		f := filepath.Join(t.TempDir(), "p.yaml")
 		_ = os.WriteFile(f, []byte(text), 0o644)
-		if _, err := ReadPolicyFiles(f, "ns"); err == nil {
+		docs, err := ReadPolicyFiles(f, "ns")
+		if err == nil {
+			_, err = NewPolicies("ns", nil, 0, docs)
+		}
+		if err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -140,5 +149,35 @@ func TestBreaker(t *testing.T) {
 	b.Record(nil)
 	if !b.Allow() || b.Open() {
 		t.Fatal("a successful probe did not close the breaker")
+	}
+}
+
+// failingDecider refuses every request with err.
+type failingDecider struct{ err error }
+
+func (f failingDecider) Decide(context.Context, limiter.Request) (limiter.Decision, error) {
+	return limiter.Decision{}, f.err
+}
+
+// A limit the limiter refuses as invalid falls back on the failure policy
+// but never opens the breaker: the store is fine.
+func TestInvalidLimitDoesNotOpenTheBreaker(t *testing.T) {
+	b := NewBreaker()
+	e := &Enforcer{Limiter: failingDecider{fmt.Errorf("%w: cost", limiter.ErrInvalid)}, Breaker: b}
+	applied := []Applied{{Policy: "p", Name: "l", FailClosed: true}}
+	for range 10 {
+		if v := e.Check(context.Background(), applied); !v.StoreFailed || v.Status != http.StatusServiceUnavailable {
+			t.Fatalf("verdict %+v; want the Closed failure policy", v)
+		}
+	}
+	if b.Open() {
+		t.Fatal("invalid limits opened the breaker")
+	}
+	e.Limiter = failingDecider{errors.New("connection refused")}
+	for range 5 {
+		e.Check(context.Background(), applied)
+	}
+	if !b.Open() {
+		t.Fatal("five store failures did not open the breaker")
 	}
 }

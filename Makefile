@@ -91,6 +91,31 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.
 build: ## Build bin/quota-operator.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/quota-operator ./cmd/quota-operator
 
+IMG     ?= quota-operator:$(VERSION)
+KUBECTL ?= kubectl
+
+.PHONY: docker-build
+docker-build: ## Build the image IMG (one image: operator and sidecar).
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+##@ Deployment (the cluster of the current kubeconfig)
+
+.PHONY: install
+install: manifests ## Install the CRDs.
+	$(KUBECTL) apply -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs, and with them every policy and quota.
+	$(KUBECTL) delete --ignore-not-found -k config/crd
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator from config/default with IMG.
+	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply -f -
+
+.PHONY: undeploy
+undeploy: ## Remove what deploy created.
+	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+
 ##@ Dependencies
 
 .PHONY: envtest

@@ -1,0 +1,17 @@
+# One image for the operator and the sidecar: a static binary on distroless,
+# running as a non-root user.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY api/ api/
+COPY cmd/ cmd/
+COPY controllers/ controllers/
+COPY internal/ internal/
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /quota-operator ./cmd/quota-operator
+
+FROM gcr.io/distroless/static:nonroot
+COPY --from=build /quota-operator /quota-operator
+USER 65532:65532
+ENTRYPOINT ["/quota-operator"]

@@ -36,6 +36,9 @@ var (
 	scheme = runtime.NewScheme()
 )
 
+// The store Secret the operator keeps in namespaces with sidecars.
+const storeSecret, storePassword = "quota-operator-store", "s3cret"
+
 // Settings the tests shorten.
 const (
 	storeCheckEvery = 500 * time.Millisecond
@@ -99,6 +102,10 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	}
 	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim,
 		UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
+		return nil, err
+	}
+	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Name: storeSecret, Password: []byte(storePassword)}
+	if err := secrets.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})

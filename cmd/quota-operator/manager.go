@@ -18,11 +18,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/controllers"
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
 // managerConfig is the manager's command line.
@@ -31,7 +33,11 @@ type managerConfig struct {
 	leaderElect                        bool
 	store, storePasswordFile           string
 	usageInterval, storeCheckInterval  time.Duration
-	zap                                zap.Options
+	// The sidecar injection webhook, on when sidecarImage is set.
+	sidecarImage, webhookCertDir string
+	webhookPort                  int
+	storeSecretName              string
+	zap                          zap.Options
 }
 
 func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) {
@@ -45,6 +51,10 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	bindStoreFlags(fs, &c.store, &c.storePasswordFile)
 	fs.DurationVar(&c.usageInterval, "usage-interval", 30*time.Second, "how often UsageQuota status.usage is refreshed")
 	fs.DurationVar(&c.storeCheckInterval, "store-check-interval", 2*time.Second, "how often the store is checked for lost config")
+	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "image of the injected sidecar (the manager's own); the injection webhook is off when empty")
+	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
+	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
+	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the store password")
 	c.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -118,6 +128,9 @@ func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, geten
 		UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}); err != nil {
 		return err
 	}
+	if err := setupInjection(mgr, c, loc); err != nil {
+		return err
+	}
 	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
 	return mgr.Start(ctx)
 }
@@ -139,6 +152,7 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
+		WebhookServer:          ctrlwebhook.NewServer(ctrlwebhook.Options{Port: c.webhookPort, CertDir: c.webhookCertDir}),
 		Metrics:                metricsserver.Options{BindAddress: c.metricsAddr},
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.leaderElect,
@@ -151,4 +165,32 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, mgr.AddReadyzCheck("readyz", healthz.Ping)
+}
+
+// setupInjection serves the sidecar injection webhook and, when the store
+// has a password, keeps it in a Secret in each namespace with sidecars.
+// Sidecars get the store URL without its password.
+func setupInjection(mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
+	if c.sidecarImage == "" {
+		return nil
+	}
+	password := ""
+	if loc.Redis != nil {
+		password = loc.Redis.Password
+	}
+	bare := *loc
+	if loc.Redis != nil {
+		opts := *loc.Redis
+		opts.Password = ""
+		bare.Redis = &opts
+	}
+	cfg := webhook.Config{Image: c.sidecarImage, Store: bare.String()}
+	if password != "" {
+		cfg.PasswordSecret = c.storeSecretName
+		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Name: c.storeSecretName, Password: []byte(password)}
+		if err := secrets.SetupWithManager(mgr); err != nil {
+			return err
+		}
+	}
+	return (&webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: cfg}).SetupWithManager(mgr)
 }

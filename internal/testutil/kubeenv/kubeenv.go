@@ -22,6 +22,10 @@ import (
 type Options struct {
 	// CRDDirectoryPaths are installed before Start returns.
 	CRDDirectoryPaths []string
+	// WebhookPaths are files of webhook configurations to install, pointed
+	// at a local webhook server (see Env.WebhookInstallOptions for its
+	// port and certificates).
+	WebhookPaths []string
 }
 
 // Env is a running control plane.
@@ -46,6 +50,7 @@ func Start(opts Options) (*Env, error) {
 		BinaryAssetsDirectory: dir,
 		CRDDirectoryPaths:     opts.CRDDirectoryPaths,
 		ErrorIfCRDPathMissing: len(opts.CRDDirectoryPaths) > 0,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: opts.WebhookPaths},
 	}
 	cfg, err := env.Start()
 	if err != nil {

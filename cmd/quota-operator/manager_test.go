@@ -94,14 +94,17 @@ func TestStorePassword(t *testing.T) {
 }
 
 // The manager subcommand, as the binary runs it, reconciles a policy
-// applied with kubectl into Redis, with the password read from a file, and
-// serves its health probes.
+// applied with kubectl into Redis, with the password read from a file,
+// serves its health probes and, with --sidecar-image, the injection
+// webhook. (One manager per test process: controller names are global.)
 func TestManagerEndToEnd(t *testing.T) {
 	r := redistest.StartOrSkip(t)
 	if err := r.Client().ConfigSet(context.Background(), "requirepass", "pa55word").Err(); err != nil {
 		t.Fatal(err)
 	}
-	env, err := kubeenv.Start(kubeenv.Options{CRDDirectoryPaths: []string{filepath.Join(kubeenv.ModuleRoot(), "config", "crd", "bases")}})
+	root := kubeenv.ModuleRoot()
+	env, err := kubeenv.Start(kubeenv.Options{CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")},
+		WebhookPaths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +118,10 @@ func TestManagerEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	probe := freeAddr(t)
+	wo := env.WebhookInstallOptions
 	c, err := parseManagerFlags([]string{"--kubeconfig", kubeconfig, "--store", r.URL, "--store-password-file", passwordFile,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", probe, "--store-check-interval", "200ms"}, io.Discard)
+		"--metrics-bind-address", "0", "--health-probe-bind-address", probe, "--store-check-interval", "200ms",
+		"--sidecar-image", "quota-operator:test", "--webhook-port", fmt.Sprint(wo.LocalServingPort), "--webhook-cert-dir", wo.LocalServingCertDir}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +163,47 @@ func TestManagerEndToEnd(t *testing.T) {
 	for _, path := range []string{"/healthz", "/readyz"} {
 		expectOK(t, "http://"+probe+path)
 	}
+	expectInjection(t, env, r.URL)
+}
+
+// expectInjection creates an annotated pod with kubectl and checks that it
+// comes back with the sidecar, the store URL without its password, and a
+// secretKeyRef to the Secret the manager keeps in the namespace.
+func expectInjection(t *testing.T, env *kubeenv.Env, storeURL string) {
+	t.Helper()
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"api","namespace":"default","annotations":{"quotaops.dev/inject":"true"}},
+		"spec":{"containers":[{"name":"app","image":"app:1","ports":[{"name":"http","containerPort":8080}]}]}}`
+	podFile := filepath.Join(t.TempDir(), "pod.json")
+	if err := os.WriteFile(podFile, []byte(pod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	waitFor(t, 20*time.Second, "an injected pod", func() error {
+		_, _ = env.Kubectl("delete", "pod", "api", "-n", "default", "--ignore-not-found", "--wait=false")
+		var err error
+		if out, err = env.Kubectl("create", "-f", podFile, "-o", "json"); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		if !strings.Contains(out, `"name": "quota-sidecar"`) {
+			return errors.New("no sidecar yet")
+		}
+		return nil
+	})
+	for _, want := range []string{`"--store=` + storeURL + `"`, `"--upstream=http://127.0.0.1:8080"`, `"name": "quota-operator-store"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("mutated pod lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "pa55word") {
+		t.Fatal("the store password is in the pod spec")
+	}
+	waitFor(t, 10*time.Second, "the store Secret", func() error {
+		got, err := env.Kubectl("get", "secret", "quota-operator-store", "-n", "default", "-o", "jsonpath={.data.password}")
+		if err != nil || got != "cGE1NXdvcmQ=" { // base64("pa55word")
+			return fmt.Errorf("%q, %w", got, err)
+		}
+		return nil
+	})
 }
 
 func expectOK(t *testing.T, url string) {
@@ -194,78 +240,4 @@ func waitFor(t *testing.T, within time.Duration, what string, check func() error
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// With --sidecar-image, the manager serves the injection webhook: an
-// annotated pod created with kubectl gets the sidecar, with the store URL
-// but not its password, which comes from the Secret the manager keeps in
-// the pod's namespace.
-func TestManagerInjectsSidecars(t *testing.T) {
-	r := redistest.StartOrSkip(t)
-	root := kubeenv.ModuleRoot()
-	env, err := kubeenv.Start(kubeenv.Options{CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")},
-		WebhookPaths: []string{filepath.Join(root, "config", "webhook", "manifests.yaml")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = env.Stop() }()
-	kubeconfig, err := env.Kubeconfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	wo := env.WebhookInstallOptions
-	c, err := parseManagerFlags([]string{"--kubeconfig", kubeconfig, "--store", r.URL, "--metrics-bind-address", "0",
-		"--health-probe-bind-address", "0", "--sidecar-image", "quota-operator:test",
-		"--webhook-port", fmt.Sprint(wo.LocalServingPort), "--webhook-cert-dir", wo.LocalServingCertDir}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- startManager(ctx, c, io.Discard, func(k string) string {
-			if k == passwordEnv {
-				return "pa55word"
-			}
-			return ""
-		})
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"api","namespace":"default","annotations":{"quotaops.dev/inject":"true"}},
-		"spec":{"containers":[{"name":"app","image":"app:1","ports":[{"name":"http","containerPort":8080}]}]}}`
-	podFile := filepath.Join(t.TempDir(), "pod.json")
-	if err := os.WriteFile(podFile, []byte(pod), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out string
-	waitFor(t, 20*time.Second, "an injected pod", func() error {
-		_, _ = env.Kubectl("delete", "pod", "api", "-n", "default", "--ignore-not-found", "--wait=false")
-		if out, err = env.Kubectl("create", "-f", podFile, "-o", "json"); err != nil {
-			return fmt.Errorf("%w: %s", err, out)
-		}
-		if !strings.Contains(out, `"name": "quota-sidecar"`) {
-			return errors.New("no sidecar yet (webhook not serving?)")
-		}
-		return nil
-	})
-	for _, want := range []string{`"--store=` + r.URL + `"`, `"--upstream=http://127.0.0.1:8080"`, `"name": "quota-operator-store"`} {
-		if !strings.Contains(out, want) {
-			t.Errorf("mutated pod lacks %s:\n%s", want, out)
-		}
-	}
-	if strings.Contains(out, "pa55word") {
-		t.Fatal("the store password is in the pod spec")
-	}
-	waitFor(t, 10*time.Second, "the store Secret", func() error {
-		got, err := env.Kubectl("get", "secret", "quota-operator-store", "-n", "default", "-o", "jsonpath={.data.password}")
-		if err != nil || got != "cGE1NXdvcmQ=" { // base64("pa55word")
-			return fmt.Errorf("%q, %w", got, err)
-		}
-		return nil
-	})
 }

@@ -31,26 +31,28 @@ func TestStoreSecretFollowsSidecars(t *testing.T) {
 	if err := k8s.Create(ctx, podWith(sidecarNS, "app", "app", controllers.SidecarContainer)); err != nil {
 		t.Fatal(err)
 	}
-	var s corev1.Secret
 	key := client.ObjectKey{Namespace: sidecarNS, Name: storeSecret}
-	eventually(t, 10*time.Second, "the Secret", func() error {
-		if err := k8s.Get(ctx, key, &s); err != nil {
-			return err
-		}
-		if string(s.Data["password"]) != storePassword {
-			return fmt.Errorf("password %q", s.Data["password"])
-		}
-		return nil
-	})
+	s := expectPassword(t, key, "the Secret")
 	s.Data["password"] = []byte("tampered")
-	if err := k8s.Update(ctx, &s); err != nil {
+	if err := k8s.Update(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	// Any sidecar pod event brings it back.
 	if err := k8s.Create(ctx, podWith(sidecarNS, "app-2", "app", controllers.SidecarContainer)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the Secret set back", func() error {
+	expectPassword(t, key, "the Secret set back")
+	err := k8s.Get(ctx, client.ObjectKey{Namespace: plainNS, Name: storeSecret}, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("a namespace without sidecars got the Secret: %v", err)
+	}
+}
+
+// expectPassword waits for the Secret at key to hold the store password.
+func expectPassword(t *testing.T, key client.ObjectKey, what string) *corev1.Secret {
+	t.Helper()
+	var s corev1.Secret
+	eventually(t, 10*time.Second, what, func() error {
 		if err := k8s.Get(ctx, key, &s); err != nil {
 			return err
 		}
@@ -59,8 +61,5 @@ func TestStoreSecretFollowsSidecars(t *testing.T) {
 		}
 		return nil
 	})
-	err := k8s.Get(ctx, client.ObjectKey{Namespace: plainNS, Name: storeSecret}, &corev1.Secret{})
-	if !apierrors.IsNotFound(err) {
-		t.Fatalf("a namespace without sidecars got the Secret: %v", err)
-	}
+	return &s
 }

@@ -11,10 +11,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-)
 
-// SidecarContainer is the injected container's name (DESIGN §5).
-const SidecarContainer = "quota-sidecar"
+	"github.com/quotaops/quota-operator/internal/webhook"
+)
 
 // StoreSecretReconciler keeps the store password in a Secret in every
 // namespace that runs a quota sidecar, so injected pods read it through a
@@ -51,15 +50,7 @@ func (r *StoreSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 
 func hasSidecar(obj client.Object) bool {
 	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return false
-	}
-	for _, c := range pod.Spec.Containers {
-		if c.Name == SidecarContainer {
-			return true
-		}
-	}
-	return false
+	return ok && webhook.HasSidecar(pod)
 }
 
 // SetupWithManager watches pods with the sidecar; the namespace is what

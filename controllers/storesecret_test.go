@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/quotaops/quota-operator/controllers"
+	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
 func podWith(ns, name string, containers ...string) *corev1.Pod {
@@ -28,7 +28,7 @@ func TestStoreSecretFollowsSidecars(t *testing.T) {
 	if err := k8s.Create(ctx, podWith(plainNS, "app", "app")); err != nil {
 		t.Fatal(err)
 	}
-	if err := k8s.Create(ctx, podWith(sidecarNS, "app", "app", controllers.SidecarContainer)); err != nil {
+	if err := k8s.Create(ctx, podWith(sidecarNS, "app", "app", webhook.ContainerName)); err != nil {
 		t.Fatal(err)
 	}
 	key := client.ObjectKey{Namespace: sidecarNS, Name: storeSecret}
@@ -38,7 +38,7 @@ func TestStoreSecretFollowsSidecars(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Any sidecar pod event brings it back.
-	if err := k8s.Create(ctx, podWith(sidecarNS, "app-2", "app", controllers.SidecarContainer)); err != nil {
+	if err := k8s.Create(ctx, podWith(sidecarNS, "app-2", "app", webhook.ContainerName)); err != nil {
 		t.Fatal(err)
 	}
 	expectPassword(t, key, "the Secret set back")

@@ -36,17 +36,23 @@ func (k CounterKey) QuotaTag() string {
 }
 
 func (k CounterKey) tag(subject string) string {
+	if subject == "" {
+		return braceTag(k.Namespace, k.Policy, k.Limit)
+	}
+	return braceTag(k.Namespace, k.Policy, k.Limit, subject)
+}
+
+// braceTag is a Redis Cluster hash tag of escaped parts: {a/b/c}. Escaping
+// keeps any part from forging a '/', '{' or '}'; the number of parts tells
+// counter, quota, lock and app tags apart.
+func braceTag(parts ...string) string {
 	var b strings.Builder
 	b.WriteByte('{')
-	for i, part := range []string{k.Namespace, k.Policy, k.Limit} {
+	for i, part := range parts {
 		if i > 0 {
 			b.WriteByte('/')
 		}
 		escapeKeyPart(&b, part)
-	}
-	if subject != "" {
-		b.WriteByte('/')
-		b.WriteString(subject)
 	}
 	b.WriteByte('}')
 	return b.String()
@@ -74,13 +80,7 @@ func TaggedKey(tag string, parts ...string) string {
 // scoped to its namespace: qo:v1:app:{<namespace>/<key>}. Both parts are
 // escaped, so no key can close the tag or reach another namespace's keys.
 func AppKey(namespace, key string) string {
-	var b strings.Builder
-	b.WriteString(keyPrefix + "app:{")
-	escapeKeyPart(&b, namespace)
-	b.WriteByte('/')
-	escapeKeyPart(&b, key)
-	b.WriteByte('}')
-	return b.String()
+	return keyPrefix + "app:" + braceTag(namespace, key)
 }
 
 // SubjectHash is subject.Hash: the only form of a subject that reaches the

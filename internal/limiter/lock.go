@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -29,13 +28,7 @@ type lockStore interface {
 }
 
 func lockKeys(namespace, name string) (lock, fence string) {
-	var b strings.Builder
-	b.WriteByte('{')
-	escapeKeyPart(&b, namespace)
-	b.WriteByte('/')
-	escapeKeyPart(&b, name)
-	b.WriteByte('}')
-	tag := b.String()
+	tag := braceTag(namespace, name)
 	return TaggedKey(tag, "lock"), TaggedKey(tag, "fence")
 }
 

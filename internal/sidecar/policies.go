@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -175,7 +176,7 @@ func (l *limitRule) bind(values []string) Applied {
 }
 
 func matches(m config.Match, r *http.Request) bool {
-	if len(m.Methods) > 0 && !contains(m.Methods, r.Method) {
+	if len(m.Methods) > 0 && !slices.Contains(m.Methods, r.Method) {
 		return false
 	}
 	if m.PathPrefix != "" && !strings.HasPrefix(r.URL.Path, m.PathPrefix) {
@@ -188,15 +189,6 @@ func matches(m config.Match, r *http.Request) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // keyValues reads the request's values for a limit's key sources.

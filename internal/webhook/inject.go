@@ -52,7 +52,7 @@ type Config struct {
 // changed the pod. A pod that has the sidecar already is left as it is, so
 // a second pass changes nothing.
 func Inject(pod *corev1.Pod, namespaceOptedIn bool, cfg Config) (bool, error) {
-	if !optedIn(pod, namespaceOptedIn) || hasSidecar(pod) {
+	if !optedIn(pod, namespaceOptedIn) || HasSidecar(pod) {
 		return false, nil
 	}
 	upstream, err := upstreamPort(pod)
@@ -86,7 +86,8 @@ func optedIn(pod *corev1.Pod, namespaceOptedIn bool) bool {
 	return namespaceOptedIn
 }
 
-func hasSidecar(pod *corev1.Pod) bool {
+// HasSidecar reports whether pod runs the quota sidecar.
+func HasSidecar(pod *corev1.Pod) bool {
 	for _, c := range pod.Spec.Containers {
 		if c.Name == ContainerName {
 			return true

@@ -93,6 +93,7 @@ build: ## Build bin/quota-operator.
 
 IMG     ?= quota-operator:$(VERSION)
 KUBECTL ?= kubectl
+DEPLOY  ?= default
 
 .PHONY: docker-build
 docker-build: ## Build the image IMG (one image: operator and sidecar).
@@ -109,12 +110,12 @@ uninstall: ## Remove the CRDs, and with them every policy and quota.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator from config/default with IMG.
-	$(KUBECTL) kustomize config/default | sed 's|image: controller:latest|image: $(IMG)|' | $(KUBECTL) apply -f -
+deploy: manifests ## Deploy the operator with IMG from config/$(DEPLOY) (default; or overlays/redis, overlays/redis-less, overlays/cert-manager).
+	$(KUBECTL) kustomize config/$(DEPLOY) | sed 's|controller:latest|$(IMG)|g' | $(KUBECTL) apply -f -
 
 .PHONY: undeploy
 undeploy: ## Remove what deploy created.
-	$(KUBECTL) kustomize config/default | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUBECTL) kustomize config/$(DEPLOY) | $(KUBECTL) delete --ignore-not-found -f -
 
 ##@ Dependencies
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -15,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -37,6 +40,10 @@ type managerConfig struct {
 	sidecarImage, webhookCertDir string
 	webhookPort                  int
 	storeSecretName              string
+	policyConfigMap              string
+	// The webhook's own certificate, kept when certSecret is set.
+	certSecret, webhookService, webhookConfiguration, namespace string
+	certHosts                                                   []string
 	zap                          zap.Options
 }
 
@@ -55,6 +62,15 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the store password")
+	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap in each pod's namespace whose .yaml keys hold its sidecar's policies (sidecars cannot reach the manager's memory)")
+	fs.StringVar(&c.certSecret, "webhook-cert-secret", "", "Secret, in --namespace, where the manager keeps a self-signed CA and the webhook's serving certificate, renewing both and setting the webhook configuration's caBundle; empty: the certificate comes from elsewhere (cert-manager)")
+	fs.StringVar(&c.webhookService, "webhook-service", "quota-operator-webhook-service", "the webhook's Service, named in the serving certificate")
+	fs.StringVar(&c.webhookConfiguration, "webhook-configuration", "quota-operator-mutating-webhook-configuration", "the MutatingWebhookConfiguration whose caBundle the manager sets")
+	fs.Func("webhook-cert-hosts", "extra comma-separated host names or IPs for the serving certificate", func(v string) error {
+		c.certHosts = append(c.certHosts, strings.Split(v, ",")...)
+		return nil
+	})
+	fs.StringVar(&c.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "the operator's own namespace (default $POD_NAMESPACE)")
 	c.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -64,6 +80,14 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	}
 	if c.usageInterval <= 0 || c.storeCheckInterval <= 0 {
 		return nil, errors.New("--usage-interval and --store-check-interval must be positive")
+	}
+	if c.certSecret != "" {
+		if c.namespace == "" {
+			return nil, errors.New("--webhook-cert-secret needs --namespace (or POD_NAMESPACE)")
+		}
+		if c.webhookCertDir == "" {
+			c.webhookCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
+		}
 	}
 	return c, nil
 }
@@ -128,7 +152,7 @@ func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, geten
 		UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}); err != nil {
 		return err
 	}
-	if err := setupInjection(mgr, c, loc); err != nil {
+	if err := setupInjection(ctx, mgr, c, loc); err != nil {
 		return err
 	}
 	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
@@ -170,9 +194,15 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 // setupInjection serves the sidecar injection webhook and, when the store
 // has a password, keeps it in a Secret in each namespace with sidecars.
 // Sidecars get the store URL without its password.
-func setupInjection(mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
+func setupInjection(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
 	if c.sidecarImage == "" {
 		return nil
+	}
+	if err := setupCerts(ctx, mgr, c); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
 	}
 	password := ""
 	if loc.Redis != nil {
@@ -185,6 +215,9 @@ func setupInjection(mgr ctrl.Manager, c *managerConfig, loc *store.Location) err
 		bare.Redis = &opts
 	}
 	cfg := webhook.Config{Image: c.sidecarImage, Store: bare.String()}
+	if loc.Redis == nil {
+		cfg.PolicyConfigMap = c.policyConfigMap
+	}
 	if password != "" {
 		cfg.PasswordSecret = c.storeSecretName
 		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Name: c.storeSecretName, Password: []byte(password)}
@@ -193,4 +226,24 @@ func setupInjection(mgr ctrl.Manager, c *managerConfig, loc *store.Location) err
 		}
 	}
 	return (&webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: cfg}).SetupWithManager(mgr)
+}
+
+// setupCerts, with --webhook-cert-secret, has the serving certificate in
+// place before the webhook server starts, then keeps it renewed.
+func setupCerts(ctx context.Context, mgr ctrl.Manager, c *managerConfig) error {
+	if c.certSecret == "" {
+		return nil
+	}
+	// The manager's client reads from a cache that starts with the manager.
+	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return err
+	}
+	certs := &webhook.Certs{Client: direct, Secret: client.ObjectKey{Namespace: c.namespace, Name: c.certSecret},
+		Hosts: append(webhook.ServiceHosts(c.webhookService, c.namespace), c.certHosts...),
+		Dir:   c.webhookCertDir, Configurations: []string{c.webhookConfiguration}}
+	if err := certs.Sync(ctx); err != nil {
+		return fmt.Errorf("webhook certificate: %w", err)
+	}
+	return mgr.Add(certs)
 }

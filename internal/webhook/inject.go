@@ -25,6 +25,10 @@ const (
 	AnnotationUpstreamPort = "quotaops.dev/upstream-port"
 	// AnnotationProxyPort overrides the sidecar's proxy port (default 8000).
 	AnnotationProxyPort = "quotaops.dev/proxy-port"
+	// AnnotationAdminPort moves the sidecar's loopback admin listener
+	// (health, metrics, the local API; default 9901) off a port the app
+	// uses.
+	AnnotationAdminPort = "quotaops.dev/admin-port"
 	// AnnotationCPU and AnnotationMemory override the sidecar's requests
 	// (and the memory limit).
 	AnnotationCPU    = "quotaops.dev/sidecar-cpu"
@@ -34,6 +38,8 @@ const (
 	PortName      = "quota-proxy"
 	labelsVolume  = "quota-pod-labels"
 	labelsDir     = "/etc/quota"
+	policyVolume  = "quota-policies"
+	policyDir     = "/etc/quota-policies"
 )
 
 // Config is what the operator puts into every sidecar.
@@ -46,6 +52,11 @@ type Config struct {
 	// PasswordSecret names the Secret, in the pod's namespace, whose
 	// "password" key holds the store password; empty when there is none.
 	PasswordSecret string
+	// PolicyConfigMap, when set, names a ConfigMap in the pod's namespace
+	// whose .yaml keys hold the policies the sidecar enforces (its
+	// --policy-file). Without Redis the manager's memory is out of the
+	// sidecars' reach, so this is where their policies come from.
+	PolicyConfigMap string
 }
 
 // Inject adds the sidecar to pod when it opted in, and reports whether it
@@ -63,16 +74,34 @@ func Inject(pod *corev1.Pod, namespaceOptedIn bool, cfg Config) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	admin, err := annotationPort(pod, AnnotationAdminPort, 0)
+	if err != nil {
+		return false, err
+	}
 	res, err := resources(pod)
 	if err != nil {
 		return false, err
 	}
-	pod.Spec.Containers = append(pod.Spec.Containers, sidecar(cfg, upstream, proxy, res))
+	c := sidecar(cfg, upstream, proxy, res)
+	if admin != 0 {
+		c.Args = append(c.Args, "--admin-listen=127.0.0.1:"+strconv.Itoa(int(admin)))
+	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: labelsVolume, VolumeSource: corev1.VolumeSource{
 		DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
 			{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}},
 		}},
 	}})
+	if cfg.PolicyConfigMap != "" {
+		c.Args = append(c.Args, "--policy-file="+policyDir)
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: policyVolume, MountPath: policyDir, ReadOnly: true})
+		// Optional: a namespace without the ConfigMap gets no policies,
+		// not a pod stuck in ContainerCreating.
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: policyVolume, VolumeSource: corev1.VolumeSource{
+			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cfg.PolicyConfigMap},
+				Optional: ptr.To(true)},
+		}})
+	}
+	pod.Spec.Containers = append(pod.Spec.Containers, c)
 	return true, nil
 }
 
@@ -108,7 +137,10 @@ func upstreamPort(pod *corev1.Pod) (int32, error) {
 		}
 	}
 	if set {
-		return annotationPort(pod, AnnotationUpstreamPort, 0)
+		if n, err := annotationPort(pod, AnnotationUpstreamPort, 0); err == nil {
+			return n, nil
+		}
+		return 0, fmt.Errorf("annotation %s: %q is neither a port number nor the name of a container port", AnnotationUpstreamPort, want)
 	}
 	return 0, fmt.Errorf("no container port to put the sidecar in front of: set the %s annotation", AnnotationUpstreamPort)
 }
@@ -120,7 +152,7 @@ func annotationPort(pod *corev1.Pod, key string, def int32) (int32, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 32)
 	if err != nil || n < 1 || n > 65535 {
-		return 0, fmt.Errorf("annotation %s: %q is neither a port number nor the name of a container port", key, v)
+		return 0, fmt.Errorf("annotation %s: %q is not a port number (1-65535)", key, v)
 	}
 	return int32(n), nil
 }

@@ -2,8 +2,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -34,18 +36,19 @@ func TestMain(m *testing.M) {
 func TestManifestsPassServerDryRun(t *testing.T) {
 	// Namespaced objects need their namespace to exist, even in a dry run;
 	// config/webhook on its own still has the bases' "system".
-	for _, ns := range []string{"quota-operator-system", "system"} {
+	for _, ns := range []string{"quota-operator-system", "system", "demo"} {
 		if out, err := env.Kubectl("create", "namespace", ns); err != nil {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	}
-	for _, dir := range []string{"default", "webhook"} {
+	installCertManagerCRDs(t)
+	for _, dir := range []string{"default", "webhook", "overlays/redis", "overlays/redis-less", "overlays/cert-manager"} {
 		t.Run(dir, func(t *testing.T) {
 			built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 			if err != nil {
 				t.Fatalf("kustomize: %v\n%s", err, built)
 			}
-			file := filepath.Join(t.TempDir(), dir+".yaml")
+			file := filepath.Join(t.TempDir(), "built.yaml")
 			if err := os.WriteFile(file, []byte(built), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -59,5 +62,35 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 			}
 			t.Logf("%d objects pass a server-side dry run", objects)
 		})
+	}
+}
+
+// certManagerVersion's CRDs come from its Go module, the one source of
+// them that this machine can reach.
+const certManagerVersion = "v1.21.2"
+
+// installCertManagerCRDs installs cert-manager's Issuer and Certificate
+// CRDs, so the cert-manager overlay can be checked like the others.
+func installCertManagerCRDs(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", "github.com/cert-manager/cert-manager@"+certManagerVersion)
+	cmd.Dir = t.TempDir() // outside this module: go.mod stays as it is
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GO111MODULE=on")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go mod download cert-manager: %v\n%s", err, out)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download cert-manager: %v\n%s", err, out)
+	}
+	crds := filepath.Join(mod.Dir, "deploy", "crds")
+	if out, err := env.Kubectl("apply", "-f", filepath.Join(crds, "cert-manager.io_issuers.yaml"),
+		"-f", filepath.Join(crds, "cert-manager.io_certificates.yaml")); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := env.Kubectl("wait", "--for=condition=Established", "--timeout=30s",
+		"crd/issuers.cert-manager.io", "crd/certificates.cert-manager.io"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }

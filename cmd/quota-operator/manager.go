@@ -44,7 +44,7 @@ type managerConfig struct {
 	// The webhook's own certificate, kept when certSecret is set.
 	certSecret, webhookService, webhookConfiguration, namespace string
 	certHosts                                                   []string
-	zap                          zap.Options
+	zap                                                         zap.Options
 }
 
 func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) {

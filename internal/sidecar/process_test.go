@@ -5,27 +5,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 )
-
-// buildBinary builds quota-operator once per test run.
-var buildBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "quota-operator-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "quota-operator")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/quota-operator")
-	cmd.Dir = kubeenv.ModuleRoot()
-	cmd.Stderr = os.Stderr
-	return bin, cmd.Run()
-})
 
 func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -40,7 +26,7 @@ func freePort(t testing.TB) string {
 // returns its proxy URL once it is ready.
 func sidecarProcess(t testing.TB, args []string, env []string) string {
 	t.Helper()
-	bin, err := buildBinary()
+	bin, err := bintest.Build()
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}

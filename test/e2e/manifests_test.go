@@ -37,9 +37,7 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 	// Namespaced objects need their namespace to exist, even in a dry run;
 	// config/webhook on its own still has the bases' "system".
 	for _, ns := range []string{"quota-operator-system", "system", "demo"} {
-		if out, err := env.Kubectl("create", "namespace", ns); err != nil {
-			t.Fatalf("%v\n%s", err, out)
-		}
+		ensureNamespace(t, ns)
 	}
 	installCertManagerCRDs(t)
 	for _, dir := range []string{"default", "webhook", "overlays/redis", "overlays/redis-less", "overlays/cert-manager"} {

@@ -1,0 +1,508 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/quotaops/quota-operator/internal/testutil/bintest"
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+	"github.com/quotaops/quota-operator/internal/webhook"
+)
+
+const (
+	operatorNS    = "quota-operator-system"
+	appNS         = "e2e"
+	storePassword = "e2e-pa55word"
+)
+
+// The whole path a user takes: the manager, as a process, serves the
+// injection webhook with the certificate it made itself; a pod created with
+// kubectl comes back with one sidecar, also when another webhook makes the
+// API server call ours again; kube-system is left alone; the sidecar then
+// runs with exactly the injected container's args and env in front of an
+// app, the sample policy applied with kubectl limits it, and deleting the
+// policy lifts the limit within a second.
+func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
+	r := redistest.StartOrSkip(t)
+	if err := r.Client().ConfigSet(context.Background(), "requirepass", storePassword).Err(); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := bintest.Build()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	for _, ns := range []string{operatorNS, appNS} {
+		ensureNamespace(t, ns)
+	}
+	kubectl(t, "apply", "-k", filepath.Join(kubeenv.ModuleRoot(), "config", "crd"))
+	kubectl(t, "wait", "--for=condition=Established", "--timeout=30s", "crd/ratelimitpolicies.policy.quotaops.dev")
+	webhookPort := freePort(t)
+	applyObject(t, deployedWebhookConfiguration(t, webhookPort))
+	touches := touchWebhook(t)
+	metrics := startManager(t, bin, r.URL, webhookPort)
+
+	calls := func() int { return injectorCalls(t, metrics) }
+	before := calls()
+	ports := map[string]string{"upstream": freePort(t), "proxy": freePort(t), "admin": freePort(t)}
+	pod := createPod(t, appPod("api", appNS, ports))
+	if n := sidecarCount(pod); n != 1 {
+		t.Fatalf("%d sidecars; want 1", n)
+	}
+	// Ours, then the touch webhook changed the pod, then ours again.
+	if got := calls() - before; got != 2 || touches.Load() != 1 || pod.Labels["e2e.quotaops.dev/touched"] != "yes" {
+		t.Fatalf("injection webhook called %d times (want 2), touch webhook %d times (want 1)", got, touches.Load())
+	}
+	again := appPod("api-again", appNS, ports)
+	again.Spec = *pod.Spec.DeepCopy()
+	if n := sidecarCount(createPod(t, again)); n != 1 {
+		t.Fatalf("created again from its mutated spec: %d sidecars", n)
+	}
+	if n := sidecarCount(createPod(t, appPod("system", "kube-system", ports))); n != 0 {
+		t.Fatalf("a kube-system pod got %d sidecars", n)
+	}
+	if strings.Contains(mustJSON(t, pod), storePassword) {
+		t.Fatal("the store password is in the pod spec")
+	}
+
+	serveApp(t, ports["upstream"])
+	proxy := runInjectedSidecar(t, bin, pod)
+	kubectl(t, "apply", "-n", appNS, "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"))
+	expectSampleLimit(t, proxy)
+
+	start := time.Now()
+	kubectl(t, "delete", "-n", appNS, "ratelimitpolicy", "per-ip", "--wait=false")
+	for {
+		resp := get(t, proxy)
+		if resp.StatusCode == http.StatusOK && resp.Header.Get("X-RateLimit-Limit") == "" {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("the limit still holds %v after the policy was deleted: %s %v", time.Since(start), resp.Status, resp.Header)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("limit lifted %v after kubectl delete started", time.Since(start).Round(time.Millisecond))
+}
+
+// expectSampleLimit: the sample allows 100 requests a minute per client IP.
+// Once it is in force, the answers count down to the 429 exactly.
+func expectSampleLimit(t *testing.T, proxy string) {
+	t.Helper()
+	var first *http.Response
+	waitFor(t, 10*time.Second, "the sample policy in force", func() error {
+		first = get(t, proxy)
+		if first.Header.Get("X-RateLimit-Limit") != "100" {
+			return fmt.Errorf("%s %v", first.Status, first.Header)
+		}
+		return nil
+	})
+	if reset, _ := strconv.Atoi(first.Header.Get("X-RateLimit-Reset")); reset < 15 {
+		// Too close to the window's end to count in one window: start in
+		// the next one.
+		time.Sleep(time.Duration(reset+1) * time.Second)
+		first = get(t, proxy)
+	}
+	remaining, err := strconv.Atoi(first.Header.Get("X-RateLimit-Remaining"))
+	if err != nil || first.StatusCode != http.StatusOK {
+		t.Fatalf("%s %v", first.Status, first.Header)
+	}
+	for want := remaining - 1; want >= 0; want-- {
+		resp := get(t, proxy)
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-RateLimit-Remaining") != strconv.Itoa(want) {
+			t.Fatalf("with %d left: %s, remaining %q", want, resp.Status, resp.Header.Get("X-RateLimit-Remaining"))
+		}
+	}
+	denied := get(t, proxy)
+	h := denied.Header
+	if denied.StatusCode != http.StatusTooManyRequests || h.Get("X-RateLimit-Limit") != "100" || h.Get("X-RateLimit-Remaining") != "0" ||
+		h.Get("Retry-After") == "" || h.Get("Retry-After") != h.Get("X-RateLimit-Reset") ||
+		h.Get("RateLimit-Policy") != `"per-ip";q=100;w=60` {
+		t.Fatalf("the 101st request: %s %v", denied.Status, h)
+	}
+}
+
+// deployedWebhookConfiguration is config/default's webhook configuration,
+// pointed at the manager on this machine instead of its Service: envtest
+// runs no Service network.
+func deployedWebhookConfiguration(t *testing.T, addr string) *admissionregv1.MutatingWebhookConfiguration {
+	t.Helper()
+	built := kubectl(t, "kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", "default"))
+	for _, doc := range strings.Split(built, "\n---\n") {
+		var cfg admissionregv1.MutatingWebhookConfiguration
+		if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil || cfg.Kind != "MutatingWebhookConfiguration" {
+			continue
+		}
+		for i := range cfg.Webhooks {
+			path := *cfg.Webhooks[i].ClientConfig.Service.Path
+			cfg.Webhooks[i].ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To("https://" + addr + path)}
+		}
+		return &cfg
+	}
+	t.Fatal("config/default has no MutatingWebhookConfiguration")
+	return nil
+}
+
+// touchWebhook serves a second mutating webhook, called after ours, that
+// labels pods in appNS once: the API server then calls ours again
+// (reinvocationPolicy IfNeeded). It counts its calls.
+func touchWebhook(t *testing.T) *atomic.Int32 {
+	t.Helper()
+	var calls atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		patch := `[{"op":"add","path":"/metadata/labels/e2e.quotaops.dev~1touched","value":"yes"}]`
+		review.Response = &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true,
+			Patch: []byte(patch), PatchType: ptr.To(admissionv1.PatchTypeJSONPatch)}
+		review.Request = nil
+		_ = json.NewEncoder(w).Encode(&review)
+	}))
+	t.Cleanup(srv.Close)
+	applyObject(t, &admissionregv1.MutatingWebhookConfiguration{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
+		ObjectMeta: metav1.ObjectMeta{Name: "zz-e2e-touch"},
+		Webhooks: []admissionregv1.MutatingWebhook{{
+			Name: "touch.e2e.quotaops.dev", AdmissionReviewVersions: []string{"v1"},
+			SideEffects: ptr.To(admissionregv1.SideEffectClassNone),
+			ClientConfig: admissionregv1.WebhookClientConfig{URL: ptr.To(srv.URL + "/touch"),
+				CABundle: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})},
+			Rules: []admissionregv1.RuleWithOperations{{Operations: []admissionregv1.OperationType{admissionregv1.Create},
+				Rule: admissionregv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": appNS}},
+			ObjectSelector:    &metav1.LabelSelector{MatchLabels: map[string]string{"app": "demo-api"}},
+		}},
+	})
+	return &calls
+}
+
+// startManager runs `quota-operator manager` as the Deployment does: its
+// own certificate in a Secret, the store password from the environment.
+// It returns the metrics URL once the manager is ready.
+func startManager(t *testing.T, bin, storeURL, webhookAddr string) string {
+	t.Helper()
+	kubeconfig, err := env.Kubeconfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(webhookAddr)
+	metrics, probe := freePort(t), freePort(t)
+	cmd := exec.Command(bin, "manager", "--kubeconfig", kubeconfig, "--store", storeURL,
+		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe,
+		"--sidecar-image", "quota-operator:e2e", "--webhook-port", port,
+		"--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", t.TempDir(),
+		"--webhook-cert-hosts", "127.0.0.1", "--namespace", operatorNS)
+	cmd.Env = append(os.Environ(), "QUOTA_STORE_PASSWORD="+storePassword)
+	logs := &bytes.Buffer{} // one writer for both: exec calls it from one goroutine at a time
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("manager logs:\n%s", logs.String())
+		}
+		if strings.Contains(logs.String(), storePassword) {
+			t.Error("the store password reached the manager's logs")
+		}
+	})
+	waitFor(t, 30*time.Second, "the manager ready", func() error {
+		resp, err := http.Get("http://" + probe + "/readyz")
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return "http://" + metrics + "/metrics"
+}
+
+var injectorCallsLine = regexp.MustCompile(`(?m)^controller_runtime_webhook_requests_total\{code="200",webhook="/mutate--v1-pod"\} (\d+)$`)
+
+func injectorCalls(t *testing.T, metricsURL string) int {
+	t.Helper()
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, _ := io.ReadAll(resp.Body)
+	m := injectorCallsLine.FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+func appPod(name, ns string, ports map[string]string) *corev1.Pod {
+	port := func(k string) string { _, p, _ := net.SplitHostPort(ports[k]); return p }
+	return &corev1.Pod{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "demo-api"},
+			Annotations: map[string]string{webhook.AnnotationInject: "true", webhook.AnnotationUpstreamPort: port("upstream"),
+				webhook.AnnotationProxyPort: port("proxy"), webhook.AnnotationAdminPort: port("admin")}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}},
+	}
+}
+
+// createPod creates pod with kubectl and returns it as the API server
+// stored it.
+func createPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "pod.json")
+	if err := os.WriteFile(file, []byte(mustJSON(t, pod)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := kubectl(t, "create", "-f", file, "-o", "json")
+	var created corev1.Pod
+	if err := json.Unmarshal([]byte(out), &created); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return &created
+}
+
+func sidecarCount(pod *corev1.Pod) int {
+	return len(slices.DeleteFunc(slices.Clone(pod.Spec.Containers), func(c corev1.Container) bool { return c.Name != webhook.ContainerName }))
+}
+
+// runInjectedSidecar starts the binary with exactly the sidecar
+// container's args and env, resolved the way the kubelet resolves them:
+// the downward API and the Secret read from the API server, and volumes
+// mounted under a temporary root instead of /.
+func runInjectedSidecar(t *testing.T, bin string, pod *corev1.Pod) string {
+	t.Helper()
+	var c corev1.Container
+	for _, c = range pod.Spec.Containers {
+		if c.Name == webhook.ContainerName {
+			break
+		}
+	}
+	root := t.TempDir()
+	args := mountVolumes(t, pod, c, root)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = resolveEnv(t, pod, c.Env)
+	logs := &bytes.Buffer{} // one writer for both: exec calls it from one goroutine at a time
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("sidecar args %q\nlogs:\n%s", args, logs.String())
+		}
+	})
+	admin := pod.Annotations[webhook.AnnotationAdminPort]
+	waitFor(t, 10*time.Second, "the sidecar ready", func() error {
+		resp, err := http.Get("http://127.0.0.1:" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return "http://127.0.0.1:" + strconv.Itoa(int(c.Ports[0].ContainerPort))
+}
+
+// mountVolumes fills each volume the container mounts under root and
+// returns its args with the mount paths moved there.
+func mountVolumes(t *testing.T, pod *corev1.Pod, c corev1.Container, root string) []string {
+	t.Helper()
+	args := append([]string{}, c.Args...)
+	for _, m := range c.VolumeMounts {
+		dir := filepath.Join(root, m.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.Name != m.Name {
+				continue
+			}
+			if v.DownwardAPI == nil {
+				t.Fatalf("volume %s: only downward API volumes are emulated", v.Name)
+			}
+			for _, item := range v.DownwardAPI.Items {
+				if item.FieldRef == nil || item.FieldRef.FieldPath != "metadata.labels" {
+					t.Fatalf("volume %s: unexpected item %+v", v.Name, item)
+				}
+				if err := os.WriteFile(filepath.Join(dir, item.Path), []byte(downwardLabels(pod.Labels)), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		for i, a := range args {
+			args[i] = strings.ReplaceAll(a, "="+m.MountPath+"/", "="+dir+"/")
+		}
+	}
+	return args
+}
+
+// downwardLabels writes labels as the kubelet does: key="value" lines,
+// sorted.
+func downwardLabels(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%q\n", k, labels[k])
+	}
+	return b.String()
+}
+
+func resolveEnv(t *testing.T, pod *corev1.Pod, vars []corev1.EnvVar) []string {
+	t.Helper()
+	var out []string
+	for _, v := range vars {
+		switch {
+		case v.ValueFrom == nil:
+			out = append(out, v.Name+"="+v.Value)
+		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			out = append(out, v.Name+"="+pod.Namespace)
+		case v.ValueFrom.SecretKeyRef != nil:
+			ref := v.ValueFrom.SecretKeyRef
+			var value string
+			waitFor(t, 10*time.Second, "Secret "+ref.Name, func() error {
+				encoded, err := env.Kubectl("get", "secret", ref.Name, "-n", pod.Namespace, "-o", "jsonpath={.data."+ref.Key+"}")
+				if err != nil {
+					return fmt.Errorf("%w: %s", err, encoded)
+				}
+				raw, err := base64.StdEncoding.DecodeString(encoded)
+				value = string(raw)
+				return err
+			})
+			out = append(out, v.Name+"="+value)
+		default:
+			t.Fatalf("env %s: cannot resolve %+v", v.Name, v.ValueFrom)
+		}
+	}
+	return out
+}
+
+func serveApp(t *testing.T, addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello\n") }),
+		ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+}
+
+func get(t *testing.T, base string) *http.Response {
+	t.Helper()
+	resp, err := http.Get(base + "/v1/items")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp
+}
+
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := env.Kubectl(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func ensureNamespace(t *testing.T, name string) {
+	t.Helper()
+	if out, err := env.Kubectl("create", "namespace", name); err != nil && !strings.Contains(out, "AlreadyExists") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// applyObject applies obj with kubectl and deletes it when the test ends:
+// a Fail-policy webhook left behind without its server would refuse every
+// later pod.
+func applyObject(t *testing.T, obj any) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "object.json")
+	if err := os.WriteFile(file, []byte(mustJSON(t, obj)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "apply", "-f", file)
+	t.Cleanup(func() { _, _ = env.Kubectl("delete", "--ignore-not-found", "-f", file) })
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+

@@ -32,6 +32,22 @@ all: build
 help: ## Show the targets.
 	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-14s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
+##@ Try it
+
+STORE         ?= memory://
+DEMO_DURATION ?=
+
+.PHONY: demo
+demo: ## A local API server, the manager and a sidecar on STORE (default memory://), the samples, traffic and a summary. Ctrl-C stops it; DEMO_DURATION=0s stops after the summary.
+	@if [ ! -x "$(CACHE_DIR)/k8s-v$(K8S_VERSION)/kube-apiserver" ]; then \
+		echo "First run: building kube-apiserver, etcd and kubectl $(K8S_VERSION) from the Go module proxy."; \
+		echo "This takes about 5 minutes once; they are cached in $(CACHE_DIR). Ctrl-C stops it."; fi
+	@assets="$$(K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) bash hack/envtest-binaries.sh)"; \
+	echo "Building bin/quota-operator and bin/demo"; \
+	$(MAKE) --no-print-directory build >/dev/null; \
+	go build -o bin/demo ./hack/demo; \
+	KUBEBUILDER_ASSETS="$$assets" bin/demo --binary bin/quota-operator --store '$(STORE)' --duration '$(DEMO_DURATION)'
+
 ##@ Development
 
 .PHONY: fmt

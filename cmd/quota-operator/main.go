@@ -25,6 +25,7 @@ func commands() []command {
 	return []command{
 		{"manager", "run the operator: reconcile RateLimitPolicy and UsageQuota into the store", runManager},
 		{"sidecar", "run the sidecar: enforce the namespace's policies in front of an app", runSidecar},
+		{"demo", "run the manager and a sidecar locally against an API server, apply the samples and show what they do", runDemo},
 		{"version", "print the version", func(_ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, version)
 			return 0

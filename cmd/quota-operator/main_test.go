@@ -7,6 +7,11 @@ import (
 )
 
 func TestRun(t *testing.T) {
+	usage := "Usage: quota-operator <command> [flags]\n\nCommands:\n" +
+		"  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n" +
+		"  sidecar    run the sidecar: enforce the namespace's policies in front of an app\n" +
+		"  demo       run the manager and a sidecar locally against an API server, apply the samples and show what they do\n" +
+		"  version    print the version\n"
 	tests := []struct {
 		args      []string
 		code      int
@@ -14,8 +19,8 @@ func TestRun(t *testing.T) {
 		stderrHas string
 	}{
 		{args: []string{"version"}, code: 0, stdout: "dev\n"},
-		{args: nil, code: 2, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n  sidecar    run the sidecar: enforce the namespace's policies in front of an app\n  version    print the version\n"},
-		{args: []string{"--help"}, code: 0, stdout: "Usage: quota-operator <command> [flags]\n\nCommands:\n  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n  sidecar    run the sidecar: enforce the namespace's policies in front of an app\n  version    print the version\n"},
+		{args: nil, code: 2, stdout: usage},
+		{args: []string{"--help"}, code: 0, stdout: usage},
 		{args: []string{"frobnicate"}, code: 2, stderrHas: `unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {

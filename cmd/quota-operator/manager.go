@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -126,12 +127,17 @@ func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, geten
 	// Locked: the writer may be any io.Writer, and controllers log from
 	// many goroutines.
 	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
-	ctrl.SetLogger(log)
 	s, loc, err := openStore(c.store, c.storePasswordFile, getenv)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = s.Close() }()
+	return runManagerOn(ctx, c, log, s, loc)
+}
+
+// runManagerOn runs the controllers on an open store until ctx ends.
+func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s store.Store, loc *store.Location) error {
+	ctrl.SetLogger(log)
 	st, ok := s.(operatorStore)
 	if !ok {
 		return fmt.Errorf("store %s cannot hold config", loc)

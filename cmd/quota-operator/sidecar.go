@@ -25,7 +25,7 @@ type sidecarConfig struct {
 	listen, upstream, adminListen, grpcListen string
 	store, storePasswordFile                  string
 	namespace, podLabelsFile, policyFile      string
-	trustedProxies                            string
+	trustedProxies, failurePolicy             string
 	storeTimeout, resync, drainTimeout        time.Duration
 	zap                                       zap.Options
 }
@@ -42,6 +42,7 @@ func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) stri
 	fs.StringVar(&c.namespace, "namespace", "", "the pod's namespace: whose config to enforce")
 	fs.StringVar(&c.podLabelsFile, "pod-labels-file", "", "downward API file of the pod's labels")
 	fs.StringVar(&c.policyFile, "policy-file", "", "YAML file or folder of RateLimitPolicy/UsageQuota objects: run without the operator")
+	fs.StringVar(&c.failurePolicy, "failure-policy", "", "Open or Closed: overrides every policy's failurePolicy in this pod; empty: each policy's own")
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	fs.DurationVar(&c.storeTimeout, "store-timeout", 50*time.Millisecond, "bound on each store call")
 	fs.DurationVar(&c.resync, "resync-interval", 10*time.Second, "how often config is re-read besides change announcements")
@@ -83,6 +84,8 @@ func (c *sidecarConfig) check(fs *flag.FlagSet) error {
 		return errors.New("--namespace is required (or --policy-file)")
 	case c.storeTimeout <= 0 || c.resync <= 0:
 		return errors.New("--store-timeout and --resync-interval must be positive")
+	case c.failurePolicy != "" && c.failurePolicy != sidecar.FailOpen && c.failurePolicy != sidecar.FailClosed:
+		return fmt.Errorf("--failure-policy %q is neither Open nor Closed", c.failurePolicy)
 	}
 	if u, err := url.Parse(c.upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--upstream %q is not an http:// or https:// URL", c.upstream)
@@ -130,5 +133,6 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 	return sidecar.Serve(ctx, sidecar.Options{
 		Upstream: upstream, Namespace: c.namespace, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
 		Trusted: trusted, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout, Log: log,
+		FailurePolicy: c.failurePolicy,
 	}, s, ln)
 }

@@ -34,6 +34,8 @@ func TestSidecarFlags(t *testing.T) {
 		{"bad trusted proxies", append(ok, "--trusted-proxies", "10.0.0.0/40"), env(), "--trusted-proxies: netip.ParsePrefix"},
 		{"bad duration in the environment", ok, env("QUOTA_STORE_TIMEOUT", "soon"), `QUOTA_STORE_TIMEOUT: parse error`},
 		{"zero timeout", append(ok, "--store-timeout", "0s"), env(), "--store-timeout and --resync-interval must be positive"},
+		{"failure policy override", append(ok, "--failure-policy", "Closed"), env(), ""},
+		{"bad failure policy", append(ok, "--failure-policy", "closed"), env(), `--failure-policy "closed" is neither Open nor Closed`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

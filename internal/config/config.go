@@ -45,6 +45,11 @@ type Match struct {
 	Headers    []HeaderMatch `json:"headers,omitempty"`
 }
 
+// Empty reports whether m matches every request.
+func (m Match) Empty() bool {
+	return len(m.Methods) == 0 && m.PathPrefix == "" && len(m.Headers) == 0
+}
+
 // HeaderMatch requires a header; Value, when set, exactly. Name is in
 // canonical form (X-Api-Key).
 type HeaderMatch struct {

@@ -35,6 +35,9 @@ type Enforcer struct {
 	Timeout time.Duration
 	Breaker *Breaker
 	Metrics *Metrics
+	// FailurePolicy, when set ("Open" or "Closed"), overrides every
+	// policy's failurePolicy in this pod.
+	FailurePolicy string
 }
 
 // Check decides a request that matched applied.
@@ -93,12 +96,18 @@ func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Dec
 	return d, err
 }
 
+// The values of a pod's failure policy override.
+const (
+	FailOpen   = "Open"
+	FailClosed = "Closed"
+)
+
 // failed applies the failure policies: any FailClosed policy that matched
 // answers 503; otherwise the request passes, counted as failed open.
 func (e *Enforcer) failed(applied []Applied) Verdict {
 	v := Verdict{StoreFailed: true}
 	for _, a := range applied {
-		if a.FailClosed {
+		if a.FailClosed && e.FailurePolicy != FailOpen || e.FailurePolicy == FailClosed {
 			v.Status = http.StatusServiceUnavailable
 		}
 	}

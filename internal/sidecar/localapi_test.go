@@ -144,3 +144,39 @@ func TestLocalAPILocks(t *testing.T) {
 		}
 	}
 }
+
+// A feature quota counts what the app consumes through the local API, not
+// every request through the proxy; given a match, it counts the matching
+// requests too.
+func TestFeatureQuotaCountsLocalConsumption(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	user := v1alpha1.Subject{Source: "Header", Name: "X-User"}
+	sc.publishQuota(t, &v1alpha1.UsageQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "daily-exports"},
+		Spec: v1alpha1.UsageQuotaSpec{Subject: user, Feature: "exports", Limit: 2, Period: "Day"}})
+	sc.publishQuota(t, &v1alpha1.UsageQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "daily-searches"},
+		Spec: v1alpha1.UsageQuotaSpec{Subject: user, Feature: "searches", Limit: 1, Period: "Day", Match: &v1alpha1.Match{PathPrefix: "/search"}}})
+	waitMetric(t, sc.admin, "quota_config_revision 2")
+	proxied := func(path string) int {
+		req, _ := http.NewRequest(http.MethodGet, sc.proxy+path, nil)
+		req.Header.Set("X-User", "alice")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 3 {
+		if code := proxied("/v1/items"); code != http.StatusOK {
+			t.Fatalf("request %d through the proxy: %d", i, code)
+		}
+	}
+	// check answers as if it consumed: 2 - 1 left.
+	if _, body := call(t, sc.admin, http.MethodPost, "/v1/quotas/exports/check", `{"key":["alice"]}`); !strings.HasPrefix(body, `{"allowed":true,"limit":2,"remaining":1,`) {
+		t.Fatalf("proxy requests consumed the feature quota: %s", body)
+	}
+	if a, b := proxied("/search"), proxied("/search"); a != http.StatusOK || b != http.StatusTooManyRequests {
+		t.Fatalf("a feature quota with a match: %d then %d; want 200 then 429", a, b)
+	}
+}

@@ -45,6 +45,10 @@ type limitRule struct {
 	template     limiter.Limit
 	overrides    map[string]int64 // quota: subject hash → limit
 	failClosed   bool
+	// localOnly: a feature quota without a match counts what the app
+	// consumes through the local API ("5 exports a day"), not every
+	// request through the proxy.
+	localOnly bool
 }
 
 // NewPolicies selects and prepares docs for a pod with podLabels.
@@ -111,7 +115,7 @@ func quotaRule(namespace string, d *config.Policy) (*limitRule, error) {
 		return nil, fmt.Errorf("%s: time zone: %w", d.ID(), err)
 	}
 	r := &limitRule{policy: d.Name, name: q.Feature, kind: d.Kind, match: q.Match, key: []config.KeySource{q.Subject}, failClosed: d.FailClosed,
-		overrides: make(map[string]int64, len(q.Overrides)),
+		overrides: make(map[string]int64, len(q.Overrides)), localOnly: q.Feature != "" && q.Match.Empty(),
 		template: limiter.Limit{Key: limiter.QuotaKey(namespace, d.Name, q.Feature), Algorithm: limiter.Quota,
 			Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: 1, DryRun: d.DryRun}}
 	for _, o := range q.Overrides {
@@ -149,7 +153,7 @@ func (ps *Policies) Match(r *http.Request, client netip.Addr) []Applied {
 	var out []Applied
 	for _, p := range ps.list {
 		for _, l := range p.limits {
-			if !matches(l.match, r) {
+			if l.localOnly || !matches(l.match, r) {
 				continue
 			}
 			values, ok := keyValues(l.key, r, client)

@@ -34,7 +34,9 @@ type Options struct {
 	Resync time.Duration
 	// DrainTimeout bounds the graceful shutdown.
 	DrainTimeout time.Duration
-	Log          logr.Logger
+	// FailurePolicy, when set, overrides every policy's failurePolicy.
+	FailurePolicy string
+	Log           logr.Logger
 }
 
 // Listeners are where the sidecar serves. GRPC, for Envoy's rate-limit
@@ -69,7 +71,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	default:
 		return errors.New("the store cannot hold config: give --policy-file")
 	}
-	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics},
+	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics, FailurePolicy: o.FailurePolicy},
 		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log)}
 	proxy := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: serverProtocols()}
 	mux := adminMux(src, metrics)

@@ -181,3 +181,27 @@ func TestInvalidLimitDoesNotOpenTheBreaker(t *testing.T) {
 		t.Fatal("five store failures did not open the breaker")
 	}
 }
+
+// A pod's failure policy override wins over each policy's own, both ways.
+func TestFailurePolicyOverride(t *testing.T) {
+	down := failingDecider{errors.New("connection refused")}
+	tests := []struct {
+		override   string
+		failClosed bool
+		want       int // 0: passes (failed open)
+	}{
+		{"", true, http.StatusServiceUnavailable},
+		{"", false, 0},
+		{FailOpen, true, 0},
+		{FailClosed, false, http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q over closed=%v", tt.override, tt.failClosed), func(t *testing.T) {
+			e := &Enforcer{Limiter: down, Breaker: NewBreaker(), FailurePolicy: tt.override}
+			v := e.Check(context.Background(), []Applied{{Policy: "p", Name: "l", FailClosed: tt.failClosed}})
+			if !v.StoreFailed || v.Status != tt.want {
+				t.Fatalf("verdict %+v; want status %d", v, tt.want)
+			}
+		})
+	}
+}

@@ -29,6 +29,9 @@ const (
 	// (health, metrics, the local API; default 9901) off a port the app
 	// uses.
 	AnnotationAdminPort = "quotaops.dev/admin-port"
+	// AnnotationFailurePolicy ("Open" or "Closed") overrides the
+	// failurePolicy of every policy in this pod.
+	AnnotationFailurePolicy = "quotaops.dev/failure-policy"
 	// AnnotationCPU and AnnotationMemory override the sidecar's requests
 	// (and the memory limit).
 	AnnotationCPU    = "quotaops.dev/sidecar-cpu"
@@ -85,6 +88,13 @@ func Inject(pod *corev1.Pod, namespaceOptedIn bool, cfg Config) (bool, error) {
 	c := sidecar(cfg, upstream, proxy, res)
 	if admin != 0 {
 		c.Args = append(c.Args, "--admin-listen=127.0.0.1:"+strconv.Itoa(int(admin)))
+	}
+	switch fp, set := pod.Annotations[AnnotationFailurePolicy]; {
+	case !set:
+	case fp == "Open" || fp == "Closed":
+		c.Args = append(c.Args, "--failure-policy="+fp)
+	default:
+		return false, fmt.Errorf("annotation %s: %q is neither Open nor Closed", AnnotationFailurePolicy, fp)
 	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: labelsVolume, VolumeSource: corev1.VolumeSource{
 		DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{

@@ -97,17 +97,18 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, cpu
 
 func itoa(n int32) string { b, _ := json.Marshal(n); return string(b) }
 
-// An admin port annotation and a policy ConfigMap add their arguments; the
+// Admin port and failure policy annotations and a policy ConfigMap add
+// their arguments; the
 // ConfigMap is mounted optional, so a namespace without one still starts.
-func TestInjectAdminPortAndPolicyConfigMap(t *testing.T) {
-	p := pod(map[string]string{AnnotationInject: "true", AnnotationAdminPort: "19901"}, corev1.ContainerPort{ContainerPort: 8080})
+func TestInjectOverridesAndPolicyConfigMap(t *testing.T) {
+	p := pod(map[string]string{AnnotationInject: "true", AnnotationAdminPort: "19901", AnnotationFailurePolicy: "Closed"}, corev1.ContainerPort{ContainerPort: 8080})
 	memory := Config{Image: "img", Store: "memory://", PolicyConfigMap: "quota-policies"}
 	if changed, err := Inject(p, false, memory); !changed || err != nil {
 		t.Fatalf("changed %v, %v", changed, err)
 	}
 	c := p.Spec.Containers[1]
 	wantArgs := []string{"sidecar", "--listen=:8000", "--upstream=http://127.0.0.1:8080", "--pod-labels-file=/etc/quota/labels",
-		"--store=memory://", "--admin-listen=127.0.0.1:19901", "--policy-file=/etc/quota-policies"}
+		"--store=memory://", "--admin-listen=127.0.0.1:19901", "--failure-policy=Closed", "--policy-file=/etc/quota-policies"}
 	if !reflect.DeepEqual(c.Args, wantArgs) {
 		t.Fatalf("args %q\nwant %q", c.Args, wantArgs)
 	}
@@ -116,8 +117,13 @@ func TestInjectAdminPortAndPolicyConfigMap(t *testing.T) {
 		!reflect.DeepEqual(c.VolumeMounts[1], corev1.VolumeMount{Name: vol.Name, MountPath: "/etc/quota-policies", ReadOnly: true}) {
 		t.Fatalf("policy volume %+v, mounts %+v", vol, c.VolumeMounts)
 	}
-	bad := pod(map[string]string{AnnotationInject: "true", AnnotationAdminPort: "99999"}, corev1.ContainerPort{ContainerPort: 8080})
-	if _, err := Inject(bad, false, memory); err == nil || err.Error() != `annotation quotaops.dev/admin-port: "99999" is not a port number (1-65535)` {
-		t.Fatalf("error %v", err)
+	for key, want := range map[string]string{
+		AnnotationAdminPort:     `annotation quotaops.dev/admin-port: "99999" is not a port number (1-65535)`,
+		AnnotationFailurePolicy: `annotation quotaops.dev/failure-policy: "99999" is neither Open nor Closed`,
+	} {
+		bad := pod(map[string]string{AnnotationInject: "true", key: "99999"}, corev1.ContainerPort{ContainerPort: 8080})
+		if _, err := Inject(bad, false, memory); err == nil || err.Error() != want {
+			t.Fatalf("error %v; want %s", err, want)
+		}
 	}
 }

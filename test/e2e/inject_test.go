@@ -86,6 +86,17 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 	if n := sidecarCount(createPod(t, appPod("system", "kube-system", ports))); n != 0 {
 		t.Fatalf("a kube-system pod got %d sidecars", n)
 	}
+	// Pods that did not opt in never reach the webhook, so a manager
+	// outage cannot block them; a labelled namespace opts its pods in.
+	before = calls()
+	if n := sidecarCount(createPod(t, plainPod("plain", appNS))); n != 0 || calls() != before {
+		t.Fatalf("a pod that did not opt in: %d sidecars, %d webhook calls", n, calls()-before)
+	}
+	ensureNamespace(t, "e2e-labelled")
+	kubectl(t, "label", "namespace", "e2e-labelled", webhook.LabelInject+"=enabled")
+	if n := sidecarCount(createPod(t, plainPod("plain", "e2e-labelled"))); n != 1 {
+		t.Fatalf("a pod in a labelled namespace: %d sidecars", n)
+	}
 	if strings.Contains(mustJSON(t, pod), storePassword) {
 		t.Fatal("the store password is in the pod spec")
 	}
@@ -278,6 +289,11 @@ func appPod(name, ns string, ports map[string]string) *corev1.Pod {
 				webhook.AnnotationProxyPort: port("proxy"), webhook.AnnotationAdminPort: port("admin")}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}},
 	}
+}
+
+func plainPod(name, ns string) *corev1.Pod {
+	return &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}}}}
 }
 
 // createPod creates pod with kubectl and returns it as the API server

@@ -521,4 +521,3 @@ func waitFor(t *testing.T, within time.Duration, what string, check func() error
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-

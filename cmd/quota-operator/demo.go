@@ -149,8 +149,11 @@ func showSamples(ctx context.Context, c *demoConfig, k kubectlRunner, sc *demoSi
 func printUsage(ctx context.Context, k kubectlRunner, ns string, out io.Writer) error {
 	err := poll(ctx, 30*time.Second, func() error {
 		used, err := k.run("get", "usagequota", "daily-exports", "-n", ns, "-o", "jsonpath={.status.usage.consumed}")
-		if err != nil || used != "5" {
-			return fmt.Errorf("daily-exports shows %q used, not yet 5: %v", used, err)
+		if err != nil {
+			return fmt.Errorf("kubectl get: %w: %s", err, used)
+		}
+		if used != "5" {
+			return fmt.Errorf("daily-exports shows %q used, not yet 5", used)
 		}
 		return nil
 	})

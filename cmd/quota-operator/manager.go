@@ -43,9 +43,10 @@ type managerConfig struct {
 	storeSecretName              string
 	policyConfigMap              string
 	// The webhook's own certificate, kept when certSecret is set.
-	certSecret, webhookService, webhookConfiguration, namespace string
-	certHosts                                                   []string
-	zap                                                         zap.Options
+	certSecret, webhookService, namespace string
+	mutatingConfig, validatingConfig      string
+	certHosts                             []string
+	zap                                   zap.Options
 }
 
 func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) {
@@ -59,14 +60,15 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	bindStoreFlags(fs, &c.store, &c.storePasswordFile)
 	fs.DurationVar(&c.usageInterval, "usage-interval", 30*time.Second, "how often UsageQuota status.usage is refreshed")
 	fs.DurationVar(&c.storeCheckInterval, "store-check-interval", 2*time.Second, "how often the store is checked for lost config")
-	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "image of the injected sidecar (the manager's own); the injection webhook is off when empty")
+	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "image of the injected sidecar (the manager's own); the webhooks are off when empty")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the store password")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap in each pod's namespace whose .yaml keys hold its sidecar's policies (sidecars cannot reach the manager's memory)")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "", "Secret, in --namespace, where the manager keeps a self-signed CA and the webhook's serving certificate, renewing both and setting the webhook configuration's caBundle; empty: the certificate comes from elsewhere (cert-manager)")
 	fs.StringVar(&c.webhookService, "webhook-service", "quota-operator-webhook-service", "the webhook's Service, named in the serving certificate")
-	fs.StringVar(&c.webhookConfiguration, "webhook-configuration", "quota-operator-mutating-webhook-configuration", "the MutatingWebhookConfiguration whose caBundle the manager sets")
+	fs.StringVar(&c.mutatingConfig, "mutating-webhook-configuration", "quota-operator-mutating-webhook-configuration", "the MutatingWebhookConfiguration whose caBundle the manager sets")
+	fs.StringVar(&c.validatingConfig, "validating-webhook-configuration", "quota-operator-validating-webhook-configuration", "the ValidatingWebhookConfiguration whose caBundle the manager sets")
 	fs.Func("webhook-cert-hosts", "extra comma-separated host names or IPs for the serving certificate", func(v string) error {
 		c.certHosts = append(c.certHosts, strings.Split(v, ",")...)
 		return nil
@@ -197,9 +199,10 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 	return mgr, mgr.AddReadyzCheck("readyz", healthz.Ping)
 }
 
-// setupInjection serves the sidecar injection webhook and, when the store
-// has a password, keeps it in a Secret in each namespace with sidecars.
-// Sidecars get the store URL without its password.
+// setupInjection serves the webhooks (sidecar injection, and validation of
+// what the CRD schema cannot check) and, when the store has a password,
+// keeps it in a Secret in each namespace with sidecars. Sidecars get the
+// store URL without its password.
 func setupInjection(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
 	if c.sidecarImage == "" {
 		return nil
@@ -208,6 +211,9 @@ func setupInjection(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc
 		return err
 	}
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	if err := webhook.SetupPolicyValidation(mgr); err != nil {
 		return err
 	}
 	password := ""
@@ -247,7 +253,10 @@ func setupCerts(ctx context.Context, mgr ctrl.Manager, c *managerConfig) error {
 	}
 	certs := &webhook.Certs{Client: direct, Secret: client.ObjectKey{Namespace: c.namespace, Name: c.certSecret},
 		Hosts: append(webhook.ServiceHosts(c.webhookService, c.namespace), c.certHosts...),
-		Dir:   c.webhookCertDir, Configurations: []string{c.webhookConfiguration}}
+		Dir:   c.webhookCertDir, Configurations: []webhook.Configuration{
+			{Kind: "MutatingWebhookConfiguration", Name: c.mutatingConfig},
+			{Kind: "ValidatingWebhookConfiguration", Name: c.validatingConfig},
+		}}
 	if err := certs.Sync(ctx); err != nil {
 		return fmt.Errorf("webhook certificate: %w", err)
 	}

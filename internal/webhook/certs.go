@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -22,12 +23,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;update
 
 // Keys of the certificate Secret. tls.crt and tls.key are what the webhook
 // server reads; ca-bundle.crt is what the API server trusts: the current CA
@@ -58,14 +60,21 @@ type Certs struct {
 	Hosts []string
 	// Dir receives tls.crt and tls.key; the webhook server reloads them.
 	Dir string
-	// Configurations are the MutatingWebhookConfigurations to patch.
-	Configurations []string
+	// Configurations are the webhook configurations whose caBundle is
+	// kept.
+	Configurations []Configuration
 	// Life is the serving certificate's validity (default a year); the CA
 	// lives ten times as long.
 	Life time.Duration
 	// Interval between checks in Start (default a minute).
 	Interval time.Duration
 	Now      func() time.Time
+}
+
+// Configuration names a MutatingWebhookConfiguration or a
+// ValidatingWebhookConfiguration.
+type Configuration struct {
+	Kind, Name string
 }
 
 // ServiceHosts are the DNS names the API server uses for a Service.
@@ -155,7 +164,7 @@ func (c *Certs) renew(old map[string][]byte) (map[string][]byte, bool, error) {
 		return old, false, nil
 	}
 	data := map[string][]byte{}
-	bundle := old[keyBundle]
+	var bundle []byte
 	if !caOK {
 		var err error
 		ca, caKey, data[keyCACert], data[keyCAKey], err = newCA(now, caLife)
@@ -196,35 +205,58 @@ func (c *Certs) writeFiles(data map[string][]byte) error {
 }
 
 func (c *Certs) patchBundles(ctx context.Context, bundle []byte) error {
-	for _, name := range c.Configurations {
+	for _, cfg := range c.Configurations {
 		// Replicas patch the same object: a conflict is retried.
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return c.patchBundle(ctx, name, bundle) })
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return c.patchBundle(ctx, cfg, bundle) })
+		if apierrors.IsNotFound(err) {
+			// Not installed (yet): the next check sets it.
+			log.FromContext(ctx).Info("No webhook configuration to set the caBundle of", "kind", cfg.Kind, "name", cfg.Name)
+			continue
+		}
 		if err != nil {
-			return fmt.Errorf("webhook configuration %s: %w", name, err)
+			return fmt.Errorf("%s %s: %w", cfg.Kind, cfg.Name, err)
 		}
 	}
 	return nil
 }
 
-func (c *Certs) patchBundle(ctx context.Context, name string, bundle []byte) error {
-	cfg := &admissionv1.MutatingWebhookConfiguration{}
-	if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, cfg); err != nil {
+// patchBundle sets bundle in every webhook of one configuration. Both
+// kinds have the same webhooks[].clientConfig.caBundle, so it works on
+// either as unstructured data.
+func (c *Certs) patchBundle(ctx context.Context, cfg Configuration, bundle []byte) error {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(admissionv1.SchemeGroupVersion.WithKind(cfg.Kind))
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: cfg.Name}, u); err != nil {
 		return err
 	}
+	hooks, _, err := unstructured.NestedSlice(u.Object, "webhooks")
+	if err != nil {
+		return err
+	}
+	want := base64.StdEncoding.EncodeToString(bundle)
 	changed := false
-	for i := range cfg.Webhooks {
-		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, bundle) {
-			cfg.Webhooks[i].ClientConfig.CABundle = bundle
+	for _, h := range hooks {
+		hook, ok := h.(map[string]any)
+		if !ok {
+			return errors.New("a webhook is not an object")
+		}
+		if got, _, _ := unstructured.NestedString(hook, "clientConfig", "caBundle"); got != want {
+			if err := unstructured.SetNestedField(hook, want, "clientConfig", "caBundle"); err != nil {
+				return err
+			}
 			changed = true
 		}
 	}
 	if !changed {
 		return nil
 	}
-	if err := c.Client.Update(ctx, cfg); err != nil {
+	if err := unstructured.SetNestedSlice(u.Object, hooks, "webhooks"); err != nil {
 		return err
 	}
-	log.FromContext(ctx).Info("Set the webhook configuration's caBundle", "configuration", name)
+	if err := c.Client.Update(ctx, u); err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("Set the webhook configuration's caBundle", "kind", cfg.Kind, "name", cfg.Name)
 	return nil
 }
 

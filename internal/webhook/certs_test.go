@@ -38,7 +38,7 @@ func certsUnder(t *testing.T, name string, now *time.Time) *webhook.Certs {
 	}
 	return &webhook.Certs{Client: k8s, Secret: client.ObjectKey{Namespace: operatorNamespace, Name: name},
 		Hosts: append(webhook.ServiceHosts("webhook-service", operatorNamespace), "127.0.0.1"),
-		Dir:   t.TempDir(), Configurations: []string{name}, Life: certLife, Now: func() time.Time { return *now }}
+		Dir:   t.TempDir(), Configurations: []webhook.Configuration{{Kind: "MutatingWebhookConfiguration", Name: name}}, Life: certLife, Now: func() time.Time { return *now }}
 }
 
 // served is what the API server trusts and what the webhook server would
@@ -55,7 +55,7 @@ func syncAndRead(t *testing.T, c *webhook.Certs) served {
 		t.Fatal(err)
 	}
 	cfg := &admissionv1.MutatingWebhookConfiguration{}
-	if err := k8s.Get(ctx, client.ObjectKey{Name: c.Configurations[0]}, cfg); err != nil {
+	if err := k8s.Get(ctx, client.ObjectKey{Name: c.Configurations[0].Name}, cfg); err != nil {
 		t.Fatal(err)
 	}
 	secret := &corev1.Secret{}

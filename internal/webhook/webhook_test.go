@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/yaml"
 
+	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
@@ -40,27 +42,36 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// webhookConfig reads the generated configuration and adds the
-// namespaceSelector that keeps the webhook out of system namespaces.
-func webhookConfig() (*admissionv1.MutatingWebhookConfiguration, error) {
+// webhookConfigs reads the generated configurations and adds the
+// namespaceSelector that keeps the injection webhook out of system
+// namespaces.
+func webhookConfigs() (*admissionv1.MutatingWebhookConfiguration, *admissionv1.ValidatingWebhookConfiguration, error) {
 	raw, err := os.ReadFile(filepath.Join(kubeenv.ModuleRoot(), "config", "webhook", "manifests.yaml"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	docs := strings.Split(strings.TrimPrefix(string(raw), "---\n"), "\n---\n")
+	if len(docs) != 2 { // one configuration per kind
+		return nil, nil, fmt.Errorf("manifests.yaml holds %d documents", len(docs))
 	}
 	var cfg admissionv1.MutatingWebhookConfiguration
-	if err := yaml.Unmarshal(raw, &cfg); err != nil {
-		return nil, err
+	var validating admissionv1.ValidatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict([]byte(docs[0]), &cfg); err != nil {
+		return nil, nil, err
+	}
+	if err := yaml.UnmarshalStrict([]byte(docs[1]), &validating); err != nil {
+		return nil, nil, err
 	}
 	for i := range cfg.Webhooks {
 		cfg.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", operatorNamespace},
 		}}}
 	}
-	return &cfg, nil
+	return &cfg, &validating, nil
 }
 
 func run(m *testing.M) (int, error) {
-	cfg, err := webhookConfig()
+	cfg, validating, err := webhookConfigs()
 	if err != nil {
 		return 0, err
 	}
@@ -69,7 +80,9 @@ func run(m *testing.M) (int, error) {
 		return 0, err
 	}
 	env := &envtest.Environment{BinaryAssetsDirectory: dir,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: []*admissionv1.MutatingWebhookConfiguration{cfg}}}
+		CRDDirectoryPaths: []string{filepath.Join(kubeenv.ModuleRoot(), "config", "crd", "bases")}, ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: []*admissionv1.MutatingWebhookConfiguration{cfg},
+			ValidatingWebhooks: []*admissionv1.ValidatingWebhookConfiguration{validating}}}
 	rest, err := env.Start()
 	if err != nil {
 		return 0, err
@@ -77,6 +90,9 @@ func run(m *testing.M) (int, error) {
 	defer func() { _ = env.Stop() }()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return 0, err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		return 0, err
 	}
 	wo := env.WebhookInstallOptions
@@ -88,6 +104,9 @@ func run(m *testing.M) (int, error) {
 	injector := &webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: webhook.Config{
 		Image: "quota-operator:test", Store: "redis://redis.quota:6379/0", PasswordSecret: "quota-store"}}
 	if err := injector.SetupWithManager(mgr); err != nil {
+		return 0, err
+	}
+	if err := webhook.SetupPolicyValidation(mgr); err != nil {
 		return 0, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())

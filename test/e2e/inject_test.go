@@ -63,13 +63,59 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 	kubectl(t, "apply", "-k", filepath.Join(kubeenv.ModuleRoot(), "config", "crd"))
 	kubectl(t, "wait", "--for=condition=Established", "--timeout=30s", "crd/ratelimitpolicies.policy.quotaops.dev")
 	webhookPort := freePort(t)
-	applyObject(t, deployedWebhookConfiguration(t, webhookPort))
+	for _, cfg := range deployedWebhookConfigurations(t, webhookPort) {
+		applyObject(t, cfg)
+	}
 	touches := touchWebhook(t)
 	metrics := startManager(t, bin, r.URL, webhookPort)
 
+	expectValidation(t)
+	ports := map[string]string{"upstream": freePort(t), "proxy": freePort(t), "admin": freePort(t)}
+	pod := expectInjection(t, metrics, touches, ports)
+	serveApp(t, ports["upstream"])
+	proxy := runInjectedSidecar(t, bin, pod)
+	kubectl(t, "apply", "-n", appNS, "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"))
+	expectSampleLimit(t, proxy)
+
+	start := time.Now()
+	kubectl(t, "delete", "-n", appNS, "ratelimitpolicy", "per-ip", "--wait=false")
+	for {
+		resp := get(t, proxy)
+		if resp.StatusCode == http.StatusOK && resp.Header.Get("X-RateLimit-Limit") == "" {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("the limit still holds %v after the policy was deleted: %s %v", time.Since(start), resp.Status, resp.Header)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("limit lifted %v after kubectl delete started", time.Since(start).Round(time.Millisecond))
+}
+
+// expectValidation: what CEL cannot check, the manager's validating
+// webhook refuses at kubectl apply.
+func expectValidation(t *testing.T) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "quota.yaml")
+	quota := `{"apiVersion":"policy.quotaops.dev/v1alpha1","kind":"UsageQuota","metadata":{"name":"mars","namespace":"` + appNS + `"},
+		"spec":{"selector":{},"subject":{"source":"ClientIP"},"limit":5,"period":"Day","timeZone":"Mars/Olympus_Mons"}}`
+	if err := os.WriteFile(file, []byte(quota), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := env.Kubectl("apply", "-f", file)
+	// Only the webhook can refuse it: the schema checks the zone's shape.
+	want := `The UsageQuota "mars" is invalid: spec.timeZone: Invalid value: "Mars/Olympus_Mons": not an IANA time zone` + "\n"
+	if err == nil || out != want {
+		t.Fatalf("kubectl apply of an unknown time zone: %v\n%s", err, out)
+	}
+}
+
+// expectInjection creates the app pod with kubectl and checks what the
+// webhook makes of it and of others; it returns the pod as stored.
+func expectInjection(t *testing.T, metrics string, touches *atomic.Int32, ports map[string]string) *corev1.Pod {
+	t.Helper()
 	calls := func() int { return injectorCalls(t, metrics) }
 	before := calls()
-	ports := map[string]string{"upstream": freePort(t), "proxy": freePort(t), "admin": freePort(t)}
 	pod := createPod(t, appPod("api", appNS, ports))
 	if n := sidecarCount(pod); n != 1 {
 		t.Fatalf("%d sidecars; want 1", n)
@@ -101,31 +147,14 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 		t.Fatal("the store password is in the pod spec")
 	}
 
-	serveApp(t, ports["upstream"])
-	proxy := runInjectedSidecar(t, bin, pod)
-	kubectl(t, "apply", "-n", appNS, "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"))
-	expectSampleLimit(t, proxy)
-
-	start := time.Now()
-	kubectl(t, "delete", "-n", appNS, "ratelimitpolicy", "per-ip", "--wait=false")
-	for {
-		resp := get(t, proxy)
-		if resp.StatusCode == http.StatusOK && resp.Header.Get("X-RateLimit-Limit") == "" {
-			break
-		}
-		if time.Since(start) > time.Second {
-			t.Fatalf("the limit still holds %v after the policy was deleted: %s %v", time.Since(start), resp.Status, resp.Header)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("limit lifted %v after kubectl delete started", time.Since(start).Round(time.Millisecond))
+	return pod
 }
 
 // expectSampleLimit: the sample allows 100 requests a minute per client IP.
 // Once it is in force, the answers count down to the 429 exactly.
 func expectSampleLimit(t *testing.T, proxy string) {
 	t.Helper()
-	var first *http.Response
+	var first answer
 	waitFor(t, 10*time.Second, "the sample policy in force", func() error {
 		first = get(t, proxy)
 		if first.Header.Get("X-RateLimit-Limit") != "100" {
@@ -158,25 +187,50 @@ func expectSampleLimit(t *testing.T, proxy string) {
 	}
 }
 
-// deployedWebhookConfiguration is config/default's webhook configuration,
-// pointed at the manager on this machine instead of its Service: envtest
-// runs no Service network.
-func deployedWebhookConfiguration(t *testing.T, addr string) *admissionregv1.MutatingWebhookConfiguration {
+// deployedWebhookConfigurations are config/default's webhook
+// configurations, pointed at the manager on this machine instead of its
+// Service: envtest runs no Service network.
+func deployedWebhookConfigurations(t *testing.T, addr string) []any {
 	t.Helper()
 	built := kubectl(t, "kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", "default"))
+	var out []any
 	for _, doc := range strings.Split(built, "\n---\n") {
-		var cfg admissionregv1.MutatingWebhookConfiguration
-		if err := yaml.Unmarshal([]byte(doc), &cfg); err != nil || cfg.Kind != "MutatingWebhookConfiguration" {
-			continue
+		var head metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatal(err)
 		}
-		for i := range cfg.Webhooks {
-			path := *cfg.Webhooks[i].ClientConfig.Service.Path
-			cfg.Webhooks[i].ClientConfig = admissionregv1.WebhookClientConfig{URL: ptr.To("https://" + addr + path)}
+		switch head.Kind {
+		case "MutatingWebhookConfiguration":
+			var cfg admissionregv1.MutatingWebhookConfiguration
+			mustUnmarshal(t, doc, &cfg)
+			for i := range cfg.Webhooks {
+				cfg.Webhooks[i].ClientConfig = atAddr(addr, cfg.Webhooks[i].ClientConfig)
+			}
+			out = append(out, &cfg)
+		case "ValidatingWebhookConfiguration":
+			var cfg admissionregv1.ValidatingWebhookConfiguration
+			mustUnmarshal(t, doc, &cfg)
+			for i := range cfg.Webhooks {
+				cfg.Webhooks[i].ClientConfig = atAddr(addr, cfg.Webhooks[i].ClientConfig)
+			}
+			out = append(out, &cfg)
 		}
-		return &cfg
 	}
-	t.Fatal("config/default has no MutatingWebhookConfiguration")
-	return nil
+	if len(out) != 2 {
+		t.Fatalf("config/default has %d webhook configurations; want 2", len(out))
+	}
+	return out
+}
+
+func atAddr(addr string, c admissionregv1.WebhookClientConfig) admissionregv1.WebhookClientConfig {
+	return admissionregv1.WebhookClientConfig{URL: ptr.To("https://" + addr + *c.Service.Path)}
+}
+
+func mustUnmarshal(t *testing.T, doc string, into any) {
+	t.Helper()
+	if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // touchWebhook serves a second mutating webhook, called after ours, that
@@ -448,7 +502,14 @@ func serveApp(t *testing.T, addr string) {
 	t.Cleanup(func() { _ = srv.Close() })
 }
 
-func get(t *testing.T, base string) *http.Response {
+// answer is what the test looks at in a response.
+type answer struct {
+	StatusCode int
+	Status     string
+	Header     http.Header
+}
+
+func get(t *testing.T, base string) answer {
 	t.Helper()
 	resp, err := http.Get(base + "/v1/items")
 	if err != nil {
@@ -456,7 +517,7 @@ func get(t *testing.T, base string) *http.Response {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
-	return resp
+	return answer{resp.StatusCode, resp.Status, resp.Header}
 }
 
 func kubectl(t *testing.T, args ...string) string {

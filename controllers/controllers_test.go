@@ -333,11 +333,7 @@ func TestSamplesAreProgrammed(t *testing.T) {
 // kubectl runs the API server's own kubectl against the test cluster.
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := env.Kubectl(args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return env.MustKubectl(t, args...)
 }
 
 func kubectlOut(args ...string) string {

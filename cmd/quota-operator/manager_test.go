@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
@@ -117,7 +117,7 @@ func TestManagerEndToEnd(t *testing.T) {
 	if err := os.WriteFile(passwordFile, []byte("pa55word"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	probe := freeAddr(t)
+	probe := localtest.FreeAddr(t)
 	wo := env.WebhookInstallOptions
 	c, err := parseManagerFlags([]string{"--kubeconfig", kubeconfig, "--store", r.URL, "--store-password-file", passwordFile,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", probe, "--store-check-interval", "200ms",
@@ -146,7 +146,7 @@ func TestManagerEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = s.Close() }()
-	waitFor(t, 15*time.Second, "config in Redis", func() error {
+	localtest.WaitFor(t, 15*time.Second, "config in Redis", func() error {
 		_, docs, err := s.(*store.Redis).Configs(ctx, "default")
 		if err != nil {
 			return err
@@ -178,7 +178,7 @@ func expectInjection(t *testing.T, env *kubeenv.Env, storeURL string) {
 		t.Fatal(err)
 	}
 	var out string
-	waitFor(t, 20*time.Second, "an injected pod", func() error {
+	localtest.WaitFor(t, 20*time.Second, "an injected pod", func() error {
 		_, _ = env.Kubectl("delete", "pod", "api", "-n", "default", "--ignore-not-found", "--wait=false")
 		var err error
 		if out, err = env.Kubectl("create", "-f", podFile, "-o", "json"); err != nil {
@@ -197,7 +197,7 @@ func expectInjection(t *testing.T, env *kubeenv.Env, storeURL string) {
 	if strings.Contains(out, "pa55word") {
 		t.Fatal("the store password is in the pod spec")
 	}
-	waitFor(t, 10*time.Second, "the store Secret", func() error {
+	localtest.WaitFor(t, 10*time.Second, "the store Secret", func() error {
 		got, err := env.Kubectl("get", "secret", "quota-operator-store", "-n", "default", "-o", "jsonpath={.data.password}")
 		if err != nil || got != "cGE1NXdvcmQ=" { // base64("pa55word")
 			return fmt.Errorf("%q, %w", got, err)
@@ -215,29 +215,5 @@ func expectOK(t *testing.T, url string) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("%s: %s", url, resp.Status)
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

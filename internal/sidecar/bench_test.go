@@ -15,6 +15,7 @@ import (
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
@@ -52,7 +53,7 @@ func BenchmarkSidecar(b *testing.B) {
 	}
 	// The same gRPC load against the sidecar binary in its own process, as
 	// it runs in a pod: only the load generator is in this process.
-	grpcAddr := freePort(b)
+	grpcAddr := localtest.FreeAddr(b)
 	sidecarProcess(b, []string{"--upstream", "http://127.0.0.1:9", "--store", redisS.URL, "--namespace", ns, "--grpc-listen", grpcAddr}, nil)
 	modes = append(modes, struct {
 		name string

@@ -1,7 +1,6 @@
 package sidecar_test
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -11,16 +10,8 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 )
-
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
 
 // sidecarProcess runs `quota-operator sidecar` with args and env, and
 // returns its proxy URL once it is ready.
@@ -30,7 +21,7 @@ func sidecarProcess(t testing.TB, args []string, env []string) string {
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
-	listen, admin := freePort(t), freePort(t)
+	listen, admin := localtest.FreeAddr(t), localtest.FreeAddr(t)
 	cmd := exec.Command(bin, append([]string{"sidecar", "--listen", listen, "--admin-listen", admin}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr

@@ -31,6 +31,7 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
@@ -62,7 +63,7 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 	}
 	kubectl(t, "apply", "-k", filepath.Join(kubeenv.ModuleRoot(), "config", "crd"))
 	kubectl(t, "wait", "--for=condition=Established", "--timeout=30s", "crd/ratelimitpolicies.policy.quotaops.dev")
-	webhookPort := freePort(t)
+	webhookPort := localtest.FreeAddr(t)
 	for _, cfg := range deployedWebhookConfigurations(t, webhookPort) {
 		applyObject(t, cfg)
 	}
@@ -70,7 +71,7 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 	metrics := startManager(t, bin, r.URL, webhookPort)
 
 	expectValidation(t)
-	ports := map[string]string{"upstream": freePort(t), "proxy": freePort(t), "admin": freePort(t)}
+	ports := map[string]string{"upstream": localtest.FreeAddr(t), "proxy": localtest.FreeAddr(t), "admin": localtest.FreeAddr(t)}
 	pod := expectInjection(t, metrics, touches, ports)
 	serveApp(t, ports["upstream"])
 	proxy := runInjectedSidecar(t, bin, pod)
@@ -155,7 +156,7 @@ func expectInjection(t *testing.T, metrics string, touches *atomic.Int32, ports 
 func expectSampleLimit(t *testing.T, proxy string) {
 	t.Helper()
 	var first answer
-	waitFor(t, 10*time.Second, "the sample policy in force", func() error {
+	localtest.WaitFor(t, 10*time.Second, "the sample policy in force", func() error {
 		first = get(t, proxy)
 		if first.Header.Get("X-RateLimit-Limit") != "100" {
 			return fmt.Errorf("%s %v", first.Status, first.Header)
@@ -280,7 +281,7 @@ func startManager(t *testing.T, bin, storeURL, webhookAddr string) string {
 		t.Fatal(err)
 	}
 	_, port, _ := net.SplitHostPort(webhookAddr)
-	metrics, probe := freePort(t), freePort(t)
+	metrics, probe := localtest.FreeAddr(t), localtest.FreeAddr(t)
 	cmd := exec.Command(bin, "manager", "--kubeconfig", kubeconfig, "--store", storeURL,
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe,
 		"--sidecar-image", "quota-operator:e2e", "--webhook-port", port,
@@ -302,17 +303,7 @@ func startManager(t *testing.T, bin, storeURL, webhookAddr string) string {
 			t.Error("the store password reached the manager's logs")
 		}
 	})
-	waitFor(t, 30*time.Second, "the manager ready", func() error {
-		resp, err := http.Get("http://" + probe + "/readyz")
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
-		}
-		return nil
-	})
+	localtest.WaitOK(t, 30*time.Second, "http://"+probe+"/readyz")
 	return "http://" + metrics + "/metrics"
 }
 
@@ -399,17 +390,7 @@ func runInjectedSidecar(t *testing.T, bin string, pod *corev1.Pod) string {
 		}
 	})
 	admin := pod.Annotations[webhook.AnnotationAdminPort]
-	waitFor(t, 10*time.Second, "the sidecar ready", func() error {
-		resp, err := http.Get("http://127.0.0.1:" + admin + "/readyz")
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: %s", resp.Status)
-		}
-		return nil
-	})
+	localtest.WaitOK(t, 10*time.Second, "http://127.0.0.1:"+admin+"/readyz")
 	return "http://127.0.0.1:" + strconv.Itoa(int(c.Ports[0].ContainerPort))
 }
 
@@ -473,7 +454,7 @@ func resolveEnv(t *testing.T, pod *corev1.Pod, vars []corev1.EnvVar) []string {
 		case v.ValueFrom.SecretKeyRef != nil:
 			ref := v.ValueFrom.SecretKeyRef
 			var value string
-			waitFor(t, 10*time.Second, "Secret "+ref.Name, func() error {
+			localtest.WaitFor(t, 10*time.Second, "Secret "+ref.Name, func() error {
 				encoded, err := env.Kubectl("get", "secret", ref.Name, "-n", pod.Namespace, "-o", "jsonpath={.data."+ref.Key+"}")
 				if err != nil {
 					return fmt.Errorf("%w: %s", err, encoded)
@@ -522,11 +503,7 @@ func get(t *testing.T, base string) answer {
 
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := env.Kubectl(args...)
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return env.MustKubectl(t, args...)
 }
 
 func ensureNamespace(t *testing.T, name string) {
@@ -556,29 +533,4 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(raw)
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

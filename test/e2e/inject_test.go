@@ -288,18 +288,8 @@ func startManager(t *testing.T, bin, storeURL, webhookAddr string) string {
 		"--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", t.TempDir(),
 		"--webhook-cert-hosts", "127.0.0.1", "--namespace", operatorNS)
 	cmd.Env = append(os.Environ(), "QUOTA_STORE_PASSWORD="+storePassword)
-	logs := &bytes.Buffer{} // one writer for both: exec calls it from one goroutine at a time
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("manager logs:\n%s", logs.String())
-		}
-		if strings.Contains(logs.String(), storePassword) {
+	startProcess(t, cmd, func(logs string) {
+		if strings.Contains(logs, storePassword) {
 			t.Error("the store password reached the manager's logs")
 		}
 	})
@@ -377,6 +367,17 @@ func runInjectedSidecar(t *testing.T, bin string, pod *corev1.Pod) string {
 	args := mountVolumes(t, pod, c, root)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = resolveEnv(t, pod, c.Env)
+	startProcess(t, cmd, nil)
+	admin := pod.Annotations[webhook.AnnotationAdminPort]
+	localtest.WaitOK(t, 10*time.Second, "http://127.0.0.1:"+admin+"/readyz")
+	return "http://127.0.0.1:" + strconv.Itoa(int(c.Ports[0].ContainerPort))
+}
+
+// startProcess starts cmd and, when the test ends, interrupts it, waits
+// for it, shows its output if the test failed, and hands the output to
+// check.
+func startProcess(t *testing.T, cmd *exec.Cmd, check func(logs string)) {
+	t.Helper()
 	logs := &bytes.Buffer{} // one writer for both: exec calls it from one goroutine at a time
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -386,12 +387,12 @@ func runInjectedSidecar(t *testing.T, bin string, pod *corev1.Pod) string {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("sidecar args %q\nlogs:\n%s", args, logs.String())
+			t.Logf("%q:\n%s", cmd.Args, logs.String())
+		}
+		if check != nil {
+			check(logs.String())
 		}
 	})
-	admin := pod.Annotations[webhook.AnnotationAdminPort]
-	localtest.WaitOK(t, 10*time.Second, "http://127.0.0.1:"+admin+"/readyz")
-	return "http://127.0.0.1:" + strconv.Itoa(int(c.Ports[0].ContainerPort))
 }
 
 // mountVolumes fills each volume the container mounts under root and

@@ -17,6 +17,13 @@ import (
 // returns its proxy URL once it is ready.
 func sidecarProcess(t testing.TB, args []string, env []string) string {
 	t.Helper()
+	url, _ := startSidecarProcess(t, args, env)
+	return url
+}
+
+// startSidecarProcess is sidecarProcess that also returns the process ID.
+func startSidecarProcess(t testing.TB, args []string, env []string) (string, int) {
+	t.Helper()
 	bin, err := bintest.Build()
 	if err != nil {
 		t.Fatalf("build: %v", err)
@@ -33,12 +40,12 @@ func sidecarProcess(t testing.TB, args []string, env []string) string {
 		if resp, err := http.Get("http://" + admin + "/readyz"); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return "http://" + listen
+				return "http://" + listen, cmd.Process.Pid
 			}
 		}
 	}
 	t.Fatal("sidecar process not ready within 10s")
-	return ""
+	return "", 0
 }
 
 // Two sidecar processes on one Redis admit exactly the limit between them.

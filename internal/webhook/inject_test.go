@@ -3,6 +3,8 @@ package webhook
 import (
 	"encoding/json"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -84,6 +86,10 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, cpu
 	}
 	if !c.Resources.Requests.Cpu().Equal(resource.MustParse(cpu)) || !c.Resources.Limits.Memory().Equal(resource.MustParse(memory)) {
 		t.Fatalf("resources %v", c.Resources)
+	}
+	limit := resource.MustParse(memory)
+	if want := (corev1.EnvVar{Name: "GOMEMLIMIT", Value: strconv.FormatInt(limit.Value()*8/10, 10) + "B"}); !slices.Contains(c.Env, want) {
+		t.Fatalf("env %+v lacks %+v", c.Env, want)
 	}
 	sc := c.SecurityContext
 	if !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" {

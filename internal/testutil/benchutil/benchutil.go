@@ -6,6 +6,8 @@ package benchutil
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"slices"
@@ -25,7 +27,11 @@ import (
 // under test), scripts/op and calls/op as the server ran them (INFO
 // commandstats), and server-µs/op. sent may be nil when the client under
 // test is in another process. It returns the decisions/s.
-func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, callers int, op func(i int) error) float64 {
+//
+// Each probe reports the CPU time its process spent during the measured
+// run, per op, as <name>-cpu-µs/op: a cost that, unlike decisions/s,
+// hardly depends on what else the machine is doing.
+func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, callers int, op func(i int) error, probes ...CPUProbe) float64 {
 	// Warm every connection first, so connection set-up (HELLO, CLIENT
 	// SETINFO) and script loading stay out of the count.
 	if err := runCallers(callers, callers*4, nil, op); err != nil {
@@ -40,6 +46,7 @@ func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, call
 		sent.n.Store(0)
 	}
 	lat := make([]time.Duration, b.N)
+	cpu0 := readProbes(b, probes)
 	b.ResetTimer()
 	start := time.Now()
 	if err := runCallers(callers, b.N, lat, op); err != nil {
@@ -47,6 +54,9 @@ func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, call
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
+	for i, after := range readProbes(b, probes) {
+		b.ReportMetric(float64((after-cpu0[i]).Microseconds())/float64(b.N), probes[i].Name+"-cpu-µs/op")
+	}
 	slices.Sort(lat)
 	rate := float64(b.N) / elapsed.Seconds()
 	b.ReportMetric(rate, "decisions/s")
@@ -62,6 +72,69 @@ func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, call
 		b.ReportMetric(serverMicros(b, raw)/float64(b.N), "server-µs/op")
 	}
 	return rate
+}
+
+// CPUProbe reads the CPU time a process has used so far.
+type CPUProbe struct {
+	Name string
+	Read func() (time.Duration, error)
+}
+
+func readProbes(b *testing.B, probes []CPUProbe) []time.Duration {
+	out := make([]time.Duration, len(probes))
+	for i, p := range probes {
+		var err error
+		if out[i], err = p.Read(); err != nil {
+			b.Fatalf("CPU of %s: %v", p.Name, err)
+		}
+	}
+	return out
+}
+
+// ProcessCPU probes a process's user and system time (Linux /proc; clock
+// ticks of 10 ms, the kernel's USER_HZ on every Linux Go supports here).
+func ProcessCPU(name string, pid int) CPUProbe {
+	return CPUProbe{Name: name, Read: func() (time.Duration, error) {
+		raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return 0, err
+		}
+		// The command name, in parentheses, may hold spaces: count fields
+		// after it. utime and stime are fields 14 and 15.
+		_, rest, ok := strings.Cut(string(raw), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 13 {
+			return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+		}
+		utime, err1 := strconv.ParseInt(f[11], 10, 64)
+		stime, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+		}
+		return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+	}}
+}
+
+// RedisCPU probes a Redis server's CPU time (INFO cpu).
+func RedisCPU(c redis.UniversalClient) CPUProbe {
+	return CPUProbe{Name: "redis", Read: func() (time.Duration, error) {
+		info, err := c.Info(context.Background(), "cpu").Result()
+		if err != nil {
+			return 0, err
+		}
+		var total float64
+		for _, line := range strings.Split(info, "\n") {
+			k, v, _ := strings.Cut(strings.TrimSpace(line), ":")
+			if k == "used_cpu_sys" || k == "used_cpu_user" {
+				n, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					return 0, err
+				}
+				total += n
+			}
+		}
+		return time.Duration(total * float64(time.Second)), nil
+	}}
 }
 
 // CommandCounter is a go-redis hook counting the commands a client sends.

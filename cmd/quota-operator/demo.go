@@ -112,6 +112,12 @@ func demo(ctx context.Context, c *demoConfig, out io.Writer) error {
 		return stop(err)
 	}
 	linger(ctx, c.linger, sc, out)
+	// Deleted while the manager still runs, so its finalizers take the
+	// samples' config out of the store: a shared Redis keeps nothing
+	// without a TTL. Counters expire on their own.
+	if msg, err := k.run("delete", "-n", c.namespace, "-k", c.samples, "--timeout=30s"); err != nil {
+		return stop(fmt.Errorf("kubectl delete: %w: %s", err, msg))
+	}
 	return stop(nil)
 }
 

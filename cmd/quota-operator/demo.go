@@ -203,6 +203,10 @@ type demoSidecar struct {
 }
 
 func startDemoSidecar(ctx context.Context, ns string, log logr.Logger, s store.Store, done chan<- error) (*demoSidecar, error) {
+	configs, ok := s.(sidecar.ConfigReader)
+	if !ok {
+		return nil, errors.New("the store cannot hold config")
+	}
 	dir, err := os.MkdirTemp("", "quota-operator-demo-")
 	if err != nil {
 		return nil, err
@@ -228,7 +232,6 @@ func startDemoSidecar(ctx context.Context, ns string, log logr.Logger, s store.S
 			Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}, Timeout: 50 * time.Millisecond,
 			Resync: 10 * time.Second, DrainTimeout: time.Second, Log: log}, s, sidecar.Listeners{Proxy: lns[0], Admin: lns[1]})
 	}()
-	configs, _ := s.(sidecar.ConfigReader)
 	return &demoSidecar{proxy: "http://" + lns[0].Addr().String(), admin: "http://" + lns[1].Addr().String(),
 		ns: ns, configs: configs, client: &http.Client{Timeout: 5 * time.Second}}, nil
 }

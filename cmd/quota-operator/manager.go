@@ -160,7 +160,7 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 		UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}); err != nil {
 		return err
 	}
-	if err := setupInjection(ctx, mgr, c, loc); err != nil {
+	if err := setupWebhooks(ctx, mgr, c, loc); err != nil {
 		return err
 	}
 	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
@@ -199,11 +199,10 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 	return mgr, mgr.AddReadyzCheck("readyz", healthz.Ping)
 }
 
-// setupInjection serves the webhooks (sidecar injection, and validation of
+// setupWebhooks serves the webhooks (sidecar injection, and validation of
 // what the CRD schema cannot check) and, when the store has a password,
-// keeps it in a Secret in each namespace with sidecars. Sidecars get the
-// store URL without its password.
-func setupInjection(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
+// keeps it in a Secret in each namespace with sidecars.
+func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
 	if c.sidecarImage == "" {
 		return nil
 	}
@@ -216,14 +215,24 @@ func setupInjection(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc
 	if err := webhook.SetupPolicyValidation(mgr); err != nil {
 		return err
 	}
+	cfg, password := injectionConfig(c, loc)
+	if password != "" {
+		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Name: c.storeSecretName, Password: []byte(password)}
+		if err := secrets.SetupWithManager(mgr); err != nil {
+			return err
+		}
+	}
+	return (&webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: cfg}).SetupWithManager(mgr)
+}
+
+// injectionConfig is what sidecars get, and the store password they get
+// through the Secret: never the password in the URL.
+func injectionConfig(c *managerConfig, loc *store.Location) (webhook.Config, string) {
+	bare := *loc
 	password := ""
 	if loc.Redis != nil {
-		password = loc.Redis.Password
-	}
-	bare := *loc
-	if loc.Redis != nil {
 		opts := *loc.Redis
-		opts.Password = ""
+		password, opts.Password = opts.Password, ""
 		bare.Redis = &opts
 	}
 	cfg := webhook.Config{Image: c.sidecarImage, Store: bare.String()}
@@ -232,12 +241,8 @@ func setupInjection(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc
 	}
 	if password != "" {
 		cfg.PasswordSecret = c.storeSecretName
-		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Name: c.storeSecretName, Password: []byte(password)}
-		if err := secrets.SetupWithManager(mgr); err != nil {
-			return err
-		}
 	}
-	return (&webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: cfg}).SetupWithManager(mgr)
+	return cfg, password
 }
 
 // setupCerts, with --webhook-cert-secret, has the serving certificate in

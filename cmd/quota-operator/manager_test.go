@@ -29,6 +29,7 @@ func TestManagerFlags(t *testing.T) {
 		{[]string{"--usage-interval", "0s"}, "--usage-interval and --store-check-interval must be positive"},
 		{[]string{"--frobnicate"}, "flag provided but not defined: -frobnicate"},
 		{[]string{"extra"}, `unexpected arguments: ["extra"]`},
+		{[]string{"--webhook-cert-secret", "webhook-cert", "--namespace", ""}, "--webhook-cert-secret needs --namespace (or POD_NAMESPACE)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

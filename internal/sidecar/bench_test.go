@@ -34,9 +34,12 @@ const evalScript = "redis.call('INCRBY', KEYS[1], 1) redis.call('PEXPIRE', KEYS[
 // as a fraction of those. cmds/op counts what the sidecar's store client
 // sent. The CPU each process spent per decision (go: this process, the
 // load generator and, but in grpc-process, the sidecar; sidecar; redis)
-// says where the cores went, steadier than any rate on a shared machine. The load generator, the sidecar, the upstream and Redis share the
+// says where the cores went, steadier than any rate on a shared machine.
+// The load generator, the sidecar, the upstream and Redis share the
 // machine's cores; grpc-process runs the sidecar binary as its own
-// process, as in a pod.
+// process, as in a pod. grpc-floor is the same load against a gRPC server
+// that answers OK at once: what the protocol alone costs here, the
+// ceiling for any gRPC rate-limit service on this machine.
 func BenchmarkSidecar(b *testing.B) {
 	redistest.SkipIfMissing(b, startError)
 	// The GC setting `quota-operator sidecar` runs with, for the sidecar in
@@ -58,6 +61,7 @@ func BenchmarkSidecar(b *testing.B) {
 	}{
 		{"grpc", func(b *testing.B) func(int) error { return grpcOp(b, sc.grpc) }},
 		{"proxy", func(b *testing.B) func(int) error { return proxyOp(sc.proxy) }},
+		{"grpc-floor", func(b *testing.B) func(int) error { return grpcOp(b, okServer(b)) }},
 	}
 	// The same gRPC load against the sidecar binary in its own process, as
 	// it runs in a pod: only the load generator is in this process.
@@ -84,6 +88,28 @@ func BenchmarkSidecar(b *testing.B) {
 			b.ReportMetric(rate/incr, "x-INCR")
 		})
 	}
+}
+
+// okService answers every call OK without deciding anything.
+type okService struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+}
+
+func (okService) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
+}
+
+// okServer serves okService with the sidecar's gRPC server options.
+func okServer(b *testing.B) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.NumStreamWorkers(64))
+	rlsv3.RegisterRateLimitServiceServer(srv, okService{})
+	go func() { _ = srv.Serve(l) }()
+	b.Cleanup(srv.Stop)
+	return l.Addr().String()
 }
 
 func grpcOp(b *testing.B, addr string) func(int) error {
@@ -128,3 +154,4 @@ func proxyOp(base string) func(int) error {
 type statusError struct{ status string }
 
 func (e *statusError) Error() string { return "unexpected answer: " + e.status }
+

@@ -154,4 +154,3 @@ func proxyOp(base string) func(int) error {
 type statusError struct{ status string }
 
 func (e *statusError) Error() string { return "unexpected answer: " + e.status }
-

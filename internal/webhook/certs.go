@@ -154,32 +154,27 @@ func (c *Certs) ensureSecret(ctx context.Context) (*corev1.Secret, error) {
 // renew returns data with what is due renewed, and whether anything was.
 func (c *Certs) renew(old map[string][]byte) (map[string][]byte, bool, error) {
 	now := c.now()
-	caLife := 10 * c.life()
 	ca, caKey, caOK := parsePair(old[keyCACert], old[keyCAKey])
-	if caOK && due(ca, now) {
-		caOK = false
-	}
+	caOK = caOK && !due(ca, now)
 	leaf, _, leafOK := parsePair(old[keyTLSCert], old[keyTLSKey])
 	if caOK && leafOK && !due(leaf, now) && leaf.CheckSignatureFrom(ca) == nil && coversHosts(leaf, c.Hosts) {
 		return old, false, nil
 	}
-	data := map[string][]byte{}
-	var bundle []byte
+	data := map[string][]byte{keyCACert: old[keyCACert], keyCAKey: old[keyCAKey]}
+	// The bundle is the current CA and those before it that have not
+	// expired yet: replicas may still serve certificates they signed.
+	retiring := previous(old[keyBundle], old[keyCACert])
 	if !caOK {
 		var err error
-		ca, caKey, data[keyCACert], data[keyCAKey], err = newCA(now, caLife)
+		ca, caKey, data[keyCACert], data[keyCAKey], err = newCA(now, 10*c.life())
 		if err != nil {
 			return nil, false, err
 		}
-		bundle = append(append([]byte{}, data[keyCACert]...), stillValid(old[keyCACert], now)...)
-	} else {
-		data[keyCACert], data[keyCAKey] = old[keyCACert], old[keyCAKey]
-		// The previous CA leaves the bundle once it has expired.
-		bundle = append(append([]byte{}, old[keyCACert]...), stillValid(previous(old[keyBundle], old[keyCACert]), now)...)
+		retiring = old[keyCACert]
 	}
+	data[keyBundle] = append(append([]byte{}, data[keyCACert]...), stillValid(retiring, now)...)
 	var err error
 	data[keyTLSCert], data[keyTLSKey], err = newLeaf(now, c.life(), c.Hosts, ca, caKey)
-	data[keyBundle] = bundle
 	return data, err == nil, err
 }
 

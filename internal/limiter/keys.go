@@ -47,6 +47,7 @@ func (k CounterKey) tag(subject string) string {
 // counter, quota, lock and app tags apart.
 func braceTag(parts ...string) string {
 	var b strings.Builder
+	b.Grow(partsLen(parts) + 2)
 	b.WriteByte('{')
 	for i, part := range parts {
 		if i > 0 {
@@ -67,6 +68,7 @@ func (k CounterKey) Key(parts ...string) string {
 // TaggedKey returns qo:v1:tag:part:part with every part escaped.
 func TaggedKey(tag string, parts ...string) string {
 	var b strings.Builder
+	b.Grow(len(keyPrefix) + len(tag) + partsLen(parts))
 	b.WriteString(keyPrefix)
 	b.WriteString(tag)
 	for _, p := range parts {
@@ -74,6 +76,16 @@ func TaggedKey(tag string, parts ...string) string {
 		escapeKeyPart(&b, p)
 	}
 	return b.String()
+}
+
+// partsLen is the length of parts joined by one-byte separators, before
+// escaping: enough to build most keys in one allocation, on every decision.
+func partsLen(parts []string) int {
+	n := len(parts)
+	for _, p := range parts {
+		n += len(p)
+	}
+	return n
 }
 
 // AppKey is the store key of an app's own key (the sidecar's store API),

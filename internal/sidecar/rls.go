@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"math"
+	"slices"
 	"time"
 
 	extv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
@@ -70,6 +71,7 @@ func descriptorLimit(ps *Policies, domain string, entries []*extEntry, cost int6
 	}
 	var values []string
 	if len(rule.key) > 0 {
+		values = make([]string, 0, len(entries))
 		if len(entries) != len(rule.key) {
 			return Applied{}, false
 		}
@@ -93,22 +95,20 @@ func hits(req *rlsv3.RateLimitRequest, override *wrapperspb.UInt64Value) int64 {
 }
 
 // tightest keeps, per limit, the rate that explains its answer: a denying
-// enforced rate, else the one with the least remaining.
+// enforced rate, else the one with the least remaining. A request names a
+// few limits, so a scan beats a map.
 func tightest(d limiter.Decision) []limiter.Result {
-	best := map[int]limiter.Result{}
-	var order []int
+	out := make([]limiter.Result, 0, len(d.Results))
 	for _, r := range d.Results {
-		cur, seen := best[r.Limit]
-		if !seen {
-			order = append(order, r.Limit)
+		i := slices.IndexFunc(out, func(o limiter.Result) bool { return o.Limit == r.Limit })
+		if i < 0 {
+			out = append(out, r)
+			continue
 		}
-		if !seen || !r.Allowed && !r.DryRun && cur.Allowed || r.Allowed == cur.Allowed && r.Remaining < cur.Remaining {
-			best[r.Limit] = r
+		cur := out[i]
+		if !r.Allowed && !r.DryRun && cur.Allowed || r.Allowed == cur.Allowed && r.Remaining < cur.Remaining {
+			out[i] = r
 		}
-	}
-	out := make([]limiter.Result, 0, len(order))
-	for _, l := range order {
-		out = append(out, best[l])
 	}
 	return out
 }

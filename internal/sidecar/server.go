@@ -84,7 +84,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	if ln.GRPC != nil {
 		// Workers keep their grown stacks: a goroutine per call would grow and
 		// copy its stack on every call through the Redis client.
-		rls = grpc.NewServer(grpc.NumStreamWorkers(64))
+		rls = grpc.NewServer(grpc.NumStreamWorkers(64), grpc.ForceServerCodecV2(newRLSCodec()))
 		rlsv3.RegisterRateLimitServiceServer(rls, &rateLimitService{source: src, enforcer: h.Enforcer})
 		go func() { errs <- rls.Serve(ln.GRPC) }()
 	}

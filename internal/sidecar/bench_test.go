@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
@@ -105,7 +106,7 @@ func okServer(b *testing.B) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.NumStreamWorkers(64))
+	srv := grpc.NewServer(sidecar.RLSServerOptions()...)
 	rlsv3.RegisterRateLimitServiceServer(srv, okService{})
 	go func() { _ = srv.Serve(l) }()
 	b.Cleanup(srv.Stop)

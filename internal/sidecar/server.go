@@ -82,9 +82,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	go func() { errs <- admin.Serve(ln.Admin) }()
 	var rls *grpc.Server
 	if ln.GRPC != nil {
-		// Workers keep their grown stacks: a goroutine per call would grow and
-		// copy its stack on every call through the Redis client.
-		rls = grpc.NewServer(grpc.NumStreamWorkers(64), grpc.ForceServerCodecV2(newRLSCodec()))
+		rls = grpc.NewServer(rlsServerOptions()...)
 		rlsv3.RegisterRateLimitServiceServer(rls, &rateLimitService{source: src, enforcer: h.Enforcer})
 		go func() { errs <- rls.Serve(ln.GRPC) }()
 	}
@@ -104,6 +102,13 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 		err = nil
 	}
 	return err
+}
+
+// rlsServerOptions: stream workers keep their grown stacks (a goroutine
+// per call would grow and copy its stack on every call through the Redis
+// client), and answers skip reflection.
+func rlsServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.NumStreamWorkers(64), grpc.ForceServerCodecV2(newRLSCodec())}
 }
 
 // stopGRPC lets calls in flight finish until ctx ends, then cuts them.

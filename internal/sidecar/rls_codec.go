@@ -14,9 +14,9 @@ type vtMarshaler interface {
 }
 
 // rlsCodec encodes the answers of the Envoy service with their generated
-// marshallers, which profiles showed at less than half the CPU of
-// reflection, and leaves everything else, requests included (no decoder is
-// generated for them), to gRPC's proto codec. The bytes are the same.
+// marshallers: profiled, reflection-based marshalling took about 4% of the
+// sidecar's CPU. Everything else, requests included (no decoder is
+// generated for them), goes to gRPC's proto codec. The bytes are the same.
 type rlsCodec struct{ encoding.CodecV2 }
 
 func newRLSCodec() rlsCodec {

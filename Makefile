@@ -1,6 +1,7 @@
 # quota-operator. `make test` sets up everything it needs on a fresh machine:
-# pinned tools, the kube-apiserver/etcd/kubectl binaries for envtest (built from
-# the Go module proxy, cached outside the repo) and redis-server (apt-get).
+# pinned tools, the Kubernetes binaries for envtest and the one-node cluster
+# (built from the Go module proxy, cached outside the repo), redis-server,
+# containerd, runc and the CNI plugins (apt-get).
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -8,14 +9,18 @@ SHELL := /usr/bin/env bash -o pipefail
 # Pinned tool versions.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION    ?= v2.15.0
+KUSTOMIZE_VERSION        ?= v5.8.2
 K8S_VERSION              ?= 1.37.2
 ETCD_VERSION             ?= 3.6.6
+COREDNS_VERSION          ?= 1.15.0
+export K8S_VERSION ETCD_VERSION COREDNS_VERSION
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/quota-operator
 LOCALBIN  ?= $(CACHE_DIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT  ?= $(LOCALBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+KUSTOMIZE      ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
 
 # Two cores: two test packages at a time, each starting its own servers.
 GO_TEST_FLAGS ?= -race -count=1 -p 2 -timeout 20m
@@ -42,7 +47,7 @@ demo: ## A local API server, the manager and a sidecar on STORE (default memory:
 	@if [ ! -x "$(CACHE_DIR)/k8s-v$(K8S_VERSION)/kube-apiserver" ]; then \
 		echo "First run: building kube-apiserver, etcd and kubectl $(K8S_VERSION) from the Go module proxy."; \
 		echo "This takes about 5 minutes once; they are cached in $(CACHE_DIR). Ctrl-C stops it."; fi
-	@assets="$$(K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) bash hack/envtest-binaries.sh)"; \
+	@assets="$$(bash hack/k8s-binaries.sh)"; \
 	echo "Building bin/quota-operator and bin/demo"; \
 	$(MAKE) --no-print-directory build >/dev/null; \
 	go build -o bin/demo ./hack/demo; \
@@ -60,12 +65,13 @@ fmt-check: ## Fail when a Go file is not gofmt-formatted.
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
 .PHONY: vet
-vet: ## Run go vet.
+vet: ## Run go vet (also on the one-node cluster test, behind its build tag).
 	go vet ./...
+	go vet -tags cluster ./test/cluster/
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint (pinned).
-	$(GOLANGCI_LINT) run ./...
+lint: golangci-lint ## Run golangci-lint (pinned), the one-node cluster test included.
+	$(GOLANGCI_LINT) run --build-tags cluster ./...
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code for the API types.
@@ -82,8 +88,17 @@ verify: generate manifests fmt-check vet ## Fail when generated code or manifest
 		git status --porcelain -- api config; git diff --stat -- api config; exit 1; fi
 
 .PHONY: test
-test: verify lint envtest redis-server ## Checks, then every test against real Redis and a real API server.
-	KUBEBUILDER_ASSETS="$$(bash hack/envtest-binaries.sh)" go test $(GO_TEST_FLAGS) ./...
+test: test-unit test-node ## Everything: checks, every test against real Redis and a real API server, then the one-node cluster test (root).
+
+.PHONY: test-unit
+test-unit: verify lint envtest redis-server ## Checks, then every test against real Redis and a real API server (no root needed).
+	KUBEBUILDER_ASSETS="$$(bash hack/k8s-binaries.sh)" go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-node
+test-node: ## cluster-up, test-cluster, cluster-down (also when the test fails).
+	@$(MAKE) --no-print-directory cluster-up
+	@status=0; $(MAKE) --no-print-directory test-cluster || status=$$?; \
+	$(MAKE) --no-print-directory cluster-down; exit $$status
 
 .PHONY: bench
 bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar decisions/s, p50/p99, commands per decision, ratios to redis-benchmark).
@@ -107,13 +122,47 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.
 build: ## Build bin/quota-operator.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/quota-operator ./cmd/quota-operator
 
-IMG     ?= quota-operator:$(VERSION)
+IMG     ?= quotaops.local/quota-operator:$(VERSION)
 KUBECTL ?= kubectl
 DEPLOY  ?= default
 
+.PHONY: image
+image: build ## Write bin/images/quota-operator.tar, the image IMG, from bin/quota-operator: no Docker, no base image, non-root 65532.
+	@mkdir -p bin/images
+	go run ./hack/image --tag $(IMG) --out bin/images/quota-operator.tar \
+		--file bin/quota-operator=/quota-operator --entrypoint /quota-operator --user 65532:65532
+
 .PHONY: docker-build
-docker-build: ## Build the image IMG (one image: operator and sidecar).
+docker-build: ## Build the image IMG with Docker (one image: operator and sidecar).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+##@ One-node cluster (this machine, as root)
+
+CLUSTER_DIR ?= /var/lib/quota-operator-cluster
+export CLUSTER_DIR
+TESTAPP_IMG ?= quotaops.local/testapp:$(VERSION)
+
+.PHONY: cluster-up
+cluster-up: ## Start a one-node cluster here (kubelet, containerd, runc, CNI, CoreDNS); writes $(CLUSTER_DIR)/admin.kubeconfig.
+	bash hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the one-node cluster and remove every trace of it.
+	bash hack/cluster.sh down
+
+.PHONY: cluster-load
+cluster-load: image ## Import IMG and the test app's image into the node.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/testapp ./test/cluster/testapp
+	go run ./hack/image --tag $(TESTAPP_IMG) --out bin/images/testapp.tar \
+		--file bin/testapp=/testapp --entrypoint /testapp --user 65532:65532
+	bash hack/cluster.sh load bin/images/quota-operator.tar
+	bash hack/cluster.sh load bin/images/testapp.tar
+
+.PHONY: test-cluster
+test-cluster: cluster-load ## On the running one-node cluster: install config/overlays/redis with IMG and test it end to end.
+	QUOTA_CLUSTER_KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig QUOTA_KUBECTL="$$(cat $(CLUSTER_DIR)/bin-dir)/kubectl" \
+	QUOTA_IMG=$(IMG) QUOTA_REDIS_IMG="$$(cat $(CLUSTER_DIR)/images/redis.ref)" QUOTA_TESTAPP_IMG=$(TESTAPP_IMG) \
+	go test -tags cluster -count=1 -timeout 20m -v ./test/cluster/
 
 ##@ Deployment (the cluster of the current kubeconfig)
 
@@ -126,8 +175,11 @@ uninstall: ## Remove the CRDs, and with them every policy and quota.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator with IMG from config/$(DEPLOY) (default; or overlays/redis, overlays/redis-less, overlays/cert-manager).
-	$(KUBECTL) kustomize config/$(DEPLOY) | sed 's|controller:latest|$(IMG)|g' | $(KUBECTL) apply -f -
+deploy: manifests kustomize ## Deploy the operator with IMG from config/$(DEPLOY) (default; or overlays/redis, overlays/redis-less, overlays/cert-manager).
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	printf 'resources:\n  - %s\n' "$$(realpath --relative-to="$$tmp" config/$(DEPLOY))" > "$$tmp/kustomization.yaml"; \
+	(cd "$$tmp" && $(KUSTOMIZE) edit set image controller=$(IMG)); \
+	$(KUSTOMIZE) build "$$tmp" | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: ## Remove what deploy created.
@@ -137,7 +189,7 @@ undeploy: ## Remove what deploy created.
 
 .PHONY: envtest
 envtest: ## Build (once) and cache kube-apiserver, etcd and kubectl for envtest.
-	K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) bash hack/envtest-binaries.sh >/dev/null
+	bash hack/k8s-binaries.sh >/dev/null
 
 .PHONY: redis-server
 redis-server: ## Install redis-server and redis-cli with apt-get when missing.
@@ -158,11 +210,18 @@ golangci-lint: $(GOLANGCI_LINT) ## Install golangci-lint (pinned).
 $(GOLANGCI_LINT):
 	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
 
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Install kustomize (pinned).
+$(KUSTOMIZE):
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
 # go-install-tool installs $(2)@$(3) as $(1), so each pinned version has its
-# own file and a version bump reinstalls.
+# own file and a version bump reinstalls. A package path ending in a major
+# version (.../kustomize/v5) builds a binary named for the element before.
 define go-install-tool
 @set -e; mkdir -p $(LOCALBIN); tmp=$$(mktemp -d); \
 echo "Installing $(2)@$(3)"; \
 GOBIN=$$tmp go install $(2)@$(3); \
-mv $$tmp/$$(basename $(2)) $(1); rm -rf $$tmp
+bin=$$(basename $(2)); case $$bin in v[0-9]*) bin=$$(basename $$(dirname $(2)));; esac; \
+mv $$tmp/$$bin $(1); rm -rf $$tmp
 endef

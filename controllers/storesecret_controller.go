@@ -20,19 +20,26 @@ import (
 // secretKeyRef and no pod spec ever holds it.
 type StoreSecretReconciler struct {
 	client.Client
+	// Reader reads the Secret by name, straight from the API server: a
+	// cached read would list and watch every Secret in the cluster, which
+	// the manager may not and should not do.
+	Reader client.Reader
 	// Name of the Secret; its key "password" holds Password.
 	Name     string
 	Password []byte
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update
+// Secrets are read and updated by name only; create cannot be limited to a
+// name, so it stays a verb of its own.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create
+// +kubebuilder:rbac:groups="",resources=secrets,resourceNames=quota-operator-store,verbs=get;update
 
 // Reconcile makes sure the Secret of the pod's namespace holds the
 // password.
 func (r *StoreSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var s corev1.Secret
-	err := r.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: r.Name}, &s)
+	err := r.Reader.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: r.Name}, &s)
 	switch {
 	case apierrors.IsNotFound(err):
 		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: r.Name,

@@ -104,7 +104,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
 		return nil, err
 	}
-	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Name: storeSecret, Password: []byte(storePassword)}
+	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret, Password: []byte(storePassword)}
 	if err := secrets.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

@@ -189,6 +189,12 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.leaderElect,
 		LeaderElectionID:       "quota-operator.quotaops.dev",
+		// In a cluster controller-runtime finds its namespace itself; outside
+		// one (a manager run from a laptop) it would stop without this.
+		LeaderElectionNamespace: c.namespace,
+		// The process ends as soon as the manager stops, so the lease can be
+		// handed over at once instead of after it expires (15 s).
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return nil, err
@@ -217,7 +223,7 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 	}
 	cfg, password := injectionConfig(c, loc)
 	if password != "" {
-		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Name: c.storeSecretName, Password: []byte(password)}
+		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName, Password: []byte(password)}
 		if err := secrets.SetupWithManager(mgr); err != nil {
 			return err
 		}

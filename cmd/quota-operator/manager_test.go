@@ -97,7 +97,8 @@ func TestStorePassword(t *testing.T) {
 // The manager subcommand, as the binary runs it, reconciles a policy
 // applied with kubectl into Redis, with the password read from a file,
 // serves its health probes and, with --sidecar-image, the injection
-// webhook. (One manager per test process: controller names are global.)
+// webhook. It elects itself leader in --namespace, though it runs outside a
+// cluster. (One manager per test process: controller names are global.)
 func TestManagerEndToEnd(t *testing.T) {
 	r := redistest.StartOrSkip(t)
 	if err := r.Client().ConfigSet(context.Background(), "requirepass", "pa55word").Err(); err != nil {
@@ -118,9 +119,13 @@ func TestManagerEndToEnd(t *testing.T) {
 	if err := os.WriteFile(passwordFile, []byte("pa55word"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	const leaseNS = "quota-manager-test"
+	if out, err := env.Kubectl("create", "namespace", leaseNS); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
 	probe := localtest.FreeAddr(t)
 	wo := env.WebhookInstallOptions
-	c, err := parseManagerFlags([]string{"--kubeconfig", kubeconfig, "--store", r.URL, "--store-password-file", passwordFile,
+	c, err := parseManagerFlags([]string{"--kubeconfig", kubeconfig, "--leader-elect", "--namespace", leaseNS, "--store", r.URL, "--store-password-file", passwordFile,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", probe, "--store-check-interval", "200ms",
 		"--sidecar-image", "quota-operator:test", "--webhook-port", fmt.Sprint(wo.LocalServingPort), "--webhook-cert-dir", wo.LocalServingCertDir}, io.Discard)
 	if err != nil {
@@ -161,10 +166,20 @@ func TestManagerEndToEnd(t *testing.T) {
 		}
 		return nil
 	})
+	expectLeaderServing(t, env, probe, leaseNS)
+	expectInjection(t, env, r.URL)
+}
+
+// expectLeaderServing: the probes answer and the manager holds the lease.
+func expectLeaderServing(t *testing.T, env *kubeenv.Env, probe, leaseNS string) {
+	t.Helper()
 	for _, path := range []string{"/healthz", "/readyz"} {
 		expectOK(t, "http://"+probe+path)
 	}
-	expectInjection(t, env, r.URL)
+	out, err := env.Kubectl("get", "lease", "quota-operator.quotaops.dev", "-n", leaseNS, "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil || out == "" {
+		t.Fatalf("leader lease in %s: %q, %v", leaseNS, out, err)
+	}
 }
 
 // expectInjection creates an annotated pod with kubectl and checks that it

@@ -1,5 +1,5 @@
 // Command demo is what `make demo` runs: it starts a local kube-apiserver
-// and etcd (envtest, from the binaries hack/envtest-binaries.sh builds),
+// and etcd (envtest, from the binaries hack/k8s-binaries.sh builds),
 // installs the CRDs with kubectl, then runs `quota-operator demo` against
 // it, and stops the control plane when the demo ends or on Ctrl-C.
 package main

@@ -29,7 +29,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,verbs=get;update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,resourceNames=quota-operator-mutating-webhook-configuration;quota-operator-validating-webhook-configuration,verbs=get;update
+// The certificate Secret, in the operator's own namespace, by name.
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-webhook-cert,verbs=get;update
 
 // Keys of the certificate Secret. tls.crt and tls.key are what the webhook
 // server reads; ca-bundle.crt is what the API server trusts: the current CA

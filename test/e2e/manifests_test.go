@@ -92,3 +92,45 @@ func installCertManagerCRDs(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
+
+// A kustomization on top of any folder of config/ sets the image with an
+// `images:` entry, as GitOps users and `make deploy` do, and the injected
+// sidecar's image (SIDECAR_IMAGE) follows the manager's.
+func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
+	const img = "registry.example.com/team/quota-operator:v9.9.9"
+	for _, dir := range []string{"default", "overlays/redis", "overlays/redis-less", "overlays/cert-manager"} {
+		t.Run(dir, func(t *testing.T) {
+			top := t.TempDir()
+			base, err := filepath.Rel(top, filepath.Join(kubeenv.ModuleRoot(), "config", dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := "resources:\n  - " + base + "\nimages:\n  - name: controller\n    newName: registry.example.com/team/quota-operator\n    newTag: v9.9.9\n"
+			if err := os.WriteFile(filepath.Join(top, "kustomization.yaml"), []byte(k), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			built, err := env.Kubectl("kustomize", top)
+			if err != nil {
+				t.Fatalf("kustomize: %v\n%s", err, built)
+			}
+			for _, want := range []string{"image: " + img, "- name: SIDECAR_IMAGE\n          value: " + img} {
+				if strings.Count(built, want) != 1 {
+					t.Errorf("want %q once in:\n%s", want, managerDeployment(built))
+				}
+			}
+			if strings.Contains(built, "controller:latest") {
+				t.Errorf("controller:latest is left in:\n%s", managerDeployment(built))
+			}
+		})
+	}
+}
+
+// managerDeployment is the manager's Deployment in kustomize's output.
+func managerDeployment(built string) string {
+	for _, doc := range strings.Split(built, "\n---\n") {
+		if strings.Contains(doc, "name: quota-operator-controller-manager\n") && strings.Contains(doc, "kind: Deployment") {
+			return doc
+		}
+	}
+	return built
+}

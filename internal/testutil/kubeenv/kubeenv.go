@@ -1,6 +1,6 @@
 // Package kubeenv starts a real kube-apiserver and etcd for tests through
 // controller-runtime's envtest. The binaries come from KUBEBUILDER_ASSETS or,
-// when that is unset, from hack/envtest-binaries.sh, which builds them from
+// when that is unset, from hack/k8s-binaries.sh, which builds them from
 // the Go module proxy once and caches them outside the repository.
 package kubeenv
 
@@ -67,7 +67,7 @@ func BinaryDir() (string, error) {
 	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
 		return dir, nil
 	}
-	script := filepath.Join(ModuleRoot(), "hack", "envtest-binaries.sh")
+	script := filepath.Join(ModuleRoot(), "hack", "k8s-binaries.sh")
 	var out bytes.Buffer
 	cmd := exec.Command("bash", script)
 	cmd.Stdout = &out

@@ -1,0 +1,467 @@
+//go:build cluster
+
+// Package cluster tests the operator as users run it: installed from
+// config/overlays/redis with its own image, under its own ServiceAccount and
+// the RBAC it ships, on the one-node cluster hack/cluster.sh starts (a real
+// kubelet, containerd, runc, CNI bridge, kube-proxy and CoreDNS). The API
+// server reaches the webhook through its Service; a client pod reaches the
+// workload through the workload's Service.
+//
+// Run it with `make cluster-up test-cluster`; it reads:
+//
+//	QUOTA_CLUSTER_KUBECONFIG  an admin kubeconfig of the cluster
+//	QUOTA_KUBECTL             the kubectl to use
+//	QUOTA_IMG                 the operator's image, imported into the node
+//	QUOTA_REDIS_IMG           a Redis image with redis-cli, imported too
+//	QUOTA_TESTAPP_IMG         test/cluster/testapp's image, imported too
+package cluster
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
+	"github.com/quotaops/quota-operator/internal/webhook"
+)
+
+const (
+	operatorNS     = "quota-operator-system"
+	managerDeploy  = "quota-operator-controller-manager"
+	managerSA      = "system:serviceaccount:" + operatorNS + ":quota-operator-controller-manager"
+	redisDeploy    = "quota-operator-redis"
+	leaseName      = "quota-operator.quotaops.dev"
+	appNS          = "shop"
+	clientNS       = "shop-client"
+	workloadURL    = "http://api.shop.svc.cluster.local/"
+	storeSecret    = "quota-operator-store"
+	tenantHeader   = "X-Tenant"
+	rolloutTimeout = "180s"
+)
+
+var env struct {
+	kubeconfig, kubectl, img, redisImg, testappImg string
+}
+
+func TestMain(m *testing.M) {
+	for name, dst := range map[string]*string{"QUOTA_CLUSTER_KUBECONFIG": &env.kubeconfig, "QUOTA_KUBECTL": &env.kubectl,
+		"QUOTA_IMG": &env.img, "QUOTA_REDIS_IMG": &env.redisImg, "QUOTA_TESTAPP_IMG": &env.testappImg} {
+		if *dst = os.Getenv(name); *dst == "" {
+			fmt.Fprintf(os.Stderr, "%s is not set: run this test with `make cluster-up test-cluster`\n", name)
+			os.Exit(2)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// One story, in the order a user lives it; each step needs the ones before.
+func TestOperatorOnTheNode(t *testing.T) {
+	deployOperator(t)
+	deployWorkload(t)
+	applyPolicy(t, 5)
+	t.Run("a client pod through the Service gets exactly the limit", func(t *testing.T) {
+		expectExactly(t, "tenant-a", 5)
+	})
+	t.Run("the other replica takes over when the leader is deleted", func(t *testing.T) {
+		expectLeaderFailover(t)
+	})
+	t.Run("config is back soon after Redis restarts", func(t *testing.T) {
+		expectConfigAfterRedisRestart(t)
+		expectExactly(t, "tenant-c", 7)
+	})
+	t.Run("a rollout restart of the workload keeps the counters", func(t *testing.T) {
+		old := strings.Fields(kubectl(t, "-n", appNS, "get", "pods", "-l", "app=demo-api", "-o", "jsonpath={.items[*].metadata.name}"))
+		kubectl(t, "-n", appNS, "rollout", "restart", "deployment/api")
+		kubectl(t, "-n", appNS, "rollout", "status", "deployment/api", "--timeout="+rolloutTimeout)
+		kubectl(t, append([]string{"-n", appNS, "wait", "--for=delete", "--timeout=60s"}, prefixed("pod/", old)...)...)
+		expectInjected(t)
+		// Until kube-proxy drops the old pods' addresses, a connection may
+		// still go to one and time out; only an answer tells of counters.
+		var got answer
+		localtest.WaitFor(t, 30*time.Second, "an answer from the new pods", func() error {
+			if got = clientGet(t, "tenant-c", 1)[0]; got.Error != "" {
+				return errors.New(got.Error)
+			}
+			return nil
+		})
+		if got.Status != 429 || got.Header["X-RateLimit-Remaining"] != "0" {
+			t.Fatalf("tenant-c after the restart: %+v, want 429 with nothing remaining", got)
+		}
+		expectExactly(t, "tenant-d", 7)
+	})
+	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
+}
+
+// deployOperator installs config/overlays/redis as a GitOps user would: a
+// kustomization of their own on top, setting the images with `images:`.
+func deployOperator(t *testing.T) {
+	dir := t.TempDir()
+	base, err := filepath.Rel(dir, filepath.Join(kubeenv.ModuleRoot(), "config", "overlays", "redis"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, tag := splitImage(t, env.img)
+	redisName, redisTag := splitImage(t, env.redisImg)
+	k := fmt.Sprintf("resources:\n  - %s\nimages:\n  - name: controller\n    newName: %s\n    newTag: %q\n"+
+		"  - name: redis\n    newName: %s\n    newTag: %q\n", base, name, tag, redisName, redisTag)
+	writeFile(t, filepath.Join(dir, "kustomization.yaml"), k)
+	kubectl(t, "apply", "--server-side", "-k", dir)
+	t.Cleanup(func() { cleanup(t, dir) })
+	kubectl(t, "-n", operatorNS, "rollout", "status", "deployment/"+redisDeploy, "--timeout="+rolloutTimeout)
+	kubectl(t, "-n", operatorNS, "rollout", "status", "deployment/"+managerDeploy, "--timeout="+rolloutTimeout)
+	kubectl(t, "-n", operatorNS, "wait", "--for=condition=Available", "deployment/"+managerDeploy, "--timeout=60s")
+	if got := kubectl(t, "-n", operatorNS, "get", "deployment", managerDeploy, "-o", "jsonpath={.status.readyReplicas}"); got != "2" {
+		t.Fatalf("ready replicas: %q, want 2", got)
+	}
+	sa := kubectl(t, "-n", operatorNS, "get", "pods", "-l", "control-plane=controller-manager",
+		"-o", "jsonpath={range .items[*]}{.spec.serviceAccountName}{\" \"}{.spec.containers[0].image}{\"\\n\"}{end}")
+	for _, line := range strings.Split(sa, "\n") {
+		if line != "quota-operator-controller-manager "+env.img {
+			t.Fatalf("manager pod runs as/with %q, want its own ServiceAccount and %s", line, env.img)
+		}
+	}
+	localtest.WaitFor(t, 60*time.Second, "a leader", func() error {
+		if leader(t) == "" {
+			return fmt.Errorf("lease %s has no holder", leaseName)
+		}
+		return nil
+	})
+}
+
+// cleanup removes what the test made, namespaces first so the manager is
+// still there to take its finalizers off the policies.
+func cleanup(t *testing.T, dir string) {
+	for _, ns := range []string{appNS, clientNS} {
+		if out, err := run("delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"); err != nil {
+			t.Logf("delete namespace %s: %v\n%s", ns, err, out)
+		}
+	}
+	if out, err := run("delete", "-k", dir, "--ignore-not-found", "--timeout=120s"); err != nil {
+		t.Logf("delete the operator: %v\n%s", err, out)
+	}
+}
+
+func prefixed(prefix string, names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = prefix + n
+	}
+	return out
+}
+
+func splitImage(t *testing.T, ref string) (string, string) {
+	i := strings.LastIndex(ref, ":")
+	if i < 0 || strings.Contains(ref[i:], "/") {
+		t.Fatalf("image %q has no tag", ref)
+	}
+	return ref[:i], ref[i+1:]
+}
+
+// deployWorkload runs the app in a namespace opted into injection, behind a
+// Service pointed at the sidecar, and a client pod in a namespace that is
+// not opted in.
+func deployWorkload(t *testing.T) {
+	kubectl(t, "create", "namespace", appNS)
+	kubectl(t, "label", "namespace", appNS, "quotaops.dev/inject=enabled")
+	kubectl(t, "create", "namespace", clientNS)
+	applyYAML(t, fmt.Sprintf(workloadYAML, appNS, env.testappImg, appNS, clientNS, env.testappImg))
+	kubectl(t, "-n", appNS, "rollout", "status", "deployment/api", "--timeout="+rolloutTimeout)
+	kubectl(t, "-n", clientNS, "wait", "--for=condition=Ready", "pod/client", "--timeout="+rolloutTimeout)
+	expectInjected(t)
+}
+
+const workloadYAML = `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: %s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: demo-api}}
+  template:
+    metadata: {labels: {app: demo-api}}
+    spec:
+      containers:
+        - name: app
+          image: %s
+          args: [serve, --listen=:8080]
+          ports: [{name: http, containerPort: 8080}]
+          securityContext: {runAsNonRoot: true, runAsUser: 65532}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: %s}
+spec:
+  selector: {app: demo-api}
+  ports: [{name: http, port: 80, targetPort: quota-proxy}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: %s}
+spec:
+  containers:
+    - name: client
+      image: %s
+      args: [serve, --listen=:8080]
+      securityContext: {runAsNonRoot: true, runAsUser: 65532}
+`
+
+// expectInjected: every pod of the workload runs the sidecar the API server
+// had the webhook add, and the namespace got the store Secret.
+func expectInjected(t *testing.T) {
+	t.Helper()
+	out := kubectl(t, "-n", appNS, "get", "pods", "-l", "app=demo-api", "--field-selector=status.phase=Running",
+		"-o", "jsonpath={range .items[*]}{.metadata.name}{\" \"}{.spec.containers[*].name}{\"\\n\"}{end}")
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasSuffix(line, " app "+webhook.ContainerName) {
+			t.Fatalf("pod %q: want containers app and %s", line, webhook.ContainerName)
+		}
+	}
+	kubectl(t, "-n", appNS, "get", "secret", storeSecret)
+}
+
+func applyPolicy(t *testing.T, limit int) {
+	t.Helper()
+	applyYAML(t, fmt.Sprintf(`
+apiVersion: policy.quotaops.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: per-tenant, namespace: %s}
+spec:
+  selector: {matchLabels: {app: demo-api}}
+  limits:
+    - name: per-tenant
+      key: [{source: Header, name: %s}]
+      algorithm: TokenBucket
+      rates: [{limit: %d, window: 24h}]
+`, appNS, tenantHeader, limit))
+	expectLimit(t, limit, 30*time.Second)
+}
+
+// expectLimit waits until the workload answers with the limit, asking as a
+// tenant of its own so no counter of the test moves.
+func expectLimit(t *testing.T, limit int, within time.Duration) {
+	t.Helper()
+	probe := 0
+	localtest.WaitFor(t, within, fmt.Sprintf("limit %d in force", limit), func() error {
+		probe++
+		got := clientGet(t, fmt.Sprintf("probe-%d-%d", limit, probe), 1)[0]
+		if got.Header["X-RateLimit-Limit"] != strconv.Itoa(limit) {
+			return fmt.Errorf("%+v", got)
+		}
+		return nil
+	})
+}
+
+// expectExactly: a fresh tenant gets n answers of 200, counting down, and
+// then 429 with every rate-limit header.
+func expectExactly(t *testing.T, tenant string, n int) {
+	t.Helper()
+	answers := clientGet(t, tenant, n+1)
+	for i, a := range answers[:n] {
+		if a.Status != 200 || a.Header["X-RateLimit-Remaining"] != strconv.Itoa(n-1-i) {
+			t.Fatalf("%s, request %d of %d: %+v", tenant, i+1, n, a)
+		}
+	}
+	denied := answers[n]
+	h := denied.Header
+	wantPolicy := fmt.Sprintf(`"per-tenant";q=%d;w=86400`, n)
+	if denied.Status != 429 || h["X-RateLimit-Limit"] != strconv.Itoa(n) || h["X-RateLimit-Remaining"] != "0" ||
+		h["Retry-After"] == "" || h["RateLimit-Policy"] != wantPolicy {
+		t.Fatalf("%s, request %d: %+v; want 429, limit %d, remaining 0, Retry-After and RateLimit-Policy %s",
+			tenant, n+1, denied, n, wantPolicy)
+	}
+}
+
+// answer is one line of `testapp get`.
+type answer struct {
+	Status int               `json:"status"`
+	Header map[string]string `json:"header"`
+	Error  string            `json:"error"`
+}
+
+// clientGet sends n requests as tenant from the client pod through the
+// workload's Service.
+func clientGet(t *testing.T, tenant string, n int) []answer {
+	t.Helper()
+	out := kubectl(t, "-n", clientNS, "exec", "client", "--", "/testapp", "get",
+		"--url="+workloadURL, "--header="+tenantHeader+"="+tenant, "--n="+strconv.Itoa(n))
+	var answers []answer
+	dec := json.NewDecoder(strings.NewReader(out))
+	for dec.More() {
+		var a answer
+		if err := dec.Decode(&a); err != nil {
+			t.Fatalf("client output %q: %v", out, err)
+		}
+		answers = append(answers, a)
+	}
+	if len(answers) != n {
+		t.Fatalf("%d answers, want %d: %s", len(answers), n, out)
+	}
+	return answers
+}
+
+// leader is the pod holding the leader lease ("" when none).
+func leader(t *testing.T) string {
+	t.Helper()
+	holder, err := run("-n", operatorNS, "get", "lease", leaseName, "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil {
+		return ""
+	}
+	pod, _, _ := strings.Cut(holder, "_")
+	return pod
+}
+
+// expectLeaderFailover deletes the leader's pod; the other replica must
+// take the lease and reconcile: a changed policy is enforced after.
+func expectLeaderFailover(t *testing.T) {
+	// Its log goes with its pod.
+	expectNothingForbidden(t)
+	old := leader(t)
+	kubectl(t, "-n", operatorNS, "delete", "pod", old, "--wait=false")
+	deleted := time.Now()
+	// Sidecars enforce on their own while no manager leads.
+	if got := clientGet(t, "tenant-a", 1)[0]; got.Status != 429 {
+		t.Fatalf("tenant-a while the leader goes: %+v, want 429", got)
+	}
+	localtest.WaitFor(t, 90*time.Second, "a new leader", func() error {
+		if now := leader(t); now == "" || now == old {
+			return fmt.Errorf("leader %q", now)
+		}
+		return nil
+	})
+	t.Logf("a new leader %v after the leader's pod was deleted", time.Since(deleted).Round(10*time.Millisecond))
+	applyPolicy(t, 7)
+	expectExactly(t, "tenant-b", 7)
+	kubectl(t, "-n", operatorNS, "rollout", "status", "deployment/"+managerDeploy, "--timeout="+rolloutTimeout)
+}
+
+// expectConfigAfterRedisRestart deletes the Redis pod (Redis keeps nothing
+// on disk) and expects the manager to have written the namespace's config
+// back within 10 s of the new Redis being Ready.
+func expectConfigAfterRedisRestart(t *testing.T) {
+	old := kubectl(t, "-n", operatorNS, "get", "pods", "-l", "app.kubernetes.io/name="+redisDeploy, "-o", "jsonpath={.items[0].metadata.name}")
+	kubectl(t, "-n", operatorNS, "delete", "pod", old)
+	var pod string
+	localtest.WaitFor(t, 120*time.Second, "a new Redis pod Ready", func() error {
+		out, err := run("-n", operatorNS, "get", "pods", "-l", "app.kubernetes.io/name="+redisDeploy,
+			"-o", `jsonpath={range .items[*]}{.metadata.name}{" "}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if name, ready, _ := strings.Cut(line, " "); name != old && ready == "True" {
+				pod = name
+				return nil
+			}
+		}
+		return fmt.Errorf("pods: %q", out)
+	})
+	ready := time.Now()
+	key := "qo:v1:config:{" + appNS + "}:docs"
+	localtest.WaitFor(t, 10*time.Second, "config back in Redis", func() error {
+		out, err := redisCLI(t, pod, "HEXISTS", key, "RateLimitPolicy/per-tenant")
+		if err != nil || out != "1" {
+			return fmt.Errorf("HEXISTS %s: %q: %w", key, out, err)
+		}
+		return nil
+	})
+	t.Logf("config back in Redis %v after the new pod was Ready", time.Since(ready).Round(10*time.Millisecond))
+}
+
+func redisCLI(t *testing.T, pod string, args ...string) (string, error) {
+	t.Helper()
+	enc := kubectl(t, "-n", operatorNS, "get", "secret", "quota-operator-redis", "-o", "jsonpath={.data.password}")
+	password, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run(append([]string{"-n", operatorNS, "exec", pod, "--", "/usr/local/bin/redis-cli",
+		"--no-auth-warning", "--user", "default", "--pass", string(password)}, args...)...)
+}
+
+// expectLeastPrivilege: nothing the manager did was refused, and its
+// ServiceAccount can neither list nor read Secrets across the cluster.
+func expectLeastPrivilege(t *testing.T) {
+	expectNothingForbidden(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"list", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"watch", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"get", "secrets", "--all-namespaces"}, "no"},
+		{[]string{"get", "secrets/someone-elses", "-n", appNS}, "no"},
+		{[]string{"list", "secrets", "-n", operatorNS}, "no"},
+		{[]string{"get", "secrets/" + storeSecret, "-n", appNS}, "yes"},
+		{[]string{"update", "mutatingwebhookconfigurations/someone-elses"}, "no"},
+		{[]string{"update", "mutatingwebhookconfigurations/quota-operator-mutating-webhook-configuration"}, "yes"},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			out, _ := run(append([]string{"auth", "can-i", "--as=" + managerSA}, c.args...)...)
+			if out != c.want {
+				t.Fatalf("can-i %v: %q, want %q", c.args, out, c.want)
+			}
+		})
+	}
+}
+
+// expectNothingForbidden: no manager log line says the API server refused
+// it something.
+func expectNothingForbidden(t *testing.T) {
+	t.Helper()
+	logs := kubectl(t, "-n", operatorNS, "logs", "-l", "control-plane=controller-manager", "--tail=-1", "--prefix")
+	var refused []string
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(strings.ToLower(line), "forbidden") {
+			refused = append(refused, line)
+		}
+	}
+	if len(refused) > 0 {
+		t.Fatalf("the manager was refused something:\n%s", strings.Join(refused, "\n"))
+	}
+}
+
+func applyYAML(t *testing.T, doc string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "objects.yaml")
+	writeFile(t, file, doc)
+	kubectl(t, "apply", "-f", file)
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kubectl runs kubectl as the cluster's admin and fails the test on error.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := run(args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// run runs kubectl as the cluster's admin and returns its trimmed
+// standard output; standard error is in the error.
+func run(args ...string) (string, error) {
+	cmd := exec.Command(env.kubectl, append([]string{"--kubeconfig", env.kubeconfig}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return strings.TrimSpace(out.String()), fmt.Errorf("%w: %s", err, strings.TrimSpace(errOut.String()))
+	}
+	return strings.TrimSpace(out.String()), nil
+}

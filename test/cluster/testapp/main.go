@@ -1,0 +1,98 @@
+// Command testapp is the workload and the client of the one-node cluster
+// test (test/cluster), in one static binary so one image serves both:
+//
+//	testapp serve --listen :8080     answers every request 200 "ok"
+//	testapp get --url U --header K=V --n N
+//	                                 sends N GETs, one after another, and
+//	                                 prints one JSON line per answer: its
+//	                                 status and the rate-limit headers
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// answer is what the test reads of each response.
+type answer struct {
+	Status int               `json:"status"`
+	Header map[string]string `json:"header"`
+	Error  string            `json:"error,omitempty"`
+}
+
+var shownHeaders = []string{"Retry-After", "RateLimit-Policy", "RateLimit",
+	"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: testapp serve|get [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "get":
+		err = get(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	listen := fs.String("listen", ":8080", "address to serve on")
+	_ = fs.Parse(args)
+	srv := &http.Server{Addr: *listen, ReadHeaderTimeout: 5 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })}
+	return srv.ListenAndServe()
+}
+
+func get(args []string) error {
+	fs := flag.NewFlagSet("get", flag.ExitOnError)
+	url := fs.String("url", "", "URL to GET")
+	header := fs.String("header", "", "a request header, K=V")
+	n := fs.Int("n", 1, "how many requests")
+	_ = fs.Parse(args)
+	client := &http.Client{Timeout: 5 * time.Second}
+	enc := json.NewEncoder(os.Stdout)
+	for range *n {
+		if err := enc.Encode(once(client, *url, *header)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func once(client *http.Client, url, header string) answer {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return answer{Error: err.Error()}
+	}
+	if k, v, ok := strings.Cut(header, "="); ok {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return answer{Error: err.Error()}
+	}
+	defer func() { _ = resp.Body.Close() }()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	a := answer{Status: resp.StatusCode, Header: map[string]string{}}
+	for _, h := range shownHeaders {
+		if v := resp.Header.Get(h); v != "" {
+			a.Header[h] = v
+		}
+	}
+	return a
+}

@@ -315,6 +315,12 @@ node_ip() {
 
 up() {
   [[ "$(id -u)" == 0 ]] || die "run as root: it starts containerd and a kubelet"
+  if [[ -d "${CLUSTER_DIR}" ]] && ! running kube-apiserver; then
+    # Left by a machine or session that stopped without `down`: its
+    # processes are gone, its mounts, rules and etcd data are not.
+    log "found a stopped cluster in ${CLUSTER_DIR}; removing it first"
+    down
+  fi
   install_packages
   BIN="$(bash "${HACK_DIR}/k8s-binaries.sh" node | tail -1)"
   NODE_IP="${NODE_IP:-$(node_ip)}"
@@ -376,9 +382,11 @@ clean_network() {
   local bin
   bin="$(cat "${CLUSTER_DIR}/bin-dir" 2>/dev/null || true)"
   [[ -x "${bin}/kube-proxy" ]] && "${bin}/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  local table
-  for table in nat filter; do
-    iptables-save -t "${table}" 2>/dev/null | grep -v -e 'CNI-' -e 'KUBE-' | iptables-restore -T "${table}" 2>/dev/null || true
+  local ipt table
+  for ipt in iptables ip6tables; do
+    for table in nat filter mangle; do
+      "${ipt}-save" -t "${table}" 2>/dev/null | grep -v -e 'CNI-' -e 'KUBE-' | "${ipt}-restore" -T "${table}" 2>/dev/null || true
+    done
   done
   ip link del cni0 2>/dev/null || true
 }

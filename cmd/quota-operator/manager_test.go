@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,7 +133,7 @@ func TestManagerEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs bytes.Buffer
+	var logs lockedBuffer
 	done := make(chan error, 1)
 	go func() { done <- startManager(ctx, c, &logs, func(string) string { return "" }) }()
 	defer func() {
@@ -220,6 +221,26 @@ func expectInjection(t *testing.T, env *kubeenv.Env, storeURL string) {
 		}
 		return nil
 	})
+}
+
+// lockedBuffer collects a manager's log. controller-runtime may still log
+// after Start returns (with leader election, "leader election lost" as it
+// stops), so reads and writes are locked.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func expectOK(t *testing.T, url string) {

@@ -24,6 +24,7 @@ import (
 // command line wins.
 type sidecarConfig struct {
 	listen, upstream, adminListen, grpcListen string
+	healthListen                              string
 	store, storePasswordFile                  string
 	namespace, podLabelsFile, policyFile      string
 	trustedProxies, failurePolicy             string
@@ -38,6 +39,7 @@ func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) stri
 	fs.StringVar(&c.listen, "listen", ":8000", "proxy address")
 	fs.StringVar(&c.upstream, "upstream", "", "URL of the app, e.g. http://127.0.0.1:8080")
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9901", "address of /healthz, /readyz, /metrics and the local API")
+	fs.StringVar(&c.healthListen, "health-listen", ":9902", "address of /healthz, /readyz and /metrics for the kubelet and Prometheus; off when empty")
 	fs.StringVar(&c.grpcListen, "grpc-listen", "", "address of the Envoy rate-limit service; off when empty")
 	bindStoreFlags(fs, &c.store, &c.storePasswordFile)
 	fs.StringVar(&c.namespace, "namespace", "", "the pod's namespace: whose config to enforce")
@@ -81,6 +83,8 @@ func (c *sidecarConfig) check(fs *flag.FlagSet) error {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	case c.upstream == "":
 		return errors.New("--upstream is required")
+	case c.listen == "" || c.adminListen == "":
+		return errors.New("--listen and --admin-listen are required")
 	case c.namespace == "" && c.policyFile == "":
 		return errors.New("--namespace is required (or --policy-file)")
 	case c.storeTimeout <= 0 || c.resync <= 0:
@@ -122,28 +126,38 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 	defer func() { _ = s.Close() }()
 	upstream, _ := url.Parse(c.upstream)
 	trusted, _ := sidecar.ParseTrusted(c.trustedProxies)
-	proxyLn, err := net.Listen("tcp", c.listen)
+	ln, err := c.listeners()
 	if err != nil {
 		return err
-	}
-	adminLn, err := net.Listen("tcp", c.adminListen)
-	if err != nil {
-		_ = proxyLn.Close()
-		return err
-	}
-	ln := sidecar.Listeners{Proxy: proxyLn, Admin: adminLn}
-	if c.grpcListen != "" {
-		if ln.GRPC, err = net.Listen("tcp", c.grpcListen); err != nil {
-			_ = proxyLn.Close()
-			_ = adminLn.Close()
-			return err
-		}
 	}
 	log.Info("Starting sidecar", "version", version, "store", loc.String(), "namespace", c.namespace,
-		"listen", proxyLn.Addr().String(), "admin", adminLn.Addr().String(), "upstream", c.upstream)
+		"listen", ln.Proxy.Addr().String(), "admin", ln.Admin.Addr().String(), "health", c.healthListen, "upstream", c.upstream)
 	return sidecar.Serve(ctx, sidecar.Options{
 		Upstream: upstream, Namespace: c.namespace, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
 		Trusted: trusted, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout, Log: log,
 		FailurePolicy: c.failurePolicy,
 	}, s, ln)
+}
+
+// listeners opens every address the sidecar serves on; an empty optional
+// address (health, gRPC) is left closed.
+func (c *sidecarConfig) listeners() (sidecar.Listeners, error) {
+	var ln sidecar.Listeners
+	opened := []*net.Listener{&ln.Proxy, &ln.Admin, &ln.Health, &ln.GRPC}
+	for i, addr := range []string{c.listen, c.adminListen, c.healthListen, c.grpcListen} {
+		if addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, o := range opened[:i] {
+				if *o != nil {
+					_ = (*o).Close()
+				}
+			}
+			return sidecar.Listeners{}, err
+		}
+		*opened[i] = l
+	}
+	return ln, nil
 }

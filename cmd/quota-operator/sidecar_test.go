@@ -36,12 +36,13 @@ func TestSidecarFlags(t *testing.T) {
 		{"zero timeout", append(ok, "--store-timeout", "0s"), env(), "--store-timeout and --resync-interval must be positive"},
 		{"failure policy override", append(ok, "--failure-policy", "Closed"), env(), ""},
 		{"bad failure policy", append(ok, "--failure-policy", "closed"), env(), `--failure-policy "closed" is neither Open nor Closed`},
+		{"no proxy address", append(ok, "--listen", ""), env(), "--listen and --admin-listen are required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseSidecarFlags(tt.args, io.Discard, tt.getenv)
 			if tt.want == "" {
-				if err != nil || c.listen != ":8000" || c.adminListen != "127.0.0.1:9901" || c.storeTimeout != 50*time.Millisecond {
+				if err != nil || c.listen != ":8000" || c.adminListen != "127.0.0.1:9901" || c.healthListen != ":9902" || c.storeTimeout != 50*time.Millisecond {
 					t.Fatalf("%+v, %v", c, err)
 				}
 				return

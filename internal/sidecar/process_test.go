@@ -28,8 +28,8 @@ func startSidecarProcess(t testing.TB, args []string, env []string) (string, int
 	if err != nil {
 		t.Fatalf("build: %v", err)
 	}
-	listen, admin := localtest.FreeAddr(t), localtest.FreeAddr(t)
-	cmd := exec.Command(bin, append([]string{"sidecar", "--listen", listen, "--admin-listen", admin}, args...)...)
+	listen, admin, health := localtest.FreeAddr(t), localtest.FreeAddr(t), localtest.FreeAddr(t)
+	cmd := exec.Command(bin, append([]string{"sidecar", "--listen", listen, "--admin-listen", admin, "--health-listen", health}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -37,7 +37,7 @@ func startSidecarProcess(t testing.TB, args []string, env []string) (string, int
 	}
 	t.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
 	for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get("http://" + admin + "/readyz"); err == nil {
+		if resp, err := http.Get("http://" + health + "/readyz"); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return "http://" + listen, cmd.Process.Pid

@@ -39,10 +39,11 @@ type Options struct {
 	Log           logr.Logger
 }
 
-// Listeners are where the sidecar serves. GRPC, for Envoy's rate-limit
-// service, is optional.
+// Listeners are where the sidecar serves. Health (/healthz, /readyz and
+// /metrics for the kubelet and Prometheus) and GRPC (Envoy's rate-limit
+// service) are optional.
 type Listeners struct {
-	Proxy, Admin, GRPC net.Listener
+	Proxy, Admin, Health, GRPC net.Listener
 }
 
 // sidecarStore is what the sidecar needs of the store.
@@ -74,12 +75,16 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics, FailurePolicy: o.FailurePolicy},
 		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log)}
 	proxy := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: serverProtocols()}
-	mux := adminMux(src, metrics)
+	mux := healthMux(src, metrics)
 	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer, store: s, locks: lim}).register(mux)
 	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	errs := make(chan error, 3)
+	health := &http.Server{Handler: healthMux(src, metrics), ReadHeaderTimeout: 10 * time.Second}
+	errs := make(chan error, 4)
 	go func() { errs <- proxy.Serve(ln.Proxy) }()
 	go func() { errs <- admin.Serve(ln.Admin) }()
+	if ln.Health != nil {
+		go func() { errs <- health.Serve(ln.Health) }()
+	}
 	var rls *grpc.Server
 	if ln.GRPC != nil {
 		rls = grpc.NewServer(rlsServerOptions()...)
@@ -98,6 +103,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	}
 	_ = proxy.Shutdown(drain)
 	_ = admin.Shutdown(drain)
+	_ = health.Shutdown(drain)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -158,7 +164,15 @@ type Handler struct {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if ps := h.Source.Current(); ps != nil {
+	ps := h.Source.Current()
+	if ps == nil && h.Enforcer.FailurePolicy == FailClosed {
+		// Nothing is known yet of what to enforce; a pod that fails closed
+		// lets nothing through unchecked.
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "quota config not loaded yet", http.StatusServiceUnavailable)
+		return
+	}
+	if ps != nil {
 		client := ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), h.Trusted)
 		applied := ps.Match(r, client)
 		v := h.Enforcer.Check(r.Context(), applied)
@@ -178,7 +192,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Proxy.ServeHTTP(w, r)
 }
 
-func adminMux(src *Source, m *Metrics) *http.ServeMux {
+// healthMux serves /healthz (the process runs), /readyz (a config is
+// loaded: the pod enforces) and /metrics; the admin listener adds the local
+// API to it.
+func healthMux(src *Source, m *Metrics) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

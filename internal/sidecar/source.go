@@ -55,8 +55,6 @@ func (s *Source) Ready() bool { return s.current.Load() != nil }
 // connection is down). It returns when ctx ends.
 func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Duration) {
 	var changes <-chan int64
-	tick := time.NewTicker(resync)
-	defer tick.Stop()
 	for {
 		if changes == nil {
 			if ch, err := r.WatchConfigs(ctx, s.Namespace); err == nil {
@@ -71,9 +69,19 @@ func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Durat
 			if !ok {
 				changes = nil
 			}
-		case <-tick.C:
+		case <-time.After(s.nextLoad(resync)):
 		}
 	}
+}
+
+// nextLoad is how long to wait before reading config again: resync, but
+// at most a second until a first config is in, since the pod is not Ready
+// before it is.
+func (s *Source) nextLoad(resync time.Duration) time.Duration {
+	if s.Ready() {
+		return resync
+	}
+	return min(resync, time.Second)
 }
 
 func (s *Source) loadStore(ctx context.Context, r ConfigReader) {

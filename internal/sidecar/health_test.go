@@ -1,0 +1,123 @@
+package sidecar_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+)
+
+// The health port says Ready only once a config is loaded. Until then the
+// store is unreachable, and the proxy lets requests through unless the pod
+// fails closed, when it answers 503. Once Redis can be reached, the sidecar
+// loads its config within a second or two and turns Ready.
+func TestHealthPortReadyOnlyWithConfig(t *testing.T) {
+	redistest.SkipIfMissing(t, startError)
+	tests := []struct {
+		failurePolicy string
+		before        int // the proxy's answer before config
+	}{
+		{"", http.StatusOK},
+		{sidecar.FailOpen, http.StatusOK},
+		{sidecar.FailClosed, http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run("failure policy "+tt.failurePolicy, func(t *testing.T) {
+			storeAddr := localtest.FreeAddr(t) // nothing listens there yet
+			proxy, health := startWithHealth(t, namespace(t), "redis://"+storeAddr+"/0", tt.failurePolicy)
+			expectStatus(t, health+"/healthz", http.StatusOK, "")
+			expectStatus(t, health+"/readyz", http.StatusServiceUnavailable, "config not loaded yet")
+			expectStatus(t, health+"/metrics", http.StatusOK, "quota_config_revision")
+			if got := get(t, proxy, "192.0.2.1"); got.StatusCode != tt.before {
+				t.Fatalf("proxy before config: %s, want %d", got.Status, tt.before)
+			} else if tt.before == http.StatusServiceUnavailable && got.Header.Get("Retry-After") != "1" {
+				t.Fatalf("503 without Retry-After: %v", got.Header)
+			}
+			forward(t, storeAddr, redisS.Addr)
+			localtest.WaitOK(t, 5*time.Second, health+"/readyz")
+			if got := get(t, proxy, "192.0.2.1"); got.StatusCode != http.StatusOK {
+				t.Fatalf("proxy once ready: %s", got.Status)
+			}
+		})
+	}
+}
+
+// startWithHealth runs a sidecar on storeURL with a health listener and
+// returns the proxy's and the health port's base URLs.
+func startWithHealth(t *testing.T, ns, storeURL, failurePolicy string) (string, string) {
+	t.Helper()
+	s, err := store.Open(storeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lns := make([]net.Listener, 3)
+	for i := range lns {
+		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- sidecar.Serve(ctx, sidecar.Options{Upstream: upstream(t), Namespace: ns, FailurePolicy: failurePolicy,
+			Timeout: 50 * time.Millisecond, Resync: 10 * time.Second, Log: logr.Discard()},
+			s, sidecar.Listeners{Proxy: lns[0], Admin: lns[1], Health: lns[2]})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("sidecar: %v", err)
+		}
+		_ = s.Close()
+	})
+	return "http://" + lns[0].Addr().String(), "http://" + lns[2].Addr().String()
+}
+
+// forward starts passing connections to from on to to, as if the store
+// had just come up at from.
+func forward(t *testing.T, from, to string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", to)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
+			go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
+		}
+	}()
+}
+
+func expectStatus(t *testing.T, url string, status int, body string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != status || !strings.Contains(string(b), body) {
+		t.Fatalf("%s: %s %q, want %d and %q", url, resp.Status, b, status, body)
+	}
+}

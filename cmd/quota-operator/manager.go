@@ -222,6 +222,12 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 		return err
 	}
 	cfg, password := injectionConfig(c, loc)
+	native, err := webhook.NativeSidecars(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	cfg.NativeSidecar = native
+	ctrl.Log.Info("Injecting sidecars", "native", native)
 	if password != "" {
 		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName, Password: []byte(password)}
 		if err := secrets.SetupWithManager(mgr); err != nil {

@@ -6,7 +6,9 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -36,13 +38,31 @@ const (
 	// (and the memory limit).
 	AnnotationCPU    = "quotaops.dev/sidecar-cpu"
 	AnnotationMemory = "quotaops.dev/sidecar-memory"
+	// AnnotationCapturePort: "false" leaves the app's port its name, so
+	// only Services that target quota-proxy reach the sidecar.
+	AnnotationCapturePort = "quotaops.dev/capture-port"
+	// AnnotationTrustedProxies (comma-separated CIDRs) whose
+	// X-Forwarded-For the sidecar believes, such as an ingress's.
+	AnnotationTrustedProxies = "quotaops.dev/trusted-proxies"
+	// AnnotationGRPCPort turns on the sidecar's Envoy rate-limit service
+	// on this port.
+	AnnotationGRPCPort = "quotaops.dev/grpc-port"
 
 	ContainerName = "quota-sidecar"
-	PortName      = "quota-proxy"
-	labelsVolume  = "quota-pod-labels"
-	labelsDir     = "/etc/quota"
-	policyVolume  = "quota-policies"
-	policyDir     = "/etc/quota-policies"
+	// PortName is the sidecar's proxy port when it does not take the app
+	// port's name.
+	PortName = "quota-proxy"
+	// AppPortName is what the app's port is renamed to when the sidecar
+	// takes its name.
+	AppPortName = "quota-app"
+	// HealthPortName serves /healthz, /readyz and /metrics.
+	HealthPortName = "quota-health"
+	GRPCPortName   = "quota-grpc"
+	HealthPort     = 9902
+	labelsVolume   = "quota-pod-labels"
+	labelsDir      = "/etc/quota"
+	policyVolume   = "quota-policies"
+	policyDir      = "/etc/quota-policies"
 )
 
 // Config is what the operator puts into every sidecar.
@@ -60,6 +80,10 @@ type Config struct {
 	// --policy-file). Without Redis the manager's memory is out of the
 	// sidecars' reach, so this is where their policies come from.
 	PolicyConfigMap string
+	// NativeSidecar makes the sidecar an init container with
+	// restartPolicy Always (Kubernetes 1.29 and later), so it starts before
+	// the app and stops after it; otherwise it is one more container.
+	NativeSidecar bool
 }
 
 // Inject adds the sidecar to pod when it opted in, and reports whether it
@@ -69,50 +93,129 @@ func Inject(pod *corev1.Pod, namespaceOptedIn bool, cfg Config) (bool, error) {
 	if !optedIn(pod, namespaceOptedIn) || HasSidecar(pod) {
 		return false, nil
 	}
-	upstream, err := upstreamPort(pod)
+	app, err := findAppPort(pod)
 	if err != nil {
 		return false, err
 	}
+	c, err := sidecarFor(pod, cfg, app.number)
+	if err != nil {
+		return false, err
+	}
+	capture, err := capturesPort(pod, app)
+	if err != nil {
+		return false, err
+	}
+	if capture {
+		c.Ports[0].Name = app.name()
+		app.rename(AppPortName)
+	}
+	addVolumes(pod, &c, cfg)
+	if cfg.NativeSidecar {
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, c)
+	} else {
+		pod.Spec.Containers = append(pod.Spec.Containers, c)
+	}
+	return true, nil
+}
+
+// sidecarFor is the sidecar container for pod, with what its annotations
+// ask for.
+func sidecarFor(pod *corev1.Pod, cfg Config, upstream int32) (corev1.Container, error) {
 	proxy, err := annotationPort(pod, AnnotationProxyPort, 8000)
 	if err != nil {
-		return false, err
-	}
-	admin, err := annotationPort(pod, AnnotationAdminPort, 0)
-	if err != nil {
-		return false, err
+		return corev1.Container{}, err
 	}
 	res, err := resources(pod)
 	if err != nil {
-		return false, err
+		return corev1.Container{}, err
 	}
 	c := sidecar(cfg, upstream, proxy, res)
+	args, ports, err := annotationArgs(pod)
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	c.Args = append(c.Args, args...)
+	c.Ports = append(c.Ports, ports...)
+	return c, nil
+}
+
+// annotationArgs turns the pod's sidecar annotations into arguments (and
+// ports), refusing a bad value with the annotation's name.
+func annotationArgs(pod *corev1.Pod) ([]string, []corev1.ContainerPort, error) {
+	var args []string
+	var ports []corev1.ContainerPort
+	admin, err := annotationPort(pod, AnnotationAdminPort, 0)
+	if err != nil {
+		return nil, nil, err
+	}
 	if admin != 0 {
-		c.Args = append(c.Args, "--admin-listen=127.0.0.1:"+strconv.Itoa(int(admin)))
+		args = append(args, "--admin-listen=127.0.0.1:"+strconv.Itoa(int(admin)))
 	}
 	switch fp, set := pod.Annotations[AnnotationFailurePolicy]; {
 	case !set:
 	case fp == "Open" || fp == "Closed":
-		c.Args = append(c.Args, "--failure-policy="+fp)
+		args = append(args, "--failure-policy="+fp)
 	default:
-		return false, fmt.Errorf("annotation %s: %q is neither Open nor Closed", AnnotationFailurePolicy, fp)
+		return nil, nil, fmt.Errorf("annotation %s: %q is neither Open nor Closed", AnnotationFailurePolicy, fp)
 	}
+	if v, set := pod.Annotations[AnnotationTrustedProxies]; set {
+		if err := checkCIDRs(v); err != nil {
+			return nil, nil, fmt.Errorf("annotation %s: %w", AnnotationTrustedProxies, err)
+		}
+		args = append(args, "--trusted-proxies="+v)
+	}
+	grpc, err := annotationPort(pod, AnnotationGRPCPort, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	if grpc != 0 {
+		args = append(args, "--grpc-listen=:"+strconv.Itoa(int(grpc)))
+		ports = append(ports, corev1.ContainerPort{Name: GRPCPortName, ContainerPort: grpc, Protocol: corev1.ProtocolTCP})
+	}
+	return args, ports, nil
+}
+
+// checkCIDRs accepts what the sidecar's --trusted-proxies accepts.
+func checkCIDRs(v string) error {
+	for _, cidr := range strings.Split(v, ",") {
+		if _, err := netip.ParsePrefix(strings.TrimSpace(cidr)); err != nil {
+			return fmt.Errorf("%q is not a comma-separated list of CIDRs: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// capturesPort: the sidecar takes the app port's name unless the pod says
+// "false", or the port has no name to take.
+func capturesPort(pod *corev1.Pod, app appPort) (bool, error) {
+	switch v, set := pod.Annotations[AnnotationCapturePort]; {
+	case !set || v == "true":
+		return app.name() != "", nil
+	case v == "false":
+		return false, nil
+	default:
+		return false, fmt.Errorf("annotation %s: %q is neither true nor false", AnnotationCapturePort, v)
+	}
+}
+
+func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: labelsVolume, VolumeSource: corev1.VolumeSource{
 		DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
 			{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}},
 		}},
 	}})
-	if cfg.PolicyConfigMap != "" {
-		c.Args = append(c.Args, "--policy-file="+policyDir)
-		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: policyVolume, MountPath: policyDir, ReadOnly: true})
-		// Optional: a namespace without the ConfigMap gets no policies,
-		// not a pod stuck in ContainerCreating.
-		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: policyVolume, VolumeSource: corev1.VolumeSource{
-			ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cfg.PolicyConfigMap},
-				Optional: ptr.To(true)},
-		}})
+	if cfg.PolicyConfigMap == "" {
+		return
 	}
-	pod.Spec.Containers = append(pod.Spec.Containers, c)
-	return true, nil
+	c.Args = append(c.Args, "--policy-file="+policyDir)
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: policyVolume, MountPath: policyDir, ReadOnly: true})
+	// Optional: a namespace without the ConfigMap gets no policies, not a
+	// pod stuck in ContainerCreating.
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: policyVolume, VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cfg.PolicyConfigMap},
+			Optional: ptr.To(true)},
+	}})
 }
 
 func optedIn(pod *corev1.Pod, namespaceOptedIn bool) bool {
@@ -125,34 +228,98 @@ func optedIn(pod *corev1.Pod, namespaceOptedIn bool) bool {
 	return namespaceOptedIn
 }
 
-// HasSidecar reports whether pod runs the quota sidecar.
-func HasSidecar(pod *corev1.Pod) bool {
-	for _, c := range pod.Spec.Containers {
-		if c.Name == ContainerName {
-			return true
-		}
-	}
-	return false
-}
+// HasSidecar reports whether pod runs the quota sidecar, in either shape.
+func HasSidecar(pod *corev1.Pod) bool { return Sidecar(pod) != nil }
 
-// upstreamPort resolves the annotation (a number or the name of an app
-// container's port), else the first port of the first container.
-func upstreamPort(pod *corev1.Pod) (int32, error) {
-	want, set := pod.Annotations[AnnotationUpstreamPort]
-	for _, c := range pod.Spec.Containers {
-		for _, p := range c.Ports {
-			if !set || p.Name == want {
-				return p.ContainerPort, nil
+// Sidecar is the pod's quota sidecar, a native one among the init
+// containers or a plain one; nil when there is none.
+func Sidecar(pod *corev1.Pod) *corev1.Container {
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if cs[i].Name == ContainerName {
+				return &cs[i]
 			}
 		}
 	}
-	if set {
-		if n, err := annotationPort(pod, AnnotationUpstreamPort, 0); err == nil {
-			return n, nil
-		}
-		return 0, fmt.Errorf("annotation %s: %q is neither a port number nor the name of a container port", AnnotationUpstreamPort, want)
+	return nil
+}
+
+// appPort is the port the sidecar fronts: its number, and where the pod
+// declares it (container nil when only the annotation gives a number).
+type appPort struct {
+	number    int32
+	container *corev1.Container
+	index     int
+}
+
+func (a appPort) name() string {
+	if a.container == nil {
+		return ""
 	}
-	return 0, fmt.Errorf("no container port to put the sidecar in front of: set the %s annotation", AnnotationUpstreamPort)
+	return a.container.Ports[a.index].Name
+}
+
+// rename gives the app's port a new name, and the app's probes and
+// lifecycle hooks that named the old one its number, so they still reach
+// the app rather than the sidecar.
+func (a appPort) rename(to string) {
+	old := a.name()
+	a.container.Ports[a.index].Name = to
+	byNumber := intstr.FromInt32(a.number)
+	for _, h := range appHandlers(a.container) {
+		if h.http != nil && h.http.Port.Type == intstr.String && h.http.Port.StrVal == old {
+			h.http.Port = byNumber
+		}
+		if h.tcp != nil && h.tcp.Port.Type == intstr.String && h.tcp.Port.StrVal == old {
+			h.tcp.Port = byNumber
+		}
+	}
+}
+
+type handler struct {
+	http *corev1.HTTPGetAction
+	tcp  *corev1.TCPSocketAction
+}
+
+// appHandlers are the container's probe and lifecycle actions that can
+// name a port.
+func appHandlers(c *corev1.Container) []handler {
+	var hs []handler
+	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+		if p != nil {
+			hs = append(hs, handler{p.HTTPGet, p.TCPSocket})
+		}
+	}
+	if c.Lifecycle != nil {
+		for _, l := range []*corev1.LifecycleHandler{c.Lifecycle.PostStart, c.Lifecycle.PreStop} {
+			if l != nil {
+				hs = append(hs, handler{l.HTTPGet, l.TCPSocket})
+			}
+		}
+	}
+	return hs
+}
+
+// findAppPort resolves the annotation (a number or the name of an app
+// container's port), else the first port of the first container.
+func findAppPort(pod *corev1.Pod) (appPort, error) {
+	want, set := pod.Annotations[AnnotationUpstreamPort]
+	number, numErr := annotationPort(pod, AnnotationUpstreamPort, 0)
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		for j, p := range c.Ports {
+			if !set || p.Name == want || numErr == nil && p.ContainerPort == number {
+				return appPort{number: p.ContainerPort, container: c, index: j}, nil
+			}
+		}
+	}
+	switch {
+	case set && numErr == nil:
+		return appPort{number: number}, nil
+	case set:
+		return appPort{}, fmt.Errorf("annotation %s: %q is neither a port number nor the name of a container port", AnnotationUpstreamPort, want)
+	}
+	return appPort{}, fmt.Errorf("no container port to put the sidecar in front of: set the %s annotation", AnnotationUpstreamPort)
 }
 
 func annotationPort(pod *corev1.Pod, key string, def int32) (int32, error) {
@@ -194,10 +361,12 @@ func sidecar(cfg Config, upstream, proxy int32, res corev1.ResourceRequirements)
 		env = append(env, corev1.EnvVar{Name: "QUOTA_STORE_PASSWORD", ValueFrom: &corev1.EnvVarSource{
 			SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: cfg.PasswordSecret}, Key: "password"}}})
 	}
-	// The admin listener stays on loopback (its API is the pod's own), so
-	// the kubelet probes the proxy port.
-	probe := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString(PortName)}},
-		PeriodSeconds: 5}
+	// The admin listener stays on loopback (its API is the pod's own); the
+	// kubelet asks the health port. Ready means a config is loaded.
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: path, Port: intstr.FromString(HealthPortName)}}, PeriodSeconds: period, FailureThreshold: failures}
+	}
 	return corev1.Container{
 		Name:  ContainerName,
 		Image: cfg.Image,
@@ -206,13 +375,16 @@ func sidecar(cfg Config, upstream, proxy int32, res corev1.ResourceRequirements)
 			"--upstream=http://127.0.0.1:" + strconv.Itoa(int(upstream)),
 			"--pod-labels-file=" + labelsDir + "/labels",
 			"--store=" + cfg.Store,
+			"--health-listen=:" + strconv.Itoa(HealthPort),
 		},
-		Env:            env,
-		Ports:          []corev1.ContainerPort{{Name: PortName, ContainerPort: proxy, Protocol: corev1.ProtocolTCP}},
+		Env: env,
+		Ports: []corev1.ContainerPort{{Name: PortName, ContainerPort: proxy, Protocol: corev1.ProtocolTCP},
+			{Name: HealthPortName, ContainerPort: HealthPort, Protocol: corev1.ProtocolTCP}},
 		Resources:      res,
 		VolumeMounts:   []corev1.VolumeMount{{Name: labelsVolume, MountPath: labelsDir, ReadOnly: true}},
-		ReadinessProbe: probe,
-		LivenessProbe:  probe,
+		StartupProbe:   probe("/healthz", 1, 30),
+		ReadinessProbe: probe("/readyz", 2, 1),
+		LivenessProbe:  probe("/healthz", 10, 3),
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
 			RunAsUser:                ptr.To[int64](65532),

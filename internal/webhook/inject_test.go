@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 var cfg = Config{Image: "ghcr.io/quotaops/quota-operator:v1", Store: "redis://redis.quota:6379/0", PasswordSecret: "quota-store"}
@@ -31,58 +33,105 @@ func TestInject(t *testing.T) {
 		changed     bool
 		upstream    string
 		proxy       int32
+		proxyName   string
 		cpu, memory string
 		wantErr     string
 	}{
-		{"annotation opts in", pod(map[string]string{AnnotationInject: "true"}, http), false, true, "--upstream=http://127.0.0.1:8080", 8000, "50m", "64Mi", ""},
-		{"namespace opts in", pod(nil, http), true, true, "--upstream=http://127.0.0.1:8080", 8000, "50m", "64Mi", ""},
-		{"annotation opts out of an opted-in namespace", pod(map[string]string{AnnotationInject: "false"}, http), true, false, "", 0, "", "", ""},
-		{"not opted in", pod(nil, http), false, false, "", 0, "", "", ""},
+		{"annotation opts in", pod(map[string]string{AnnotationInject: "true"}, http), false, true, "--upstream=http://127.0.0.1:8080", 8000, "http", "50m", "64Mi", ""},
+		{"namespace opts in", pod(nil, http), true, true, "--upstream=http://127.0.0.1:8080", 8000, "http", "50m", "64Mi", ""},
+		{"annotation opts out of an opted-in namespace", pod(map[string]string{AnnotationInject: "false"}, http), true, false, "", 0, "", "", "", ""},
+		{"not opted in", pod(nil, http), false, false, "", 0, "", "", "", ""},
 		{"named upstream port, overrides", pod(map[string]string{AnnotationInject: "true", AnnotationUpstreamPort: "metrics",
 			AnnotationProxyPort: "9000", AnnotationCPU: "200m", AnnotationMemory: "128Mi"}, http, corev1.ContainerPort{Name: "metrics", ContainerPort: 9090}),
-			false, true, "--upstream=http://127.0.0.1:9090", 9000, "200m", "128Mi", ""},
-		{"numbered upstream port", pod(map[string]string{AnnotationInject: "true", AnnotationUpstreamPort: "3000"}), false, true, "--upstream=http://127.0.0.1:3000", 8000, "50m", "64Mi", ""},
-		{"no port at all", pod(map[string]string{AnnotationInject: "true"}), false, false, "", 0, "", "", "no container port to put the sidecar in front of: set the quotaops.dev/upstream-port annotation"},
-		{"unknown port name", pod(map[string]string{AnnotationInject: "true", AnnotationUpstreamPort: "grpc"}, http), false, false, "", 0, "", "", `annotation quotaops.dev/upstream-port: "grpc" is neither a port number nor the name of a container port`},
-		{"bad memory", pod(map[string]string{AnnotationInject: "true", AnnotationMemory: "lots"}, http), false, false, "", 0, "", "", `annotation quotaops.dev/sidecar-memory: "lots" is not a positive quantity`},
+			false, true, "--upstream=http://127.0.0.1:9090", 9000, "metrics", "200m", "128Mi", ""},
+		{"numbered upstream port", pod(map[string]string{AnnotationInject: "true", AnnotationUpstreamPort: "3000"}), false, true, "--upstream=http://127.0.0.1:3000", 8000, PortName, "50m", "64Mi", ""},
+		{"numbered upstream port that has a name", pod(map[string]string{AnnotationInject: "true", AnnotationUpstreamPort: "8080"}, http), false, true, "--upstream=http://127.0.0.1:8080", 8000, "http", "50m", "64Mi", ""},
+		{"unnamed app port", pod(map[string]string{AnnotationInject: "true"}, corev1.ContainerPort{ContainerPort: 8080}), false, true, "--upstream=http://127.0.0.1:8080", 8000, PortName, "50m", "64Mi", ""},
+		{"capture turned off", pod(map[string]string{AnnotationInject: "true", AnnotationCapturePort: "false"}, http), false, true, "--upstream=http://127.0.0.1:8080", 8000, PortName, "50m", "64Mi", ""},
+		{"no port at all", pod(map[string]string{AnnotationInject: "true"}), false, false, "", 0, "", "", "", "no container port to put the sidecar in front of: set the quotaops.dev/upstream-port annotation"},
+		{"unknown port name", pod(map[string]string{AnnotationInject: "true", AnnotationUpstreamPort: "grpc"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/upstream-port: "grpc" is neither a port number nor the name of a container port`},
+		{"bad memory", pod(map[string]string{AnnotationInject: "true", AnnotationMemory: "lots"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/sidecar-memory: "lots" is not a positive quantity`},
+		{"bad capture", pod(map[string]string{AnnotationInject: "true", AnnotationCapturePort: "no"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/capture-port: "no" is neither true nor false`},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			changed, err := Inject(tt.pod, tt.nsOptedIn, cfg)
-			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr {
-					t.Fatalf("error %v; want %q", err, tt.wantErr)
+	for _, native := range []bool{false, true} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s, native sidecar %v", tt.name, native), func(t *testing.T) {
+				c := cfg
+				c.NativeSidecar = native
+				p := tt.pod.DeepCopy()
+				changed, err := Inject(p, tt.nsOptedIn, c)
+				if tt.wantErr != "" {
+					if err == nil || err.Error() != tt.wantErr {
+						t.Fatalf("error %v; want %q", err, tt.wantErr)
+					}
+					return
 				}
-				return
-			}
-			if err != nil || changed != tt.changed {
-				t.Fatalf("changed %v, %v; want %v", changed, err, tt.changed)
-			}
-			if !changed {
-				if len(tt.pod.Spec.Containers) != 1 {
-					t.Fatal("an unchanged pod got containers")
+				if err != nil || changed != tt.changed {
+					t.Fatalf("changed %v, %v; want %v", changed, err, tt.changed)
 				}
-				return
-			}
-			checkSidecar(t, tt.pod, tt.upstream, tt.proxy, tt.cpu, tt.memory)
-			// Idempotent: a second pass changes nothing.
-			before := tt.pod.DeepCopy()
-			if again, err := Inject(tt.pod, tt.nsOptedIn, cfg); again || err != nil || !reflect.DeepEqual(before, tt.pod) {
-				t.Fatalf("second pass changed the pod (%v, %v)", again, err)
-			}
-		})
+				if !changed {
+					if !reflect.DeepEqual(p, tt.pod) {
+						t.Fatal("a pod that did not opt in was changed")
+					}
+					return
+				}
+				checkShape(t, p, native)
+				checkSidecar(t, p, tt.upstream, tt.proxy, tt.proxyName, tt.cpu, tt.memory)
+				// Idempotent: a second pass changes nothing.
+				before := p.DeepCopy()
+				if again, err := Inject(p, tt.nsOptedIn, c); again || err != nil || !reflect.DeepEqual(before, p) {
+					t.Fatalf("second pass changed the pod (%v, %v)", again, err)
+				}
+			})
+		}
 	}
 }
 
-// checkSidecar checks the injected container: args, port, resources, a
-// locked-down security context, and the password only as a secretKeyRef.
-func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, cpu, memory string) {
+// checkShape: a native sidecar is the last init container, restarting
+// always; otherwise it is the second container. The app stays first.
+func checkShape(t *testing.T, p *corev1.Pod, native bool) {
 	t.Helper()
-	c := p.Spec.Containers[1]
-	wantArgs := []string{"sidecar", "--listen=:" + itoa(proxy), upstream, "--pod-labels-file=/etc/quota/labels", "--store=redis://redis.quota:6379/0"}
-	if c.Name != ContainerName || c.Image != cfg.Image || !reflect.DeepEqual(c.Args, wantArgs) ||
-		c.Ports[0].Name != PortName || c.Ports[0].ContainerPort != proxy {
-		t.Fatalf("sidecar %+v", c)
+	if p.Spec.Containers[0].Name != "app" {
+		t.Fatalf("containers %+v", p.Spec.Containers)
+	}
+	if native {
+		last := p.Spec.InitContainers[len(p.Spec.InitContainers)-1]
+		if len(p.Spec.Containers) != 1 || last.Name != ContainerName || last.RestartPolicy == nil || *last.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Fatalf("not a native sidecar: init %+v, containers %d", p.Spec.InitContainers, len(p.Spec.Containers))
+		}
+		return
+	}
+	if len(p.Spec.InitContainers) != 0 || len(p.Spec.Containers) != 2 || p.Spec.Containers[1].RestartPolicy != nil {
+		t.Fatalf("not a plain sidecar: init %d, containers %+v", len(p.Spec.InitContainers), p.Spec.Containers)
+	}
+}
+
+// sidecarOf is the injected container, in either shape.
+func sidecarOf(t *testing.T, p *corev1.Pod) corev1.Container {
+	t.Helper()
+	c := Sidecar(p)
+	if c == nil {
+		t.Fatal("no sidecar")
+	}
+	return *c
+}
+
+// checkSidecar checks the injected container: args, ports, HTTP probes on
+// the health port, resources, a locked-down security context, and the
+// password only as a secretKeyRef.
+func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, proxyName, cpu, memory string) {
+	t.Helper()
+	c := sidecarOf(t, p)
+	wantArgs := []string{"sidecar", "--listen=:" + itoa(proxy), upstream, "--pod-labels-file=/etc/quota/labels", "--store=redis://redis.quota:6379/0", "--health-listen=:9902"}
+	wantPorts := []corev1.ContainerPort{{Name: proxyName, ContainerPort: proxy, Protocol: corev1.ProtocolTCP},
+		{Name: HealthPortName, ContainerPort: 9902, Protocol: corev1.ProtocolTCP}}
+	if c.Image != cfg.Image || !reflect.DeepEqual(c.Args, wantArgs) || !reflect.DeepEqual(c.Ports, wantPorts) {
+		t.Fatalf("sidecar args %q, ports %+v", c.Args, c.Ports)
+	}
+	for probe, want := range map[*corev1.Probe]string{c.StartupProbe: "/healthz", c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != want || probe.HTTPGet.Port.StrVal != HealthPortName {
+			t.Fatalf("probe %+v, want GET %s on %s", probe, want, HealthPortName)
+		}
 	}
 	if !c.Resources.Requests.Cpu().Equal(resource.MustParse(cpu)) || !c.Resources.Limits.Memory().Equal(resource.MustParse(memory)) {
 		t.Fatalf("resources %v", c.Resources)
@@ -101,22 +150,59 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, cpu
 	}
 }
 
+// The sidecar takes the app port's name: the app's port becomes quota-app,
+// and the app's probes and hooks that named it now use its number, while
+// those naming another port, or a number, stay as they were.
+func TestInjectCapturesThePortName(t *testing.T) {
+	byName := func(name string) intstr.IntOrString { return intstr.FromString(name) }
+	p := pod(map[string]string{AnnotationInject: "true"}, corev1.ContainerPort{Name: "http", ContainerPort: 8080},
+		corev1.ContainerPort{Name: "admin", ContainerPort: 9090})
+	app := &p.Spec.Containers[0]
+	app.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/live", Port: byName("http")}}}
+	app.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: byName("http")}}}
+	app.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/started", Port: byName("admin")}}}
+	app.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/stop", Port: byName("http")}}}
+	if changed, err := Inject(p, false, cfg); !changed || err != nil {
+		t.Fatalf("changed %v, %v", changed, err)
+	}
+	app = &p.Spec.Containers[0]
+	wantPorts := []corev1.ContainerPort{{Name: AppPortName, ContainerPort: 8080}, {Name: "admin", ContainerPort: 9090}}
+	if !reflect.DeepEqual(app.Ports, wantPorts) {
+		t.Fatalf("app ports %+v", app.Ports)
+	}
+	number := intstr.FromInt32(8080)
+	if app.LivenessProbe.HTTPGet.Port != number || app.ReadinessProbe.TCPSocket.Port != number || app.Lifecycle.PreStop.HTTPGet.Port != number {
+		t.Fatalf("probes and hooks that named the port: %+v %+v %+v", app.LivenessProbe, app.ReadinessProbe, app.Lifecycle.PreStop)
+	}
+	if app.StartupProbe.HTTPGet.Port != byName("admin") {
+		t.Fatalf("a probe naming another port changed: %+v", app.StartupProbe)
+	}
+	if got := sidecarOf(t, p).Ports[0]; got.Name != "http" || got.ContainerPort != 8000 {
+		t.Fatalf("sidecar port %+v", got)
+	}
+}
+
 func itoa(n int32) string { b, _ := json.Marshal(n); return string(b) }
 
-// Admin port and failure policy annotations and a policy ConfigMap add
-// their arguments; the
-// ConfigMap is mounted optional, so a namespace without one still starts.
+// Admin port, failure policy, trusted proxies and gRPC port annotations
+// and a policy ConfigMap add their arguments; the ConfigMap is mounted
+// optional, so a namespace without one still starts.
 func TestInjectOverridesAndPolicyConfigMap(t *testing.T) {
-	p := pod(map[string]string{AnnotationInject: "true", AnnotationAdminPort: "19901", AnnotationFailurePolicy: "Closed"}, corev1.ContainerPort{ContainerPort: 8080})
+	p := pod(map[string]string{AnnotationInject: "true", AnnotationAdminPort: "19901", AnnotationFailurePolicy: "Closed",
+		AnnotationTrustedProxies: "10.0.0.0/8,192.168.1.0/24", AnnotationGRPCPort: "8081"}, corev1.ContainerPort{ContainerPort: 8080})
 	memory := Config{Image: "img", Store: "memory://", PolicyConfigMap: "quota-policies"}
 	if changed, err := Inject(p, false, memory); !changed || err != nil {
 		t.Fatalf("changed %v, %v", changed, err)
 	}
 	c := p.Spec.Containers[1]
 	wantArgs := []string{"sidecar", "--listen=:8000", "--upstream=http://127.0.0.1:8080", "--pod-labels-file=/etc/quota/labels",
-		"--store=memory://", "--admin-listen=127.0.0.1:19901", "--failure-policy=Closed", "--policy-file=/etc/quota-policies"}
+		"--store=memory://", "--health-listen=:9902", "--admin-listen=127.0.0.1:19901", "--failure-policy=Closed",
+		"--trusted-proxies=10.0.0.0/8,192.168.1.0/24", "--grpc-listen=:8081", "--policy-file=/etc/quota-policies"}
 	if !reflect.DeepEqual(c.Args, wantArgs) {
 		t.Fatalf("args %q\nwant %q", c.Args, wantArgs)
+	}
+	if grpc := c.Ports[len(c.Ports)-1]; grpc != (corev1.ContainerPort{Name: GRPCPortName, ContainerPort: 8081, Protocol: corev1.ProtocolTCP}) {
+		t.Fatalf("gRPC port %+v", grpc)
 	}
 	vol := p.Spec.Volumes[len(p.Spec.Volumes)-1]
 	if vol.ConfigMap == nil || vol.ConfigMap.Name != "quota-policies" || !*vol.ConfigMap.Optional ||
@@ -124,8 +210,10 @@ func TestInjectOverridesAndPolicyConfigMap(t *testing.T) {
 		t.Fatalf("policy volume %+v, mounts %+v", vol, c.VolumeMounts)
 	}
 	for key, want := range map[string]string{
-		AnnotationAdminPort:     `annotation quotaops.dev/admin-port: "99999" is not a port number (1-65535)`,
-		AnnotationFailurePolicy: `annotation quotaops.dev/failure-policy: "99999" is neither Open nor Closed`,
+		AnnotationAdminPort:      `annotation quotaops.dev/admin-port: "99999" is not a port number (1-65535)`,
+		AnnotationFailurePolicy:  `annotation quotaops.dev/failure-policy: "99999" is neither Open nor Closed`,
+		AnnotationGRPCPort:       `annotation quotaops.dev/grpc-port: "99999" is not a port number (1-65535)`,
+		AnnotationTrustedProxies: `annotation quotaops.dev/trusted-proxies: "99999" is not a comma-separated list of CIDRs: netip.ParsePrefix("99999"): no '/'`,
 	} {
 		bad := pod(map[string]string{AnnotationInject: "true", key: "99999"}, corev1.ContainerPort{ContainerPort: 8080})
 		if _, err := Inject(bad, false, memory); err == nil || err.Error() != want {

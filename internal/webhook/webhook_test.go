@@ -101,8 +101,13 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// The shape the manager picks for this API server: native sidecars.
+	native, err := webhook.NativeSidecars(rest)
+	if err != nil || !native {
+		return 0, fmt.Errorf("native sidecars %v, %w", native, err)
+	}
 	injector := &webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: webhook.Config{
-		Image: "quota-operator:test", Store: "redis://redis.quota:6379/0", PasswordSecret: "quota-store"}}
+		Image: "quota-operator:test", Store: "redis://redis.quota:6379/0", PasswordSecret: "quota-store", NativeSidecar: native}}
 	if err := injector.SetupWithManager(mgr); err != nil {
 		return 0, err
 	}
@@ -150,9 +155,10 @@ func newPod(ns, name string, annotations map[string]string) *corev1.Pod {
 	}
 }
 
+// sidecars counts the quota sidecars among all the pod's containers.
 func sidecars(p *corev1.Pod) int {
 	n := 0
-	for _, c := range p.Spec.Containers {
+	for _, c := range append(p.Spec.InitContainers, p.Spec.Containers...) {
 		if c.Name == webhook.ContainerName {
 			n++
 		}
@@ -160,8 +166,9 @@ func sidecars(p *corev1.Pod) int {
 	return n
 }
 
-// Through a real API server: opted-in pods get one sidecar, also when
-// created again from their mutated spec; others, and kube-system, do not.
+// Through a real API server: opted-in pods get one native sidecar, which
+// the API server's validation accepts (probes and all), also when created
+// again from their mutated spec; others, and kube-system, do not.
 func TestPodInjectionThroughTheAPIServer(t *testing.T) {
 	ctx := context.Background()
 	createNamespace(t, "shop", nil)
@@ -194,8 +201,9 @@ func TestPodInjectionThroughTheAPIServer(t *testing.T) {
 			if err := k8s.Create(ctx, again); err != nil {
 				t.Fatal(err)
 			}
-			if got := sidecars(again); got != 1 || len(again.Spec.Containers) != 2 {
-				t.Fatalf("created again: %d sidecars in %d containers", got, len(again.Spec.Containers))
+			if got := sidecars(again); got != 1 || len(again.Spec.InitContainers) != 1 || len(again.Spec.Containers) != 1 {
+				t.Fatalf("created again: %d sidecars in %d init containers and %d containers", got,
+					len(again.Spec.InitContainers), len(again.Spec.Containers))
 			}
 		})
 	}

@@ -336,7 +336,8 @@ func createPod(t *testing.T, pod *corev1.Pod) *corev1.Pod {
 }
 
 func sidecarCount(pod *corev1.Pod) int {
-	return len(slices.DeleteFunc(slices.Clone(pod.Spec.Containers), func(c corev1.Container) bool { return c.Name != webhook.ContainerName }))
+	all := append(slices.Clone(pod.Spec.InitContainers), pod.Spec.Containers...)
+	return len(slices.DeleteFunc(all, func(c corev1.Container) bool { return c.Name != webhook.ContainerName }))
 }
 
 // runInjectedSidecar starts the binary with exactly the sidecar
@@ -345,12 +346,7 @@ func sidecarCount(pod *corev1.Pod) int {
 // mounted under a temporary root instead of /.
 func runInjectedSidecar(t *testing.T, bin string, pod *corev1.Pod) string {
 	t.Helper()
-	var c corev1.Container
-	for _, c = range pod.Spec.Containers {
-		if c.Name == webhook.ContainerName {
-			break
-		}
-	}
+	c := *webhook.Sidecar(pod)
 	root := t.TempDir()
 	args := mountVolumes(t, pod, c, root)
 	cmd := exec.Command(bin, args...)

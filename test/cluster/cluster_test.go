@@ -102,7 +102,106 @@ func TestOperatorOnTheNode(t *testing.T) {
 		}
 		expectExactly(t, "tenant-d", 7)
 	})
+	t.Run("metrics are read from the sidecar's health port from another pod", expectMetrics)
+	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
+	t.Run("a pod is not Ready while Redis is unreachable at its start", expectNotReadyWithoutStore)
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
+}
+
+// apiPods are the workload's running pods, by name, with their IPs.
+func apiPods(t *testing.T) map[string]string {
+	t.Helper()
+	out := kubectl(t, "-n", appNS, "get", "pods", "-l", "app=demo-api", "--field-selector=status.phase=Running",
+		"-o", `jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}`)
+	pods := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if name, ip, ok := strings.Cut(line, " "); ok {
+			pods[name] = ip
+		}
+	}
+	return pods
+}
+
+// expectMetrics: after a decision in each pod, its health port shows it.
+func expectMetrics(t *testing.T) {
+	for name, ip := range apiPods(t) {
+		clientGetURL(t, "http://"+ip+":8000/", "tenant-metrics", 1, false)
+		got := clientGetURL(t, "http://"+ip+":9902/metrics", "", 1, true)[0]
+		want := `quota_decisions_total{limit="per-tenant",namespace="shop",policy="per-tenant",result="allowed"}`
+		if got.Status != 200 || !strings.Contains(got.Body, want) || !strings.Contains(got.Body, "quota_config_revision ") {
+			i := strings.Index(got.Body, "quota_")
+			t.Fatalf("pod %s metrics: %d, want %s in %q", name, got.Status, want, got.Body[max(i, 0):])
+		}
+	}
+}
+
+// expectInFlightKept deletes a pod while a slow request goes through its
+// sidecar to the app; the app finishes it, and the sidecar, which stops
+// after the app, passes the answer on.
+func expectInFlightKept(t *testing.T) {
+	var name, ip string
+	for name, ip = range apiPods(t) {
+		break
+	}
+	type result struct {
+		answers []answer
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := clientRun("http://"+ip+":8000/?sleep=4s", "tenant-in-flight", 1, false)
+		done <- result{a, err}
+	}()
+	time.Sleep(time.Second)
+	kubectl(t, "-n", appNS, "delete", "pod", name, "--wait=false")
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got := r.answers[0]; got.Status != 200 || got.Header["X-RateLimit-Limit"] != "7" {
+		t.Fatalf("the request in flight when its pod was deleted: %+v", got)
+	}
+	kubectl(t, "-n", appNS, "rollout", "status", "deployment/api", "--timeout="+rolloutTimeout)
+}
+
+// expectNotReadyWithoutStore starts a pod while Redis is down: its sidecar
+// has no config, so the pod stays out of the Service until Redis is back.
+func expectNotReadyWithoutStore(t *testing.T) {
+	kubectl(t, "-n", operatorNS, "scale", "deployment/"+redisDeploy, "--replicas=0")
+	kubectl(t, "-n", operatorNS, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name="+redisDeploy, "--timeout=60s")
+	before := apiPods(t)
+	kubectl(t, "-n", appNS, "scale", "deployment/api", "--replicas=3")
+	var fresh string
+	localtest.WaitFor(t, 60*time.Second, "a new pod with its app started", func() error {
+		for name := range apiPods(t) {
+			if _, old := before[name]; !old && containerStarted(t, name, "app") {
+				fresh = name
+				return nil
+			}
+		}
+		return errors.New("none yet")
+	})
+	for range 8 {
+		if ready := podCondition(t, fresh, "Ready"); ready != "False" {
+			t.Fatalf("pod %s is Ready=%q while Redis is down", fresh, ready)
+		}
+		time.Sleep(time.Second)
+	}
+	kubectl(t, "-n", operatorNS, "scale", "deployment/"+redisDeploy, "--replicas=1")
+	kubectl(t, "-n", appNS, "wait", "--for=condition=Ready", "pod/"+fresh, "--timeout=90s")
+	kubectl(t, "-n", appNS, "scale", "deployment/api", "--replicas=2")
+}
+
+func containerStarted(t *testing.T, pod, container string) bool {
+	t.Helper()
+	out, err := run("-n", appNS, "get", "pod", pod, "-o",
+		`jsonpath={.status.containerStatuses[?(@.name=="`+container+`")].started}`)
+	return err == nil && out == "true"
+}
+
+func podCondition(t *testing.T, pod, condition string) string {
+	t.Helper()
+	return kubectl(t, "-n", appNS, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="`+condition+`")].status}`)
 }
 
 // deployOperator installs config/overlays/redis as a GitOps user would: a
@@ -202,12 +301,14 @@ spec:
           ports: [{name: http, containerPort: 8080}]
           securityContext: {runAsNonRoot: true, runAsUser: 65532}
 ---
+# The Service targets the app's port by name, as it did before the app
+# opted in: the sidecar takes that name, so traffic goes through it.
 apiVersion: v1
 kind: Service
 metadata: {name: api, namespace: %s}
 spec:
   selector: {app: demo-api}
-  ports: [{name: http, port: 80, targetPort: quota-proxy}]
+  ports: [{name: http, port: 80, targetPort: http}]
 ---
 apiVersion: v1
 kind: Pod
@@ -220,15 +321,18 @@ spec:
       securityContext: {runAsNonRoot: true, runAsUser: 65532}
 `
 
-// expectInjected: every pod of the workload runs the sidecar the API server
-// had the webhook add, and the namespace got the store Secret.
+// expectInjected: every pod of the workload runs the native sidecar the
+// API server had the webhook add, under the app port's name, and the
+// namespace got the store Secret.
 func expectInjected(t *testing.T) {
 	t.Helper()
 	out := kubectl(t, "-n", appNS, "get", "pods", "-l", "app=demo-api", "--field-selector=status.phase=Running",
-		"-o", "jsonpath={range .items[*]}{.metadata.name}{\" \"}{.spec.containers[*].name}{\"\\n\"}{end}")
+		"-o", `jsonpath={range .items[*]}{.metadata.name}: init {.spec.initContainers[*].name} {.spec.initContainers[*].restartPolicy}`+
+			` {.spec.initContainers[*].ports[0].name}, containers {.spec.containers[*].name} {.spec.containers[0].ports[0].name}{"\n"}{end}`)
 	for _, line := range strings.Split(out, "\n") {
-		if !strings.HasSuffix(line, " app "+webhook.ContainerName) {
-			t.Fatalf("pod %q: want containers app and %s", line, webhook.ContainerName)
+		_, got, _ := strings.Cut(line, ": ")
+		if want := "init " + webhook.ContainerName + " Always http, containers app " + webhook.AppPortName; got != want {
+			t.Fatalf("pod %q, want %q", line, want)
 		}
 	}
 	kubectl(t, "-n", appNS, "get", "secret", storeSecret)
@@ -290,6 +394,7 @@ func expectExactly(t *testing.T, tenant string, n int) {
 type answer struct {
 	Status int               `json:"status"`
 	Header map[string]string `json:"header"`
+	Body   string            `json:"body"`
 	Error  string            `json:"error"`
 }
 
@@ -297,21 +402,44 @@ type answer struct {
 // workload's Service.
 func clientGet(t *testing.T, tenant string, n int) []answer {
 	t.Helper()
-	out := kubectl(t, "-n", clientNS, "exec", "client", "--", "/testapp", "get",
-		"--url="+workloadURL, "--header="+tenantHeader+"="+tenant, "--n="+strconv.Itoa(n))
+	return clientGetURL(t, workloadURL, tenant, n, false)
+}
+
+// clientGetURL sends n requests to url from the client pod, as tenant when
+// one is given.
+func clientGetURL(t *testing.T, url, tenant string, n int, body bool) []answer {
+	t.Helper()
+	answers, err := clientRun(url, tenant, n, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answers
+}
+
+// clientRun is clientGetURL for any goroutine: it returns its error.
+func clientRun(url, tenant string, n int, body bool) ([]answer, error) {
+	args := []string{"-n", clientNS, "exec", "client", "--", "/testapp", "get", "--url=" + url, "--n=" + strconv.Itoa(n),
+		"--body=" + strconv.FormatBool(body)}
+	if tenant != "" {
+		args = append(args, "--header="+tenantHeader+"="+tenant)
+	}
+	out, err := run(args...)
+	if err != nil {
+		return nil, fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
 	var answers []answer
 	dec := json.NewDecoder(strings.NewReader(out))
 	for dec.More() {
 		var a answer
 		if err := dec.Decode(&a); err != nil {
-			t.Fatalf("client output %q: %v", out, err)
+			return nil, fmt.Errorf("client output %q: %w", out, err)
 		}
 		answers = append(answers, a)
 	}
 	if len(answers) != n {
-		t.Fatalf("%d answers, want %d: %s", len(answers), n, out)
+		return nil, fmt.Errorf("%d answers, want %d: %s", len(answers), n, out)
 	}
-	return answers
+	return answers, nil
 }
 
 // leader is the pod holding the leader lease ("" when none).

@@ -1,21 +1,28 @@
 // Command testapp is the workload and the client of the one-node cluster
 // test (test/cluster), in one static binary so one image serves both:
 //
-//	testapp serve --listen :8080     answers every request 200 "ok"
-//	testapp get --url U --header K=V --n N
+//	testapp serve --listen :8080     answers every request 200 "ok", after
+//	                                 ?sleep=DURATION if asked; on SIGTERM it
+//	                                 finishes the requests in flight, as a
+//	                                 well-behaved app does
+//	testapp get --url U --header K=V --n N [--body]
 //	                                 sends N GETs, one after another, and
 //	                                 prints one JSON line per answer: its
-//	                                 status and the rate-limit headers
+//	                                 status, the rate-limit headers and,
+//	                                 with --body, the body
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -23,6 +30,7 @@ import (
 type answer struct {
 	Status int               `json:"status"`
 	Header map[string]string `json:"header"`
+	Body   string            `json:"body,omitempty"`
 	Error  string            `json:"error,omitempty"`
 }
 
@@ -53,9 +61,26 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	listen := fs.String("listen", ":8080", "address to serve on")
 	_ = fs.Parse(args)
-	srv := &http.Server{Addr: *listen, ReadHeaderTimeout: 5 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })}
-	return srv.ListenAndServe()
+	srv := &http.Server{Addr: *listen, ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(answerOK)}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	errs := make(chan error, 1)
+	go func() { errs <- srv.ListenAndServe() }()
+	select {
+	case err := <-errs:
+		return err
+	case <-stop:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return srv.Shutdown(ctx)
+}
+
+func answerOK(w http.ResponseWriter, r *http.Request) {
+	if d, err := time.ParseDuration(r.URL.Query().Get("sleep")); err == nil {
+		time.Sleep(d)
+	}
+	_, _ = io.WriteString(w, "ok\n")
 }
 
 func get(args []string) error {
@@ -63,18 +88,19 @@ func get(args []string) error {
 	url := fs.String("url", "", "URL to GET")
 	header := fs.String("header", "", "a request header, K=V")
 	n := fs.Int("n", 1, "how many requests")
+	body := fs.Bool("body", false, "show the body too")
 	_ = fs.Parse(args)
-	client := &http.Client{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second}
 	enc := json.NewEncoder(os.Stdout)
 	for range *n {
-		if err := enc.Encode(once(client, *url, *header)); err != nil {
+		if err := enc.Encode(once(client, *url, *header, *body)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func once(client *http.Client, url, header string) answer {
+func once(client *http.Client, url, header string, withBody bool) answer {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return answer{Error: err.Error()}
@@ -87,8 +113,14 @@ func once(client *http.Client, url, header string) answer {
 		return answer{Error: err.Error()}
 	}
 	defer func() { _ = resp.Body.Close() }()
-	_, _ = io.Copy(io.Discard, resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{Status: resp.StatusCode, Error: err.Error()}
+	}
 	a := answer{Status: resp.StatusCode, Header: map[string]string{}}
+	if withBody {
+		a.Body = string(b)
+	}
 	for _, h := range shownHeaders {
 		if v := resp.Header.Get(h); v != "" {
 			a.Header[h] = v

@@ -89,7 +89,13 @@ func (c *sidecarConfig) check(fs *flag.FlagSet) error {
 		return errors.New("--namespace is required (or --policy-file)")
 	case c.storeTimeout <= 0 || c.resync <= 0:
 		return errors.New("--store-timeout and --resync-interval must be positive")
-	case c.failurePolicy != "" && c.failurePolicy != sidecar.FailOpen && c.failurePolicy != sidecar.FailClosed:
+	}
+	return c.checkValues()
+}
+
+// checkValues checks the flags whose values have a form.
+func (c *sidecarConfig) checkValues() error {
+	if c.failurePolicy != "" && c.failurePolicy != sidecar.FailOpen && c.failurePolicy != sidecar.FailClosed {
 		return fmt.Errorf("--failure-policy %q is neither Open nor Closed", c.failurePolicy)
 	}
 	if u, err := url.Parse(c.upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -128,11 +128,7 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, pro
 	if c.Image != cfg.Image || !reflect.DeepEqual(c.Args, wantArgs) || !reflect.DeepEqual(c.Ports, wantPorts) {
 		t.Fatalf("sidecar args %q, ports %+v", c.Args, c.Ports)
 	}
-	for probe, want := range map[*corev1.Probe]string{c.StartupProbe: "/healthz", c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
-		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != want || probe.HTTPGet.Port.StrVal != HealthPortName {
-			t.Fatalf("probe %+v, want GET %s on %s", probe, want, HealthPortName)
-		}
-	}
+	checkProbes(t, c)
 	if !c.Resources.Requests.Cpu().Equal(resource.MustParse(cpu)) || !c.Resources.Limits.Memory().Equal(resource.MustParse(memory)) {
 		t.Fatalf("resources %v", c.Resources)
 	}
@@ -147,6 +143,17 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, pro
 	raw, _ := json.Marshal(p)
 	if !strings.Contains(string(raw), `"secretKeyRef":{"name":"quota-store","key":"password"}`) {
 		t.Fatalf("no secretKeyRef for the store password: %s", raw)
+	}
+}
+
+// checkProbes: HTTP startup, readiness and liveness probes on the health
+// port; only readiness asks whether a config is loaded.
+func checkProbes(t *testing.T, c corev1.Container) {
+	t.Helper()
+	for probe, want := range map[*corev1.Probe]string{c.StartupProbe: "/healthz", c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != want || probe.HTTPGet.Port.StrVal != HealthPortName {
+			t.Fatalf("probe %+v, want GET %s on %s", probe, want, HealthPortName)
+		}
 	}
 }
 

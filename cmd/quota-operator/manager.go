@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -34,7 +35,7 @@ import (
 // managerConfig is the manager's command line.
 type managerConfig struct {
 	kubeconfig, metricsAddr, probeAddr string
-	leaderElect                        bool
+	leaderElect, metricsSecure         bool
 	store, storePasswordFile           string
 	usageInterval, storeCheckInterval  time.Duration
 	// The sidecar injection webhook, on when sidecarImage is set.
@@ -54,7 +55,8 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "path to a kubeconfig; default: KUBECONFIG, in-cluster, ~/.kube/config")
-	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint; 0 turns it off")
+	fs.StringVar(&c.metricsAddr, "metrics-bind-address", ":8443", "address of the metrics endpoint; 0 turns it off")
+	fs.BoolVar(&c.metricsSecure, "metrics-secure", true, "serve metrics over HTTPS to clients the API server authenticates and authorizes (get on /metrics); false: plain HTTP to anyone")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&c.leaderElect, "leader-elect", false, "elect a leader, so only one replica writes config")
 	bindStoreFlags(fs, &c.store, &c.storePasswordFile)
@@ -185,7 +187,7 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		WebhookServer:          ctrlwebhook.NewServer(ctrlwebhook.Options{Port: c.webhookPort, CertDir: c.webhookCertDir}),
-		Metrics:                metricsserver.Options{BindAddress: c.metricsAddr},
+		Metrics:                metricsOptions(c),
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.leaderElect,
 		LeaderElectionID:       "quota-operator.quotaops.dev",
@@ -203,6 +205,22 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 		return nil, err
 	}
 	return mgr, mgr.AddReadyzCheck("readyz", healthz.Ping)
+}
+
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// metricsOptions serve metrics as the kubebuilder scaffold does: over
+// HTTPS, with a certificate made at start, to clients whose token the API
+// server accepts (TokenReview) and who may get /metrics
+// (SubjectAccessReview), such as a Prometheus bound to the metrics-reader
+// ClusterRole.
+func metricsOptions(c *managerConfig) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: c.metricsAddr, SecureServing: c.metricsSecure}
+	if c.metricsSecure {
+		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return o
 }
 
 // setupWebhooks serves the webhooks (sidecar injection, and validation of

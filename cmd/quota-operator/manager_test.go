@@ -36,7 +36,7 @@ func TestManagerFlags(t *testing.T) {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			c, err := parseManagerFlags(tt.args, io.Discard)
 			if tt.want == "" {
-				if err != nil || !c.leaderElect || c.usageInterval != 5*time.Second || c.metricsAddr != ":8080" || c.probeAddr != ":8081" {
+				if err != nil || !c.leaderElect || c.usageInterval != 5*time.Second || c.metricsAddr != ":8443" || !c.metricsSecure || c.probeAddr != ":8081" {
 					t.Fatalf("%+v, %v", c, err)
 				}
 				return

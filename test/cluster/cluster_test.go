@@ -103,6 +103,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 		expectExactly(t, "tenant-d", 7)
 	})
 	t.Run("metrics are read from the sidecar's health port from another pod", expectMetrics)
+	t.Run("the manager's metrics are for those allowed to read them", expectManagerMetrics)
 	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
 	t.Run("a pod is not Ready while Redis is unreachable at its start", expectNotReadyWithoutStore)
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
@@ -131,6 +132,47 @@ func expectMetrics(t *testing.T) {
 		if got.Status != 200 || !strings.Contains(got.Body, want) || !strings.Contains(got.Body, "quota_config_revision ") {
 			i := strings.Index(got.Body, "quota_")
 			t.Fatalf("pod %s metrics: %d, want %s in %q", name, got.Status, want, got.Body[max(i, 0):])
+		}
+	}
+}
+
+// expectManagerMetrics reads the manager's metrics through their Service,
+// over HTTPS, from the client pod: with the token of a ServiceAccount bound
+// to the metrics-reader ClusterRole (what a Prometheus gets), without a
+// token, and with the token of one that is not bound.
+func expectManagerMetrics(t *testing.T) {
+	applyYAML(t, fmt.Sprintf(`
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: scraper, namespace: %[1]s}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: nobody, namespace: %[1]s}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: quota-test-scraper}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: quota-operator-metrics-reader}
+subjects: [{kind: ServiceAccount, name: scraper, namespace: %[1]s}]
+`, clientNS))
+	t.Cleanup(func() { _, _ = run("delete", "clusterrolebinding", "quota-test-scraper", "--ignore-not-found") })
+	const url = "https://quota-operator-controller-manager-metrics-service." + operatorNS + ".svc:8443/metrics"
+	for _, c := range []struct {
+		account string
+		status  int
+	}{{"scraper", 200}, {"", 401}, {"nobody", 403}} {
+		args := []string{"-n", clientNS, "exec", "client", "--", "/testapp", "get", "--url=" + url, "--insecure", "--body"}
+		if c.account != "" {
+			token := kubectl(t, "-n", clientNS, "create", "token", c.account)
+			args = append(args, "--header=Authorization=Bearer "+token)
+		}
+		var got answer
+		if err := json.Unmarshal([]byte(kubectl(t, args...)), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != c.status || c.status == 200 && !strings.Contains(got.Body, "controller_runtime_reconcile_total") {
+			t.Fatalf("as %q: %d %.300q, want %d", c.account, got.Status, got.Body, c.status)
 		}
 	}
 }

@@ -271,7 +271,7 @@ func startManager(t *testing.T, bin, storeURL, webhookAddr string) string {
 	_, port, _ := net.SplitHostPort(webhookAddr)
 	metrics, probe := localtest.FreeAddr(t), localtest.FreeAddr(t)
 	cmd := exec.Command(bin, "manager", "--kubeconfig", kubeconfig, "--store", storeURL,
-		"--metrics-bind-address", metrics, "--health-probe-bind-address", probe,
+		"--metrics-bind-address", metrics, "--metrics-secure=false", "--health-probe-bind-address", probe,
 		"--sidecar-image", "quota-operator:e2e", "--webhook-port", port,
 		"--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", t.TempDir(),
 		"--webhook-cert-hosts", "127.0.0.1", "--namespace", operatorNS)

@@ -40,7 +40,8 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 		ensureNamespace(t, ns)
 	}
 	installCertManagerCRDs(t)
-	for _, dir := range []string{"default", "webhook", "overlays/redis", "overlays/redis-less", "overlays/cert-manager"} {
+	installMonitoringCRDs(t)
+	for _, dir := range []string{"default", "webhook", "overlays/redis", "overlays/redis-less", "overlays/cert-manager", "prometheus"} {
 		t.Run(dir, func(t *testing.T) {
 			built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 			if err != nil {
@@ -63,32 +64,52 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 	}
 }
 
-// certManagerVersion's CRDs come from its Go module, the one source of
-// them that this machine can reach.
-const certManagerVersion = "v1.21.2"
+// The CRDs of cert-manager and of the Prometheus Operator come from their
+// Go modules, the one source of them this machine can reach, so the
+// overlays that use them are checked like the others.
+const (
+	certManagerVersion        = "v1.21.2"
+	prometheusOperatorVersion = "v0.85.0"
+)
 
-// installCertManagerCRDs installs cert-manager's Issuer and Certificate
-// CRDs, so the cert-manager overlay can be checked like the others.
 func installCertManagerCRDs(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command("go", "mod", "download", "-json", "github.com/cert-manager/cert-manager@"+certManagerVersion)
+	installModuleCRDs(t, "github.com/cert-manager/cert-manager@"+certManagerVersion, "deploy/crds",
+		"cert-manager.io_issuers.yaml", "cert-manager.io_certificates.yaml")
+}
+
+func installMonitoringCRDs(t *testing.T) {
+	t.Helper()
+	installModuleCRDs(t, "github.com/prometheus-operator/prometheus-operator@"+prometheusOperatorVersion, "example/prometheus-operator-crd",
+		"monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_podmonitors.yaml")
+}
+
+// installModuleCRDs installs the CRD files in dir of module@version and
+// waits for them to be established.
+func installModuleCRDs(t *testing.T, module, dir string, files ...string) {
+	t.Helper()
+	cmd := exec.Command("go", "mod", "download", "-json", module)
 	cmd.Dir = t.TempDir() // outside this module: go.mod stays as it is
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GO111MODULE=on")
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("go mod download cert-manager: %v\n%s", err, out)
+		t.Fatalf("go mod download %s: %v\n%s", module, err, out)
 	}
 	var mod struct{ Dir string }
 	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download cert-manager: %v\n%s", err, out)
+		t.Fatalf("go mod download %s: %v\n%s", module, err, out)
 	}
-	crds := filepath.Join(mod.Dir, "deploy", "crds")
-	if out, err := env.Kubectl("apply", "-f", filepath.Join(crds, "cert-manager.io_issuers.yaml"),
-		"-f", filepath.Join(crds, "cert-manager.io_certificates.yaml")); err != nil {
+	args := []string{"apply", "--server-side"}
+	names := []string{"wait", "--for=condition=Established", "--timeout=30s"}
+	for _, f := range files {
+		args = append(args, "-f", filepath.Join(mod.Dir, dir, f))
+		group, plural, _ := strings.Cut(strings.TrimSuffix(f, ".yaml"), "_")
+		names = append(names, "crd/"+plural+"."+group)
+	}
+	if out, err := env.Kubectl(args...); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	if out, err := env.Kubectl("wait", "--for=condition=Established", "--timeout=30s",
-		"crd/issuers.cert-manager.io", "crd/certificates.cert-manager.io"); err != nil {
+	if out, err := env.Kubectl(names...); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }

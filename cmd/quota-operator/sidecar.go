@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/store"
 )
 
 // sidecarConfig is the sidecar's command line (DESIGN §5). Every flag can
@@ -125,7 +126,9 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(sidecarGCPercent)
 	}
-	s, loc, err := openStore(c.store, c.storePasswordFile, getenv)
+	s, loc, err := openStore(c.store, c.storePasswordFile, getenv, store.WithFullHook(func() {
+		log.Info("Memory store full: requests that need a new counter get their policy's failurePolicy until counters expire; raise memory://?max_entries with the memory limit, or use Redis")
+	}))
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,7 @@ const passwordEnv = "QUOTA_STORE_PASSWORD"
 // openStore parses the --store URL and sets its password from the file,
 // else from QUOTA_STORE_PASSWORD, else from the URL. Errors never contain
 // the password.
-func openStore(raw, passwordFile string, getenv func(string) string) (store.Store, *store.Location, error) {
+func openStore(raw, passwordFile string, getenv func(string) string, memoryOpts ...store.MemoryOption) (store.Store, *store.Location, error) {
 	loc, err := store.ParseLocation(raw)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--store: %w", err)
@@ -33,7 +33,7 @@ func openStore(raw, passwordFile string, getenv func(string) string) (store.Stor
 		}
 		loc.Redis.Password = password
 	}
-	return loc.Open(), loc, nil
+	return loc.Open(memoryOpts...), loc, nil
 }
 
 func storePassword(file string, getenv func(string) string) (string, error) {

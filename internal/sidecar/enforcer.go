@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
 )
 
 // Decider is the limiter as the sidecar uses it.
@@ -86,9 +87,10 @@ func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Dec
 	start := time.Now()
 	d, err := e.Limiter.Decide(ctx, req)
 	e.Metrics.storeLatency(time.Since(start), err)
-	if errors.Is(err, limiter.ErrInvalid) {
+	if errors.Is(err, limiter.ErrInvalid) || errors.Is(err, store.ErrFull) {
 		// A limit the limiter refuses (a policy file that never met the
-		// schema) says nothing about the store's health.
+		// schema), or a full memory store that still serves the subjects
+		// it holds, says nothing about the store's health.
 		e.Breaker.Record(nil)
 	} else {
 		e.Breaker.Record(err)

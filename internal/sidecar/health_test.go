@@ -5,6 +5,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +38,7 @@ func TestHealthPortReadyOnlyWithConfig(t *testing.T) {
 	for _, tt := range tests {
 		t.Run("failure policy "+tt.failurePolicy, func(t *testing.T) {
 			storeAddr := localtest.FreeAddr(t) // nothing listens there yet
-			proxy, health := startWithHealth(t, namespace(t), "redis://"+storeAddr+"/0", tt.failurePolicy)
+			proxy, health := startWithHealth(t, "redis://"+storeAddr+"/0", sidecar.Options{Namespace: namespace(t), FailurePolicy: tt.failurePolicy})
 			expectStatus(t, health+"/healthz", http.StatusOK, "")
 			expectStatus(t, health+"/readyz", http.StatusServiceUnavailable, "config not loaded yet")
 			expectStatus(t, health+"/metrics", http.StatusOK, "quota_config_revision")
@@ -52,10 +56,11 @@ func TestHealthPortReadyOnlyWithConfig(t *testing.T) {
 	}
 }
 
-// startWithHealth runs a sidecar on storeURL with a health listener and
-// returns the proxy's and the health port's base URLs.
-func startWithHealth(t *testing.T, ns, storeURL, failurePolicy string) (string, string) {
+// startWithHealth runs a sidecar with o on storeURL with a health listener
+// and returns the proxy's and the health port's base URLs.
+func startWithHealth(t *testing.T, storeURL string, o sidecar.Options) (string, string) {
 	t.Helper()
+	o.Upstream, o.Timeout, o.Resync, o.Log = upstream(t), 50*time.Millisecond, 10*time.Second, logr.Discard()
 	s, err := store.Open(storeURL)
 	if err != nil {
 		t.Fatal(err)
@@ -69,9 +74,7 @@ func startWithHealth(t *testing.T, ns, storeURL, failurePolicy string) (string, 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- sidecar.Serve(ctx, sidecar.Options{Upstream: upstream(t), Namespace: ns, FailurePolicy: failurePolicy,
-			Timeout: 50 * time.Millisecond, Resync: 10 * time.Second, Log: logr.Discard()},
-			s, sidecar.Listeners{Proxy: lns[0], Admin: lns[1], Health: lns[2]})
+		done <- sidecar.Serve(ctx, o, s, sidecar.Listeners{Proxy: lns[0], Admin: lns[1], Health: lns[2]})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -119,5 +122,54 @@ func expectStatus(t *testing.T, url string, status int, body string) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != status || !strings.Contains(string(b), body) {
 		t.Fatalf("%s: %s %q, want %d and %q", url, resp.Status, b, status, body)
+	}
+}
+
+const perIPFile = `apiVersion: policy.quotaops.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: local}
+spec:
+  selector: {matchLabels: {app: shop}}
+  limits:
+  - name: per-ip
+    key: [{source: ClientIP}]
+    rates: [{limit: 10, window: 1h}]
+`
+
+// A full memory store refuses new counters; those requests get the pod's
+// failure policy, counted clients go on being counted exactly, the breaker
+// stays closed, and the health port's metrics show it.
+func TestFullMemoryStore(t *testing.T) {
+	for _, fp := range []string{sidecar.FailOpen, sidecar.FailClosed} {
+		t.Run(fp, func(t *testing.T) {
+			dir := t.TempDir()
+			policy, labels := filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "labels")
+			for path, text := range map[string]string{policy: perIPFile, labels: "app=\"shop\"\n"} {
+				if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			proxy, health := startWithHealth(t, "memory://?max_entries=2", sidecar.Options{Namespace: "local", PolicyFile: policy,
+				LabelsFile: labels, FailurePolicy: fp, Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
+			localtest.WaitOK(t, 5*time.Second, health+"/readyz")
+			for _, ip := range []string{"192.0.2.1", "192.0.2.2"} {
+				if got := get(t, proxy, ip); got.StatusCode != http.StatusOK || got.Header.Get("X-RateLimit-Remaining") != "9" {
+					t.Fatalf("%s: %s %v", ip, got.Status, got.Header)
+				}
+			}
+			want := map[string]int{sidecar.FailOpen: http.StatusOK, sidecar.FailClosed: http.StatusServiceUnavailable}[fp]
+			for i := range 20 {
+				if got := get(t, proxy, "192.0.2."+strconv.Itoa(10+i)); got.StatusCode != want || got.Header.Get("X-RateLimit-Limit") != "" {
+					t.Fatalf("a new client of a full store: %s %v, want %d and no limit headers", got.Status, got.Header, want)
+				}
+			}
+			if got := get(t, proxy, "192.0.2.1"); got.StatusCode != http.StatusOK || got.Header.Get("X-RateLimit-Remaining") != "8" {
+				t.Fatalf("a counted client: %s %v", got.Status, got.Header)
+			}
+			for _, line := range []string{"quota_store_memory_entries 2\n", "quota_store_memory_max_entries 2\n",
+				"quota_store_memory_refused_total 20\n", "quota_store_breaker_open 0\n"} {
+				expectStatus(t, health+"/metrics", http.StatusOK, line)
+			}
+		})
 	}
 }

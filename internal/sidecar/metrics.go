@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
 )
 
 // Metrics are the sidecar's Prometheus metrics. Labels are names from the
@@ -61,6 +62,22 @@ func NewMetrics(namespace string, breakerOpen func() bool) *Metrics {
 	m.Registry.MustRegister(m.decisions, m.storeSeconds, m.ConfigRevision, m.ConfigErrors, breaker,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// WatchMemory exports a memory store's fill: its entries, bound and
+// refusals.
+func (m *Metrics) WatchMemory(mem *store.Memory) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "quota_store_memory_entries", Help: "Keys and hash fields the memory store holds.",
+		}, func() float64 { return float64(mem.Entries()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "quota_store_memory_max_entries", Help: "The memory store's bound on entries (memory://?max_entries).",
+		}, func() float64 { return float64(mem.MaxEntries()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "quota_store_memory_refused_total", Help: "Writes the full memory store refused; each policy's failurePolicy decided those requests.",
+		}, func() float64 { return float64(mem.Refused()) }),
+	)
 }
 
 func (m *Metrics) decided(applied []Applied, d limiter.Decision) {

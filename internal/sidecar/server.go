@@ -61,6 +61,9 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	}
 	breaker := NewBreaker()
 	metrics := NewMetrics(o.Namespace, breaker.Open)
+	if mem, ok := s.(*store.Memory); ok {
+		metrics.WatchMemory(mem)
+	}
 	src := &Source{Namespace: o.Namespace, LabelsFile: o.LabelsFile, Log: o.Log.WithName("config"), Metrics: metrics}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()

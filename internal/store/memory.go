@@ -16,6 +16,7 @@ const memoryShards = 64
 type Memory struct {
 	shards  [memoryShards]memoryShard
 	configs memoryConfigs
+	entries entryCount
 	now     func() time.Time
 	closed  atomic.Bool
 	stop    chan struct{}
@@ -28,6 +29,32 @@ type memoryShard struct {
 	// expiring counts entries with a TTL, letting the sweeper skip shards
 	// that have none.
 	expiring int
+	count    *entryCount
+}
+
+// entryCount bounds what all shards hold together: keys, and the fields of
+// hashes (a quota's usage index has a field per subject). An entry is
+// counted before it is made, so the bound holds under any concurrency.
+type entryCount struct {
+	n, max  atomic.Int64 // max 0: no bound
+	refused atomic.Int64
+	// onFull is told of a refusal, at most once a minute (lastFull, in
+	// Unix nanoseconds).
+	onFull   func()
+	lastFull atomic.Int64
+}
+
+func (k *entryCount) take() error {
+	if k.n.Add(1) <= k.max.Load() || k.max.Load() == 0 {
+		return nil
+	}
+	k.n.Add(-1)
+	k.refused.Add(1)
+	if now, last := time.Now().UnixNano(), k.lastFull.Load(); k.onFull != nil && now-last >= int64(time.Minute) &&
+		k.lastFull.CompareAndSwap(last, now) {
+		k.onFull()
+	}
+	return ErrFull
 }
 
 type memoryEntry struct {
@@ -43,8 +70,23 @@ type memoryEntry struct {
 type MemoryOption func(*memoryConfig)
 
 type memoryConfig struct {
-	now   func() time.Time
-	sweep time.Duration
+	now        func() time.Time
+	sweep      time.Duration
+	maxEntries int64
+	onFull     func()
+}
+
+// WithMaxEntries bounds the entries held, keys and hash fields together: at
+// the bound, writes that would make a new one fail with ErrFull. 0 means no
+// bound.
+func WithMaxEntries(n int64) MemoryOption {
+	return func(c *memoryConfig) { c.maxEntries = n }
+}
+
+// WithFullHook has onFull called when ErrFull refuses a write, at most once
+// a minute.
+func WithFullHook(onFull func()) MemoryOption {
+	return func(c *memoryConfig) { c.onFull = onFull }
 }
 
 // WithClock makes the store read time from now instead of time.Now.
@@ -64,8 +106,11 @@ func NewMemory(opts ...MemoryOption) *Memory {
 		o(&cfg)
 	}
 	m := &Memory{now: cfg.now, stop: make(chan struct{}), done: make(chan struct{})}
+	m.entries.max.Store(cfg.maxEntries)
+	m.entries.onFull = cfg.onFull
 	for i := range m.shards {
 		m.shards[i].entries = make(map[string]*memoryEntry)
+		m.shards[i].count = &m.entries
 	}
 	go m.sweepLoop(cfg.sweep)
 	return m
@@ -105,6 +150,16 @@ func (m *Memory) Sweep() int {
 	return removed
 }
 
+// Refused is how many writes ErrFull has refused.
+func (m *Memory) Refused() int64 { return m.entries.refused.Load() }
+
+// Entries is how many entries (keys and hash fields) the store holds,
+// counting expired ones not yet swept.
+func (m *Memory) Entries() int64 { return m.entries.n.Load() }
+
+// MaxEntries is the bound on entries (0: none).
+func (m *Memory) MaxEntries() int64 { return m.entries.max.Load() }
+
 // Len returns the number of keys held, counting expired keys not yet swept.
 func (m *Memory) Len() int {
 	n := 0
@@ -135,6 +190,22 @@ func (sh *memoryShard) remove(key string, e *memoryEntry) {
 		sh.expiring--
 	}
 	delete(sh.entries, key)
+	sh.count.n.Add(-1 - int64(len(e.fields)))
+}
+
+// add makes key's entry e, unless the store is full.
+func (sh *memoryShard) add(key string, e *memoryEntry) error {
+	if err := sh.count.take(); err != nil {
+		return err
+	}
+	sh.entries[key] = e
+	return nil
+}
+
+// dropFields turns a hash entry into an empty string entry.
+func (sh *memoryShard) dropFields(e *memoryEntry) {
+	sh.count.n.Add(-int64(len(e.fields)))
+	e.fields = nil
 }
 
 // live returns the unexpired entry at key, reclaiming it if it has expired.
@@ -245,7 +316,9 @@ func (m *Memory) increment(ctx context.Context, key string, by int64, ttl time.D
 	}
 	if e == nil {
 		e = &memoryEntry{}
-		sh.entries[key] = e
+		if err := sh.add(key, e); err != nil {
+			return 0, err
+		}
 	}
 	e.value = strconv.AppendInt(e.value[:0], next, 10)
 	if ttl > 0 && e.expireAt.IsZero() {
@@ -322,9 +395,12 @@ func (m *Memory) set(ctx context.Context, key string, value []byte, ttl time.Dur
 	}
 	if e == nil {
 		e = &memoryEntry{}
-		sh.entries[key] = e
+		if err := sh.add(key, e); err != nil {
+			return false, err
+		}
 	}
-	e.value, e.fields = append(e.value[:0], value...), nil
+	sh.dropFields(e)
+	e.value = append(e.value[:0], value...)
 	sh.setExpiry(e, deadline(now, ttl))
 	return true, nil
 }

@@ -101,3 +101,52 @@ func TestMemoryConfigs(t *testing.T) {
 	defer func() { _ = s.Close() }()
 	storetest.RunConfigs(t, s)
 }
+
+// The bound counts keys and hash fields together. At the bound a write
+// that would make a new one fails with ErrFull and changes nothing, while
+// what is held still changes; room comes back when entries are deleted,
+// drop to zero or expire. The hook hears of it once a minute at most.
+func TestMemoryMaxEntries(t *testing.T) {
+	clock := fakeclock.New(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	full := 0
+	s := store.NewMemory(store.WithClock(clock.Now), store.WithSweepInterval(time.Hour),
+		store.WithMaxEntries(4), store.WithFullHook(func() { full++ }))
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	field := func(name string, by int64) error {
+		return s.Update(ctx, []string{"h"}, func(tx *store.MemoryTx) error {
+			_, err := tx.AddField("h", name, by, time.Hour)
+			return err
+		})
+	}
+	steps := []struct {
+		name    string
+		do      func() error
+		want    error
+		entries int64
+	}{
+		{"a key", func() error { return s.Set(ctx, "a", []byte("1"), 0) }, nil, 1},
+		{"a key with a TTL", func() error { return s.Set(ctx, "b", []byte("1"), time.Minute) }, nil, 2},
+		{"a hash and its field", func() error { return field("x", 1) }, nil, 4},
+		{"one key too many", func() error { return s.Set(ctx, "c", []byte("1"), 0) }, store.ErrFull, 4},
+		{"one counter too many", func() error { _, err := s.Increment(ctx, "c", 1); return err }, store.ErrFull, 4},
+		{"one field too many", func() error { return field("y", 1) }, store.ErrFull, 4},
+		{"a held key still counts", func() error { _, err := s.Increment(ctx, "a", 1); return err }, nil, 4},
+		{"a held field still counts", func() error { return field("x", 5) }, nil, 4},
+		{"a field back to zero goes, and its empty hash", func() error { return field("x", -6) }, nil, 2},
+		{"so there is room", func() error { return s.Set(ctx, "c", []byte("1"), 0) }, nil, 3},
+		{"a deleted key makes room", func() error { _, err := s.Delete(ctx, "c"); return err }, nil, 2},
+		{"an expired key makes room", func() error { clock.Advance(time.Minute); s.Sweep(); return nil }, nil, 1},
+	}
+	for _, st := range steps {
+		if err := st.do(); !errors.Is(err, st.want) || s.Entries() != st.entries {
+			t.Fatalf("%s: %v, %d entries; want %v, %d", st.name, err, s.Entries(), st.want, st.entries)
+		}
+	}
+	if s.Refused() != 3 || full != 1 {
+		t.Fatalf("refused %d, hook called %d times; want 3 and 1", s.Refused(), full)
+	}
+	if v, ok, _ := s.Get(ctx, "a"); !ok || string(v) != "2" {
+		t.Fatalf("a = %q, %v", v, ok)
+	}
+}

@@ -72,8 +72,7 @@ func (tx *MemoryTx) create(key string, hash bool) (*memoryShard, *memoryEntry, e
 	if hash {
 		e.fields = make(map[string]int64)
 	}
-	sh.entries[key] = e
-	return sh, e, nil
+	return sh, e, sh.add(key, e)
 }
 
 // Get returns key's string value and whether it exists.
@@ -105,7 +104,8 @@ func (tx *MemoryTx) Set(key string, value []byte, ttl time.Duration) error {
 	if err != nil {
 		return err
 	}
-	e.value, e.fields = append(e.value[:0], value...), nil
+	sh.dropFields(e)
+	e.value = append(e.value[:0], value...)
 	sh.setExpiry(e, deadline(tx.now, ttl))
 	return nil
 }
@@ -155,10 +155,11 @@ func (tx *MemoryTx) AddField(key, field string, by int64, ttl time.Duration) (in
 	if err != nil {
 		return 0, err
 	}
-	if next == 0 {
-		delete(e.fields, field)
-	} else {
-		e.fields[field] = next
+	if err := sh.setField(e, field, next); err != nil {
+		if len(e.fields) == 0 {
+			sh.remove(key, e)
+		}
+		return 0, err
 	}
 	if len(e.fields) == 0 {
 		sh.remove(key, e)
@@ -188,4 +189,23 @@ func (tx *MemoryTx) TTL(key string) time.Duration {
 		return Persistent
 	}
 	return e.expireAt.Sub(tx.now)
+}
+
+// setField sets a hash field, deleting it at 0; a new field is an entry
+// the store's bound must have room for.
+func (sh *memoryShard) setField(e *memoryEntry, field string, v int64) error {
+	_, had := e.fields[field]
+	switch {
+	case v == 0 && had:
+		delete(e.fields, field)
+		sh.count.n.Add(-1)
+	case v != 0 && !had:
+		if err := sh.count.take(); err != nil {
+			return err
+		}
+		e.fields[field] = v
+	case v != 0:
+		e.fields[field] = v
+	}
+	return nil
 }

@@ -15,7 +15,7 @@ import (
 
 // Location is a parsed store URL (the --store flag):
 //
-//	memory://
+//	memory://[?max_entries=N]
 //	redis://[user:pass@]host[:port][/db]           (rediss:// for TLS)
 //	redis+sentinel://[user:pass@]host[:port][,host[:port]...]/master[/db]
 //	redis+cluster://[user:pass@]host[:port][,host[:port]...]
@@ -27,9 +27,16 @@ type Location struct {
 	// Kind is "memory", "redis", "sentinel" or "cluster".
 	Kind  string
 	Redis *redis.UniversalOptions
+	// MaxEntries bounds a memory store: keys and hash fields together.
+	MaxEntries int64
 	// scheme is kept to print the location back.
 	scheme string
 }
+
+// DefaultMemoryMaxEntries bounds a memory store unless its URL says
+// otherwise: about 25 MiB of counters, within the injected sidecar's
+// 64 MiB memory limit (make test measures the bytes an entry takes).
+const DefaultMemoryMaxEntries = 100_000
 
 const (
 	defaultRedisPort    = "6379"
@@ -59,10 +66,7 @@ func ParseLocation(raw string) (*Location, error) {
 	}
 	loc := &Location{Kind: kind, scheme: strings.ToLower(scheme)}
 	if kind == "memory" {
-		if rest != "" {
-			return nil, errors.New("memory:// takes no host, path or options")
-		}
-		return loc, nil
+		return parseMemory(loc, rest)
 	}
 	authority, pathQuery := rest, ""
 	if i := strings.IndexAny(rest, "/?"); i >= 0 {
@@ -204,6 +208,25 @@ func positiveDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
+// parseMemory reads memory://'s one option, max_entries.
+func parseMemory(loc *Location, rest string) (*Location, error) {
+	loc.MaxEntries = DefaultMemoryMaxEntries
+	if rest == "" {
+		return loc, nil
+	}
+	query, ok := strings.CutPrefix(rest, "?")
+	values, err := url.ParseQuery(query)
+	if !ok || err != nil || len(values) != 1 || len(values["max_entries"]) != 1 {
+		return nil, errors.New("memory:// takes no host or path, and one option: ?max_entries=N")
+	}
+	n, err := boundedInt(values.Get("max_entries"), 1, 1_000_000_000)
+	if err != nil {
+		return nil, fmt.Errorf("max_entries: %w", err)
+	}
+	loc.MaxEntries = int64(n)
+	return loc, nil
+}
+
 func boundedInt(v string, lo, hi int) (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo || n > hi {
@@ -215,6 +238,9 @@ func boundedInt(v string, lo, hi int) (int, error) {
 // String prints the location for logs, with any password masked.
 func (l *Location) String() string {
 	if l.Kind == "memory" {
+		if l.MaxEntries != DefaultMemoryMaxEntries {
+			return "memory://?max_entries=" + strconv.FormatInt(l.MaxEntries, 10)
+		}
 		return "memory://"
 	}
 	o := l.Redis
@@ -251,7 +277,7 @@ func Open(raw string, memoryOpts ...MemoryOption) (Store, error) {
 // file or the environment rather than the URL.
 func (l *Location) Open(memoryOpts ...MemoryOption) Store {
 	if l.Kind == "memory" {
-		return NewMemory(memoryOpts...)
+		return NewMemory(append([]MemoryOption{WithMaxEntries(l.MaxEntries)}, memoryOpts...)...)
 	}
 	return NewRedis(redis.NewUniversalClient(l.Redis))
 }

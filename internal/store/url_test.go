@@ -22,6 +22,7 @@ func TestParseLocation(t *testing.T) {
 		printed    string
 	}{
 		{raw: "memory://", kind: "memory", printed: "memory://"},
+		{raw: "memory://?max_entries=5000", kind: "memory", printed: "memory://?max_entries=5000"},
 		{raw: "redis://localhost", kind: "redis", addrs: []string{"localhost:6379"}, printed: "redis://localhost:6379/0"},
 		{raw: "redis://:s3cret@10.0.0.1:6380/2", kind: "redis", addrs: []string{"10.0.0.1:6380"}, db: 2, pass: "s3cret", printed: "redis://:xxxxx@10.0.0.1:6380/2"},
 		{raw: "rediss://app:p%40ss@redis.example:6390/0", kind: "redis", addrs: []string{"redis.example:6390"}, user: "app", pass: "p@ss", tls: true, printed: "rediss://app:xxxxx@redis.example:6390/0"},
@@ -70,7 +71,9 @@ func TestParseLocationErrors(t *testing.T) {
 		{"", "must start with memory://"},
 		{"localhost:6379", "must start with memory://"},
 		{"http://localhost", "must start with memory://"},
-		{"memory://x", "memory:// takes no host"},
+		{"memory://x", "memory:// takes no host or path, and one option: ?max_entries=N"},
+		{"memory://?max_keys=5", "memory:// takes no host or path, and one option: ?max_entries=N"},
+		{"memory://?max_entries=0", `max_entries: "0" is not a number from 1 to 1000000000`},
 		{"redis://", "empty host"},
 		{"redis://a,b", "redis:// takes one host"},
 		{"redis://h:0", `port "0"`},
@@ -107,7 +110,7 @@ func TestParseLocationErrorsHidePassword(t *testing.T) {
 }
 
 func FuzzParseLocation(f *testing.F) {
-	for _, seed := range []string{"memory://", "redis://:p@h:1/2", "rediss+sentinel://u:p@a,b:2/m/1?pool_size=3",
+	for _, seed := range []string{"memory://", "memory://?max_entries=7", "redis://:p@h:1/2", "rediss+sentinel://u:p@a,b:2/m/1?pool_size=3",
 		"redis+cluster://a:1,b:2", "redis://[::1]:6379/0", "redis://h?dial_timeout=1s"} {
 		f.Add(seed)
 	}
@@ -125,6 +128,9 @@ func FuzzParseLocation(f *testing.F) {
 			t.Fatalf("kind changed: %q -> %q", loc.Kind, again.Kind)
 		}
 		if loc.Kind == "memory" {
+			if loc.MaxEntries != again.MaxEntries {
+				t.Fatalf("%q printed as %q bounds %d entries, not %d", raw, loc.String(), again.MaxEntries, loc.MaxEntries)
+			}
 			return
 		}
 		a, b := loc.Redis, again.Redis

@@ -114,14 +114,8 @@ func forward(t *testing.T, from, to string) {
 
 func expectStatus(t *testing.T, url string, status int, body string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != status || !strings.Contains(string(b), body) {
-		t.Fatalf("%s: %s %q, want %d and %q", url, resp.Status, b, status, body)
+	if got, b := localtest.Get(t, url); got != status || !strings.Contains(b, body) {
+		t.Fatalf("%s: %d %q, want %d and %q", url, got, b, status, body)
 	}
 }
 

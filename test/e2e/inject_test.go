@@ -289,17 +289,12 @@ var injectorCallsLine = regexp.MustCompile(`(?m)^controller_runtime_webhook_requ
 
 func injectorCalls(t *testing.T, metricsURL string) int {
 	t.Helper()
-	resp, err := http.Get(metricsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, _ := io.ReadAll(resp.Body)
-	m := injectorCallsLine.FindSubmatch(body)
+	_, body := localtest.Get(t, metricsURL)
+	m := injectorCallsLine.FindStringSubmatch(body)
 	if m == nil {
 		return 0
 	}
-	n, _ := strconv.Atoi(string(m[1]))
+	n, _ := strconv.Atoi(m[1])
 	return n
 }
 

@@ -5,6 +5,7 @@ package localtest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"testing"
@@ -53,4 +54,20 @@ func WaitOK(t testing.TB, within time.Duration, url string) {
 		}
 		return nil
 	})
+}
+
+// Get sends a GET to url and returns the status code and the body; a
+// request that fails fails the test.
+func Get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }

@@ -90,8 +90,9 @@ type Config struct {
 // changed the pod. A pod that has the sidecar already is left as it is, so
 // a second pass changes nothing.
 func Inject(pod *corev1.Pod, namespaceOptedIn bool, cfg Config) (bool, error) {
-	if !optedIn(pod, namespaceOptedIn) || HasSidecar(pod) {
-		return false, nil
+	in, err := optedIn(pod, namespaceOptedIn)
+	if err != nil || !in || HasSidecar(pod) {
+		return false, err
 	}
 	app, err := findAppPort(pod)
 	if err != nil {
@@ -125,6 +126,14 @@ func sidecarFor(pod *corev1.Pod, cfg Config, upstream int32) (corev1.Container, 
 	proxy, err := annotationPort(pod, AnnotationProxyPort, 8000)
 	if err != nil {
 		return corev1.Container{}, err
+	}
+	// On the app's port the sidecar would proxy to itself; on its health
+	// port it would not start.
+	switch proxy {
+	case upstream:
+		return corev1.Container{}, fmt.Errorf("annotation %s: port %d is taken by the app; choose another", AnnotationProxyPort, proxy)
+	case HealthPort:
+		return corev1.Container{}, fmt.Errorf("annotation %s: port %d is taken by the sidecar's health port; choose another", AnnotationProxyPort, proxy)
 	}
 	res, err := resources(pod)
 	if err != nil {
@@ -218,14 +227,20 @@ func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 	}})
 }
 
-func optedIn(pod *corev1.Pod, namespaceOptedIn bool) bool {
-	switch pod.Annotations[AnnotationInject] {
-	case "true":
-		return true
-	case "false":
-		return false
+// optedIn: the pod's annotation decides, else its namespace's label. A
+// value other than "true" or "false" is refused rather than read as either:
+// "True" silently skipping injection would leave a pod unprotected.
+func optedIn(pod *corev1.Pod, namespaceOptedIn bool) (bool, error) {
+	switch v, set := pod.Annotations[AnnotationInject]; {
+	case !set:
+		return namespaceOptedIn, nil
+	case v == "true":
+		return true, nil
+	case v == "false":
+		return false, nil
+	default:
+		return false, fmt.Errorf("annotation %s: %q is neither \"true\" nor \"false\"", AnnotationInject, v)
 	}
-	return namespaceOptedIn
 }
 
 // HasSidecar reports whether pod runs the quota sidecar, in either shape.

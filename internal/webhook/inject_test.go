@@ -52,6 +52,10 @@ func TestInject(t *testing.T) {
 		{"unknown port name", pod(map[string]string{AnnotationInject: "true", AnnotationUpstreamPort: "grpc"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/upstream-port: "grpc" is neither a port number nor the name of a container port`},
 		{"bad memory", pod(map[string]string{AnnotationInject: "true", AnnotationMemory: "lots"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/sidecar-memory: "lots" is not a positive quantity`},
 		{"bad capture", pod(map[string]string{AnnotationInject: "true", AnnotationCapturePort: "no"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/capture-port: "no" is neither true nor false`},
+		{"inject True in an opted-in namespace", pod(map[string]string{AnnotationInject: "True"}, http), true, false, "", 0, "", "", "", `annotation quotaops.dev/inject: "True" is neither "true" nor "false"`},
+		{"inject yes", pod(map[string]string{AnnotationInject: "yes"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/inject: "yes" is neither "true" nor "false"`},
+		{"proxy on the app's port", pod(map[string]string{AnnotationInject: "true", AnnotationProxyPort: "8080"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/proxy-port: port 8080 is taken by the app; choose another`},
+		{"proxy on the health port", pod(map[string]string{AnnotationInject: "true", AnnotationProxyPort: "9902"}, http), false, false, "", 0, "", "", "", `annotation quotaops.dev/proxy-port: port 9902 is taken by the sidecar's health port; choose another`},
 	}
 	for _, native := range []bool{false, true} {
 		for _, tt := range tests {

@@ -148,8 +148,26 @@ func expectInjection(t *testing.T, metrics string, touches *atomic.Int32, ports 
 	if strings.Contains(mustJSON(t, pod), storePassword) {
 		t.Fatal("the store password is in the pod spec")
 	}
-
+	expectInjectTypoRefused(t)
 	return pod
+}
+
+// expectInjectTypoRefused: a pod annotated inject "True", outside any
+// opted-in namespace, reaches the webhook and is refused with the
+// annotation named, not silently left without a sidecar.
+func expectInjectTypoRefused(t *testing.T) {
+	t.Helper()
+	typo := plainPod("typo", appNS)
+	typo.Annotations = map[string]string{webhook.AnnotationInject: "True"}
+	file := filepath.Join(t.TempDir(), "pod.json")
+	if err := os.WriteFile(file, []byte(mustJSON(t, typo)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := env.Kubectl("create", "-f", file)
+	want := `annotation quotaops.dev/inject: "True" is neither "true" nor "false"`
+	if err == nil || !strings.Contains(out, want) {
+		t.Fatalf("a pod annotated inject True: %v\n%s", err, out)
+	}
 }
 
 // expectSampleLimit: the sample allows 100 requests a minute per client IP.

@@ -325,3 +325,38 @@ func TestCorruptCounterChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// A limit lowered below what a subject already used, or a DryRun limit
+// now enforced, shows 0 remaining, never a negative number (which Envoy's
+// unsigned limit_remaining would wrap to about 4.29e9).
+func TestRemainingNeverNegative(t *testing.T) {
+	algorithms := []limiter.Limit{
+		{Algorithm: limiter.FixedWindow, Rates: rate(10, time.Hour)},
+		{Algorithm: limiter.SlidingWindow, Rates: rate(10, time.Hour)},
+		{Algorithm: limiter.TokenBucket, Rates: rate(10, time.Hour)},
+		{Algorithm: limiter.Quota, Rates: rate(10, 0), Period: limiter.Month, Location: newYork},
+	}
+	for _, be := range backends(t) {
+		for _, lim := range algorithms {
+			t.Run(be.name+"/"+lim.Algorithm.String(), func(t *testing.T) {
+				l, _ := simulated(t, be, fakeclock.New(epoch.Add(10*time.Second)))
+				lim.Key, lim.Cost = key(t, "lowered", "alice"), 1
+				for i := range 6 {
+					if d := decide(t, l, lim); !d.Allowed {
+						t.Fatalf("request %d under the old limit: %+v", i, d)
+					}
+				}
+				lowered := lim
+				lowered.Rates = append([]limiter.Rate(nil), lim.Rates...)
+				lowered.Rates[0].Limit = 2
+				for _, dry := range []bool{true, false} {
+					lowered.DryRun = dry
+					d := decide(t, l, lowered)
+					if r := d.Results[0]; r.Allowed || r.Remaining != 0 || d.Allowed == !dry {
+						t.Fatalf("dry run %v, after 6 of a limit lowered to 2: %+v", dry, d)
+					}
+				}
+			})
+		}
+	}
+}

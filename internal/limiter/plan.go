@@ -113,8 +113,11 @@ func decision(entries []entry, verdicts []verdict) Decision {
 	d := Decision{Allowed: true, Decider: -1, Results: make([]Result, len(entries))}
 	for i, e := range entries {
 		v := verdicts[i]
+		// A subject past a limit that was lowered, or a DryRun limit now
+		// enforced, has used more than the limit: nothing remains, which
+		// is 0, not a negative count clients would misread.
 		r := Result{
-			Limit: e.limit, Rate: e.rate, Allowed: v.allowed, DryRun: e.dry, Max: e.max, Remaining: v.remaining,
+			Limit: e.limit, Rate: e.rate, Allowed: v.allowed, DryRun: e.dry, Max: e.max, Remaining: max(v.remaining, 0),
 			ResetAfter: time.Duration(v.resetMs) * time.Millisecond, RetryAfter: time.Duration(v.retryMs) * time.Millisecond,
 		}
 		if v.retryMs < 0 {

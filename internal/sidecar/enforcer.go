@@ -82,17 +82,22 @@ func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Dec
 	if timeout <= 0 {
 		timeout = 50 * time.Millisecond
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	d, err := e.Limiter.Decide(ctx, req)
+	d, err := e.Limiter.Decide(sctx, req)
 	e.Metrics.storeLatency(time.Since(start), err)
-	if errors.Is(err, limiter.ErrInvalid) || errors.Is(err, store.ErrFull) {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// The caller went away: any client could cancel on purpose, and
+		// it says nothing about the store.
+		e.Breaker.Forget()
+	case errors.Is(err, limiter.ErrInvalid) || errors.Is(err, store.ErrFull):
 		// A limit the limiter refuses (a policy file that never met the
 		// schema), or a full memory store that still serves the subjects
-		// it holds, says nothing about the store's health.
+		// it holds, says nothing about the store's health either.
 		e.Breaker.Record(nil)
-	} else {
+	default:
 		e.Breaker.Record(err)
 	}
 	return d, err
@@ -169,6 +174,14 @@ func (b *Breaker) Record(err error) {
 	if b.failures >= b.Threshold {
 		b.openUntil = b.Now().Add(b.Cooldown)
 	}
+}
+
+// Forget ends a call Allow let through without judging the store: a call
+// its caller abandoned. A probe it was is given to the next call.
+func (b *Breaker) Forget() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
 }
 
 // Open reports whether the breaker is refusing calls.

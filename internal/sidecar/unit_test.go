@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 )
 
@@ -179,6 +180,37 @@ func TestInvalidLimitDoesNotOpenTheBreaker(t *testing.T) {
 	}
 	if !b.Open() {
 		t.Fatal("five store failures did not open the breaker")
+	}
+}
+
+// A caller that goes away (a client that gave up, a load tool ending its
+// run) cancels its store calls. That says nothing of the store: however
+// many do, the breaker stays closed and the next caller is decided by the
+// store. Before, 5 cancelled calls opened it and every decision for the
+// next second failed open.
+func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
+	mem := store.NewMemory()
+	defer func() { _ = mem.Close() }()
+	lim, err := limiter.New(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBreaker()
+	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond}
+	applied := []Applied{{Policy: "p", Name: "l", Limit: limiter.Limit{Algorithm: limiter.FixedWindow, Cost: 1,
+		Rates: []limiter.Rate{{Limit: 100, Window: time.Minute}}, Key: limiter.CounterKey{Namespace: "ns", Policy: "p", Limit: "l", Subject: []string{"a"}}}}}
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 20 {
+		if v := e.Check(gone, applied); !v.StoreFailed {
+			t.Fatalf("a cancelled call decided: %+v", v)
+		}
+	}
+	if b.Open() {
+		t.Fatal("cancelled calls opened the breaker")
+	}
+	if v := e.Check(context.Background(), applied); v.StoreFailed || !v.Decision.Allowed || v.Decision.Results[0].Remaining != 99 {
+		t.Fatalf("the next caller: %+v; want a decision by the store", v)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 
 	extv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -27,7 +29,31 @@ type rateLimitService struct {
 	enforcer *Enforcer
 }
 
+// Bounds on one request, far above what Envoy sends (a few descriptors, of
+// a few entries): a policy has at most 32 limits, each keyed by at most 8
+// sources. Without them, one call with 200,000 descriptors stalled the
+// sidecar and the shared Redis.
+const (
+	maxDescriptors = 64
+	maxEntries     = 8
+)
+
+func checkBounds(req *rlsv3.RateLimitRequest) error {
+	if n := len(req.GetDescriptors()); n > maxDescriptors {
+		return status.Errorf(codes.InvalidArgument, "%d descriptors: at most %d per request", n, maxDescriptors)
+	}
+	for i, d := range req.GetDescriptors() {
+		if n := len(d.GetEntries()); n > maxEntries {
+			return status.Errorf(codes.InvalidArgument, "descriptor %d has %d entries: at most %d", i, n, maxEntries)
+		}
+	}
+	return nil
+}
+
 func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	if err := checkBounds(req); err != nil {
+		return nil, err
+	}
 	statuses := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(req.GetDescriptors()))
 	var applied []Applied
 	var index []int // applied[i] answers descriptor index[i]

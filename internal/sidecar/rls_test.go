@@ -27,6 +27,20 @@ func descriptor(kv ...string) *extv3.RateLimitDescriptor {
 // by X-User) and global (100 per 10m, no key), and returns a function that
 // asks its Envoy rate-limit service.
 func rlsSidecar(t *testing.T) func(*rlsv3.RateLimitRequest) *rlsv3.RateLimitResponse {
+	t.Helper()
+	try := rlsTry(t)
+	return func(req *rlsv3.RateLimitRequest) *rlsv3.RateLimitResponse {
+		t.Helper()
+		resp, err := try(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+}
+
+// rlsTry is rlsSidecar for calls that may fail.
+func rlsTry(t *testing.T) func(*rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	ns := namespace(t)
 	sc := start(t, ns)
 	sc.publish(t, perIP(ns, 3, "1m", func(p *v1alpha1.RateLimitPolicy) {
@@ -41,15 +55,46 @@ func rlsSidecar(t *testing.T) func(*rlsv3.RateLimitRequest) *rlsv3.RateLimitResp
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	client := rlsv3.NewRateLimitServiceClient(conn)
-	return func(req *rlsv3.RateLimitRequest) *rlsv3.RateLimitResponse {
-		t.Helper()
+	return func(req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		resp, err := client.ShouldRateLimit(ctx, req)
-		if err != nil {
-			t.Fatal(err)
+		return client.ShouldRateLimit(ctx, req)
+	}
+}
+
+// Requests beyond the bounds are refused as invalid before any work: 64
+// descriptors of 8 entries pass, 65 descriptors or 9 entries do not.
+func TestEnvoyRateLimitServiceBounds(t *testing.T) {
+	try := rlsTry(t)
+	request := func(descriptors, entries int) *rlsv3.RateLimitRequest {
+		req := &rlsv3.RateLimitRequest{Domain: "api"}
+		for range descriptors {
+			kv := []string{"per-user", "alice"}
+			for range entries - 1 {
+				kv = append(kv, "k", "v")
+			}
+			req.Descriptors = append(req.Descriptors, descriptor(kv...))
 		}
-		return resp
+		return req
+	}
+	tests := []struct {
+		descriptors, entries int
+		want                 string // error message; empty: answered
+	}{
+		{64, 1, ""},
+		{1, 8, ""},
+		{65, 1, "rpc error: code = InvalidArgument desc = 65 descriptors: at most 64 per request"},
+		{150_000, 1, "rpc error: code = InvalidArgument desc = 150000 descriptors: at most 64 per request"},
+		{2, 9, "rpc error: code = InvalidArgument desc = descriptor 0 has 9 entries: at most 8"},
+	}
+	for _, tt := range tests {
+		resp, err := try(request(tt.descriptors, tt.entries))
+		switch {
+		case tt.want == "" && (err != nil || len(resp.Statuses) != tt.descriptors):
+			t.Fatalf("%d descriptors of %d entries: %v", tt.descriptors, tt.entries, err)
+		case tt.want != "" && (err == nil || err.Error() != tt.want):
+			t.Fatalf("%d descriptors of %d entries: %v; want %q", tt.descriptors, tt.entries, err, tt.want)
+		}
 	}
 }
 

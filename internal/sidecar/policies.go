@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -183,7 +184,7 @@ func matches(m config.Match, r *http.Request) bool {
 	if len(m.Methods) > 0 && !slices.Contains(m.Methods, r.Method) {
 		return false
 	}
-	if m.PathPrefix != "" && !strings.HasPrefix(r.URL.Path, m.PathPrefix) {
+	if m.PathPrefix != "" && !strings.HasPrefix(cleanPath(r.URL.Path), m.PathPrefix) {
 		return false
 	}
 	for _, h := range m.Headers {
@@ -193,6 +194,21 @@ func matches(m config.Match, r *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// cleanPath is the path as the app will most likely read it: doubled
+// slashes collapsed, "." and ".." resolved, a trailing slash kept. Matching
+// the raw path let //api/login, /./api/login and /x/../api/login pass a
+// limit on /api/. The request goes on to the app as it came.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // keyValues reads the request's values for a limit's key sources.
@@ -206,7 +222,7 @@ func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]st
 		case "Method":
 			v = r.Method
 		case "Path":
-			v = r.URL.Path
+			v = cleanPath(r.URL.Path)
 		case "Header":
 			h := r.Header.Values(k.Name)
 			if len(h) == 0 {

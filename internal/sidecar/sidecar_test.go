@@ -161,3 +161,29 @@ func waitReady(t testing.TB, base, client string, limit string) time.Duration {
 func namespace(t testing.TB) string {
 	return strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())) + fmt.Sprint(time.Now().UnixNano()%100000)
 }
+
+// A limit on pathPrefix /api/ holds for every spelling of a path under it
+// that the app reads as the same path: doubled slashes, "." and "..". Before,
+// only the first request counted and the others passed.
+func TestPathPrefixMatchesTheCleanPath(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 1, "1h", func(p *v1alpha1.RateLimitPolicy) {
+		p.Spec.Limits[0].Key = nil
+		p.Spec.Limits[0].Match = &v1alpha1.Match{PathPrefix: "/api/"}
+	}))
+	waitMetric(t, sc.admin, "quota_config_revision 1")
+	if got := send(t, sc.proxy+"/api/login", ""); got.StatusCode != http.StatusOK || got.Header.Get("X-RateLimit-Remaining") != "0" {
+		t.Fatalf("/api/login: %s %v", got.Status, got.Header)
+	}
+	for _, p := range []string{"//api/login", "/./api/login", "/x/../api/login", "/api//login", "/api/./login/"} {
+		if got := send(t, sc.proxy+p, ""); got.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("%s after /api/login: %s", p, got.Status)
+		}
+	}
+	for _, p := range []string{"/apix/login", "/", "/static/../public/a"} {
+		if got := send(t, sc.proxy+p, ""); got.StatusCode != http.StatusOK || got.Header.Get("X-RateLimit-Limit") != "" {
+			t.Fatalf("%s is not under /api/: %s %v", p, got.Status, got.Header)
+		}
+	}
+}

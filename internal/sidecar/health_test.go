@@ -1,7 +1,9 @@
 package sidecar_test
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -165,5 +167,37 @@ func TestFullMemoryStore(t *testing.T) {
 				expectStatus(t, health+"/metrics", http.StatusOK, line)
 			}
 		})
+	}
+}
+
+// A keep-alive connection left idle is closed by the sidecar, on the proxy
+// and on the health port, so idle clients cannot pile up file descriptors.
+// Before, only the request headers had a deadline and such a connection
+// stayed open for good.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	redistest.SkipIfMissing(t, startError)
+	proxy, health := startWithHealth(t, redisS.URL, sidecar.Options{Namespace: namespace(t), IdleTimeout: 200 * time.Millisecond})
+	localtest.WaitOK(t, 5*time.Second, health+"/readyz")
+	for _, base := range []string{proxy, health} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: sidecar\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		// The answer came; now the connection idles until the sidecar
+		// closes it: the read ends with EOF, not with the deadline.
+		if _, err := conn.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Fatalf("%s: an idle connection was not closed: %v", base, err)
+		}
+		_ = conn.Close()
 	}
 }

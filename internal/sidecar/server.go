@@ -36,7 +36,34 @@ type Options struct {
 	DrainTimeout time.Duration
 	// FailurePolicy, when set, overrides every policy's failurePolicy.
 	FailurePolicy string
-	Log           logr.Logger
+	// IdleTimeout closes keep-alive connections idle that long (default
+	// 2 minutes), so idle clients cannot hold file descriptors forever.
+	IdleTimeout time.Duration
+	Log         logr.Logger
+}
+
+// Bounds on the servers' connections. The proxy's request bodies and
+// upgraded connections (WebSockets) may last as long as the app lets them,
+// so only its headers and idle time are bounded; the admin and health
+// servers answer small requests and bound the whole exchange.
+const (
+	headerTimeout      = 10 * time.Second
+	defaultIdleTimeout = 2 * time.Minute
+	smallTimeout       = 30 * time.Second
+)
+
+// servers are the proxy, the admin (local API) and the health server.
+func servers(o Options, proxy, admin, health http.Handler) (*http.Server, *http.Server, *http.Server) {
+	idle := o.IdleTimeout
+	if idle <= 0 {
+		idle = defaultIdleTimeout
+	}
+	small := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, ReadTimeout: smallTimeout,
+			WriteTimeout: smallTimeout, IdleTimeout: idle}
+	}
+	return &http.Server{Handler: proxy, ReadHeaderTimeout: headerTimeout, IdleTimeout: idle, Protocols: serverProtocols()},
+		small(admin), small(health)
 }
 
 // Listeners are where the sidecar serves. Health (/healthz, /readyz and
@@ -77,11 +104,9 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	}
 	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics, FailurePolicy: o.FailurePolicy},
 		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log)}
-	proxy := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: serverProtocols()}
 	mux := healthMux(src, metrics)
 	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer, store: s, locks: lim}).register(mux)
-	admin := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	health := &http.Server{Handler: healthMux(src, metrics), ReadHeaderTimeout: 10 * time.Second}
+	proxy, admin, health := servers(o, h, mux, healthMux(src, metrics))
 	errs := make(chan error, 4)
 	go func() { errs <- proxy.Serve(ln.Proxy) }()
 	go func() { errs <- admin.Serve(ln.Admin) }()

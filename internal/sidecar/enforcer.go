@@ -78,28 +78,12 @@ func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Dec
 	if !e.Breaker.Allow() {
 		return limiter.Decision{}, errBreakerOpen
 	}
-	timeout := e.Timeout
-	if timeout <= 0 {
-		timeout = 50 * time.Millisecond
-	}
-	sctx, cancel := context.WithTimeout(ctx, timeout)
+	sctx, cancel := context.WithTimeout(ctx, e.timeout())
 	defer cancel()
 	start := time.Now()
 	d, err := e.Limiter.Decide(sctx, req)
 	e.Metrics.storeLatency(time.Since(start), err)
-	switch {
-	case err != nil && ctx.Err() != nil:
-		// The caller went away: any client could cancel on purpose, and
-		// it says nothing about the store.
-		e.Breaker.Forget()
-	case errors.Is(err, limiter.ErrInvalid) || errors.Is(err, store.ErrFull):
-		// A limit the limiter refuses (a policy file that never met the
-		// schema), or a full memory store that still serves the subjects
-		// it holds, says nothing about the store's health either.
-		e.Breaker.Record(nil)
-	default:
-		e.Breaker.Record(err)
-	}
+	e.record(ctx, err)
 	return d, err
 }
 
@@ -173,6 +157,31 @@ func (b *Breaker) Record(err error) {
 	b.failures++
 	if b.failures >= b.Threshold {
 		b.openUntil = b.Now().Add(b.Cooldown)
+	}
+}
+
+func (e *Enforcer) timeout() time.Duration {
+	if e.Timeout <= 0 {
+		return 50 * time.Millisecond
+	}
+	return e.Timeout
+}
+
+// record tells the breaker how a store call went. Errors that say nothing
+// about the store's health are not failures: a caller that went away (any
+// client could cancel on purpose), a limit the limiter refuses (a policy
+// file that never met the schema), a full memory store that still serves
+// what it holds, and a store that answered "not that" (a value that is not
+// an integer, or would overflow).
+func (e *Enforcer) record(ctx context.Context, err error) {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		e.Breaker.Forget()
+	case errors.Is(err, limiter.ErrInvalid), errors.Is(err, store.ErrFull), errors.Is(err, store.ErrNotInteger),
+		errors.Is(err, store.ErrOverflow), errors.Is(err, store.ErrWrongType), errors.Is(err, store.ErrInvalidTTL):
+		e.Breaker.Record(nil)
+	default:
+		e.Breaker.Record(err)
 	}
 }
 

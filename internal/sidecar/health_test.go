@@ -62,6 +62,13 @@ func TestHealthPortReadyOnlyWithConfig(t *testing.T) {
 // and returns the proxy's and the health port's base URLs.
 func startWithHealth(t *testing.T, storeURL string, o sidecar.Options) (string, string) {
 	t.Helper()
+	proxy, _, health := startListening(t, storeURL, o)
+	return proxy, health
+}
+
+// startListening is startWithHealth that also returns the admin URL.
+func startListening(t *testing.T, storeURL string, o sidecar.Options) (string, string, string) {
+	t.Helper()
 	o.Upstream, o.Timeout, o.Resync, o.Log = upstream(t), 50*time.Millisecond, 10*time.Second, logr.Discard()
 	s, err := store.Open(storeURL)
 	if err != nil {
@@ -85,7 +92,7 @@ func startWithHealth(t *testing.T, storeURL string, o sidecar.Options) (string, 
 		}
 		_ = s.Close()
 	})
-	return "http://" + lns[0].Addr().String(), "http://" + lns[2].Addr().String()
+	return "http://" + lns[0].Addr().String(), "http://" + lns[1].Addr().String(), "http://" + lns[2].Addr().String()
 }
 
 // forward starts passing connections to from on to to, as if the store

@@ -18,8 +18,17 @@ import (
 // curl example for each endpoint. Everything is scoped to the sidecar's
 // namespace: an app cannot name another namespace's keys.
 
-// maxBody bounds request bodies of the local API (values, JSON).
-const maxBody = 1 << 20
+// maxBody bounds request bodies of the local API (values, JSON): the
+// store is shared by every namespace, and one app filling it with large
+// values would stop decisions everywhere.
+const maxBody = 64 << 10
+
+// Every key an app writes expires: kvTTL when it names no TTL, and never
+// later than maxKVTTL, so nothing an app forgets stays in the shared store.
+const (
+	kvTTL    = 24 * time.Hour
+	maxKVTTL = 30 * 24 * time.Hour
+)
 
 // LocalStore is the store as the local API uses it.
 type LocalStore interface {
@@ -189,14 +198,14 @@ func (a *localAPI) set(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ttl, err := queryTTL(r, true)
+	ttl, err := queryTTL(r, kvTTL)
 	if err != nil {
 		fail(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		fail(w, http.StatusRequestEntityTooLarge, "values are at most 1 MiB")
+		fail(w, http.StatusRequestEntityTooLarge, "values are at most 64 KiB")
 		return
 	}
 	if err := a.store.Set(r.Context(), key, value, ttl); err != nil {
@@ -246,23 +255,18 @@ func (a *localAPI) increment(w http.ResponseWriter, r *http.Request) {
 			}
 			by = n
 		}
-		ttl, err := queryTTL(r, true)
+		ttl, err := queryTTL(r, kvTTL)
 		if err != nil {
 			return nil, err
 		}
-		var n int64
-		if ttl > 0 {
-			n, err = a.store.IncrementWithTTL(ctx, key, by, ttl)
-		} else {
-			n, err = a.store.Increment(ctx, key, by)
-		}
+		n, err := a.store.IncrementWithTTL(ctx, key, by, ttl)
 		return map[string]int64{"value": n}, err
 	})
 }
 
 func (a *localAPI) expire(w http.ResponseWriter, r *http.Request) {
 	a.withKey(w, r, func(ctx context.Context, key string) (any, error) {
-		ttl, err := queryTTL(r, false)
+		ttl, err := queryTTL(r, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -330,22 +334,23 @@ func lockTTL(w http.ResponseWriter, r *http.Request, req *lockRequest) (time.Dur
 		return 0, false
 	}
 	ttl, err := time.ParseDuration(req.TTL)
-	if err != nil || ttl < time.Millisecond {
-		fail(w, http.StatusBadRequest, `ttl must be a duration of at least 1ms, such as "30s"`)
+	if err != nil || ttl < time.Millisecond || ttl > maxKVTTL {
+		fail(w, http.StatusBadRequest, `ttl must be a duration from 1ms to 720h, such as "30s"`)
 		return 0, false
 	}
 	return ttl, true
 }
 
-// queryTTL reads ?ttl=; optional allows it to be missing (0).
-func queryTTL(r *http.Request, optional bool) (time.Duration, error) {
+// queryTTL reads ?ttl=, def when it is missing (0: required), at most
+// maxKVTTL.
+func queryTTL(r *http.Request, def time.Duration) (time.Duration, error) {
 	s := r.URL.Query().Get("ttl")
-	if s == "" && optional {
-		return 0, nil
+	if s == "" && def > 0 {
+		return def, nil
 	}
 	ttl, err := time.ParseDuration(s)
-	if err != nil || ttl < time.Millisecond {
-		return 0, badRequest("ttl must be a duration of at least 1ms, such as 30s")
+	if err != nil || ttl < time.Millisecond || ttl > maxKVTTL {
+		return 0, badRequest("ttl must be a duration from 1ms to 720h, such as 30s")
 	}
 	return ttl, nil
 }

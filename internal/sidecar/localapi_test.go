@@ -7,11 +7,15 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
 // call sends method path body to the admin listener and returns the status
@@ -94,7 +98,7 @@ func TestLocalAPIStore(t *testing.T) {
 		{a.admin, "POST", "/v1/kv/session-1/increment", "", 409, `{"error":"value is not an integer"}`},
 		{a.admin, "POST", "/v1/kv/session-1/expire?ttl=10s", "", 200, `{"updated":true}`},
 		{a.admin, "POST", "/v1/kv/missing/expire?ttl=10s", "", 200, `{"updated":false}`},
-		{a.admin, "POST", "/v1/kv/views/expire?ttl=-1s", "", 400, `{"error":"ttl must be a duration of at least 1ms, such as 30s"}`},
+		{a.admin, "POST", "/v1/kv/views/expire?ttl=-1s", "", 400, `{"error":"ttl must be a duration from 1ms to 720h, such as 30s"}`},
 		{a.admin, "POST", "/v1/kv/views/increment?by=x", "", 400, `{"error":"by must be an integer"}`},
 		{a.admin, "DELETE", "/v1/kv/session-1", "", 200, `{"deleted":true}`},
 		{a.admin, "DELETE", "/v1/kv/session-1", "", 200, `{"deleted":false}`},
@@ -135,7 +139,7 @@ func TestLocalAPILocks(t *testing.T) {
 		{"POST", "/v1/locks/nightly/extend", `{"ttl":"1m","token":"` + token + `"}`, 200, `{"extended":true}`},
 		{"DELETE", "/v1/locks/nightly", `{"token":"wrong"}`, 409, `{"released":false}`},
 		{"DELETE", "/v1/locks/nightly", `{"token":"` + token + `"}`, 200, `{"released":true}`},
-		{"POST", "/v1/locks/nightly", `{"ttl":"soon"}`, 400, `{"error":"ttl must be a duration of at least 1ms, such as \"30s\""}`},
+		{"POST", "/v1/locks/nightly", `{"ttl":"soon"}`, 400, `{"error":"ttl must be a duration from 1ms to 720h, such as \"30s\""}`},
 	}
 	for i, s := range steps {
 		status, body := call(t, sc.admin, s.method, s.path, s.body)
@@ -179,4 +183,64 @@ func TestFeatureQuotaCountsLocalConsumption(t *testing.T) {
 	if a, b := proxied("/search"), proxied("/search"); a != http.StatusOK || b != http.StatusTooManyRequests {
 		t.Fatalf("a feature quota with a match: %d then %d; want 200 then 429", a, b)
 	}
+}
+
+// What an app writes is bounded: values up to 64 KiB, and every key
+// expires, in a day when the app names no TTL and in 30 days at the most.
+// Before, 1 MiB values without expiry filled the shared Redis.
+func TestLocalAPIBoundsWhatAppsWrite(t *testing.T) {
+	ns := namespace(t)
+	a := start(t, ns)
+	big := strings.Repeat("x", 64<<10)
+	steps := []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{"PUT", "/v1/kv/big", big, 204, ""},
+		{"PUT", "/v1/kv/bigger", big + "x", 413, `{"error":"values are at most 64 KiB"}`},
+		{"PUT", "/v1/kv/forever", "v", 204, ""},
+		{"POST", "/v1/kv/count/increment", "", 200, `{"value":1}`},
+		{"PUT", "/v1/kv/too-long?ttl=721h", "v", 400, `{"error":"ttl must be a duration from 1ms to 720h, such as 30s"}`},
+		{"POST", "/v1/locks/too-long", `{"ttl":"721h"}`, 400, `{"error":"ttl must be a duration from 1ms to 720h, such as \"30s\""}`},
+	}
+	for i, s := range steps {
+		if status, body := call(t, a.admin, s.method, s.path, s.body); status != s.status || body != s.want {
+			t.Fatalf("step %d %s %s: %d %.80q; want %d %q", i, s.method, s.path, status, body, s.status, s.want)
+		}
+	}
+	for _, key := range []string{"forever", "count"} {
+		ttl := a.store.Client().PTTL(context.Background(), "qo:v1:app:{"+ns+"/"+key+"}").Val()
+		if ttl <= 23*time.Hour || ttl > 24*time.Hour {
+			t.Fatalf("%s written without a TTL expires in %v, want a day", key, ttl)
+		}
+	}
+	if n := a.store.Client().Exists(context.Background(), "qo:v1:app:{"+ns+"/bigger}").Val(); n != 0 {
+		t.Fatal("the refused value was stored")
+	}
+}
+
+// A hung store (a Redis stopped with SIGSTOP) fails the local API's calls
+// within the store timeout, and after five the breaker opens and keeps
+// them off the store, as it does for decisions. Before, each call waited
+// for the client's read timeout and the breaker never heard of them.
+func TestLocalAPIOnAHungStore(t *testing.T) {
+	redistest.SkipIfMissing(t, startError)
+	r, err := redistest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Close() }()
+	_, admin, health := startListening(t, r.URL, sidecar.Options{Namespace: namespace(t)})
+	localtest.WaitOK(t, 5*time.Second, health+"/readyz")
+	if err := r.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Resume() }()
+	for i, path := range []string{"/v1/kv/a", "/v1/kv/b", "/v1/kv/c", "/v1/kv/d", "/v1/kv/e", "/v1/kv/f"} {
+		if status, body := call(t, admin, "GET", path, ""); status != 503 || body != `{"error":"the store is unavailable"}` {
+			t.Fatalf("call %d on a hung store: %d %s", i, status, body)
+		}
+	}
+	expectStatus(t, health+"/metrics", 200, "quota_store_breaker_open 1\n")
 }

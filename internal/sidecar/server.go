@@ -105,7 +105,8 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics, FailurePolicy: o.FailurePolicy},
 		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log)}
 	mux := healthMux(src, metrics)
-	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer, store: s, locks: lim}).register(mux)
+	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer,
+		store: guardedStore{s, h.Enforcer}, locks: guardedLocks{lim, h.Enforcer}}).register(mux)
 	proxy, admin, health := servers(o, h, mux, healthMux(src, metrics))
 	errs := make(chan error, 4)
 	go func() { errs <- proxy.Serve(ln.Proxy) }()

@@ -75,16 +75,12 @@ func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verd
 }
 
 func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Decision, error) {
-	if !e.Breaker.Allow() {
-		return limiter.Decision{}, errBreakerOpen
-	}
-	sctx, cancel := context.WithTimeout(ctx, e.timeout())
-	defer cancel()
-	start := time.Now()
-	d, err := e.Limiter.Decide(sctx, req)
-	e.Metrics.storeLatency(time.Since(start), err)
-	e.record(ctx, err)
-	return d, err
+	return guard(ctx, e, func(ctx context.Context) (limiter.Decision, error) {
+		start := time.Now()
+		d, err := e.Limiter.Decide(ctx, req)
+		e.Metrics.storeLatency(time.Since(start), err)
+		return d, err
+	})
 }
 
 // The values of a pod's failure policy override.

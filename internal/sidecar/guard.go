@@ -7,10 +7,10 @@ import (
 	"github.com/quotaops/quota-operator/internal/limiter"
 )
 
-// The local API's key-value and lock calls are bounded like a decision's
-// store call: by the store timeout, and by the circuit breaker, so a hung
-// store costs an app 50 ms and then nothing, not the client's seconds per
-// call.
+// Every store call of the sidecar, a decision's or the local API's
+// key-value and lock calls, is bounded by the store timeout and by the
+// circuit breaker, so a hung store costs 50 ms and then nothing, not the
+// client's seconds per call.
 
 // guard runs call within the store timeout unless the breaker is open, and
 // tells the breaker how the store did.
@@ -30,10 +30,6 @@ func guard[T any](ctx context.Context, e *Enforcer, call func(context.Context) (
 type guardedStore struct {
 	s LocalStore
 	e *Enforcer
-}
-
-func (g guardedStore) Increment(ctx context.Context, key string, by int64) (int64, error) {
-	return guard(ctx, g.e, func(ctx context.Context) (int64, error) { return g.s.Increment(ctx, key, by) })
 }
 
 func (g guardedStore) IncrementWithTTL(ctx context.Context, key string, by int64, ttl time.Duration) (int64, error) {

@@ -32,7 +32,6 @@ const (
 
 // LocalStore is the store as the local API uses it.
 type LocalStore interface {
-	Increment(ctx context.Context, key string, by int64) (int64, error)
 	IncrementWithTTL(ctx context.Context, key string, by int64, ttl time.Duration) (int64, error)
 	Expire(ctx context.Context, key string, ttl time.Duration) (bool, error)
 	Get(ctx context.Context, key string) ([]byte, bool, error)

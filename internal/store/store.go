@@ -71,11 +71,11 @@ var (
 	ErrWrongType = errors.New("key holds a value of the wrong type")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store is closed")
-	// ErrFull: the memory store holds its maximum number of keys and makes
-	// no new one until some expire or are deleted (memory://?max_keys=N).
-	// Keys it holds still change. Like Redis under noeviction, it refuses
-	// rather than drop counters.
-	ErrFull = errors.New("memory store is full: no new key until some expire (memory://?max_keys)")
+	// ErrFull: the memory store holds its maximum number of entries (keys
+	// and hash fields) and makes no new one until some expire or are
+	// deleted (memory://?max_entries=N). Entries it holds still change. Like
+	// Redis under noeviction, it refuses rather than drop counters.
+	ErrFull = errors.New("memory store is full: no new entry until some expire (memory://?max_entries)")
 )
 
 // checkTTL refuses TTLs no backend can honour. optional allows 0, meaning

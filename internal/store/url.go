@@ -34,8 +34,8 @@ type Location struct {
 }
 
 // DefaultMemoryMaxEntries bounds a memory store unless its URL says
-// otherwise: about 25 MiB of counters, within the injected sidecar's
-// 64 MiB memory limit (make test measures the bytes an entry takes).
+// otherwise: 6 to 21 MiB of counters as measured (TestMemoryStoreStaysBounded
+// in internal/limiter), within the injected sidecar's 64 MiB memory limit.
 const DefaultMemoryMaxEntries = 100_000
 
 const (

@@ -17,6 +17,9 @@ type Store interface {
 type Options struct {
 	Store Store
 	Usage UsageReader
+	// Users, with Redis, keeps the namespaces' store users; StoreWatch has
+	// them written again to nodes that restarted.
+	Users TenantUsers
 	// UsageInterval is how often UsageQuota usage is refreshed.
 	UsageInterval time.Duration
 	// StoreCheckInterval is how often StoreWatch looks for lost config.
@@ -33,6 +36,9 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	uq.Resync = uqResync
 	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval,
 		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
+	if o.Users != nil {
+		watch.Users = o.Users
+	}
 	if err := rlp.SetupWithManager(mgr); err != nil {
 		return err
 	}

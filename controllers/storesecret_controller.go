@@ -1,32 +1,79 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
-// StoreSecretReconciler keeps the store password in a Secret in every
-// namespace that runs a quota sidecar, so injected pods read it through a
-// secretKeyRef and no pod spec ever holds it.
+// TenantUsers keeps one store user per namespace.
+type TenantUsers interface {
+	Put(ctx context.Context, u store.ACLUser) error
+	Delete(ctx context.Context, name string) error
+	Resync(ctx context.Context) error
+}
+
+// Defaults of StoreSecretReconciler.
+const (
+	DefaultSecretRecheck = time.Minute
+	DefaultRotationGrace = 3 * time.Minute
+	tenantPasswordBytes  = 32
+	secretKeyUsername    = "username"
+	secretKeyPassword    = "password"
+	managedByLabel       = "app.kubernetes.io/managed-by"
+	managedByOperator    = "quota-operator"
+)
+
+// StoreSecretReconciler gives every namespace that runs quota sidecars its
+// own store user, which reaches only that namespace's keys, and keeps the
+// user's name and password in a Secret there, which the sidecars mount.
+// The admin credentials never leave the manager.
 type StoreSecretReconciler struct {
 	client.Client
 	// Reader reads the Secret by name, straight from the API server: a
 	// cached read would list and watch every Secret in the cluster, which
 	// the manager may not and should not do.
 	Reader client.Reader
-	// Name of the Secret; its key "password" holds Password.
-	Name     string
-	Password []byte
+	// Name of the Secret in each namespace.
+	Name  string
+	Users TenantUsers
+	// Recheck is how often a namespace's Secret is read again. The manager
+	// cannot watch Secrets, so a deleted Secret, which rotates the
+	// password, is noticed within this time.
+	Recheck time.Duration
+	// RotationGrace is how long the old password still works after a
+	// rotation: the kubelet needs up to about a minute to update the
+	// mounted Secret, and sidecars open new connections meanwhile.
+	RotationGrace time.Duration
+
+	mu sync.Mutex
+	// current is each namespace's password digest as last written, and
+	// retired the digest it replaced, until when it still works.
+	current map[string]string
+	retired map[string]retiredPassword
+}
+
+type retiredPassword struct {
+	digest string
+	until  time.Time
 }
 
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
@@ -35,24 +82,102 @@ type StoreSecretReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",resources=secrets,resourceNames=quota-operator-store,verbs=get;update
 
-// Reconcile makes sure the Secret of the pod's namespace holds the
-// password.
+// Reconcile handles one namespace: its user exists, with the Secret's
+// password, while a pod there has the sidecar, and is removed after.
 func (r *StoreSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	var s corev1.Secret
-	err := r.Reader.Get(ctx, client.ObjectKey{Namespace: req.Namespace, Name: r.Name}, &s)
-	switch {
-	case apierrors.IsNotFound(err):
-		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace, Name: r.Name,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "quota-operator"}},
-			Data: map[string][]byte{"password": r.Password}}
-		return ctrl.Result{}, client.IgnoreAlreadyExists(r.Create(ctx, &s))
-	case err != nil:
+	user := limiter.TenantUserName(req.Namespace)
+	inUse, err := r.hasSidecars(ctx, req.Namespace)
+	if err != nil {
 		return ctrl.Result{}, err
-	case bytes.Equal(s.Data["password"], r.Password):
-		return ctrl.Result{}, nil
 	}
-	s.Data = map[string][]byte{"password": r.Password}
-	return ctrl.Result{}, r.Update(ctx, &s)
+	if !inUse {
+		r.forget(req.Namespace)
+		return ctrl.Result{}, r.Users.Delete(ctx, user)
+	}
+	password, err := r.ensureSecret(ctx, req.Namespace, user)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	digests, wait := r.digests(req.Namespace, password)
+	if err := r.Users.Put(ctx, limiter.TenantUser(req.Namespace, digests...)); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: min(wait, r.Recheck)}, nil
+}
+
+func (r *StoreSecretReconciler) hasSidecars(ctx context.Context, namespace string) (bool, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(namespace)); err != nil {
+		return false, err
+	}
+	for i := range pods.Items {
+		if webhook.HasSidecar(&pods.Items[i]) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// ensureSecret returns the namespace's password, making a new one when
+// the Secret is missing (deleted to rotate it) or does not name the user.
+func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, user string) (string, error) {
+	var s corev1.Secret
+	err := r.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: r.Name}, &s)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return "", err
+	}
+	if err == nil && string(s.Data[secretKeyUsername]) == user && len(s.Data[secretKeyPassword]) > 0 {
+		return string(s.Data[secretKeyPassword]), nil
+	}
+	password, genErr := newPassword()
+	if genErr != nil {
+		return "", genErr
+	}
+	data := map[string][]byte{secretKeyUsername: []byte(user), secretKeyPassword: []byte(password)}
+	if apierrors.IsNotFound(err) {
+		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: r.Name,
+			Labels: map[string]string{managedByLabel: managedByOperator}}, Data: data}
+		return password, r.Create(ctx, &s)
+	}
+	s.Data = data
+	return password, r.Update(ctx, &s)
+}
+
+func newPassword() (string, error) {
+	var b [tenantPasswordBytes]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// digests is what the user accepts: the password, and for RotationGrace
+// after a change also the one before. wait is when to look again.
+func (r *StoreSecretReconciler) digests(namespace, password string) ([]string, time.Duration) {
+	sum := sha256.Sum256([]byte(password))
+	digest := hex.EncodeToString(sum[:])
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.current == nil {
+		r.current, r.retired = map[string]string{}, map[string]retiredPassword{}
+	}
+	if old := r.current[namespace]; old != "" && old != digest {
+		r.retired[namespace] = retiredPassword{digest: old, until: time.Now().Add(r.RotationGrace)}
+	}
+	r.current[namespace] = digest
+	old, ok := r.retired[namespace]
+	if wait := time.Until(old.until); ok && wait > 0 {
+		return []string{digest, old.digest}, wait
+	}
+	delete(r.retired, namespace)
+	return []string{digest}, r.Recheck
+}
+
+func (r *StoreSecretReconciler) forget(namespace string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.current, namespace)
+	delete(r.retired, namespace)
 }
 
 func hasSidecar(obj client.Object) bool {
@@ -60,10 +185,19 @@ func hasSidecar(obj client.Object) bool {
 	return ok && webhook.HasSidecar(pod)
 }
 
-// SetupWithManager watches pods with the sidecar; the namespace is what
-// matters, so requests name the namespace's Secret.
+// SetupWithManager watches pods with the sidecar. What matters is their
+// namespace, so every pod maps to one request per namespace.
 func (r *StoreSecretReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Recheck <= 0 {
+		r.Recheck = DefaultSecretRecheck
+	}
+	if r.RotationGrace <= 0 {
+		r.RotationGrace = DefaultRotationGrace
+	}
+	toNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: r.Name}}}
+	})
 	return ctrl.NewControllerManagedBy(mgr).Named("storesecret").
-		For(&corev1.Pod{}, builder.WithPredicates(predicate.NewPredicateFuncs(hasSidecar))).
+		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(predicate.NewPredicateFuncs(hasSidecar))).
 		Complete(r)
 }

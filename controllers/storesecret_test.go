@@ -1,15 +1,19 @@
 package controllers_test
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
@@ -21,10 +25,13 @@ func podWith(ns, name string, containers ...string) *corev1.Pod {
 	return p
 }
 
-// A namespace gets the store password Secret once a pod there runs the
-// sidecar, and a Secret someone changed is set back.
-func TestStoreSecretFollowsSidecars(t *testing.T) {
-	plainNS, sidecarNS := namespace(t), namespace(t)
+// A namespace gets its own store user once a pod there runs the sidecar:
+// the Secret holds the user's name and a generated password, which Redis
+// accepts, and with which Redis refuses other namespaces' config. Deleting
+// the Secret rotates the password, the old one working for the grace
+// period only; deleting the last sidecar pod removes the user.
+func TestTenantUserFollowsSidecars(t *testing.T) {
+	plainNS, sidecarNS, otherNS := namespace(t), namespace(t), namespace(t)
 	if err := k8s.Create(ctx, podWith(plainNS, "app", "app")); err != nil {
 		t.Fatal(err)
 	}
@@ -32,34 +39,93 @@ func TestStoreSecretFollowsSidecars(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := client.ObjectKey{Namespace: sidecarNS, Name: storeSecret}
-	s := expectPassword(t, key, "the Secret")
-	s.Data["password"] = []byte("tampered")
-	if err := k8s.Update(ctx, s); err != nil {
-		t.Fatal(err)
+	first := expectWorkingSecret(t, key, "")
+	refused := asUser(first).HGetAll(ctx, "qo:v1:config:{"+otherNS+"}:docs").Err()
+	if refused == nil || !strings.HasPrefix(refused.Error(), "NOPERM") {
+		t.Fatalf("%s reading %s's config: %v; want NOPERM", first.user, otherNS, refused)
 	}
-	// Any sidecar pod event brings it back.
-	if err := k8s.Create(ctx, podWith(sidecarNS, "app-2", "app", webhook.ContainerName)); err != nil {
-		t.Fatal(err)
-	}
-	expectPassword(t, key, "the Secret set back")
 	err := k8s.Get(ctx, client.ObjectKey{Namespace: plainNS, Name: storeSecret}, &corev1.Secret{})
 	if !apierrors.IsNotFound(err) {
 		t.Fatalf("a namespace without sidecars got the Secret: %v", err)
 	}
+
+	if err := k8s.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: sidecarNS, Name: storeSecret}}); err != nil {
+		t.Fatal(err)
+	}
+	second := expectWorkingSecret(t, key, first.password)
+	if err := asUser(first).Ping(ctx).Err(); err != nil {
+		t.Fatalf("the old password during the grace period: %v", err)
+	}
+	expectRefused(t, first, "the old password after the grace period", 3*rotationGrace)
+
+	if err := k8s.Delete(ctx, podWith(sidecarNS, "app")); err != nil {
+		t.Fatal(err)
+	}
+	expectRefused(t, second, "the user after its last sidecar pod was deleted", 10*time.Second)
 }
 
-// expectPassword waits for the Secret at key to hold the store password.
-func expectPassword(t *testing.T, key client.ObjectKey, what string) *corev1.Secret {
+type credentials struct{ user, password string }
+
+func asUser(c credentials) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: redisS.Addr, Username: c.user, Password: c.password, Protocol: 2, MaxRetries: -1})
+}
+
+// expectWorkingSecret waits for the Secret at key to name the namespace's
+// user with a password other than old, which Redis accepts.
+func expectWorkingSecret(t *testing.T, key client.ObjectKey, old string) credentials {
 	t.Helper()
-	var s corev1.Secret
-	eventually(t, 10*time.Second, what, func() error {
+	var c credentials
+	eventually(t, 10*time.Second, "a Secret whose user Redis accepts", func() error {
+		var s corev1.Secret
 		if err := k8s.Get(ctx, key, &s); err != nil {
 			return err
 		}
-		if string(s.Data["password"]) != storePassword {
-			return fmt.Errorf("password %q", s.Data["password"])
+		c = credentials{string(s.Data["username"]), string(s.Data["password"])}
+		if c.user != limiter.TenantUserName(key.Namespace) || len(c.password) != 64 || c.password == old {
+			return fmt.Errorf("user %q, a password of %d bytes (the old one: %v)", c.user, len(c.password), c.password == old)
 		}
-		return nil
+		r := asUser(c)
+		defer func() { _ = r.Close() }()
+		return r.Set(ctx, limiter.AppKey(key.Namespace, "k"), "v", time.Minute).Err()
 	})
-	return &s
+	return c
+}
+
+// expectRefused waits until Redis refuses c's login.
+func expectRefused(t *testing.T, c credentials, what string, within time.Duration) {
+	t.Helper()
+	eventually(t, within, what, func() error {
+		r := asUser(c)
+		defer func() { _ = r.Close() }()
+		err := r.Ping(ctx).Err()
+		if err != nil && strings.HasPrefix(err.Error(), "WRONGPASS") {
+			return nil
+		}
+		if err == nil {
+			return errors.New("logged in")
+		}
+		return fmt.Errorf("ping: %w", err)
+	})
+}
+
+// A restarted Redis has lost every ACL user; the manager writes them back
+// within a store check.
+func TestTenantUserBackAfterRestart(t *testing.T) {
+	ns := namespace(t)
+	if err := k8s.Create(ctx, podWith(ns, "app", "app", webhook.ContainerName)); err != nil {
+		t.Fatal(err)
+	}
+	c := expectWorkingSecret(t, client.ObjectKey{Namespace: ns, Name: storeSecret}, "")
+	if err := redisS.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := redisS.Start(); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 10*time.Second, "the user back after a restart", func() error {
+		r := asUser(c)
+		defer func() { _ = r.Close() }()
+		return r.Ping(ctx).Err()
+	})
+	t.Logf("user back %v after the restart", took.Round(time.Millisecond))
 }

@@ -35,7 +35,12 @@ type StoreWatch struct {
 	Interval time.Duration
 	// RateLimitPolicies and UsageQuotas feed the reconcilers' Resync.
 	RateLimitPolicies, UsageQuotas chan<- event.GenericEvent
-	Log                            logr.Logger
+	// Users, when set, is resynced at every look: Redis keeps ACL users in
+	// no data file and no replica, so a node that restarted lost them.
+	Users interface {
+		Resync(ctx context.Context) error
+	}
+	Log logr.Logger
 }
 
 // NeedLeaderElection: only the leader writes config.
@@ -51,6 +56,7 @@ func (w *StoreWatch) Start(ctx context.Context) error {
 	defer t.Stop()
 	for {
 		w.check(ctx, marker, ttl)
+		w.resyncUsers(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -85,6 +91,17 @@ func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration
 		return
 	}
 	w.Log.Info("Store holds no operator marker; wrote every object's config back")
+}
+
+func (w *StoreWatch) resyncUsers(ctx context.Context) {
+	if w.Users == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, markerTimeout)
+	defer cancel()
+	if err := w.Users.Resync(sctx); err != nil {
+		w.Log.Error(err, "Writing namespace users to the store's nodes")
+	}
 }
 
 func (w *StoreWatch) resync(ctx context.Context) error {

@@ -37,12 +37,14 @@ var (
 )
 
 // The store Secret the operator keeps in namespaces with sidecars.
-const storeSecret, storePassword = "quota-operator-store", "s3cret"
+const storeSecret = "quota-operator-store"
 
 // Settings the tests shorten.
 const (
 	storeCheckEvery = 500 * time.Millisecond
 	usageEvery      = time.Second
+	secretRecheck   = 500 * time.Millisecond
+	rotationGrace   = 2 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -100,17 +102,27 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim,
+	loc, err := store.ParseLocation(redisS.URL)
+	if err != nil {
+		return nil, err
+	}
+	users, err := store.NewACLAdmin(loc)
+	if err != nil {
+		return nil, err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim, Users: users,
 		UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
 		return nil, err
 	}
-	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret, Password: []byte(storePassword)}
+	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret,
+		Users: users, Recheck: secretRecheck, RotationGrace: rotationGrace}
 	if err := secrets.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		defer func() { _ = users.Close() }()
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
 		}

@@ -78,7 +78,7 @@ func demo(ctx context.Context, c *demoConfig, out io.Writer) error {
 	}
 	defer func() { _ = logs.Close() }()
 	log := zap.New(zap.WriteTo(zapcore.Lock(zapcore.AddSync(logs))))
-	s, loc, err := openStore(c.store, "", os.Getenv)
+	s, loc, err := openStore(storeFlags{url: c.store}, os.Getenv)
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,7 @@ import (
 type managerConfig struct {
 	kubeconfig, metricsAddr, probeAddr string
 	leaderElect, metricsSecure         bool
-	store, storePasswordFile           string
+	store                              storeFlags
 	usageInterval, storeCheckInterval  time.Duration
 	// The sidecar injection webhook, on when sidecarImage is set.
 	sidecarImage, webhookCertDir string
@@ -59,13 +59,13 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.BoolVar(&c.metricsSecure, "metrics-secure", true, "serve metrics over HTTPS to clients the API server authenticates and authorizes (get on /metrics); false: plain HTTP to anyone")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&c.leaderElect, "leader-elect", false, "elect a leader, so only one replica writes config")
-	bindStoreFlags(fs, &c.store, &c.storePasswordFile)
+	bindStoreFlags(fs, &c.store)
 	fs.DurationVar(&c.usageInterval, "usage-interval", 30*time.Second, "how often UsageQuota status.usage is refreshed")
 	fs.DurationVar(&c.storeCheckInterval, "store-check-interval", 2*time.Second, "how often the store is checked for lost config")
 	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "image of the injected sidecar (the manager's own); the webhooks are off when empty")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
-	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the store password")
+	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap in each pod's namespace whose .yaml keys hold its sidecar's policies (sidecars cannot reach the manager's memory)")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "", "Secret, in --namespace, where the manager keeps a self-signed CA and the webhook's serving certificate, renewing both and setting the webhook configuration's caBundle; empty: the certificate comes from elsewhere (cert-manager)")
 	fs.StringVar(&c.webhookService, "webhook-service", "quota-operator-webhook-service", "the webhook's Service, named in the serving certificate")
@@ -131,7 +131,7 @@ func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, geten
 	// Locked: the writer may be any io.Writer, and controllers log from
 	// many goroutines.
 	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
-	s, loc, err := openStore(c.store, c.storePasswordFile, getenv)
+	s, loc, err := openStore(c.store, getenv)
 	if err != nil {
 		return err
 	}
@@ -158,11 +158,19 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 	if err != nil {
 		return err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim,
-		UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}); err != nil {
+	users, err := tenantUsers(loc)
+	if err != nil {
 		return err
 	}
-	if err := setupWebhooks(ctx, mgr, c, loc); err != nil {
+	opts := controllers.Options{Store: st, Usage: lim, UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}
+	if users != nil {
+		defer func() { _ = users.Close() }()
+		opts.Users = users
+	}
+	if err := controllers.Setup(mgr, opts); err != nil {
+		return err
+	}
+	if err := setupWebhooks(ctx, mgr, c, loc, users); err != nil {
 		return err
 	}
 	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
@@ -223,10 +231,19 @@ func metricsOptions(c *managerConfig) metricsserver.Options {
 	return o
 }
 
+// tenantUsers keeps one Redis user per namespace with sidecars; the
+// memory store has none.
+func tenantUsers(loc *store.Location) (*store.ACLAdmin, error) {
+	if loc.Redis == nil {
+		return nil, nil
+	}
+	return store.NewACLAdmin(loc)
+}
+
 // setupWebhooks serves the webhooks (sidecar injection, and validation of
-// what the CRD schema cannot check) and, when the store has a password,
-// keeps it in a Secret in each namespace with sidecars.
-func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
+// what the CRD schema cannot check) and, with Redis, gives each namespace
+// with sidecars its own store user and the Secret that holds it.
+func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin) error {
 	if c.sidecarImage == "" {
 		return nil
 	}
@@ -239,15 +256,15 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 	if err := webhook.SetupPolicyValidation(mgr); err != nil {
 		return err
 	}
-	cfg, password := injectionConfig(c, loc)
+	cfg := injectionConfig(c, loc)
 	native, err := webhook.NativeSidecars(mgr.GetConfig())
 	if err != nil {
 		return err
 	}
 	cfg.NativeSidecar = native
 	ctrl.Log.Info("Injecting sidecars", "native", native)
-	if password != "" {
-		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName, Password: []byte(password)}
+	if users != nil {
+		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName, Users: users}
 		if err := secrets.SetupWithManager(mgr); err != nil {
 			return err
 		}
@@ -255,24 +272,21 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 	return (&webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: cfg}).SetupWithManager(mgr)
 }
 
-// injectionConfig is what sidecars get, and the store password they get
-// through the Secret: never the password in the URL.
-func injectionConfig(c *managerConfig, loc *store.Location) (webhook.Config, string) {
+// injectionConfig is what sidecars get: the store URL without the
+// manager's credentials and, with Redis, the Secret of their namespace's
+// own user.
+func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 	bare := *loc
-	password := ""
-	if loc.Redis != nil {
-		opts := *loc.Redis
-		password, opts.Password = opts.Password, ""
-		bare.Redis = &opts
-	}
-	cfg := webhook.Config{Image: c.sidecarImage, Store: bare.String()}
+	cfg := webhook.Config{Image: c.sidecarImage}
 	if loc.Redis == nil {
-		cfg.PolicyConfigMap = c.policyConfigMap
+		cfg.Store, cfg.PolicyConfigMap = bare.String(), c.policyConfigMap
+		return cfg
 	}
-	if password != "" {
-		cfg.PasswordSecret = c.storeSecretName
-	}
-	return cfg, password
+	opts := *loc.Redis
+	opts.Username, opts.Password, opts.CredentialsProviderContext = "", "", nil
+	bare.Redis = &opts
+	cfg.Store, cfg.CredentialsSecret = bare.String(), c.storeSecretName
+	return cfg
 }
 
 // setupCerts, with --webhook-cert-secret, has the serving certificate in

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -48,13 +49,20 @@ func TestManagerFlags(t *testing.T) {
 	}
 }
 
-// The password comes from the file, else the environment, else the URL,
-// and no error repeats it.
-func TestStorePassword(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "password")
-	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
-		t.Fatal(err)
+// The password comes from its file, else the environment, else the URL,
+// the user name from its file, else the URL; files are read again for
+// each new connection (a rotated Secret needs no restart), and no error
+// repeats the password.
+func TestStoreCredentials(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
 	}
+	passwordFile, userFile := write("password", "from-file\n"), write("username", "quota-ns-a\n")
 	env := func(v string) func(string) string {
 		return func(k string) string {
 			if k == passwordEnv {
@@ -64,20 +72,23 @@ func TestStorePassword(t *testing.T) {
 		}
 	}
 	tests := []struct {
-		name, url, file string
-		getenv          func(string) string
-		want, wantErr   string
+		name               string
+		flags              storeFlags
+		getenv             func(string) string
+		wantUser, wantPass string
+		wantErr            string
 	}{
-		{"file wins", "redis://:in-url@h:6379/0", file, env("from-env"), "from-file", ""},
-		{"environment next", "redis://:in-url@h:6379/0", "", env("from-env"), "from-env", ""},
-		{"URL last", "redis://:in-url@h:6379/0", "", env(""), "in-url", ""},
-		{"missing file", "redis://h:6379/0", filepath.Join(t.TempDir(), "nope"), env(""), "", "--store-password-file: open "},
-		{"memory has no password", "memory://", "", env("from-env"), "", "a store password was given for the memory store, which has none"},
-		{"bad URL hides the password", "redis://:s3cret@h:port/0", "", env(""), "", "--store: "},
+		{"files win", storeFlags{"redis://u:in-url@h:6379/0", userFile, passwordFile}, env("from-env"), "quota-ns-a", "from-file", ""},
+		{"environment next", storeFlags{"redis://u:in-url@h:6379/0", "", ""}, env("from-env"), "u", "from-env", ""},
+		{"URL last", storeFlags{"redis://u:in-url@h:6379/0", "", ""}, env(""), "u", "in-url", ""},
+		{"missing file", storeFlags{"redis://h:6379/0", "", filepath.Join(dir, "nope")}, env(""), "", "", "--store-password-file: open "},
+		{"missing user file", storeFlags{"redis://h:6379/0", filepath.Join(dir, "nope"), ""}, env(""), "", "", "--store-username-file: open "},
+		{"memory has no password", storeFlags{"memory://", "", ""}, env("from-env"), "", "", "store credentials were given for the memory store, which has none"},
+		{"bad URL hides the password", storeFlags{"redis://:s3cret@h:port/0", "", ""}, env(""), "", "", "--store: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, loc, err := openStore(tt.url, tt.file, tt.getenv)
+			s, loc, err := openStore(tt.flags, tt.getenv)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "s3cret") {
 					t.Fatalf("error %v; want one containing %q, without the password", err, tt.wantErr)
@@ -88,10 +99,37 @@ func TestStorePassword(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = s.Close() }()
-			if loc.Redis.Password != tt.want || strings.Contains(loc.String(), tt.want) {
-				t.Fatalf("password %q (want %q); printed as %s", loc.Redis.Password, tt.want, loc)
+			user, pass := loc.Redis.Username, loc.Redis.Password
+			if get := loc.Redis.CredentialsProviderContext; get != nil {
+				user, pass, err = get(context.Background())
+			}
+			if err != nil || user != tt.wantUser || pass != tt.wantPass || strings.Contains(loc.String(), tt.wantPass) {
+				t.Fatalf("credentials %q, %q, %v (want %q, %q); printed as %s", user, pass, err, tt.wantUser, tt.wantPass, loc)
 			}
 		})
+	}
+}
+
+// The files are read again for each new connection: a rotated Secret,
+// updated in place by the kubelet, needs no restart.
+func TestStoreCredentialsFollowTheFiles(t *testing.T) {
+	dir := t.TempDir()
+	userFile, passwordFile := filepath.Join(dir, "username"), filepath.Join(dir, "password")
+	for f, v := range map[string]string{userFile: "quota-ns-a", passwordFile: "first"} {
+		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, loc, err := openStore(storeFlags{"redis://h:6379/0", userFile, passwordFile}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if err := os.WriteFile(passwordFile, []byte("rotated"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if user, pass, err := loc.Redis.CredentialsProviderContext(context.Background()); user != "quota-ns-a" || pass != "rotated" || err != nil {
+		t.Fatalf("after the file changed: %q, %q, %v; want the new password", user, pass, err)
 	}
 }
 
@@ -148,7 +186,7 @@ func TestManagerEndToEnd(t *testing.T) {
 	if out, err := env.Kubectl("apply", "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"), "-n", "default"); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
-	s, _, err := openStore(r.URL, passwordFile, nil)
+	s, _, err := openStore(storeFlags{url: r.URL, passwordFile: passwordFile}, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +244,7 @@ func expectInjection(t *testing.T, env *kubeenv.Env, storeURL string) {
 		}
 		return nil
 	})
-	for _, want := range []string{`"--store=` + storeURL + `"`, `"--upstream=http://127.0.0.1:8080"`, `"name": "quota-operator-store"`} {
+	for _, want := range []string{`"--store=` + storeURL + `"`, `"--upstream=http://127.0.0.1:8080"`, `"secretName": "quota-operator-store"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("mutated pod lacks %s:\n%s", want, out)
 		}
@@ -214,10 +252,13 @@ func expectInjection(t *testing.T, env *kubeenv.Env, storeURL string) {
 	if strings.Contains(out, "pa55word") {
 		t.Fatal("the store password is in the pod spec")
 	}
+	// The namespace's own user, never the admin password.
 	localtest.WaitFor(t, 10*time.Second, "the store Secret", func() error {
-		got, err := env.Kubectl("get", "secret", "quota-operator-store", "-n", "default", "-o", "jsonpath={.data.password}")
-		if err != nil || got != "cGE1NXdvcmQ=" { // base64("pa55word")
-			return fmt.Errorf("%q, %w", got, err)
+		got, err := env.Kubectl("get", "secret", "quota-operator-store", "-n", "default", "-o", "jsonpath={.data.username} {.data.password}")
+		user, password, _ := strings.Cut(got, " ")
+		if err != nil || user != base64.StdEncoding.EncodeToString([]byte("quota-ns-default")) || password == "" ||
+			password == base64.StdEncoding.EncodeToString([]byte("pa55word")) {
+			return fmt.Errorf("%q: %w", got, err)
 		}
 		return nil
 	})

@@ -26,7 +26,7 @@ import (
 type sidecarConfig struct {
 	listen, upstream, adminListen, grpcListen string
 	healthListen                              string
-	store, storePasswordFile                  string
+	store                                     storeFlags
 	namespace, podLabelsFile, policyFile      string
 	trustedProxies, failurePolicy             string
 	storeTimeout, resync, drainTimeout        time.Duration
@@ -42,7 +42,7 @@ func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) stri
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9901", "address of /healthz, /readyz, /metrics and the local API")
 	fs.StringVar(&c.healthListen, "health-listen", ":9902", "address of /healthz, /readyz and /metrics for the kubelet and Prometheus; off when empty")
 	fs.StringVar(&c.grpcListen, "grpc-listen", "", "address of the Envoy rate-limit service; off when empty")
-	bindStoreFlags(fs, &c.store, &c.storePasswordFile)
+	bindStoreFlags(fs, &c.store)
 	fs.StringVar(&c.namespace, "namespace", "", "the pod's namespace: whose config to enforce")
 	fs.StringVar(&c.podLabelsFile, "pod-labels-file", "", "downward API file of the pod's labels")
 	fs.StringVar(&c.policyFile, "policy-file", "", "YAML file or folder of RateLimitPolicy/UsageQuota objects: run without the operator")
@@ -126,7 +126,7 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(sidecarGCPercent)
 	}
-	s, loc, err := openStore(c.store, c.storePasswordFile, getenv, store.WithFullHook(func() {
+	s, loc, err := openStore(c.store, getenv, store.WithFullHook(func() {
 		log.Info("Memory store full: requests that need a new counter get their policy's failurePolicy until counters expire; raise memory://?max_entries with the memory limit, or use Redis")
 	}))
 	if err != nil {

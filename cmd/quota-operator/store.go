@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,42 +16,67 @@ import (
 // from a Secret, or this variable from a secretKeyRef, does not.
 const passwordEnv = "QUOTA_STORE_PASSWORD"
 
-// openStore parses the --store URL and sets its password from the file,
-// else from QUOTA_STORE_PASSWORD, else from the URL. Errors never contain
-// the password.
-func openStore(raw, passwordFile string, getenv func(string) string, memoryOpts ...store.MemoryOption) (store.Store, *store.Location, error) {
-	loc, err := store.ParseLocation(raw)
+// storeFlags are --store and the files that hold its credentials, which
+// the manager and the sidecar share.
+type storeFlags struct {
+	url, usernameFile, passwordFile string
+}
+
+func bindStoreFlags(fs *flag.FlagSet, f *storeFlags) {
+	fs.StringVar(&f.url, "store", "memory://", "store URL: memory://, redis://, rediss://, redis+sentinel://, redis+cluster://")
+	fs.StringVar(&f.usernameFile, "store-username-file", "", "file holding the store user name (else the URL's)")
+	fs.StringVar(&f.passwordFile, "store-password-file", "", "file holding the store password (else "+passwordEnv+", else the URL's)")
+}
+
+// openStore parses the --store URL and sets its credentials. Files are
+// read again for every new connection, so a rotated Secret, which the
+// kubelet updates in place, is used without a restart. Errors never
+// contain the password.
+func openStore(f storeFlags, getenv func(string) string, memoryOpts ...store.MemoryOption) (store.Store, *store.Location, error) {
+	loc, err := store.ParseLocation(f.url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--store: %w", err)
 	}
-	password, err := storePassword(passwordFile, getenv)
-	if err != nil {
+	given := f.usernameFile != "" || f.passwordFile != "" || getenv(passwordEnv) != ""
+	if given && loc.Kind == "memory" {
+		return nil, nil, errors.New("store credentials were given for the memory store, which has none")
+	}
+	if !given {
+		return loc.Open(memoryOpts...), loc, nil
+	}
+	credentials := func(context.Context) (string, string, error) { return storeCredentials(f, loc, getenv) }
+	if _, _, err := credentials(context.Background()); err != nil {
 		return nil, nil, err
 	}
-	if password != "" {
-		if loc.Kind == "memory" {
-			return nil, nil, errors.New("a store password was given for the memory store, which has none")
-		}
-		loc.Redis.Password = password
-	}
+	loc.Redis.CredentialsProviderContext = credentials
 	return loc.Open(memoryOpts...), loc, nil
 }
 
-func storePassword(file string, getenv func(string) string) (string, error) {
-	if file == "" {
-		return getenv(passwordEnv), nil
+// storeCredentials reads the user name and the password from their files,
+// each falling back to the URL's (the password first to QUOTA_STORE_PASSWORD).
+func storeCredentials(f storeFlags, loc *store.Location, getenv func(string) string) (user, password string, err error) {
+	user, password = loc.Redis.Username, loc.Redis.Password
+	if p := getenv(passwordEnv); p != "" {
+		password = p
 	}
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return "", fmt.Errorf("--store-password-file: %w", err)
+	if f.usernameFile != "" {
+		if user, err = readSecretFile("--store-username-file", f.usernameFile); err != nil {
+			return "", "", err
+		}
 	}
-	// Secrets written by hand often end in a newline; a password does not.
-	return strings.TrimRight(string(raw), "\r\n"), nil
+	if f.passwordFile != "" {
+		if password, err = readSecretFile("--store-password-file", f.passwordFile); err != nil {
+			return "", "", err
+		}
+	}
+	return user, password, nil
 }
 
-// bindStoreFlags adds --store and --store-password-file, which the manager
-// and the sidecar share.
-func bindStoreFlags(fs *flag.FlagSet, url, passwordFile *string) {
-	fs.StringVar(url, "store", "memory://", "store URL: memory://, redis://, rediss://, redis+sentinel://, redis+cluster://")
-	fs.StringVar(passwordFile, "store-password-file", "", "file holding the store password (else "+passwordEnv+")")
+func readSecretFile(flagName, file string) (string, error) {
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	// Secrets written by hand often end in a newline; a credential does not.
+	return strings.TrimRight(string(raw), "\r\n"), nil
 }

@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 			}
 		}()
 		if single, startError = redistest.Start(); startError == nil {
-			cluster, startError = redistest.StartCluster(3)
+			cluster, startError = redistest.StartCluster(3, 0)
 		}
 		if startError != nil {
 			fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)

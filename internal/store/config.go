@@ -15,8 +15,20 @@ import (
 // only keys without a TTL: they hold desired state, owned by the operator,
 // which deletes them with their objects and writes them back after a flush.
 func configKeys(namespace string) (docs, rev, channel string) {
-	tag := "qo:v1:config:{" + namespace + "}"
+	tag := configTag(namespace)
 	return tag + ":docs", tag + ":rev", tag + ":changed"
+}
+
+func configTag(namespace string) string { return "qo:v1:config:{" + namespace + "}" }
+
+// ConfigKeyPattern matches every config key of namespace (a DNS label, so
+// it holds no glob character): what its sidecars may read.
+func ConfigKeyPattern(namespace string) string { return configTag(namespace) + ":*" }
+
+// ConfigChannel is where namespace's new revisions are announced.
+func ConfigChannel(namespace string) string {
+	_, _, channel := configKeys(namespace)
+	return channel
 }
 
 var putConfig = redis.NewScript(`
@@ -63,6 +75,9 @@ func (r *Redis) Configs(ctx context.Context, namespace string) (int64, map[strin
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
+		if cause := all.Err(); cause != nil { // such as NOPERM, not EXECABORT
+			err = cause
+		}
 		return 0, nil, redisError(err)
 	}
 	n := int64(0)

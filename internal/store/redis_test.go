@@ -37,7 +37,7 @@ func startServers() error {
 	if single, err = redistest.Start(); err != nil {
 		return err
 	}
-	if cluster, err = redistest.StartCluster(3); err != nil {
+	if cluster, err = redistest.StartCluster(3, 0); err != nil {
 		return err
 	}
 	sentinel, err = redistest.StartSentinel("quota-master")

@@ -63,6 +63,8 @@ const (
 	labelsDir      = "/etc/quota"
 	policyVolume   = "quota-policies"
 	policyDir      = "/etc/quota-policies"
+	storeVolume    = "quota-store-credentials"
+	storeDir       = "/etc/quota-store"
 )
 
 // Config is what the operator puts into every sidecar.
@@ -72,9 +74,11 @@ type Config struct {
 	Image string
 	// Store is the store URL, without a password.
 	Store string
-	// PasswordSecret names the Secret, in the pod's namespace, whose
-	// "password" key holds the store password; empty when there is none.
-	PasswordSecret string
+	// CredentialsSecret names the Secret, in the pod's namespace, whose
+	// "username" and "password" keys hold the namespace's own store user;
+	// empty without Redis. The sidecar mounts it and reads the files for
+	// each new connection, so a rotation needs no restart.
+	CredentialsSecret string
 	// PolicyConfigMap, when set, names a ConfigMap in the pod's namespace
 	// whose .yaml keys hold the policies the sidecar enforces (its
 	// --policy-file). Without Redis the manager's memory is out of the
@@ -214,6 +218,9 @@ func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 			{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}},
 		}},
 	}})
+	if cfg.CredentialsSecret != "" {
+		addCredentials(pod, c, cfg.CredentialsSecret)
+	}
 	if cfg.PolicyConfigMap == "" {
 		return
 	}
@@ -224,6 +231,18 @@ func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: policyVolume, VolumeSource: corev1.VolumeSource{
 		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cfg.PolicyConfigMap},
 			Optional: ptr.To(true)},
+	}})
+}
+
+// addCredentials mounts the namespace's store Secret into the sidecar
+// only. It is not optional: the manager creates it when the first pod with
+// a sidecar appears, and the kubelet waits for it.
+func addCredentials(pod *corev1.Pod, c *corev1.Container, secret string) {
+	c.Args = append(c.Args, "--store-username-file="+storeDir+"/username", "--store-password-file="+storeDir+"/password")
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: storeVolume, MountPath: storeDir, ReadOnly: true})
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: storeVolume, VolumeSource: corev1.VolumeSource{
+		Secret: &corev1.SecretVolumeSource{SecretName: secret, DefaultMode: ptr.To[int32](0o444), Items: []corev1.KeyToPath{
+			{Key: "username", Path: "username"}, {Key: "password", Path: "password"}}},
 	}})
 }
 
@@ -372,10 +391,6 @@ func sidecar(cfg Config, upstream, proxy int32, res corev1.ResourceRequirements)
 		// The sidecar trades heap for CPU (GOGC 400); the Go runtime keeps
 		// the heap under 80% of the memory limit however that goes.
 		{Name: "GOMEMLIMIT", Value: strconv.FormatInt(res.Limits.Memory().Value()*8/10, 10) + "B"}}
-	if cfg.PasswordSecret != "" {
-		env = append(env, corev1.EnvVar{Name: "QUOTA_STORE_PASSWORD", ValueFrom: &corev1.EnvVarSource{
-			SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: cfg.PasswordSecret}, Key: "password"}}})
-	}
 	// The admin listener stays on loopback (its API is the pod's own); the
 	// kubelet asks the health port. Ready means a config is loaded.
 	probe := func(path string, period, failures int32) *corev1.Probe {

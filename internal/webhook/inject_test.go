@@ -6,16 +6,16 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
-var cfg = Config{Image: "ghcr.io/quotaops/quota-operator:v1", Store: "redis://redis.quota:6379/0", PasswordSecret: "quota-store"}
+var cfg = Config{Image: "ghcr.io/quotaops/quota-operator:v1", Store: "redis://redis.quota:6379/0", CredentialsSecret: "quota-store"}
 
 func pod(annotations map[string]string, ports ...corev1.ContainerPort) *corev1.Pod {
 	return &corev1.Pod{
@@ -122,11 +122,13 @@ func sidecarOf(t *testing.T, p *corev1.Pod) corev1.Container {
 
 // checkSidecar checks the injected container: args, ports, HTTP probes on
 // the health port, resources, a locked-down security context, and the
-// password only as a secretKeyRef.
+// store credentials only as the namespace's Secret, mounted in the sidecar
+// alone.
 func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, proxyName, cpu, memory string) {
 	t.Helper()
 	c := sidecarOf(t, p)
-	wantArgs := []string{"sidecar", "--listen=:" + itoa(proxy), upstream, "--pod-labels-file=/etc/quota/labels", "--store=redis://redis.quota:6379/0", "--health-listen=:9902"}
+	wantArgs := []string{"sidecar", "--listen=:" + itoa(proxy), upstream, "--pod-labels-file=/etc/quota/labels", "--store=redis://redis.quota:6379/0", "--health-listen=:9902",
+		"--store-username-file=/etc/quota-store/username", "--store-password-file=/etc/quota-store/password"}
 	wantPorts := []corev1.ContainerPort{{Name: proxyName, ContainerPort: proxy, Protocol: corev1.ProtocolTCP},
 		{Name: HealthPortName, ContainerPort: 9902, Protocol: corev1.ProtocolTCP}}
 	if c.Image != cfg.Image || !reflect.DeepEqual(c.Args, wantArgs) || !reflect.DeepEqual(c.Ports, wantPorts) {
@@ -144,9 +146,25 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, pro
 	if !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || sc.Capabilities.Drop[0] != "ALL" {
 		t.Fatalf("security context %+v", sc)
 	}
-	raw, _ := json.Marshal(p)
-	if !strings.Contains(string(raw), `"secretKeyRef":{"name":"quota-store","key":"password"}`) {
-		t.Fatalf("no secretKeyRef for the store password: %s", raw)
+	checkCredentials(t, p, c)
+}
+
+func checkCredentials(t *testing.T, p *corev1.Pod, c corev1.Container) {
+	t.Helper()
+	want := corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "quota-store", DefaultMode: ptr.To[int32](0o444),
+		Items: []corev1.KeyToPath{{Key: "username", Path: "username"}, {Key: "password", Path: "password"}}}}
+	i := slices.IndexFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "quota-store-credentials" })
+	if i < 0 || !reflect.DeepEqual(p.Spec.Volumes[i].VolumeSource, want) {
+		t.Fatalf("volumes %+v lack the store Secret", p.Spec.Volumes)
+	}
+	mount := corev1.VolumeMount{Name: "quota-store-credentials", MountPath: "/etc/quota-store", ReadOnly: true}
+	if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return reflect.DeepEqual(m, mount) }) {
+		t.Fatalf("sidecar mounts %+v", c.VolumeMounts)
+	}
+	for _, other := range p.Spec.Containers {
+		if other.Name != ContainerName && slices.ContainsFunc(other.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == mount.Name }) {
+			t.Fatalf("container %s mounts the store Secret", other.Name)
+		}
 	}
 }
 

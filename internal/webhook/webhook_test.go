@@ -107,7 +107,7 @@ func run(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("native sidecars %v, %w", native, err)
 	}
 	injector := &webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: webhook.Config{
-		Image: "quota-operator:test", Store: "redis://redis.quota:6379/0", PasswordSecret: "quota-store", NativeSidecar: native}}
+		Image: "quota-operator:test", Store: "redis://redis.quota:6379/0", CredentialsSecret: "quota-store", NativeSidecar: native}}
 	if err := injector.SetupWithManager(mgr); err != nil {
 		return 0, err
 	}

@@ -30,6 +30,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
@@ -76,6 +78,7 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 	pod := expectInjection(t, metrics, touches, ports)
 	serveApp(t, ports["upstream"])
 	proxy := runInjectedSidecar(t, bin, pod)
+	expectTenantCredentials(t, r.Addr)
 	kubectl(t, "apply", "-n", appNS, "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"))
 	expectSampleLimit(t, proxy)
 
@@ -92,6 +95,23 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Logf("limit lifted %v after kubectl delete started", time.Since(start).Round(time.Millisecond))
+}
+
+// expectTenantCredentials: the sidecar ran with its namespace's own user,
+// not the admin password, and Redis refuses that user another namespace's
+// keys.
+func expectTenantCredentials(t *testing.T, addr string) {
+	t.Helper()
+	user, password := secretValue(t, appNS, "quota-operator-store", "username"), secretValue(t, appNS, "quota-operator-store", "password")
+	if user != "quota-ns-"+appNS || password == storePassword || len(password) != 64 {
+		t.Fatalf("the Secret in %s names user %q with a password of %d bytes (the admin's: %v)", appNS, user, len(password), password == storePassword)
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr, Username: user, Password: password, Protocol: 2})
+	defer func() { _ = c.Close() }()
+	err := c.Get(context.Background(), "qo:v1:app:{e2e-labelled/k}").Err()
+	if err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Fatalf("%s reading another namespace's key: %v; want NOPERM", user, err)
+	}
 }
 
 // expectValidation: what CEL cannot check, the manager's validating
@@ -403,19 +423,8 @@ func mountVolumes(t *testing.T, pod *corev1.Pod, c corev1.Container, root string
 			t.Fatal(err)
 		}
 		for _, v := range pod.Spec.Volumes {
-			if v.Name != m.Name {
-				continue
-			}
-			if v.DownwardAPI == nil {
-				t.Fatalf("volume %s: only downward API volumes are emulated", v.Name)
-			}
-			for _, item := range v.DownwardAPI.Items {
-				if item.FieldRef == nil || item.FieldRef.FieldPath != "metadata.labels" {
-					t.Fatalf("volume %s: unexpected item %+v", v.Name, item)
-				}
-				if err := os.WriteFile(filepath.Join(dir, item.Path), []byte(downwardLabels(pod.Labels)), 0o644); err != nil {
-					t.Fatal(err)
-				}
+			if v.Name == m.Name {
+				fillVolume(t, pod, v, dir)
 			}
 		}
 		for i, a := range args {
@@ -423,6 +432,49 @@ func mountVolumes(t *testing.T, pod *corev1.Pod, c corev1.Container, root string
 		}
 	}
 	return args
+}
+
+// fillVolume writes what the kubelet would: the pod's labels for a
+// downward API volume, a Secret's keys (once the manager created it) for a
+// Secret volume.
+func fillVolume(t *testing.T, pod *corev1.Pod, v corev1.Volume, dir string) {
+	t.Helper()
+	write := func(path, value string) {
+		if err := os.WriteFile(filepath.Join(dir, path), []byte(value), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	switch {
+	case v.DownwardAPI != nil:
+		for _, item := range v.DownwardAPI.Items {
+			if item.FieldRef == nil || item.FieldRef.FieldPath != "metadata.labels" {
+				t.Fatalf("volume %s: unexpected item %+v", v.Name, item)
+			}
+			write(item.Path, downwardLabels(pod.Labels))
+		}
+	case v.Secret != nil:
+		for _, item := range v.Secret.Items {
+			write(item.Path, secretValue(t, pod.Namespace, v.Secret.SecretName, item.Key))
+		}
+	default:
+		t.Fatalf("volume %s: only downward API and Secret volumes are emulated", v.Name)
+	}
+}
+
+// secretValue waits for the Secret's key and returns its value.
+func secretValue(t *testing.T, namespace, name, key string) string {
+	t.Helper()
+	var value string
+	localtest.WaitFor(t, 10*time.Second, "Secret "+name, func() error {
+		encoded, err := env.Kubectl("get", "secret", name, "-n", namespace, "-o", "jsonpath={.data."+key+"}")
+		if err != nil || encoded == "" {
+			return fmt.Errorf("%q: %w", encoded, err)
+		}
+		raw, err := base64.StdEncoding.DecodeString(encoded)
+		value = string(raw)
+		return err
+	})
+	return value
 }
 
 // downwardLabels writes labels as the kubelet does: key="value" lines,
@@ -449,19 +501,6 @@ func resolveEnv(t *testing.T, pod *corev1.Pod, vars []corev1.EnvVar) []string {
 			out = append(out, v.Name+"="+v.Value)
 		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
 			out = append(out, v.Name+"="+pod.Namespace)
-		case v.ValueFrom.SecretKeyRef != nil:
-			ref := v.ValueFrom.SecretKeyRef
-			var value string
-			localtest.WaitFor(t, 10*time.Second, "Secret "+ref.Name, func() error {
-				encoded, err := env.Kubectl("get", "secret", ref.Name, "-n", pod.Namespace, "-o", "jsonpath={.data."+ref.Key+"}")
-				if err != nil {
-					return fmt.Errorf("%w: %s", err, encoded)
-				}
-				raw, err := base64.StdEncoding.DecodeString(encoded)
-				value = string(raw)
-				return err
-			})
-			out = append(out, v.Name+"="+value)
 		default:
 			t.Fatalf("env %s: cannot resolve %+v", v.Name, v.ValueFrom)
 		}

@@ -4,26 +4,27 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Cluster is a Redis Cluster of local redis-server processes, masters only.
+// Cluster is a Redis Cluster of local redis-server processes.
 type Cluster struct {
 	Nodes []*Server
 }
 
-// StartCluster starts masters nodes and joins them with
-// `redis-cli --cluster create`, then waits until every node reports the
-// cluster healthy with all 16384 slots served.
-func StartCluster(masters int) (*Cluster, error) {
+// StartCluster starts masters nodes, and replicas replicas of each, and
+// joins them with `redis-cli --cluster create`, then waits until every
+// node reports the cluster healthy with all 16384 slots served.
+func StartCluster(masters, replicas int) (*Cluster, error) {
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		return nil, ErrNoRedis
 	}
 	c := &Cluster{}
-	for range masters {
+	for range masters * (1 + replicas) {
 		s, err := startNew([]string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
@@ -36,12 +37,12 @@ func StartCluster(masters int) (*Cluster, error) {
 		c.Nodes = append(c.Nodes, s)
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
 	}
-	if err := c.waitHealthy(20 * time.Second); err != nil {
+	if err := c.waitHealthy(1+replicas, 20*time.Second); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
@@ -70,7 +71,9 @@ func (c *Cluster) Close() error {
 	return nil
 }
 
-func (c *Cluster) waitHealthy(limit time.Duration) error {
+// waitHealthy waits until every node reports the cluster ok and each
+// slot range is served by perSlot nodes (its master and replicas).
+func (c *Cluster) waitHealthy(perSlot int, limit time.Duration) error {
 	end := time.Now().Add(limit)
 	for _, n := range c.Nodes {
 		cl := redis.NewClient(&redis.Options{Addr: n.Addr})
@@ -79,7 +82,7 @@ func (c *Cluster) waitHealthy(limit time.Duration) error {
 		for {
 			info, err = cl.ClusterInfo(context.Background()).Result()
 			if err == nil && strings.Contains(info, "cluster_state:ok") &&
-				strings.Contains(info, "cluster_slots_ok:16384") {
+				strings.Contains(info, "cluster_slots_ok:16384") && servedBy(cl, perSlot) {
 				break
 			}
 			if time.Now().After(end) {
@@ -91,4 +94,23 @@ func (c *Cluster) waitHealthy(limit time.Duration) error {
 		_ = cl.Close()
 	}
 	return nil
+}
+
+func servedBy(cl *redis.Client, perSlot int) bool {
+	shards, err := cl.ClusterShards(context.Background()).Result()
+	if err != nil {
+		return false
+	}
+	for _, s := range shards {
+		online := 0
+		for _, n := range s.Nodes {
+			if n.Health == "online" {
+				online++
+			}
+		}
+		if online != perSlot {
+			return false
+		}
+	}
+	return true
 }

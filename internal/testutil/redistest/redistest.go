@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +48,10 @@ func Start() (*Server, error) {
 	}
 	return startNew(nil, false)
 }
+
+// StartWith starts a private redis-server with extra arguments, such as
+// --requirepass, which it keeps across Stop and Start.
+func StartWith(extra ...string) (*Server, error) { return startNew(extra, false) }
 
 // StartOrSkip is Start for a single test: it skips when redis-server is
 // missing, loudly, except under CI, where a missing server is a failure.
@@ -117,7 +122,9 @@ func (s *Server) Start() error {
 	args = append(args,
 		"--port", port, "--bind", "127.0.0.1", "--protected-mode", "no",
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--dir", s.dir, "--logfile", s.logFile())
+		"--dir", s.dir, "--logfile", s.logFile(),
+		// Tests see what ACL rules decide, not DEBUG's default refusal.
+		"--enable-debug-command", "yes")
 	args = append(args, s.extra...)
 	cmd := exec.Command("redis-server", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -145,7 +152,7 @@ func (s *Server) waitReady(limit time.Duration) error {
 		default:
 		}
 		err := c.Ping(context.Background()).Err()
-		if err == nil {
+		if err == nil || strings.HasPrefix(err.Error(), "NOAUTH") { // started with --requirepass
 			return nil
 		}
 		if time.Now().After(end) {

@@ -6,26 +6,39 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Sentinel is a master watched by one redis-sentinel process.
+// Sentinel is a master and its replica, watched by one redis-sentinel
+// process.
 type Sentinel struct {
 	Master     *Server
+	Replica    *Server
 	Sentinel   *Server
 	MasterName string
 }
 
-// StartSentinel starts a master and a sentinel that monitors it as
-// masterName, and waits until the sentinel reports the master's address.
+// StartSentinel starts a master, its replica and a sentinel that monitors
+// them as masterName, and waits until the sentinel reports both.
 func StartSentinel(masterName string) (*Sentinel, error) {
 	master, err := startNew(nil, false)
 	if err != nil {
 		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(master.Addr)
+	replica, err := startNew([]string{"--replicaof", host, port}, false)
+	if err != nil {
+		_ = master.Close()
+		return nil, err
+	}
+	if err := waitReplicas(master, 1, 10*time.Second); err != nil {
+		_ = replica.Close()
+		_ = master.Close()
+		return nil, err
+	}
 	dir, err := os.MkdirTemp("", "redistest-sentinel-")
 	if err != nil {
 		_ = master.Close()
@@ -40,10 +53,11 @@ func StartSentinel(masterName string) (*Sentinel, error) {
 	}
 	sentinel, err := startNewIn(dir, conf, []string{"--sentinel"}, false)
 	if err != nil {
+		_ = replica.Close()
 		_ = master.Close()
 		return nil, err
 	}
-	sn := &Sentinel{Master: master, Sentinel: sentinel, MasterName: masterName}
+	sn := &Sentinel{Master: master, Replica: replica, Sentinel: sentinel, MasterName: masterName}
 	if err := sn.waitMaster(10 * time.Second); err != nil {
 		_ = sn.Close()
 		return nil, err
@@ -57,7 +71,8 @@ func (sn *Sentinel) waitMaster(limit time.Duration) error {
 	end := time.Now().Add(limit)
 	for {
 		addr, err := c.GetMasterAddrByName(context.Background(), sn.MasterName).Result()
-		if err == nil && len(addr) == 2 && net.JoinHostPort(addr[0], addr[1]) == sn.Master.Addr {
+		replicas, rerr := c.Replicas(context.Background(), sn.MasterName).Result()
+		if err == nil && rerr == nil && len(addr) == 2 && net.JoinHostPort(addr[0], addr[1]) == sn.Master.Addr && len(replicas) == 1 {
 			return nil
 		}
 		if time.Now().After(end) {
@@ -67,8 +82,55 @@ func (sn *Sentinel) waitMaster(limit time.Duration) error {
 	}
 }
 
-// Close kills both processes and removes their files.
+// waitReplicas waits until master has n replicas connected and in sync.
+func waitReplicas(master *Server, n int, limit time.Duration) error {
+	c := master.Client()
+	defer func() { _ = c.Close() }()
+	want := fmt.Sprintf("connected_slaves:%d", n)
+	end := time.Now().Add(limit)
+	for {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, want) && !strings.Contains(info, "state=wait_bgsave") {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("master %s has not %d replicas after %v: %s: %w", master.Addr, n, limit, info, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// RequirePassword makes the servers at addrs ask for password, as the
+// default user and as replicas of each other.
+func RequirePassword(password string, addrs ...string) error {
+	for _, addr := range addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		err := c.ConfigSet(context.Background(), "masterauth", password).Err()
+		if err == nil {
+			err = c.ConfigSet(context.Background(), "requirepass", password).Err()
+		}
+		_ = c.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", addr, err)
+		}
+	}
+	return nil
+}
+
+// RequirePassword has the master and replica ask for password, and the
+// sentinel use it.
+func (sn *Sentinel) RequirePassword(password string) error {
+	if err := RequirePassword(password, sn.Master.Addr, sn.Replica.Addr); err != nil {
+		return err
+	}
+	c := redis.NewSentinelClient(&redis.Options{Addr: sn.Sentinel.Addr})
+	defer func() { _ = c.Close() }()
+	return c.Set(context.Background(), sn.MasterName, "auth-pass", password).Err()
+}
+
+// Close kills the processes and removes their files.
 func (sn *Sentinel) Close() error {
 	_ = sn.Sentinel.Close()
+	_ = sn.Replica.Close()
 	return sn.Master.Close()
 }

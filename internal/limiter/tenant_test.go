@@ -1,0 +1,310 @@
+package limiter_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+)
+
+const (
+	adminPassword = "admin-pa55"
+	nsA, nsB      = "team-a", "team-b"
+)
+
+var tenantPasswords = map[string]string{nsA: "a-secret", nsB: "b-secret"}
+
+func digest(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// deployment is one Redis deployment: the admin's store URL (host part and
+// path; credentials are added per user) and every node's address.
+type deployment struct {
+	name, scheme, hostsAndPath string
+	nodes                      []string
+	restart                    func(t *testing.T)
+}
+
+func (d deployment) url(user, password string) string {
+	return d.scheme + "://" + url.PathEscape(user) + ":" + url.PathEscape(password) + "@" + d.hostsAndPath
+}
+
+func (d deployment) admin() string { return d.url("", adminPassword) }
+
+func (d deployment) tenant(ns string) string {
+	return d.url(limiter.TenantUserName(ns), tenantPasswords[ns])
+}
+
+// tenantDeployments starts a single server, a Sentinel group (master and
+// replica) and a Cluster of three masters with a replica each, all asking
+// for the admin password.
+func tenantDeployments(t *testing.T) []deployment {
+	redistest.SkipIfMissing(t, startError)
+	single, err := redistest.StartWith("--requirepass", adminPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = single.Close() })
+	sn, err := redistest.StartSentinel("tenants")
+	if err == nil {
+		t.Cleanup(func() { _ = sn.Close() })
+		err = sn.RequirePassword(adminPassword)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := redistest.StartCluster(3, 1)
+	if err == nil {
+		t.Cleanup(func() { _ = c.Close() })
+		err = redistest.RequirePassword(adminPassword, c.Addrs()...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	restart := func(t *testing.T) {
+		if err := single.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := single.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return []deployment{
+		{name: "single", scheme: "redis", hostsAndPath: single.Addr + "/0", nodes: []string{single.Addr}, restart: restart},
+		{name: "sentinel", scheme: "redis+sentinel", hostsAndPath: sn.Sentinel.Addr + "/" + sn.MasterName,
+			nodes: []string{sn.Master.Addr, sn.Replica.Addr}},
+		{name: "cluster", scheme: "redis+cluster", hostsAndPath: strings.Join(c.Addrs(), ","), nodes: c.Addrs()},
+	}
+}
+
+// Each namespace's Redis user reaches its own keys and channel only:
+// Redis itself answers NOPERM to anything on another namespace's keys,
+// and to FLUSHALL, CONFIG, KEYS, DEBUG and SCRIPT FLUSH, on every node of
+// a single server, a Sentinel group and a Cluster. The limiter, locks,
+// app keys and config reads all work with the namespace's own user.
+func TestTenantUsersAreIsolated(t *testing.T) {
+	for _, d := range tenantDeployments(t) {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			admin := putTenantUsers(t, d)
+			for _, addr := range d.nodes {
+				expectNodeRefuses(t, addr)
+			}
+			adminStore := openStore(t, d.admin()).(*store.Redis)
+			for _, ns := range []string{nsA, nsB} {
+				if _, err := adminStore.PutConfig(ctx, ns, "RateLimitPolicy/api", []byte(`{"ns":"`+ns+`"}`)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a := openStore(t, d.tenant(nsA)).(*store.Redis)
+			expectOwnKeysWork(t, a)
+			expectOtherTenantRefused(t, a)
+			expectWatchSurvivesPut(t, a, admin, adminStore)
+			if d.restart != nil {
+				expectUsersBackAfterRestart(t, d, admin)
+			}
+		})
+	}
+}
+
+func putTenantUsers(t *testing.T, d deployment) *store.ACLAdmin {
+	t.Helper()
+	loc, err := store.ParseLocation(d.admin())
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := store.NewACLAdmin(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = admin.Close() })
+	for _, ns := range []string{nsA, nsB} {
+		if err := admin.Put(context.Background(), limiter.TenantUser(ns, digest(tenantPasswords[ns]))); err != nil {
+			t.Fatalf("put %s's user: %v", ns, err)
+		}
+	}
+	return admin
+}
+
+func openStore(t *testing.T, raw string) store.Store {
+	t.Helper()
+	s, err := store.Open(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// expectNodeRefuses: the user exists on this node, master or replica, and
+// may not run the commands that reach every tenant.
+func expectNodeRefuses(t *testing.T, addr string) {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr, Username: limiter.TenantUserName(nsA), Password: tenantPasswords[nsA], Protocol: 2})
+	defer func() { _ = c.Close() }()
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("node %s: %s cannot log in: %v", addr, limiter.TenantUserName(nsA), err)
+	}
+	for _, cmd := range [][]any{{"flushall"}, {"flushdb"}, {"config", "get", "*"}, {"config", "set", "maxmemory", "1"},
+		{"keys", "*"}, {"scan", "0"}, {"debug", "sleep", "0"}, {"script", "flush"}, {"acl", "list"}, {"info"},
+		{"client", "list"}, {"monitor"}, {"replicaof", "no", "one"}} {
+		expectNoPerm(t, "node "+addr, c.Do(ctx, cmd...).Err(), cmd...)
+	}
+}
+
+func expectNoPerm(t *testing.T, where string, err error, cmd ...any) {
+	t.Helper()
+	if err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Errorf("%s: %v answered %v; want NOPERM", where, cmd, err)
+	}
+}
+
+// expectOwnKeysWork runs what a sidecar of namespace A runs, as A.
+func expectOwnKeysWork(t *testing.T, a *store.Redis) {
+	t.Helper()
+	ctx := context.Background()
+	l, err := limiter.New(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perMinute := limiter.Limit{Key: limiter.CounterKey{Namespace: nsA, Policy: "api", Limit: "per-user", Subject: []string{"alice"}},
+		Algorithm: limiter.SlidingWindow, Rates: rate(3, time.Minute), Cost: 1}
+	monthly := limiter.Limit{Key: limiter.QuotaKey(nsA, "plan", "calls", "alice"), Algorithm: limiter.Quota,
+		Rates: rate(5, 0), Period: limiter.Month, Location: time.UTC, Cost: 2}
+	var allowed []bool
+	for range 4 {
+		allowed = append(allowed, decide(t, l, perMinute, monthly).Allowed)
+	}
+	if want := []bool{true, true, false, false}; !slices.Equal(allowed, want) {
+		t.Fatalf("as %s: allowed %v; want %v", nsA, allowed, want)
+	}
+	u, err := l.Usage(ctx, limiter.QuotaKey(nsA, "plan", "calls"), monthStart(t), 1)
+	if err != nil || u.Total != 4 {
+		t.Fatalf("usage as %s: %+v, %v; want total 4", nsA, u, err)
+	}
+	if _, ok, _, err := l.Acquire(ctx, nsA, "nightly", time.Minute); !ok || err != nil {
+		t.Fatalf("lock as %s: %v, %v", nsA, ok, err)
+	}
+	appKey := limiter.AppKey(nsA, "greeting")
+	if err := a.Set(ctx, appKey, []byte("hi"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := a.Get(ctx, appKey); string(v) != "hi" || !ok || err != nil {
+		t.Fatalf("app key as %s: %q, %v, %v", nsA, v, ok, err)
+	}
+	if _, docs, err := a.Configs(ctx, nsA); err != nil || string(docs["RateLimitPolicy/api"]) != `{"ns":"team-a"}` {
+		t.Fatalf("config as %s: %q, %v", nsA, docs, err)
+	}
+}
+
+// expectWatchSurvivesPut: writing a user again (the manager does, every
+// resync) keeps its subscriptions, and A hears its config change.
+func expectWatchSurvivesPut(t *testing.T, a *store.Redis, admin *store.ACLAdmin, adminStore *store.Redis) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	changes, err := a.WatchConfigs(ctx, nsA)
+	if err != nil {
+		t.Fatalf("watching %s's config as %s: %v", nsA, nsA, err)
+	}
+	if err := admin.Put(ctx, limiter.TenantUser(nsA, digest(tenantPasswords[nsA]))); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := adminStore.PutConfig(ctx, nsA, "RateLimitPolicy/api", []byte(`{"v":2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-changes:
+		if got != rev {
+			t.Fatalf("heard revision %d; want %d", got, rev)
+		}
+	case <-ctx.Done():
+		t.Fatal("no announcement after the user was written again")
+	}
+}
+
+// expectOtherTenantRefused: as A, every read, write, script, subscribe
+// and publish on B's keys or channel is refused by Redis, and so are
+// writes to A's own config and announcements on its channel.
+func expectOtherTenantRefused(t *testing.T, a *store.Redis) {
+	t.Helper()
+	ctx := context.Background()
+	c := a.Client()
+	counterB := limiter.CounterKey{Namespace: nsB, Policy: "api", Limit: "per-user", Subject: []string{"alice"}}.Key("0")
+	appB := limiter.AppKey(nsB, "greeting")
+	readB := "return redis.call('GET', KEYS[1])"
+	for _, cmd := range [][]any{
+		{"get", counterB}, {"set", counterB, "0"}, {"incrby", counterB, "-100"}, {"del", counterB}, {"pexpire", counterB, "1"},
+		{"get", appB}, {"set", appB, "x"}, {"exists", appB},
+		{"eval", readB, "1", counterB}, {"eval", readB, "1", appB},
+		{"hgetall", "qo:v1:config:{" + nsB + "}:docs"}, {"get", "qo:v1:config:{" + nsB + "}:rev"},
+		{"hset", "qo:v1:config:{" + nsA + "}:docs", "RateLimitPolicy/api", "{}"}, {"incr", "qo:v1:config:{" + nsA + "}:rev"},
+		{"publish", store.ConfigChannel(nsB), "99"}, {"publish", store.ConfigChannel(nsA), "99"},
+		{"flushall"}, {"config", "get", "requirepass"}, {"keys", "*"},
+	} {
+		expectNoPerm(t, "as "+nsA, c.Do(ctx, cmd...).Err(), cmd...)
+	}
+	if _, err := a.WatchConfigs(ctx, nsB); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Errorf("as %s, subscribing to %s's channel: %v; want NOPERM", nsA, nsB, err)
+	}
+	if _, _, err := a.Configs(ctx, nsB); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("as %s, reading %s's config: %v; want NOPERM", nsA, nsB, err)
+	}
+	l, err := limiter.New(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Decide(ctx, limiter.Request{Limits: []limiter.Limit{{Key: limiter.CounterKey{Namespace: nsB, Policy: "api", Limit: "per-user"},
+		Algorithm: limiter.FixedWindow, Rates: rate(3, time.Minute), Cost: 1}}})
+	if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("as %s, deciding on %s's counters: %v; want NOPERM", nsA, nsB, err)
+	}
+	if _, _, _, err := l.Acquire(ctx, nsB, "nightly", time.Minute); err == nil || !strings.Contains(err.Error(), "NOPERM") {
+		t.Errorf("as %s, taking %s's lock: %v; want NOPERM", nsA, nsB, err)
+	}
+}
+
+// expectUsersBackAfterRestart: a restarted server has lost its users
+// (Redis keeps them neither in its data nor in a replica); Resync writes
+// them back.
+func expectUsersBackAfterRestart(t *testing.T, d deployment, admin *store.ACLAdmin) {
+	t.Helper()
+	ctx := context.Background()
+	if err := admin.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.restart(t)
+	c := redis.NewClient(&redis.Options{Addr: d.nodes[0], Username: limiter.TenantUserName(nsA), Password: tenantPasswords[nsA], Protocol: 2})
+	defer func() { _ = c.Close() }()
+	if err := c.Ping(ctx).Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGPASS") {
+		t.Fatalf("after a restart, before Resync: %v; want WRONGPASS", err)
+	}
+	if err := admin.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("after Resync: %v", err)
+	}
+}
+
+func monthStart(t *testing.T) time.Time {
+	start, _, err := limiter.Month.Bounds(time.Now(), time.UTC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return start
+}

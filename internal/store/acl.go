@@ -1,0 +1,252 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ACLUser is a Redis ACL user that the operator keeps on every node.
+type ACLUser struct {
+	Name string
+	// PasswordSHA256 holds the hex SHA-256 digests of the passwords the
+	// user accepts: Redis keeps only digests, and so can the manager.
+	PasswordSHA256 []string
+	// Keys may be read and written, ReadKeys only read (Redis glob
+	// patterns); Channels may be published and subscribed to.
+	Keys, ReadKeys, Channels []string
+	// Commands are the only commands allowed, as "get" or "client|setinfo".
+	Commands []string
+}
+
+// rules is the ACL SETUSER argument list. It starts from reset, so the
+// user has exactly these rules and nothing left from an older version.
+func (u ACLUser) rules() []any {
+	args := []any{"acl", "setuser", u.Name, "reset", "on"}
+	for _, h := range u.PasswordSHA256 {
+		args = append(args, "#"+h)
+	}
+	for _, k := range u.Keys {
+		args = append(args, "~"+k)
+	}
+	for _, k := range u.ReadKeys {
+		args = append(args, "%R~"+k)
+	}
+	for _, c := range u.Channels {
+		args = append(args, "&"+c)
+	}
+	for _, c := range u.Commands {
+		args = append(args, "+"+c)
+	}
+	return args
+}
+
+// ACLAdmin keeps ACL users on every node of a Redis deployment: the one
+// server, the master and replicas a Sentinel knows, or every master and
+// replica of a Cluster. Redis neither replicates nor persists ACL SETUSER
+// (without an ACL file), so it remembers the users it was given and
+// writes them again to any node that restarted (Resync).
+type ACLAdmin struct {
+	loc *Location
+
+	mu      sync.Mutex
+	users   map[string]ACLUser
+	written map[string]string // node address → run_id the users were written under
+	clients map[string]*redis.Client
+}
+
+// NewACLAdmin manages users with the credentials in loc, which must be a
+// Redis location whose user may run ACL SETUSER and ACL DELUSER.
+func NewACLAdmin(loc *Location) (*ACLAdmin, error) {
+	if loc.Redis == nil {
+		return nil, errors.New("the memory store has no users")
+	}
+	return &ACLAdmin{loc: loc, users: map[string]ACLUser{}, written: map[string]string{}, clients: map[string]*redis.Client{}}, nil
+}
+
+// Put writes u to every node and remembers it for Resync.
+func (a *ACLAdmin) Put(ctx context.Context, u ACLUser) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.users[u.Name] = u
+	return a.eachNode(ctx, func(c *redis.Client) error {
+		return c.Do(ctx, u.rules()...).Err()
+	})
+}
+
+// Delete removes the user from every node, which also disconnects its
+// clients. A user that is not there is no error.
+func (a *ACLAdmin) Delete(ctx context.Context, name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.users, name)
+	return a.eachNode(ctx, func(c *redis.Client) error {
+		return c.Do(ctx, "acl", "deluser", name).Err()
+	})
+}
+
+// Users lists the names of the users it keeps.
+func (a *ACLAdmin) Users() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	names := make([]string, 0, len(a.users))
+	for n := range a.users {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Resync writes every user again to each node that restarted (its run_id
+// changed) or joined since the last write.
+func (a *ACLAdmin) Resync(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.eachNode(ctx, func(c *redis.Client) error {
+		id, err := runID(ctx, c)
+		if err != nil || a.written[c.Options().Addr] == id {
+			return err
+		}
+		pipe := c.Pipeline()
+		for _, u := range a.users {
+			pipe.Do(ctx, u.rules()...)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		a.written[c.Options().Addr] = id
+		return nil
+	})
+}
+
+// runID is the node's INFO run_id, new at every start.
+func runID(ctx context.Context, c *redis.Client) (string, error) {
+	info, err := c.Info(ctx, "server").Result()
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if id, ok := strings.CutPrefix(line, "run_id:"); ok {
+			return strings.TrimSpace(id), nil
+		}
+	}
+	return "", errors.New("INFO server has no run_id")
+}
+
+// eachNode runs fn on every node and joins the errors, each naming its
+// node: one unreachable replica does not keep the others from their users.
+func (a *ACLAdmin) eachNode(ctx context.Context, fn func(*redis.Client) error) error {
+	addrs, err := a.nodeAddrs(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, addr := range addrs {
+		if err := fn(a.client(addr)); err != nil {
+			errs = append(errs, fmt.Errorf("redis node %s: %w", addr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nodeAddrs is the one server, the master and the live replicas that a
+// Sentinel reports, or every live node of a Cluster.
+func (a *ACLAdmin) nodeAddrs(ctx context.Context) ([]string, error) {
+	o := a.loc.Redis
+	find := a.sentinelNodes
+	switch a.loc.Kind {
+	case "redis":
+		return o.Addrs[:1], nil
+	case "cluster":
+		find = a.clusterNodes
+	}
+	var errs []error
+	for _, addr := range o.Addrs {
+		nodes, err := find(ctx, addr)
+		if err == nil {
+			return nodes, nil
+		}
+		errs = append(errs, fmt.Errorf("%s %s: %w", a.loc.Kind, addr, err))
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (a *ACLAdmin) sentinelNodes(ctx context.Context, addr string) ([]string, error) {
+	o := a.loc.Redis
+	s := redis.NewSentinelClient(&redis.Options{Addr: addr, Username: o.SentinelUsername, Password: o.SentinelPassword,
+		TLSConfig: o.TLSConfig, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout, Protocol: 2})
+	defer func() { _ = s.Close() }()
+	master, err := s.GetMasterAddrByName(ctx, o.MasterName).Result()
+	if err != nil {
+		return nil, err
+	}
+	if len(master) != 2 {
+		return nil, fmt.Errorf("master %q: unexpected answer %q", o.MasterName, master)
+	}
+	replicas, err := s.Replicas(ctx, o.MasterName).Result()
+	if err != nil {
+		return nil, err
+	}
+	nodes := []string{net.JoinHostPort(master[0], master[1])}
+	for _, r := range replicas {
+		// A replica that is down gets its users from Resync once it is back.
+		if strings.Contains(r["flags"], "s_down") || strings.Contains(r["flags"], "disconnected") {
+			continue
+		}
+		nodes = append(nodes, net.JoinHostPort(r["ip"], r["port"]))
+	}
+	return nodes, nil
+}
+
+// clusterNodes reads CLUSTER NODES from the node at addr: unlike CLUSTER
+// SLOTS, it lists replicas that serve no reads yet.
+func (a *ACLAdmin) clusterNodes(ctx context.Context, addr string) ([]string, error) {
+	text, err := a.client(addr).ClusterNodes(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	var nodes []string
+	for _, line := range strings.Split(text, "\n") {
+		// <id> <ip:port@cport[,hostname]> <flags> ...
+		f := strings.Fields(line)
+		if len(f) < 3 || strings.Contains(f[2], "fail") || strings.Contains(f[2], "noaddr") || strings.Contains(f[2], "handshake") {
+			continue
+		}
+		hostPort, _, _ := strings.Cut(f[1], "@")
+		if host, port, err := net.SplitHostPort(hostPort); err == nil && host != "" && port != "0" {
+			nodes = append(nodes, hostPort)
+		}
+	}
+	if len(nodes) == 0 {
+		return nil, errors.New("CLUSTER NODES lists no live node")
+	}
+	return nodes, nil
+}
+
+// client is a connection to one node with the admin's credentials and
+// TLS settings, kept for the next call.
+func (a *ACLAdmin) client(addr string) *redis.Client {
+	if c, ok := a.clients[addr]; ok {
+		return c
+	}
+	o := a.loc.Redis.Simple()
+	o.Addr, o.DB = addr, 0
+	c := redis.NewClient(o)
+	a.clients[addr] = c
+	return c
+}
+
+// Close closes every connection.
+func (a *ACLAdmin) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for addr, c := range a.clients {
+		_ = c.Close()
+		delete(a.clients, addr)
+	}
+	return nil
+}

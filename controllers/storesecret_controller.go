@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"reflect"
 	"sync"
 	"time"
 
@@ -59,6 +60,11 @@ type StoreSecretReconciler struct {
 	// cannot watch Secrets, so a deleted Secret, which rotates the
 	// password, is noticed within this time.
 	Recheck time.Duration
+	// Shared, when set, returns files every namespace's sidecars need to
+	// reach the store (a CA bundle, a client certificate, the sentinels'
+	// password), by Secret key. It is called at every reconcile, so a
+	// renewed certificate reaches the Secrets within Recheck.
+	Shared func() (map[string][]byte, error)
 	// RotationGrace is how long the old password still works after a
 	// rotation: the kubelet needs up to about a minute to update the
 	// mounted Secret, and sidecars open new connections meanwhile.
@@ -119,28 +125,54 @@ func (r *StoreSecretReconciler) hasSidecars(ctx context.Context, namespace strin
 }
 
 // ensureSecret returns the namespace's password, making a new one when
-// the Secret is missing (deleted to rotate it) or does not name the user.
+// the Secret is missing (deleted to rotate it) or does not name the user,
+// and keeps the Shared files in it.
 func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, user string) (string, error) {
+	data, err := r.sharedData()
+	if err != nil {
+		return "", err
+	}
 	var s corev1.Secret
-	err := r.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: r.Name}, &s)
+	err = r.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: r.Name}, &s)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return "", err
 	}
-	if err == nil && string(s.Data[secretKeyUsername]) == user && len(s.Data[secretKeyPassword]) > 0 {
-		return string(s.Data[secretKeyPassword]), nil
+	password := ""
+	if err == nil && string(s.Data[secretKeyUsername]) == user {
+		password = string(s.Data[secretKeyPassword])
 	}
-	password, genErr := newPassword()
-	if genErr != nil {
-		return "", genErr
+	if password == "" {
+		if password, err = newPassword(); err != nil {
+			return "", err
+		}
 	}
-	data := map[string][]byte{secretKeyUsername: []byte(user), secretKeyPassword: []byte(password)}
-	if apierrors.IsNotFound(err) {
+	data[secretKeyUsername], data[secretKeyPassword] = []byte(user), []byte(password)
+	switch {
+	case s.ResourceVersion == "":
 		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: r.Name,
 			Labels: map[string]string{managedByLabel: managedByOperator}}, Data: data}
 		return password, r.Create(ctx, &s)
+	case reflect.DeepEqual(s.Data, data):
+		return password, nil
 	}
 	s.Data = data
 	return password, r.Update(ctx, &s)
+}
+
+// sharedData is a fresh map holding the Shared files.
+func (r *StoreSecretReconciler) sharedData() (map[string][]byte, error) {
+	data := map[string][]byte{}
+	if r.Shared == nil {
+		return data, nil
+	}
+	shared, err := r.Shared()
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range shared {
+		data[k] = v
+	}
+	return data, nil
 }
 
 func newPassword() (string, error) {

@@ -81,8 +81,8 @@ func expectWorkingSecret(t *testing.T, key client.ObjectKey, old string) credent
 			return err
 		}
 		c = credentials{string(s.Data["username"]), string(s.Data["password"])}
-		if c.user != limiter.TenantUserName(key.Namespace) || len(c.password) != 64 || c.password == old {
-			return fmt.Errorf("user %q, a password of %d bytes (the old one: %v)", c.user, len(c.password), c.password == old)
+		if c.user != limiter.TenantUserName(key.Namespace) || len(c.password) != 64 || c.password == old || string(s.Data["ca.crt"]) != sharedCA {
+			return fmt.Errorf("user %q, a password of %d bytes (the old one: %v), ca.crt %q", c.user, len(c.password), c.password == old, s.Data["ca.crt"])
 		}
 		r := asUser(c)
 		defer func() { _ = r.Close() }()

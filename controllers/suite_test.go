@@ -39,6 +39,9 @@ var (
 // The store Secret the operator keeps in namespaces with sidecars.
 const storeSecret = "quota-operator-store"
 
+// sharedCA stands for a file every namespace's Secret carries a copy of.
+const sharedCA = "-----BEGIN CERTIFICATE-----"
+
 // Settings the tests shorten.
 const (
 	storeCheckEvery = 500 * time.Millisecond
@@ -115,7 +118,8 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret,
-		Users: users, Recheck: secretRecheck, RotationGrace: rotationGrace}
+		Users: users, Recheck: secretRecheck, RotationGrace: rotationGrace,
+		Shared: func() (map[string][]byte, error) { return map[string][]byte{"ca.crt": []byte(sharedCA)}, nil }}
 	if err := secrets.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

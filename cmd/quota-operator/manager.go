@@ -264,7 +264,8 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 	cfg.NativeSidecar = native
 	ctrl.Log.Info("Injecting sidecars", "native", native)
 	if users != nil {
-		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName, Users: users}
+		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName,
+			Users: users, Shared: sharedStoreFiles(loc)}
 		if err := secrets.SetupWithManager(mgr); err != nil {
 			return err
 		}
@@ -274,7 +275,7 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 
 // injectionConfig is what sidecars get: the store URL without the
 // manager's credentials and, with Redis, the Secret of their namespace's
-// own user.
+// own user, which also carries copies of the files the URL names.
 func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 	bare := *loc
 	cfg := webhook.Config{Image: c.sidecarImage}
@@ -285,8 +286,48 @@ func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 	opts := *loc.Redis
 	opts.Username, opts.Password, opts.CredentialsProviderContext = "", "", nil
 	bare.Redis = &opts
+	bare.Files = store.LocationFiles{}
+	for _, f := range storeFiles {
+		if *f.path(&loc.Files) != "" {
+			*f.path(&bare.Files) = webhook.StoreSecretDir + "/" + f.key
+			cfg.CredentialsFiles = append(cfg.CredentialsFiles, f.key)
+		}
+	}
 	cfg.Store, cfg.CredentialsSecret = bare.String(), c.storeSecretName
 	return cfg
+}
+
+// storeFiles are the files a store URL may name, by the Secret key their
+// copies have in each namespace.
+var storeFiles = []struct {
+	key  string
+	path func(*store.LocationFiles) *string
+}{
+	{"ca.crt", func(f *store.LocationFiles) *string { return &f.CA }},
+	{"tls.crt", func(f *store.LocationFiles) *string { return &f.Cert }},
+	{"tls.key", func(f *store.LocationFiles) *string { return &f.Key }},
+	{"sentinel-password", func(f *store.LocationFiles) *string { return &f.SentinelPassword }},
+}
+
+// sharedStoreFiles reads the files the manager's store URL names, for the
+// namespaces' Secrets. The client key is shared: Redis authorises by ACL
+// user, and a client certificate only admits the connection.
+func sharedStoreFiles(loc *store.Location) func() (map[string][]byte, error) {
+	return func() (map[string][]byte, error) {
+		out := map[string][]byte{}
+		for _, f := range storeFiles {
+			path := *f.path(&loc.Files)
+			if path == "" {
+				continue
+			}
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				return nil, err
+			}
+			out[f.key] = raw
+		}
+		return out, nil
+	}
 }
 
 // setupCerts, with --webhook-cert-secret, has the serving certificate in

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -130,6 +131,31 @@ func TestStoreCredentialsFollowTheFiles(t *testing.T) {
 	}
 	if user, pass, err := loc.Redis.CredentialsProviderContext(context.Background()); user != "quota-ns-a" || pass != "rotated" || err != nil {
 		t.Fatalf("after the file changed: %q, %q, %v; want the new password", user, pass, err)
+	}
+}
+
+// Sidecars get the store URL without the manager's credentials, and the
+// files it names as copies in their namespace's Secret, mounted where the
+// URL they get names them.
+func TestInjectionConfigSharesStoreFiles(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{"ca.crt": "the CA", "sentinel": "sentinel-pa55"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loc, err := store.ParseLocation("redis+sentinel://admin:s3cret@s1:26379/main?sentinel_password_file=" + filepath.Join(dir, "sentinel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := injectionConfig(&managerConfig{sidecarImage: "img", storeSecretName: "quota-operator-store"}, loc)
+	want := "redis+sentinel://s1:26379/main/0?sentinel_password_file=%2Fetc%2Fquota-store%2Fsentinel-password"
+	if cfg.Store != want || !slices.Equal(cfg.CredentialsFiles, []string{"sentinel-password"}) || cfg.CredentialsSecret != "quota-operator-store" {
+		t.Fatalf("store %q, files %q, secret %q; want %q", cfg.Store, cfg.CredentialsFiles, cfg.CredentialsSecret, want)
+	}
+	shared, err := sharedStoreFiles(loc)()
+	if err != nil || len(shared) != 1 || string(shared["sentinel-password"]) != "sentinel-pa55" {
+		t.Fatalf("shared %q, %v", shared, err)
 	}
 }
 

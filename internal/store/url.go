@@ -22,13 +22,19 @@ import (
 //
 // rediss+sentinel:// and rediss+cluster:// use TLS. Ports default to 6379
 // (26379 for sentinels). Query parameters: dial_timeout, read_timeout,
-// write_timeout (Go durations), pool_size and max_retries (integers).
+// write_timeout (Go durations), pool_size and max_retries (integers);
+// tls_ca_file, tls_cert_file, tls_key_file and tls_server_name (rediss);
+// sentinel_username and sentinel_password_file (the sentinels' own).
 type Location struct {
 	// Kind is "memory", "redis", "sentinel" or "cluster".
 	Kind  string
 	Redis *redis.UniversalOptions
 	// MaxEntries bounds a memory store: keys and hash fields together.
 	MaxEntries int64
+	// Files are the files the URL names.
+	Files LocationFiles
+	// serverName overrides the TLS server name.
+	serverName string
 	// scheme is kept to print the location back.
 	scheme string
 }
@@ -90,14 +96,17 @@ func ParseLocation(raw string) (*Location, error) {
 	if err := parsePath(u.Path, kind, opts); err != nil {
 		return nil, err
 	}
-	if err := parseQuery(u.Query(), opts); err != nil {
+	loc.Redis = opts
+	if err := loc.parseQuery(u.Query()); err != nil {
 		return nil, err
 	}
 	if strings.HasPrefix(loc.scheme, "rediss") {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	opts.IsClusterMode = kind == "cluster"
-	loc.Redis = opts
+	if err := loc.applyFiles(); err != nil {
+		return nil, err
+	}
 	return loc, nil
 }
 
@@ -177,7 +186,8 @@ func parsePath(path, kind string, opts *redis.UniversalOptions) error {
 	return nil
 }
 
-func parseQuery(q url.Values, opts *redis.UniversalOptions) error {
+func (l *Location) parseQuery(q url.Values) error {
+	opts := l.Redis
 	for name, values := range q {
 		v := values[len(values)-1]
 		var err error
@@ -192,14 +202,28 @@ func parseQuery(q url.Values, opts *redis.UniversalOptions) error {
 			opts.PoolSize, err = boundedInt(v, 1, 100000)
 		case "max_retries":
 			opts.MaxRetries, err = boundedInt(v, -1, 100)
+		case "tls_server_name":
+			l.serverName = v
+		case "sentinel_username":
+			opts.SentinelUsername = v
 		default:
-			return fmt.Errorf("store URL option %q is unknown (known: dial_timeout, read_timeout, write_timeout, pool_size, max_retries)", name)
+			if !l.parseFileOption(name, v) {
+				return fmt.Errorf("store URL option %q is unknown (known: %s)", name, strings.Join(knownOptions(), ", "))
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("store URL option %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+func knownOptions() []string {
+	known := []string{"dial_timeout", "read_timeout", "write_timeout", "pool_size", "max_retries", "tls_server_name", "sentinel_username"}
+	for _, o := range fileOptions {
+		known = append(known, o.name)
+	}
+	return known
 }
 
 func positiveDuration(v string) (time.Duration, error) {
@@ -262,6 +286,7 @@ func (l *Location) String() string {
 	if l.Kind != "cluster" {
 		b.WriteString("/" + strconv.Itoa(o.DB))
 	}
+	b.WriteString(l.printQuery())
 	return b.String()
 }
 

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -30,6 +32,8 @@ func TestParseLocation(t *testing.T) {
 		{raw: "redis+sentinel://s1,s2:26380/mymaster/3", kind: "sentinel", addrs: []string{"s1:26379", "s2:26380"}, master: "mymaster", db: 3, printed: "redis+sentinel://s1:26379,s2:26380/mymaster/3"},
 		{raw: "redis+cluster://u:p@n1:7000,n2:7001,n3", kind: "cluster", addrs: []string{"n1:7000", "n2:7001", "n3:6379"}, user: "u", pass: "p", printed: "redis+cluster://u:xxxxx@n1:7000,n2:7001,n3:6379"},
 		{raw: "rediss+cluster://n1:7000/?pool_size=50&dial_timeout=100ms", kind: "cluster", addrs: []string{"n1:7000"}, tls: true, printed: "rediss+cluster://n1:7000"},
+		{raw: "rediss://h?tls_server_name=r.example", kind: "redis", addrs: []string{"h:6379"}, tls: true, printed: "rediss://h:6379/0?tls_server_name=r.example"},
+		{raw: "redis+sentinel://s/m?sentinel_username=watcher", kind: "sentinel", addrs: []string{"s:26379"}, master: "m", printed: "redis+sentinel://s:26379/m/0?sentinel_username=watcher"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
@@ -67,6 +71,10 @@ func TestParseLocationOptions(t *testing.T) {
 }
 
 func TestParseLocationErrors(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct{ raw, want string }{
 		{"", "must start with memory://"},
 		{"localhost:6379", "must start with memory://"},
@@ -89,6 +97,14 @@ func TestParseLocationErrors(t *testing.T) {
 		{"redis://h?dial_timeout=-1s", "dial_timeout"},
 		{"redis://u:bad%zz@h", "password is not valid percent-encoding"},
 		{"redis://" + strings.Repeat("a", 5000), "longer than 4096"},
+		{"redis://h?tls_ca_file=/ca.crt", "store URL options tls_* need rediss://"},
+		{"redis://h?tls_server_name=r.example", "store URL options tls_* need rediss://"},
+		{"rediss://h?tls_ca_file=/nonexistent/ca.crt", "store URL option tls_ca_file: open /nonexistent/ca.crt: no such file or directory"},
+		{"rediss://h?tls_ca_file=" + notPEM, "store URL option tls_ca_file: " + notPEM + " holds no PEM certificate"},
+		{"rediss://h?tls_cert_file=/c.crt", "store URL options tls_cert_file and tls_key_file go together"},
+		{"rediss://h?tls_cert_file=/nonexistent/c.crt&tls_key_file=/nonexistent/c.key", "store URL options tls_cert_file, tls_key_file: open /nonexistent/c.crt"},
+		{"redis://h?sentinel_password_file=/p", "store URL option sentinel_password_file is for redis+sentinel:// only"},
+		{"redis+sentinel://s/m?sentinel_password_file=/nonexistent/p", "store URL option sentinel_password_file: open /nonexistent/p"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {

@@ -64,7 +64,9 @@ const (
 	policyVolume   = "quota-policies"
 	policyDir      = "/etc/quota-policies"
 	storeVolume    = "quota-store-credentials"
-	storeDir       = "/etc/quota-store"
+	// StoreSecretDir is where the sidecar finds its namespace's store
+	// Secret.
+	StoreSecretDir = "/etc/quota-store"
 )
 
 // Config is what the operator puts into every sidecar.
@@ -79,6 +81,10 @@ type Config struct {
 	// empty without Redis. The sidecar mounts it and reads the files for
 	// each new connection, so a rotation needs no restart.
 	CredentialsSecret string
+	// CredentialsFiles are more keys of that Secret to mount beside
+	// username and password, such as ca.crt; the Store URL names them
+	// under StoreSecretDir.
+	CredentialsFiles []string
 	// PolicyConfigMap, when set, names a ConfigMap in the pod's namespace
 	// whose .yaml keys hold the policies the sidecar enforces (its
 	// --policy-file). Without Redis the manager's memory is out of the
@@ -219,7 +225,7 @@ func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 		}},
 	}})
 	if cfg.CredentialsSecret != "" {
-		addCredentials(pod, c, cfg.CredentialsSecret)
+		addCredentials(pod, c, cfg)
 	}
 	if cfg.PolicyConfigMap == "" {
 		return
@@ -237,12 +243,15 @@ func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 // addCredentials mounts the namespace's store Secret into the sidecar
 // only. It is not optional: the manager creates it when the first pod with
 // a sidecar appears, and the kubelet waits for it.
-func addCredentials(pod *corev1.Pod, c *corev1.Container, secret string) {
-	c.Args = append(c.Args, "--store-username-file="+storeDir+"/username", "--store-password-file="+storeDir+"/password")
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: storeVolume, MountPath: storeDir, ReadOnly: true})
+func addCredentials(pod *corev1.Pod, c *corev1.Container, cfg Config) {
+	c.Args = append(c.Args, "--store-username-file="+StoreSecretDir+"/username", "--store-password-file="+StoreSecretDir+"/password")
+	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: storeVolume, MountPath: StoreSecretDir, ReadOnly: true})
+	items := []corev1.KeyToPath{{Key: "username", Path: "username"}, {Key: "password", Path: "password"}}
+	for _, key := range cfg.CredentialsFiles {
+		items = append(items, corev1.KeyToPath{Key: key, Path: key})
+	}
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: storeVolume, VolumeSource: corev1.VolumeSource{
-		Secret: &corev1.SecretVolumeSource{SecretName: secret, DefaultMode: ptr.To[int32](0o444), Items: []corev1.KeyToPath{
-			{Key: "username", Path: "username"}, {Key: "password", Path: "password"}}},
+		Secret: &corev1.SecretVolumeSource{SecretName: cfg.CredentialsSecret, DefaultMode: ptr.To[int32](0o444), Items: items},
 	}})
 }
 

@@ -72,6 +72,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("a client pod through the Service gets exactly the limit", func(t *testing.T) {
 		expectExactly(t, "tenant-a", 5)
 	})
+	t.Run("sidecars reach Redis as their namespace's own user", expectTenantUser)
 	t.Run("the other replica takes over when the leader is deleted", func(t *testing.T) {
 		expectLeaderFailover(t)
 	})
@@ -557,6 +558,25 @@ func expectConfigAfterRedisRestart(t *testing.T) {
 		return nil
 	})
 	t.Logf("config back in Redis %v after the new pod was Ready", time.Since(ready).Round(10*time.Millisecond))
+}
+
+// expectTenantUser: Redis lists the sidecars' connections under the
+// namespace's own user, whose name the namespace's Secret holds, and that
+// user may not reach another namespace's keys.
+func expectTenantUser(t *testing.T) {
+	user := kubectl(t, "-n", appNS, "get", "secret", storeSecret, "-o", "jsonpath={.data.username}")
+	if raw, _ := base64.StdEncoding.DecodeString(user); string(raw) != "quota-ns-"+appNS {
+		t.Fatalf("the Secret names user %q", raw)
+	}
+	pod := kubectl(t, "-n", operatorNS, "get", "pods", "-l", "app.kubernetes.io/name="+redisDeploy, "-o", "jsonpath={.items[0].metadata.name}")
+	clients, err := redisCLI(t, pod, "CLIENT", "LIST")
+	if err != nil || !strings.Contains(clients, " user=quota-ns-"+appNS+" ") {
+		t.Fatalf("no client of user quota-ns-%s: %v\n%s", appNS, err, clients)
+	}
+	perms, err := redisCLI(t, pod, "ACL", "DRYRUN", "quota-ns-"+appNS, "GET", "qo:v1:app:{kube-system/k}")
+	if err != nil || !strings.Contains(perms, "no permissions to access the 'qo:v1:app:{kube-system/k}' key") {
+		t.Fatalf("ACL DRYRUN of another namespace's key: %v: %q", err, perms)
+	}
 }
 
 func redisCLI(t *testing.T, pod string, args ...string) (string, error) {

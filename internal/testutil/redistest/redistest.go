@@ -32,6 +32,7 @@ type Server struct {
 	dir      string
 	conf     string // config file, for modes such as --sentinel
 	extra    []string
+	tls      bool // TLS only: the port is --tls-port
 	cmd      *exec.Cmd
 	exited   chan struct{}
 }
@@ -119,8 +120,12 @@ func (s *Server) Start() error {
 	if s.conf != "" {
 		args = append(args, s.conf)
 	}
-	args = append(args,
-		"--port", port, "--bind", "127.0.0.1", "--protected-mode", "no",
+	ports := []string{"--port", port}
+	if s.tls {
+		ports = []string{"--port", "0", "--tls-port", port}
+	}
+	args = append(args, ports...)
+	args = append(args, "--bind", "127.0.0.1", "--protected-mode", "no",
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
 		"--dir", s.dir, "--logfile", s.logFile(),
 		// Tests see what ACL rules decide, not DEBUG's default refusal.
@@ -141,6 +146,9 @@ func (s *Server) Start() error {
 }
 
 func (s *Server) waitReady(limit time.Duration) error {
+	if s.tls {
+		return s.waitListening(limit)
+	}
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer func() { _ = c.Close() }()
 	end := time.Now().Add(limit)
@@ -160,6 +168,50 @@ func (s *Server) waitReady(limit time.Duration) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// waitListening waits until the port accepts connections: a TLS server's
+// clients need certificates this package does not have.
+func (s *Server) waitListening(limit time.Duration) error {
+	end := time.Now().Add(limit)
+	for {
+		conn, err := net.DialTimeout("tcp", s.Addr, 200*time.Millisecond)
+		if err == nil {
+			return conn.Close()
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("redis-server on %s not listening after %v: %w", s.Addr, limit, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// StartTLS starts a private redis-server that speaks TLS only, with the
+// given server certificate and key, and requires client certificates
+// signed by the CA in caFile.
+func StartTLS(certFile, keyFile, caFile string) (*Server, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, ErrNoRedis
+	}
+	dir, err := os.MkdirTemp("", "redistest-tls-")
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for range 5 {
+		port, err := freePort(false)
+		if err != nil {
+			return nil, err
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, tls: true,
+			extra: []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile, "--tls-auth-clients", "yes"}}
+		s.URL = "rediss://" + s.Addr + "/0"
+		if lastErr = s.Start(); lastErr == nil {
+			return s, nil
+		}
+	}
+	_ = os.RemoveAll(dir)
+	return nil, lastErr
 }
 
 func (s *Server) logFile() string {

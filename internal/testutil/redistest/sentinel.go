@@ -19,11 +19,13 @@ type Sentinel struct {
 	Replica    *Server
 	Sentinel   *Server
 	MasterName string
+	password   string // the sentinel's own, from its config
 }
 
 // StartSentinel starts a master, its replica and a sentinel that monitors
-// them as masterName, and waits until the sentinel reports both.
-func StartSentinel(masterName string) (*Sentinel, error) {
+// them as masterName, and waits until the sentinel reports both. Lines
+// such as "requirepass x" are added to the sentinel's config.
+func StartSentinel(masterName string, sentinelConf ...string) (*Sentinel, error) {
 	master, err := startNew(nil, false)
 	if err != nil {
 		return nil, err
@@ -46,6 +48,9 @@ func StartSentinel(masterName string) (*Sentinel, error) {
 	}
 	conf := filepath.Join(dir, "sentinel.conf")
 	body := fmt.Sprintf("sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 5000\n", masterName, host, port, masterName)
+	for _, line := range sentinelConf {
+		body += line + "\n"
+	}
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		_ = master.Close()
 		_ = os.RemoveAll(dir)
@@ -58,6 +63,11 @@ func StartSentinel(masterName string) (*Sentinel, error) {
 		return nil, err
 	}
 	sn := &Sentinel{Master: master, Replica: replica, Sentinel: sentinel, MasterName: masterName}
+	for _, line := range sentinelConf {
+		if p, ok := strings.CutPrefix(line, "requirepass "); ok {
+			sn.password = p
+		}
+	}
 	if err := sn.waitMaster(10 * time.Second); err != nil {
 		_ = sn.Close()
 		return nil, err
@@ -66,7 +76,7 @@ func StartSentinel(masterName string) (*Sentinel, error) {
 }
 
 func (sn *Sentinel) waitMaster(limit time.Duration) error {
-	c := redis.NewSentinelClient(&redis.Options{Addr: sn.Sentinel.Addr})
+	c := redis.NewSentinelClient(&redis.Options{Addr: sn.Sentinel.Addr, Password: sn.password})
 	defer func() { _ = c.Close() }()
 	end := time.Now().Add(limit)
 	for {

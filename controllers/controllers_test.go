@@ -181,12 +181,42 @@ func TestUsageQuotaStatus(t *testing.T) {
 	if p := q.Status.Period; p == nil || !p.Start.Time.Equal(start) || !p.End.Time.Equal(end) {
 		t.Fatalf("period %+v; want [%v, %v)", q.Status.Period, start, end)
 	}
+	expectSubjectBound(t, q, end)
 	out := kubectl(t, "get", "uq", "-n", ns)
 	for _, w := range []string{"LIMIT", "PERIOD", "USED", "SUBJECTS", "PROGRAMMED", "exports   10      Day      5      2          True"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("kubectl get uq lacks %q:\n%s", w, out)
 		}
 	}
+}
+
+// expectSubjectBound: within the default bound the condition is True;
+// lowered to the two subjects seen, it turns False before any is denied.
+func expectSubjectBound(t *testing.T, q *v1alpha1.UsageQuota, end time.Time) {
+	t.Helper()
+	c := apimeta.FindStatusCondition(q.Status.Conditions, v1alpha1.ConditionSubjectsWithinBound)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Message != "2 of 100000 subjects tracked this period" {
+		t.Fatalf("condition %+v", c)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(q), q); err != nil {
+		t.Fatal(err)
+	}
+	q.Spec.MaxSubjects = 2
+	if err := k8s.Update(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	want := "2 of 2 subjects tracked this period; new subjects are denied until the period ends at " + end.UTC().Format(time.RFC3339) +
+		": raise spec.maxSubjects if they are real"
+	eventually(t, 5*time.Second, "the bound reached", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(q), q); err != nil {
+			return err
+		}
+		c := apimeta.FindStatusCondition(q.Status.Conditions, v1alpha1.ConditionSubjectsWithinBound)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1alpha1.ReasonBoundReached || c.Message != want {
+			return fmt.Errorf("condition %+v", c)
+		}
+		return nil
+	})
 }
 
 func TestUsageQuotaUpdateAndDelete(t *testing.T) {

@@ -100,7 +100,24 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 		return 0, fmt.Errorf("read usage: %w", err)
 	}
 	q.Status.Usage = usageStatus(q.Spec, u)
+	setSubjectBound(q, u.Subjects, quota.Bound(), end)
 	return min(r.Interval, end.Sub(now)+time.Second), nil
+}
+
+// setSubjectBound warns from 90% of spec.maxSubjects, before new subjects
+// are denied.
+func setSubjectBound(q *v1alpha1.UsageQuota, subjects, bound int64, end time.Time) {
+	status, reason := metav1.ConditionTrue, v1alpha1.ReasonWithinBound
+	msg := fmt.Sprintf("%d of %d subjects tracked this period", subjects, bound)
+	switch {
+	case subjects >= bound:
+		status, reason = metav1.ConditionFalse, v1alpha1.ReasonBoundReached
+		msg += fmt.Sprintf("; new subjects are denied until the period ends at %s: raise spec.maxSubjects if they are real", end.UTC().Format(time.RFC3339))
+	case subjects*10 >= bound*9:
+		status, reason = metav1.ConditionFalse, v1alpha1.ReasonNearBound
+		msg += fmt.Sprintf("; new subjects will be denied from %d on: raise spec.maxSubjects if they are real", bound)
+	}
+	setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionSubjectsWithinBound, status, reason, msg)
 }
 
 // usageStatus shows subjects by hash, except those the spec names in

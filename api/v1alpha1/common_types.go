@@ -85,6 +85,11 @@ const (
 	ConditionAccepted = "Accepted"
 	// ConditionProgrammed: the compiled config is in the store.
 	ConditionProgrammed = "Programmed"
+	// ConditionSubjectsWithinBound (UsageQuota): the period's subjects are
+	// below 90% of spec.maxSubjects.
+	ConditionSubjectsWithinBound = "SubjectsWithinBound"
+	// ConditionStoreHeadroom: Redis uses less than 90% of its maxmemory.
+	ConditionStoreHeadroom = "StoreHeadroom"
 )
 
 // Condition reasons.
@@ -93,6 +98,11 @@ const (
 	ReasonInvalid          = "Invalid"
 	ReasonProgrammed       = "Programmed"
 	ReasonStoreUnavailable = "StoreUnavailable"
+	ReasonWithinBound      = "WithinBound"
+	ReasonNearBound        = "NearBound"
+	ReasonBoundReached     = "BoundReached"
+	ReasonEnoughMemory     = "EnoughMemory"
+	ReasonLowMemory        = "LowMemory"
 )
 
 // PolicyStatus is what both kinds report.

@@ -83,6 +83,16 @@ type UsageQuotaSpec struct {
 	// +kubebuilder:validation:MaxLength=64
 	// +kubebuilder:validation:Pattern=`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$`
 	TimeZone string `json:"timeZone,omitempty"`
+	// maxSubjects bounds the subjects the quota tracks per period, so that
+	// a flood of made-up identities cannot grow the store without end. A
+	// new subject beyond the bound is denied (429), and not recorded, until
+	// the next period; subjects already counted are not affected. The
+	// SubjectsWithinBound condition turns False at 90%.
+	// +optional
+	// +kubebuilder:default=100000
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	MaxSubjects int32 `json:"maxSubjects,omitempty"`
 	// overrides give single subjects their own limit.
 	// +optional
 	// +listType=map

@@ -120,6 +120,8 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"uq yearly", uqHead, "spec:\n" + sel + "  subject: {source: ClientIP}\n  limit: 10\n  period: Year\n", []string{`spec.period: Unsupported value: "Year": supported values: "Hour", "Day", "Week", "Month"`}},
 		{"uq time zone in words", uqHead, "spec:\n" + sel + okQuota + "  timeZone: Berlin Time\n", []string{`spec.timeZone: Invalid value: "Berlin Time"`}},
 		{"uq feature not a name", uqHead, "spec:\n" + sel + okQuota + "  feature: Exports!\n", []string{`spec.feature: Invalid value: "Exports!"`}},
+		{"uq max subjects 0", uqHead, "spec:\n" + sel + okQuota + "  maxSubjects: 0\n", []string{"spec.maxSubjects: Invalid value: 0", "greater than or equal to 1"}},
+		{"uq max subjects above 10 million", uqHead, "spec:\n" + sel + okQuota + "  maxSubjects: 10000001\n", []string{"spec.maxSubjects: Invalid value: 10000001", "less than or equal to 10000000"}},
 		{"uq override twice", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, limit: 5}, {subject: k1, limit: 6}]\n", []string{`spec.overrides[1]: Duplicate value: {"subject":"k1"}`}},
 		{"uq override limit 0", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, limit: 0}]\n", []string{"spec.overrides[0].limit: Invalid value: 0"}},
 		{"uq 65 overrides", uqHead, "spec:\n" + sel + okQuota + "  overrides:\n" + repeat(65, func(i int) string {

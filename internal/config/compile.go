@@ -56,6 +56,9 @@ func CompileUsageQuota(q *v1alpha1.UsageQuota) (*Policy, error) {
 		Limit:    q.Spec.Limit,
 		Period:   string(q.Spec.Period),
 		TimeZone: zone,
+		// The schema defaults it; objects stored before the field existed
+		// get the same default from Bound.
+		MaxSubjects: int64(q.Spec.MaxSubjects),
 	}
 	for _, o := range q.Spec.Overrides {
 		out.Quota.Overrides = append(out.Quota.Overrides, Override{SubjectHash: subject.Hash(o.Subject), Limit: o.Limit})

@@ -87,9 +87,25 @@ type Quota struct {
 	Limit    int64     `json:"limit"`
 	Period   string    `json:"period"`
 	TimeZone string    `json:"timeZone"`
+	// MaxSubjects bounds the subjects tracked per period; 0 (a document
+	// written before the field existed) means DefaultMaxSubjects.
+	MaxSubjects int64 `json:"maxSubjects,omitempty"`
 	// Overrides are keyed by the subject's hash; raw subjects never leave
 	// the API object.
 	Overrides []Override `json:"overrides,omitempty"`
+}
+
+// DefaultMaxSubjects is UsageQuota's spec.maxSubjects default: about 10 MB
+// of Redis memory per quota and period (a sorted-set member of a 22-byte
+// hash and its score).
+const DefaultMaxSubjects = 100_000
+
+// Bound is MaxSubjects, with its default.
+func (q *Quota) Bound() int64 {
+	if q.MaxSubjects <= 0 {
+		return DefaultMaxSubjects
+	}
+	return q.MaxSubjects
 }
 
 // Override is one subject's own limit.

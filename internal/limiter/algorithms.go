@@ -13,6 +13,14 @@ type verdict struct {
 	remaining int64
 	resetMs   int64
 	retryMs   int64
+	// full: a quota's new subject beyond its bound; never recorded.
+	full bool
+}
+
+// boundVerdict denies a new subject of a quota that tracks its bound of
+// subjects already, until the period ends in resetMs.
+func boundVerdict(resetMs int64) verdict {
+	return verdict{full: true, resetMs: resetMs, retryMs: resetMs}
 }
 
 // counted is a verdict for "used of max, cost more" counters (fixed window

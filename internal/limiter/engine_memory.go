@@ -126,8 +126,12 @@ func quotaStep(tx *store.MemoryTx, e entry, nowMs int64) (verdict, commit, error
 	if _, err := tx.Int(e.keys[1]); err != nil {
 		return verdict{}, nil, err
 	}
+	used, known := fields[e.member]
+	if !known && e.maxSubjects > 0 && int64(len(fields)) >= e.maxSubjects {
+		return boundVerdict(e.end - nowMs), func() error { return nil }, nil
+	}
 	ttl := ms(e.end + e.window - nowMs)
-	return counted(fields[e.member], e.cost, e.max, e.end-nowMs), func() error {
+	return counted(used, e.cost, e.max, e.end-nowMs), func() error {
 		if _, err := tx.AddField(e.keys[0], e.member, e.cost, ttl); err != nil {
 			return err
 		}

@@ -48,17 +48,20 @@ func algCode(a Algorithm) string {
 }
 
 func scriptArgs(entries []entry, first, second int64) []any {
-	args := make([]any, 0, 2+8*len(entries))
+	args := make([]any, 0, 2+argsPerEntry*len(entries))
 	args = append(args, first, second)
 	for _, e := range entries {
 		dry := 0
 		if e.dry {
 			dry = 1
 		}
-		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dry, e.start, e.end, e.member)
+		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dry, e.start, e.end, e.member, e.maxSubjects)
 	}
 	return args
 }
+
+// argsPerEntry is the ARGV stride of decide.lua and refund.lua.
+const argsPerEntry = 9
 
 func (r redisEngine) decide(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error) {
 	groups := r.groups(entries)
@@ -113,7 +116,7 @@ func (r redisEngine) decideGroup(ctx context.Context, entries []entry, atUs int6
 	}
 	for i := range entries {
 		v := reply[2+4*i:]
-		out.verdicts = append(out.verdicts, verdict{allowed: v[0] == 1, remaining: v[1], resetMs: v[2], retryMs: v[3]})
+		out.verdicts = append(out.verdicts, verdict{allowed: v[0] == 1, full: v[0] == 2, remaining: v[1], resetMs: v[2], retryMs: v[3]})
 	}
 	return out, nil
 }

@@ -71,6 +71,9 @@ type Limit struct {
 	Cost int64
 	// DryRun counts and reports but never denies.
 	DryRun bool
+	// MaxSubjects bounds the subjects a Quota tracks per period: a new
+	// subject beyond it is denied and not recorded. 0: no bound.
+	MaxSubjects int64
 }
 
 // Request is one decision's limits. Peek decides without consuming.
@@ -95,6 +98,9 @@ type Result struct {
 	// RetryAfter is when a denied request could pass, Never when its cost is
 	// above the limit.
 	RetryAfter time.Duration
+	// SubjectBound: denied because the quota tracks MaxSubjects subjects
+	// already and this one is new.
+	SubjectBound bool
 }
 
 // Never is the RetryAfter of a request that can never pass: its cost is
@@ -245,8 +251,15 @@ func (lim Limit) check() error {
 			return fmt.Errorf("rates[%d]: %w", j, err)
 		}
 	}
+	return lim.checkQuota()
+}
+
+func (lim Limit) checkQuota() error {
 	if lim.Algorithm == Quota && lim.Location == nil {
 		return errors.New("a quota needs a time zone")
+	}
+	if lim.MaxSubjects < 0 || lim.MaxSubjects > 0 && lim.Algorithm != Quota {
+		return fmt.Errorf("maxSubjects %d: want 0, or more for a quota", lim.MaxSubjects)
 	}
 	return nil
 }

@@ -25,8 +25,10 @@ type entry struct {
 	// its own clock.
 	start, end int64
 	member     string // quota: the subject's hash
-	tag        string
-	keys       []string
+	// maxSubjects: a quota's bound on subjects per period; 0 none.
+	maxSubjects int64
+	tag         string
+	keys        []string
 }
 
 // plan turns limits into entries for the time now. The windows and periods
@@ -84,7 +86,7 @@ func planRate(lim Limit, tag string, r Rate, now time.Time, grace time.Duration)
 			return entry{}, err
 		}
 		e.start, e.end, e.window = start.UnixMilli(), end.UnixMilli(), grace.Milliseconds()
-		e.member = SubjectHash(lim.Key.Subject)
+		e.member, e.maxSubjects = SubjectHash(lim.Key.Subject), lim.MaxSubjects
 		e.keys = quotaKeys(tag, start)
 	}
 	return e, nil
@@ -119,6 +121,7 @@ func decision(entries []entry, verdicts []verdict) Decision {
 		r := Result{
 			Limit: e.limit, Rate: e.rate, Allowed: v.allowed, DryRun: e.dry, Max: e.max, Remaining: max(v.remaining, 0),
 			ResetAfter: time.Duration(v.resetMs) * time.Millisecond, RetryAfter: time.Duration(v.retryMs) * time.Millisecond,
+			SubjectBound: v.full,
 		}
 		if v.retryMs < 0 {
 			r.RetryAfter = Never

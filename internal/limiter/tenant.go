@@ -21,9 +21,9 @@ var tenantCommands = []string{
 	// decisions and locks: scripts, and what they call
 	"evalsha", "eval", "evalsha_ro", "eval_ro", "time",
 	"get", "set", "del", "exists", "incr", "incrby", "decrby", "pexpire", "pttl", "hmget",
-	"hexists", "hincrby", "hdel", "zincrby", "zrem", "zscore",
+	"hexists", "hincrby", "hdel", "zincrby", "zrem", "zscore", "zcard",
 	// usage reads
-	"multi", "exec", "discard", "zcard", "zrevrange",
+	"multi", "exec", "discard", "zrevrange",
 	// config reads and change announcements
 	"hgetall", "subscribe", "unsubscribe",
 }

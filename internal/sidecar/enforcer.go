@@ -61,6 +61,12 @@ func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verd
 		limits[i] = a.Limit
 	}
 	d, err := e.decide(ctx, limiter.Request{Limits: limits, Peek: peek})
+	if err != nil && ctx.Err() != nil {
+		// Nobody waits for this answer: not a request the failure policy
+		// let through or refused.
+		e.Metrics.cancelled(applied)
+		return Verdict{StoreFailed: true, Status: http.StatusServiceUnavailable}
+	}
 	if err != nil {
 		return e.failed(applied)
 	}

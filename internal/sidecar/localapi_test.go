@@ -244,3 +244,25 @@ func TestLocalAPIOnAHungStore(t *testing.T) {
 	}
 	expectStatus(t, health+"/metrics", 200, "quota_store_breaker_open 1\n")
 }
+
+// A quota that tracks its bound of subjects denies a new one, and the
+// metric names why; subjects it knows go on.
+func TestQuotaSubjectBoundInTheSidecar(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publishQuota(t, &v1alpha1.UsageQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bounded"},
+		Spec: v1alpha1.UsageQuotaSpec{Subject: v1alpha1.Subject{Source: "Header", Name: "X-User"}, Feature: "exports", Limit: 5, Period: "Day", MaxSubjects: 2}})
+	waitMetric(t, sc.admin, "quota_config_revision 1")
+	for i, s := range []struct{ user, want string }{
+		{"alice", `{"allowed":true,"limit":5,"remaining":4,`},
+		{"bob", `{"allowed":true,"limit":5,"remaining":4,`},
+		{"carol", `{"allowed":false,"limit":5,"remaining":0,`},
+		{"alice", `{"allowed":true,"limit":5,"remaining":3,`},
+	} {
+		status, body := call(t, sc.admin, http.MethodPost, "/v1/quotas/exports/consume", `{"key":["`+s.user+`"]}`)
+		if status != http.StatusOK || !strings.HasPrefix(body, s.want) {
+			t.Fatalf("step %d, %s: %d %s; want %s…", i, s.user, status, body, s.want)
+		}
+	}
+	waitMetric(t, sc.admin, `quota_decisions_total{limit="exports",namespace="`+ns+`",policy="bounded",result="subject_bound"} 1`)
+}

@@ -30,6 +30,10 @@ const (
 	ResultNotConsumed  = "not_consumed" // another limit denied the request
 	ResultFailedOpen   = "failed_open"
 	ResultFailedClosed = "failed_closed"
+	// ResultSubjectBound: a quota's new subject beyond spec.maxSubjects.
+	ResultSubjectBound = "subject_bound"
+	// ResultCancelled: the caller went away before the store answered.
+	ResultCancelled = "cancelled"
 )
 
 // NewMetrics registers the metrics; breakerOpen reports the breaker.
@@ -85,23 +89,38 @@ func (m *Metrics) decided(applied []Applied, d limiter.Decision) {
 		return
 	}
 	for i, a := range applied {
-		result := ResultAllowed
-		for _, r := range d.Results {
-			switch {
-			case r.Limit != i || r.Allowed:
-			case r.DryRun:
-				result = ResultWouldDeny
-			default:
-				result = ResultDenied
-			}
-			if result == ResultDenied {
-				break
-			}
+		m.decisions.WithLabelValues(a.Policy, a.Name, limitResult(i, d)).Inc()
+	}
+}
+
+// limitResult is what the decision was for applied limit i.
+func limitResult(i int, d limiter.Decision) string {
+	result := ResultAllowed
+	for _, r := range d.Results {
+		switch {
+		case r.Limit != i || r.Allowed:
+		case r.DryRun:
+			result = ResultWouldDeny
+		case r.SubjectBound:
+			return ResultSubjectBound
+		default:
+			return ResultDenied
 		}
-		if !d.Allowed && result != ResultDenied {
-			result = ResultNotConsumed
-		}
-		m.decisions.WithLabelValues(a.Policy, a.Name, result).Inc()
+	}
+	if !d.Allowed {
+		return ResultNotConsumed
+	}
+	return result
+}
+
+// cancelled counts decisions whose caller went away before the store
+// answered: neither a failure of the store nor a request let through.
+func (m *Metrics) cancelled(applied []Applied) {
+	if m == nil {
+		return
+	}
+	for _, a := range applied {
+		m.decisions.WithLabelValues(a.Policy, a.Name, ResultCancelled).Inc()
 	}
 }
 

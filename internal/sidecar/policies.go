@@ -118,7 +118,7 @@ func quotaRule(namespace string, d *config.Policy) (*limitRule, error) {
 	r := &limitRule{policy: d.Name, name: q.Feature, kind: d.Kind, match: q.Match, key: []config.KeySource{q.Subject}, failClosed: d.FailClosed,
 		overrides: make(map[string]int64, len(q.Overrides)), localOnly: q.Feature != "" && q.Match.Empty(),
 		template: limiter.Limit{Key: limiter.QuotaKey(namespace, d.Name, q.Feature), Algorithm: limiter.Quota,
-			Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: 1, DryRun: d.DryRun}}
+			Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: 1, DryRun: d.DryRun, MaxSubjects: q.Bound()}}
 	for _, o := range q.Overrides {
 		r.overrides[o.SubjectHash] = o.Limit
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"net/http"
 	"net/netip"
 	"os"
@@ -187,7 +188,8 @@ func TestInvalidLimitDoesNotOpenTheBreaker(t *testing.T) {
 // run) cancels its store calls. That says nothing of the store: however
 // many do, the breaker stays closed and the next caller is decided by the
 // store. Before, 5 cancelled calls opened it and every decision for the
-// next second failed open.
+// next second failed open. Nor are they counted as let through by the
+// failure policy (before: 20 failed_open).
 func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
 	mem := store.NewMemory()
 	defer func() { _ = mem.Close() }()
@@ -196,7 +198,7 @@ func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := NewBreaker()
-	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond}
+	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond, Metrics: NewMetrics("ns", b.Open)}
 	applied := []Applied{{Policy: "p", Name: "l", Limit: limiter.Limit{Algorithm: limiter.FixedWindow, Cost: 1,
 		Rates: []limiter.Rate{{Limit: 100, Window: time.Minute}}, Key: limiter.CounterKey{Namespace: "ns", Policy: "p", Limit: "l", Subject: []string{"a"}}}}}
 	gone, cancel := context.WithCancel(context.Background())
@@ -208,6 +210,11 @@ func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
 	}
 	if b.Open() {
 		t.Fatal("cancelled calls opened the breaker")
+	}
+	for result, want := range map[string]float64{ResultCancelled: 20, ResultFailedOpen: 0} {
+		if got := testutil.ToFloat64(e.Metrics.decisions.WithLabelValues("p", "l", result)); got != want {
+			t.Errorf("quota_decisions_total{result=%q} %v; want %v", result, got, want)
+		}
 	}
 	if v := e.Check(context.Background(), applied); v.StoreFailed || !v.Decision.Allowed || v.Decision.Results[0].Remaining != 99 {
 		t.Fatalf("the next caller: %+v; want a decision by the store", v)

@@ -2,11 +2,14 @@
 -- One limiter decision: the math of algorithms.go, in one atomic step.
 -- ARGV[1]  now in Unix µs, or 0 to take the server's TIME (production)
 -- ARGV[2]  1: peek (decide, write nothing)
--- then 8 values per entry: alg (f fixed, s sliding, t token bucket, q quota),
---   max, window ms (quota: grace ms), cost, dry (0/1), start ms, end ms, member
+-- then 9 values per entry: alg (f fixed, s sliding, t token bucket, q quota),
+--   max, window ms (quota: grace ms), cost, dry (0/1), start ms, end ms, member,
+--   quota: the bound on subjects per period (0: none)
 -- KEYS per entry: f: window; s: previous window, current window; t: TAT;
 --   q: usage (sorted set), total.
 -- Reply: {stale, now µs, then per entry: allowed, remaining, reset ms, retry ms}.
+-- allowed is 2 for a quota's new subject beyond its bound: denied, and
+-- never recorded, even by a dry run.
 -- stale = 1 when the server's clock puts a proposed window or period in the
 -- past or future: nothing is read or written and the caller re-plans.
 -- Every read and check happens before the first write, so an error (a key
@@ -41,7 +44,7 @@ local function int(v)
 end
 
 -- The proposals first: a stale one means no read and no write.
-for a = 3, #ARGV, 8 do
+for a = 3, #ARGV, 9 do
   local alg, win, start = ARGV[a], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 5])
   if (alg == 'f' or alg == 's') and start ~= now_ms - now_ms % win
     or alg == 'q' and (now_ms < start or now_ms >= tonumber(ARGV[a + 6])) then
@@ -51,7 +54,7 @@ end
 
 local reply, notes, pass = {0, now}, {}, ARGV[2] ~= '1'
 local r, k = 2, 1
-for a = 3, #ARGV, 8 do
+for a = 3, #ARGV, 9 do
   local alg, max, win, cost, start = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
   -- Every branch sets the verdict (allowed, remaining, reset ms, retry ms;
   -- -1: never) and note, what its commit needs.
@@ -68,12 +71,17 @@ for a = 3, #ARGV, 8 do
       -- vanish together.
       raw = call('GET', KEYS[k + 1])
       int(raw)
-      used, reset = tonumber(call('ZSCORE', KEYS[k], ARGV[a + 7]) or '0'), tonumber(ARGV[a + 6]) - now_ms
-      note = reset + win -- the period end plus the grace
+      used = call('ZSCORE', KEYS[k], ARGV[a + 7])
+      reset, note = tonumber(ARGV[a + 6]) - now_ms, tonumber(ARGV[a + 6]) - now_ms + win -- the period end plus the grace
+      if not used and ARGV[a + 8] ~= '0' and call('ZCARD', KEYS[k]) >= tonumber(ARGV[a + 8]) then
+        note = -1 -- a new subject beyond the bound: denied, never written
+      end
+      used = tonumber(used or '0')
     end
-    if raw then note = 0 end
+    if raw and note ~= -1 then note = 0 end
     ok, rem, retry = used + cost <= max, max - used, 0
-    if ok then rem = rem - cost elseif cost > max then retry = -1 else retry = reset end
+    if note == -1 then ok, rem, retry = false, 0, reset
+    elseif ok then rem = rem - cost elseif cost > max then retry = -1 else retry = reset end
   elseif alg == 's' then
     -- The span counts prev[i..] and cur[..i]: the oldest bucket still
     -- touching it in full. Buckets leave oldest first: reset is when the
@@ -133,7 +141,7 @@ for a = 3, #ARGV, 8 do
   end
   pass = pass and (ok or ARGV[a + 4] == '1')
   local allowed = 0
-  if ok then allowed = 1 end
+  if ok then allowed = 1 elseif alg == 'q' and note == -1 then allowed = 2 end
   reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = allowed, rem, reset, retry
   notes[#notes + 1] = note
   r = r + 4
@@ -143,15 +151,17 @@ end
 if not pass then return reply end
 k = 1
 for n = 1, #notes do
-  local a = 3 + (n - 1) * 8
+  local a = 3 + (n - 1) * 9
   local alg, cost, note = ARGV[a], ARGV[a + 3], notes[n]
   if alg == 'f' then
     call('INCRBY', KEYS[k], cost)
     if note > 0 then call('PEXPIRE', KEYS[k], note) end
     k = k + 1
   elseif alg == 'q' then
-    call('ZINCRBY', KEYS[k], cost, ARGV[a + 7])
-    call('INCRBY', KEYS[k + 1], cost)
+    if note >= 0 then
+      call('ZINCRBY', KEYS[k], cost, ARGV[a + 7])
+      call('INCRBY', KEYS[k + 1], cost)
+    end
     if note > 0 then
       call('PEXPIRE', KEYS[k], note)
       call('PEXPIRE', KEYS[k + 1], note)

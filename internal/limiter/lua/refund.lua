@@ -54,7 +54,7 @@ end
 
 local steps = {f = fixed, s = sliding, t = bucket, q = quota}
 local k = 1
-for a = 3, #ARGV, 8 do
+for a = 3, #ARGV, 9 do
   local e = {alg = ARGV[a], max = tonumber(ARGV[a + 1]), win = tonumber(ARGV[a + 2]),
     cost = tonumber(ARGV[a + 3]), costs = ARGV[a + 3], start = tonumber(ARGV[a + 5]), member = ARGV[a + 7], k = k}
   steps[e.alg](e)

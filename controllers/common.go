@@ -53,6 +53,8 @@ type publisher struct {
 	client.Client
 	Store  ConfigWriter
 	Events EventRecorder
+	// Headroom, when set, is reported as StoreHeadroom.
+	Headroom *Headroom
 }
 
 // begin finalizes an object being deleted, or makes sure it has the
@@ -116,6 +118,7 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	}
 	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed,
 		fmt.Sprintf("Configuration revision %d of namespace %s is in the store", rev, obj.GetNamespace()))
+	p.Headroom.apply(st, gen)
 	return nil
 }
 

@@ -30,11 +30,12 @@ type Options struct {
 func Setup(mgr ctrl.Manager, o Options) error {
 	events := mgr.GetEventRecorder("quota-operator")
 	rlpResync, uqResync := make(chan event.GenericEvent), make(chan event.GenericEvent)
+	headroom := &Headroom{}
 	rlp := NewRateLimitPolicyReconciler(mgr.GetClient(), o.Store, events)
-	rlp.Resync = rlpResync
+	rlp.Resync, rlp.Headroom = rlpResync, headroom
 	uq := NewUsageQuotaReconciler(mgr.GetClient(), o.Store, o.Usage, events, o.UsageInterval)
-	uq.Resync = uqResync
-	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval,
+	uq.Resync, uq.Headroom = uqResync, headroom
+	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval, Headroom: headroom,
 		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
 	if o.Users != nil {
 		watch.Users = o.Users

@@ -40,7 +40,10 @@ type StoreWatch struct {
 	Users interface {
 		Resync(ctx context.Context) error
 	}
-	Log logr.Logger
+	// Headroom, when the store reports its memory, is updated at every
+	// look; a change has every object reconciled, to report it.
+	Headroom *Headroom
+	Log      logr.Logger
 }
 
 // NeedLeaderElection: only the leader writes config.
@@ -57,6 +60,7 @@ func (w *StoreWatch) Start(ctx context.Context) error {
 	for {
 		w.check(ctx, marker, ttl)
 		w.resyncUsers(ctx)
+		w.checkMemory(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -91,6 +95,27 @@ func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration
 		return
 	}
 	w.Log.Info("Store holds no operator marker; wrote every object's config back")
+}
+
+func (w *StoreWatch) checkMemory(ctx context.Context) {
+	m, ok := w.Store.(MemoryReader)
+	if !ok || w.Headroom == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, markerTimeout)
+	defer cancel()
+	u, err := m.MemoryUse(sctx)
+	if err != nil {
+		w.Log.V(1).Info("Store memory unknown", "error", err.Error())
+		return
+	}
+	if !w.Headroom.update(u) {
+		return
+	}
+	w.Log.Info("Store memory headroom changed", "node", u.Node, "usedBytes", u.Used, "maxmemoryBytes", u.Max)
+	if err := w.resync(ctx); err != nil {
+		w.Log.Error(err, "Listing objects to report the store's memory")
+	}
 }
 
 func (w *StoreWatch) resyncUsers(ctx context.Context) {

@@ -103,6 +103,7 @@ const (
 	ReasonBoundReached     = "BoundReached"
 	ReasonEnoughMemory     = "EnoughMemory"
 	ReasonLowMemory        = "LowMemory"
+	ReasonNoMaxmemory      = "NoMaxmemory"
 )
 
 // PolicyStatus is what both kinds report.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/store/storetest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
@@ -114,6 +116,36 @@ func BenchmarkRedis(b *testing.B) {
 				}
 			})
 			storetest.Bench(b, be.store)
+		})
+	}
+}
+
+// MemoryUse reports the master nearest its maxmemory, in a Cluster the one
+// node that has one.
+func TestMemoryUse(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name, url, node string
+	}{
+		{"single", single.URL, single.Addr},
+		{"cluster", "redis+cluster://" + strings.Join(cluster.Addrs(), ","), cluster.Addrs()[1]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := redis.NewClient(&redis.Options{Addr: tt.node})
+			defer func() { _ = c.Close() }()
+			if err := c.ConfigSet(ctx, "maxmemory", "1gb").Err(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.ConfigSet(ctx, "maxmemory", "0").Err() }()
+			s, err := store.Open(tt.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = s.Close() }()
+			u, err := s.(*store.Redis).MemoryUse(ctx)
+			if err != nil || u.Max != 1<<30 || u.Used <= 0 || tt.name == "cluster" && u.Node != tt.node {
+				t.Fatalf("%+v, %v; want %s with a maxmemory of 1 GiB", u, err, tt.node)
+			}
 		})
 	}
 }

@@ -88,7 +88,11 @@ verify: generate manifests fmt-check vet ## Fail when generated code or manifest
 		git status --porcelain -- api config; git diff --stat -- api config; exit 1; fi
 
 .PHONY: test
-test: test-unit test-node ## Everything: checks, every test against real Redis and a real API server, then the one-node cluster test (root).
+test: test-unit test-fuzz test-node ## Everything: checks, every test against real Redis and a real API server, each fuzz target briefly, then the one-node cluster test (root).
+
+.PHONY: test-fuzz
+test-fuzz: ## Every fuzz target for a short fixed time (CI_FUZZTIME, 10s each).
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(CI_FUZZTIME)
 
 .PHONY: test-unit
 test-unit: verify lint envtest redis-server ## Checks, then every test against real Redis and a real API server (no root needed).
@@ -106,6 +110,7 @@ bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar
 	go test $(LIMITER_BENCH_FLAGS) ./internal/limiter/ ./internal/sidecar/
 
 FUZZTIME ?= 30s
+CI_FUZZTIME ?= 10s
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.

@@ -208,3 +208,43 @@ func TestIdleConnectionsAreClosed(t *testing.T) {
 		_ = conn.Close()
 	}
 }
+
+// A request body that stops coming is cut after BodyIdleTimeout: the
+// client gets an answer (502) instead of holding the connection and the
+// upstream request open. Before, it stayed open as long as the client
+// wished. A body that keeps coming, however slowly, is let through whole.
+func TestStalledRequestBodyIsCut(t *testing.T) {
+	redistest.SkipIfMissing(t, startError)
+	proxy, health := startWithHealth(t, redisS.URL, sidecar.Options{Namespace: namespace(t), BodyIdleTimeout: 300 * time.Millisecond})
+	localtest.WaitOK(t, 5*time.Second, health+"/readyz")
+	send := func(body []string, pause time.Duration) (*http.Response, error) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(proxy, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		if _, err := io.WriteString(conn, "POST /upload HTTP/1.1\r\nHost: sidecar\r\nContent-Length: 10\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		for _, part := range body {
+			time.Sleep(pause)
+			if _, err := io.WriteString(conn, part); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		return http.ReadResponse(bufio.NewReader(conn), nil)
+	}
+	slow, err := send([]string{"01", "23", "45", "67", "89"}, 200*time.Millisecond)
+	if err != nil || slow.StatusCode != http.StatusOK || slow.Header.Get("Seen-Body-Bytes") != "10" {
+		t.Fatalf("a slow but steady body: %v, %v", slow, err)
+	}
+	_ = slow.Body.Close()
+	start := time.Now()
+	stalled, err := send([]string{"012"}, 0)
+	if err != nil || stalled.StatusCode != http.StatusBadGateway {
+		t.Fatalf("a stalled body: %v, %v after %v; want 502", stalled, err, time.Since(start))
+	}
+	_ = stalled.Body.Close()
+	t.Logf("a stalled body was cut after %v", time.Since(start).Round(10*time.Millisecond))
+}

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -39,7 +40,12 @@ type Options struct {
 	// IdleTimeout closes keep-alive connections idle that long (default
 	// 2 minutes), so idle clients cannot hold file descriptors forever.
 	IdleTimeout time.Duration
-	Log         logr.Logger
+	// BodyIdleTimeout cuts a proxied request whose body sends nothing for
+	// that long (default 1 minute), so a client trickling nothing cannot
+	// hold a connection and an upstream request forever. A body that keeps
+	// coming may take as long as it needs.
+	BodyIdleTimeout time.Duration
+	Log             logr.Logger
 }
 
 // Bounds on the servers' connections. The proxy's request bodies and
@@ -47,9 +53,10 @@ type Options struct {
 // so only its headers and idle time are bounded; the admin and health
 // servers answer small requests and bound the whole exchange.
 const (
-	headerTimeout      = 10 * time.Second
-	defaultIdleTimeout = 2 * time.Minute
-	smallTimeout       = 30 * time.Second
+	headerTimeout          = 10 * time.Second
+	defaultIdleTimeout     = 2 * time.Minute
+	defaultBodyIdleTimeout = time.Minute
+	smallTimeout           = 30 * time.Second
 )
 
 // servers are the proxy, the admin (local API) and the health server.
@@ -103,7 +110,10 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 		return errors.New("the store cannot hold config: give --policy-file")
 	}
 	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics, FailurePolicy: o.FailurePolicy},
-		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log)}
+		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log), BodyIdleTimeout: o.BodyIdleTimeout}
+	if h.BodyIdleTimeout <= 0 {
+		h.BodyIdleTimeout = defaultBodyIdleTimeout
+	}
 	mux := healthMux(src, metrics)
 	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer,
 		store: guardedStore{s, h.Enforcer}, locks: guardedLocks{lim, h.Enforcer}}).register(mux)
@@ -190,6 +200,8 @@ type Handler struct {
 	Enforcer *Enforcer
 	Trusted  []netip.Prefix
 	Proxy    http.Handler
+	// BodyIdleTimeout: see Options.
+	BodyIdleTimeout time.Duration
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -218,7 +230,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if h.BodyIdleTimeout > 0 && r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, ctl: http.NewResponseController(w), idle: h.BodyIdleTimeout}
+	}
 	h.Proxy.ServeHTTP(w, r)
+}
+
+// idleBody moves the connection's read deadline on before each read of the
+// request body, and clears it once the body has ended, so the response,
+// however long, is not bounded by it. A body cut short keeps the passed
+// deadline: the server's discarding of the rest fails at once instead of
+// waiting for the client.
+type idleBody struct {
+	io.ReadCloser
+	ctl   *http.ResponseController
+	idle  time.Duration
+	ended bool
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if !b.ended {
+		_ = b.ctl.SetReadDeadline(time.Now().Add(b.idle))
+	}
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) && !b.ended {
+		b.ended = true
+		_ = b.ctl.SetReadDeadline(time.Time{})
+	}
+	return n, err
 }
 
 // healthMux serves /healthz (the process runs), /readyz (a config is

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,8 @@ func TestMain(m *testing.M) {
 func upstream(t testing.TB) *url.URL {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Seen-Forwarded-For", r.Header.Get("X-Forwarded-For"))
+		n, _ := io.Copy(io.Discard, r.Body) // as an app does: the whole body, then the answer
+		w.Header().Set("Seen-Body-Bytes", strconv.FormatInt(n, 10))
 		_, _ = io.WriteString(w, "ok")
 	}))
 	t.Cleanup(srv.Close)

@@ -15,6 +15,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/controllers"
@@ -181,12 +182,37 @@ func TestUsageQuotaStatus(t *testing.T) {
 	if p := q.Status.Period; p == nil || !p.Start.Time.Equal(start) || !p.End.Time.Equal(end) {
 		t.Fatalf("period %+v; want [%v, %v)", q.Status.Period, start, end)
 	}
+	expectUsageMetrics(t, q, map[string]float64{"quota_usage_subjects": 2, "quota_usage_max_subjects": 100000, "quota_usage_consumed": 5})
 	expectSubjectBound(t, q, end)
 	out := kubectl(t, "get", "uq", "-n", ns)
 	for _, w := range []string{"LIMIT", "PERIOD", "USED", "SUBJECTS", "PROGRAMMED", "exports   10      Day      5      2          True"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("kubectl get uq lacks %q:\n%s", w, out)
 		}
+	}
+}
+
+// expectUsageMetrics: the manager exports what status shows, for alerts.
+func expectUsageMetrics(t *testing.T, q *v1alpha1.UsageQuota, want map[string]float64) {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if _, ok := want[f.GetName()]; ok && labels["namespace"] == q.Namespace && labels["name"] == q.Name {
+				got[f.GetName()] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("manager metrics %v; want %v", got, want)
 	}
 }
 

@@ -55,6 +55,9 @@ func (r *UsageQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if done, err := r.begin(ctx, &q, config.KindUsageQuota); done || err != nil {
+		if !q.DeletionTimestamp.IsZero() {
+			forgetUsage(q.Namespace, q.Name)
+		}
 		return ctrl.Result{}, err
 	}
 	before := q.DeepCopy()
@@ -101,6 +104,7 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 	}
 	q.Status.Usage = usageStatus(q.Spec, u)
 	setSubjectBound(q, u.Subjects, quota.Bound(), end)
+	recordUsage(q.Namespace, q.Name, u.Subjects, quota.Bound(), u.Total)
 	return min(r.Interval, end.Sub(now)+time.Second), nil
 }
 

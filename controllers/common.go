@@ -36,6 +36,12 @@ type ConfigWriter interface {
 	DeleteConfig(ctx context.Context, namespace, id string) (int64, error)
 }
 
+// programmedDescriber is a ConfigWriter that words, for Programmed, what
+// it wrote where.
+type programmedDescriber interface {
+	Programmed(namespace string, rev int64) string
+}
+
 // EventRecorder is the events.k8s.io recorder controller-runtime hands out.
 type EventRecorder interface {
 	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
@@ -116,8 +122,11 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 			"The store cannot be written; retrying: "+err.Error())
 		return fmt.Errorf("publish config: %w", err)
 	}
-	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed,
-		fmt.Sprintf("Configuration revision %d of namespace %s is in the store", rev, obj.GetNamespace()))
+	msg := fmt.Sprintf("Configuration revision %d of namespace %s is in the store", rev, obj.GetNamespace())
+	if d, ok := p.Store.(programmedDescriber); ok {
+		msg = d.Programmed(obj.GetNamespace(), rev)
+	}
+	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, msg)
 	p.Headroom.apply(st, gen)
 	return nil
 }

@@ -16,6 +16,11 @@ type Store interface {
 // Options wire the controllers into a manager.
 type Options struct {
 	Store Store
+	// Config, when set, takes the compiled config instead of Store: the
+	// ConfigMapWriter without Redis.
+	Config ConfigWriter
+	// Usage reads quota usage; nil when it cannot be known (each sidecar
+	// counts alone), which UsageQuotas then report.
 	Usage UsageReader
 	// Users, with Redis, keeps the namespaces' store users; StoreWatch has
 	// them written again to nodes that restarted.
@@ -31,9 +36,13 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	events := mgr.GetEventRecorder("quota-operator")
 	rlpResync, uqResync := make(chan event.GenericEvent), make(chan event.GenericEvent)
 	headroom := &Headroom{}
-	rlp := NewRateLimitPolicyReconciler(mgr.GetClient(), o.Store, events)
+	var writer ConfigWriter = o.Store
+	if o.Config != nil {
+		writer = o.Config
+	}
+	rlp := NewRateLimitPolicyReconciler(mgr.GetClient(), writer, events)
 	rlp.Resync, rlp.Headroom = rlpResync, headroom
-	uq := NewUsageQuotaReconciler(mgr.GetClient(), o.Store, o.Usage, events, o.UsageInterval)
+	uq := NewUsageQuotaReconciler(mgr.GetClient(), writer, o.Usage, events, o.UsageInterval)
 	uq.Resync, uq.Headroom = uqResync, headroom
 	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval, Headroom: headroom,
 		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}

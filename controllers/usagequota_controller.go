@@ -94,6 +94,12 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 		return 0, err
 	}
 	q.Status.Period = &v1alpha1.QuotaPeriod{Start: metav1.NewTime(start), End: metav1.NewTime(end)}
+	if r.Usage == nil {
+		q.Status.Usage = nil
+		setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionUsageReported, metav1.ConditionFalse, v1alpha1.ReasonPerPodCounters,
+			"Usage is unknown: without Redis each sidecar counts alone, so no one sees the quota's usage across pods")
+		return min(r.Interval, end.Sub(now)+time.Second), nil
+	}
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	u, err := r.Usage.Usage(sctx, limiter.QuotaKey(q.Namespace, q.Name, quota.Feature), start, topConsumers)
@@ -103,6 +109,8 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 		return 0, fmt.Errorf("read usage: %w", err)
 	}
 	q.Status.Usage = usageStatus(q.Spec, u)
+	setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionUsageReported, metav1.ConditionTrue, v1alpha1.ReasonFromStore,
+		"status.usage is read from the store every refresh")
 	setSubjectBound(q, u.Subjects, quota.Bound(), end)
 	recordUsage(q.Namespace, q.Name, u.Subjects, quota.Bound(), u.Total)
 	return min(r.Interval, end.Sub(now)+time.Second), nil

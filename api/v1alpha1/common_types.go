@@ -90,6 +90,11 @@ const (
 	ConditionSubjectsWithinBound = "SubjectsWithinBound"
 	// ConditionStoreHeadroom: Redis uses less than 90% of its maxmemory.
 	ConditionStoreHeadroom = "StoreHeadroom"
+	// ConditionUsageReported (UsageQuota): status.usage is known.
+	ConditionUsageReported = "UsageReported"
+	// ConditionEnforced: the selected pods' sidecars enforce the current
+	// generation.
+	ConditionEnforced = "Enforced"
 )
 
 // Condition reasons.
@@ -104,6 +109,13 @@ const (
 	ReasonEnoughMemory     = "EnoughMemory"
 	ReasonLowMemory        = "LowMemory"
 	ReasonNoMaxmemory      = "NoMaxmemory"
+	ReasonPerPodCounters   = "PerPodCounters"
+	ReasonFromStore        = "FromStore"
+	ReasonEnforced         = "Enforced"
+	ReasonLagging          = "Lagging"
+	ReasonUnprotected      = "Unprotected"
+	ReasonNoPods           = "NoPods"
+	ReasonCannotReport     = "CannotReport"
 )
 
 // PolicyStatus is what both kinds report.

@@ -66,7 +66,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
-	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap in each pod's namespace whose .yaml keys hold its sidecar's policies (sidecars cannot reach the manager's memory)")
+	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount (they cannot reach the manager's memory)")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "", "Secret, in --namespace, where the manager keeps a self-signed CA and the webhook's serving certificate, renewing both and setting the webhook configuration's caBundle; empty: the certificate comes from elsewhere (cert-manager)")
 	fs.StringVar(&c.webhookService, "webhook-service", "quota-operator-webhook-service", "the webhook's Service, named in the serving certificate")
 	fs.StringVar(&c.mutatingConfig, "mutating-webhook-configuration", "quota-operator-mutating-webhook-configuration", "the MutatingWebhookConfiguration whose caBundle the manager sets")
@@ -163,6 +163,12 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 		return err
 	}
 	opts := controllers.Options{Store: st, Usage: lim, UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}
+	if loc.Redis == nil {
+		// The manager's memory is its own: sidecars read a ConfigMap, and
+		// each counts alone, so usage across pods cannot be read.
+		opts.Config = &controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.policyConfigMap}
+		opts.Usage = nil
+	}
 	if users != nil {
 		defer func() { _ = users.Close() }()
 		opts.Users = users

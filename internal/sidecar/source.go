@@ -211,9 +211,10 @@ func fileStamp(paths ...string) (string, error) {
 // ReadPolicyFiles compiles every RateLimitPolicy and UsageQuota in path
 // (a YAML file, possibly multi-document, or a folder of .yaml/.yml files)
 // for namespace. Objects of other kinds are an error: a typo in a kind
-// should not silently drop a policy.
+// should not silently drop a policy. A folder's .json files are documents
+// the operator compiled (the ConfigMap it keeps without Redis).
 func ReadPolicyFiles(path, namespace string) ([]*config.Policy, error) {
-	files, err := yamlFiles(path)
+	files, err := policyFiles(path)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +224,7 @@ func ReadPolicyFiles(path, namespace string) ([]*config.Policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		docs, err := compileYAML(raw, namespace)
+		docs, err := compileFile(f, raw, namespace)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f, err)
 		}
@@ -232,7 +233,21 @@ func ReadPolicyFiles(path, namespace string) ([]*config.Policy, error) {
 	return out, nil
 }
 
-func yamlFiles(path string) ([]string, error) {
+func compileFile(name string, raw []byte, namespace string) ([]*config.Policy, error) {
+	if filepath.Ext(name) != ".json" {
+		return compileYAML(raw, namespace)
+	}
+	p, err := config.Decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	if p.Namespace != namespace {
+		return nil, fmt.Errorf("%s is for namespace %q, not %q", p.ID(), p.Namespace, namespace)
+	}
+	return []*config.Policy{p}, nil
+}
+
+func policyFiles(path string) ([]string, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -241,7 +256,7 @@ func yamlFiles(path string) ([]string, error) {
 		return []string{path}, nil
 	}
 	var files []string
-	for _, ext := range []string{"*.yaml", "*.yml"} {
+	for _, ext := range []string{"*.yaml", "*.yml", "*.json"} {
 		m, err := filepath.Glob(filepath.Join(path, ext))
 		if err != nil {
 			return nil, err

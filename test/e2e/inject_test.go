@@ -71,7 +71,7 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 		applyObject(t, cfg)
 	}
 	touches := touchWebhook(t)
-	metrics := startManager(t, bin, r.URL, webhookPort)
+	metrics := startManager(t, bin, r.URL, webhookPort, "QUOTA_STORE_PASSWORD="+storePassword)
 
 	expectValidation(t)
 	ports := map[string]string{"upstream": localtest.FreeAddr(t), "proxy": localtest.FreeAddr(t), "admin": localtest.FreeAddr(t)}
@@ -298,9 +298,9 @@ func touchWebhook(t *testing.T) *atomic.Int32 {
 }
 
 // startManager runs `quota-operator manager` as the Deployment does: its
-// own certificate in a Secret, the store password from the environment.
-// It returns the metrics URL once the manager is ready.
-func startManager(t *testing.T, bin, storeURL, webhookAddr string) string {
+// own certificate in a Secret, the store password (if any) from the
+// environment. It returns the metrics URL once the manager is ready.
+func startManager(t *testing.T, bin, storeURL, webhookAddr string, environ ...string) string {
 	t.Helper()
 	kubeconfig, err := env.Kubeconfig()
 	if err != nil {
@@ -313,7 +313,7 @@ func startManager(t *testing.T, bin, storeURL, webhookAddr string) string {
 		"--sidecar-image", "quota-operator:e2e", "--webhook-port", port,
 		"--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", t.TempDir(),
 		"--webhook-cert-hosts", "127.0.0.1", "--namespace", operatorNS)
-	cmd.Env = append(os.Environ(), "QUOTA_STORE_PASSWORD="+storePassword)
+	cmd.Env = append(os.Environ(), environ...)
 	startProcess(t, cmd, func(logs string) {
 		if strings.Contains(logs, storePassword) {
 			t.Error("the store password reached the manager's logs")
@@ -428,6 +428,9 @@ func mountVolumes(t *testing.T, pod *corev1.Pod, c corev1.Container, root string
 			}
 		}
 		for i, a := range args {
+			if strings.HasSuffix(a, "="+m.MountPath) {
+				a = strings.TrimSuffix(a, m.MountPath) + dir
+			}
 			args[i] = strings.ReplaceAll(a, "="+m.MountPath+"/", "="+dir+"/")
 		}
 	}
@@ -456,9 +459,31 @@ func fillVolume(t *testing.T, pod *corev1.Pod, v corev1.Volume, dir string) {
 		for _, item := range v.Secret.Items {
 			write(item.Path, secretValue(t, pod.Namespace, v.Secret.SecretName, item.Key))
 		}
+	case v.ConfigMap != nil:
+		for key, value := range configMapData(t, pod.Namespace, v.ConfigMap.Name, v.ConfigMap.Optional) {
+			write(key, value)
+		}
 	default:
-		t.Fatalf("volume %s: only downward API and Secret volumes are emulated", v.Name)
+		t.Fatalf("volume %s: only downward API, Secret and ConfigMap volumes are emulated", v.Name)
 	}
+}
+
+// configMapData is the ConfigMap's data as the kubelet mounts it now; an
+// optional one that does not exist is an empty folder.
+func configMapData(t *testing.T, namespace, name string, optional *bool) map[string]string {
+	t.Helper()
+	out, err := env.Kubectl("get", "configmap", name, "-n", namespace, "-o", "json")
+	if err != nil && optional != nil && *optional && strings.Contains(out, "NotFound") {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("configmap %s: %v: %s", name, err, out)
+	}
+	var cm corev1.ConfigMap
+	if err := json.Unmarshal([]byte(out), &cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data
 }
 
 // secretValue waits for the Secret's key and returns its value.

@@ -61,6 +61,9 @@ type publisher struct {
 	Events EventRecorder
 	// Headroom, when set, is reported as StoreHeadroom.
 	Headroom *Headroom
+	// Enforcement reads the sidecars' reports for Enforced; nil when they
+	// cannot report (no Redis).
+	Enforcement EnforcementReader
 }
 
 // begin finalizes an object being deleted, or makes sure it has the
@@ -99,20 +102,21 @@ func (p publisher) finalize(ctx context.Context, obj client.Object, kind string)
 }
 
 // publish writes the compiled policy to the store and reports the outcome
-// (or why there is nothing to write) in st, obj's status. The returned
-// error asks for a retry.
-func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.PolicyStatus, compiled *config.Policy, compileErr error) error {
+// (or why there is nothing to write) in st, obj's status. It returns the
+// namespace's config revision that holds it (0 when nothing was written);
+// the returned error asks for a retry.
+func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.PolicyStatus, compiled *config.Policy, compileErr error) (int64, error) {
 	gen := obj.GetGeneration()
 	if compileErr != nil {
 		setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonInvalid, compileErr.Error())
 		setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonInvalid,
 			"Not programmed: the spec is invalid; the last valid configuration, if any, stays in force")
-		return nil
+		return 0, nil
 	}
 	setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionTrue, v1alpha1.ReasonAccepted, "The spec is valid")
 	doc, err := compiled.Encode()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
@@ -120,7 +124,7 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	if err != nil {
 		setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonStoreUnavailable,
 			"The store cannot be written; retrying: "+err.Error())
-		return fmt.Errorf("publish config: %w", err)
+		return 0, fmt.Errorf("publish config: %w", err)
 	}
 	msg := fmt.Sprintf("Configuration revision %d of namespace %s is in the store", rev, obj.GetNamespace())
 	if d, ok := p.Store.(programmedDescriber); ok {
@@ -128,7 +132,7 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	}
 	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, msg)
 	p.Headroom.apply(st, gen)
-	return nil
+	return rev, nil
 }
 
 func setCondition(st *v1alpha1.PolicyStatus, gen int64, kind string, status metav1.ConditionStatus, reason, message string) {

@@ -3,8 +3,10 @@ package controllers
 import (
 	"context"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -43,16 +45,25 @@ func (r *RateLimitPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	before := p.DeepCopy()
 	compiled, compileErr := config.CompileRateLimitPolicy(&p)
-	err := r.publish(ctx, &p, &p.Status.PolicyStatus, compiled, compileErr)
+	rev, err := r.publish(ctx, &p, &p.Status.PolicyStatus, compiled, compileErr)
+	var result ctrl.Result
+	if compileErr == nil && err == nil {
+		result.RequeueAfter, err = r.setEnforced(ctx, &p, &p.Status.PolicyStatus, &p.Spec.Selector, rev)
+	}
 	if perr := r.patchStatus(ctx, before, &p, before.Status, p.Status, before.Status.Conditions, p.Status.Conditions); perr != nil && !apierrors.IsNotFound(perr) {
 		return ctrl.Result{}, perr
 	}
-	return ctrl.Result{}, err
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return result, nil
 }
 
 // SetupWithManager registers the reconciler.
 func (r *RateLimitPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.RateLimitPolicy{}).WithOptions(options()).Named("ratelimitpolicy")
+	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.RateLimitPolicy{}).WithOptions(options()).Named("ratelimitpolicy").
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podsToPolicies(r.Client, func() client.ObjectList { return &v1alpha1.RateLimitPolicyList{} })),
+			builder.WithPredicates(podChanges))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(source.Channel(r.Resync, &handler.EnqueueRequestForObject{}))
 	}

@@ -22,6 +22,9 @@ type Options struct {
 	// Usage reads quota usage; nil when it cannot be known (each sidecar
 	// counts alone), which UsageQuotas then report.
 	Usage UsageReader
+	// Enforcement reads the sidecars' reports for Enforced; nil without
+	// Redis, where they cannot report.
+	Enforcement EnforcementReader
 	// Users, with Redis, keeps the namespaces' store users; StoreWatch has
 	// them written again to nodes that restarted.
 	Users TenantUsers
@@ -41,9 +44,9 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		writer = o.Config
 	}
 	rlp := NewRateLimitPolicyReconciler(mgr.GetClient(), writer, events)
-	rlp.Resync, rlp.Headroom = rlpResync, headroom
+	rlp.Resync, rlp.Headroom, rlp.Enforcement = rlpResync, headroom, o.Enforcement
 	uq := NewUsageQuotaReconciler(mgr.GetClient(), writer, o.Usage, events, o.UsageInterval)
-	uq.Resync, uq.Headroom = uqResync, headroom
+	uq.Resync, uq.Headroom, uq.Enforcement = uqResync, headroom, o.Enforcement
 	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval, Headroom: headroom,
 		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
 	if o.Users != nil {

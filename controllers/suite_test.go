@@ -113,7 +113,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim, Users: users,
+	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim, Users: users, Enforcement: st,
 		UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
 		return nil, err
 	}

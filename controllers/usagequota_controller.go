@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -62,10 +64,10 @@ func (r *UsageQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := q.DeepCopy()
 	compiled, compileErr := config.CompileUsageQuota(&q)
-	err := r.publish(ctx, &q, &q.Status.PolicyStatus, compiled, compileErr)
+	rev, err := r.publish(ctx, &q, &q.Status.PolicyStatus, compiled, compileErr)
 	var result ctrl.Result
 	if compileErr == nil && err == nil {
-		result.RequeueAfter, err = r.refreshUsage(ctx, &q, compiled.Quota)
+		result.RequeueAfter, err = r.refresh(ctx, &q, compiled.Quota, rev)
 	}
 	if perr := r.patchStatus(ctx, before, &q, before.Status, q.Status, before.Status.Conditions, q.Status.Conditions); perr != nil && !apierrors.IsNotFound(perr) {
 		return ctrl.Result{}, perr
@@ -74,6 +76,17 @@ func (r *UsageQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, err
 	}
 	return result, nil
+}
+
+// refresh updates Enforced and the usage, and returns the sooner of
+// their next looks.
+func (r *UsageQuotaReconciler) refresh(ctx context.Context, q *v1alpha1.UsageQuota, quota *config.Quota, rev int64) (time.Duration, error) {
+	enforcedAfter, err := r.setEnforced(ctx, q, &q.Status.PolicyStatus, &q.Spec.Selector, rev)
+	if err != nil {
+		return 0, err
+	}
+	usageAfter, err := r.refreshUsage(ctx, q, quota)
+	return min(enforcedAfter, usageAfter), err
 }
 
 // refreshUsage fills status.period and status.usage for the current
@@ -152,7 +165,9 @@ func usageStatus(spec v1alpha1.UsageQuotaSpec, u limiter.Usage) *v1alpha1.Usage 
 
 // SetupWithManager registers the reconciler.
 func (r *UsageQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.UsageQuota{}).WithOptions(options()).Named("usagequota")
+	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.UsageQuota{}).WithOptions(options()).Named("usagequota").
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podsToPolicies(r.Client, func() client.ObjectList { return &v1alpha1.UsageQuotaList{} })),
+			builder.WithPredicates(podChanges))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(source.Channel(r.Resync, &handler.EnqueueRequestForObject{}))
 	}

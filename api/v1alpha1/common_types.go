@@ -124,10 +124,17 @@ type PolicyStatus struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// conditions: Accepted and Programmed.
+	// conditions: Accepted, Programmed, Enforced, StoreHeadroom and, for
+	// a UsageQuota, UsageReported and SubjectsWithinBound.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// enforcedPods is how many of the running pods that spec.selector
+	// matches enforce the current generation, such as "3/3"; empty when
+	// sidecars cannot report (no Redis).
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	EnforcedPods string `json:"enforcedPods,omitempty"`
 }

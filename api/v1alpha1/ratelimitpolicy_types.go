@@ -120,6 +120,9 @@ type RateLimitPolicyStatus struct {
 // +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`
 // +kubebuilder:printcolumn:name="Limits",type=string,JSONPath=`.spec.limits[*].name`
 // +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
+// +kubebuilder:printcolumn:name="Enforced",type=string,JSONPath=`.status.conditions[?(@.type=="Enforced")].status`
+// +kubebuilder:printcolumn:name="Pods",type=string,JSONPath=`.status.enforcedPods`
+// +kubebuilder:printcolumn:name="Enforcement Status",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Enforced")].message`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type RateLimitPolicy struct {
 	metav1.TypeMeta `json:",inline"`

@@ -161,6 +161,9 @@ type UsageQuotaStatus struct {
 // +kubebuilder:printcolumn:name="Used",type=integer,JSONPath=`.status.usage.consumed`
 // +kubebuilder:printcolumn:name="Subjects",type=integer,JSONPath=`.status.usage.subjects`
 // +kubebuilder:printcolumn:name="Programmed",type=string,JSONPath=`.status.conditions[?(@.type=="Programmed")].status`
+// +kubebuilder:printcolumn:name="Enforced",type=string,JSONPath=`.status.conditions[?(@.type=="Enforced")].status`
+// +kubebuilder:printcolumn:name="Pods",type=string,JSONPath=`.status.enforcedPods`
+// +kubebuilder:printcolumn:name="Enforcement Status",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Enforced")].message`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type UsageQuota struct {
 	metav1.TypeMeta `json:",inline"`

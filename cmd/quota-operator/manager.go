@@ -163,11 +163,15 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 		return err
 	}
 	opts := controllers.Options{Store: st, Usage: lim, UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}
-	if loc.Redis == nil {
+	if loc.Redis == nil && c.policyConfigMap != "" {
 		// The manager's memory is its own: sidecars read a ConfigMap, and
-		// each counts alone, so usage across pods cannot be read.
+		// each counts alone, so usage across pods cannot be read. (The demo
+		// runs its sidecar in the manager's process, on the same memory.)
 		opts.Config = &controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.policyConfigMap}
 		opts.Usage = nil
+	}
+	if r, ok := s.(controllers.EnforcementReader); ok {
+		opts.Enforcement = r
 	}
 	if users != nil {
 		defer func() { _ = users.Close() }()

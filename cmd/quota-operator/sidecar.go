@@ -27,7 +27,8 @@ type sidecarConfig struct {
 	listen, upstream, adminListen, grpcListen string
 	healthListen                              string
 	store                                     storeFlags
-	namespace, podLabelsFile, policyFile      string
+	namespace, podName, podLabelsFile         string
+	policyFile                                string
 	trustedProxies, failurePolicy             string
 	storeTimeout, resync, drainTimeout        time.Duration
 	zap                                       zap.Options
@@ -44,6 +45,7 @@ func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) stri
 	fs.StringVar(&c.grpcListen, "grpc-listen", "", "address of the Envoy rate-limit service; off when empty")
 	bindStoreFlags(fs, &c.store)
 	fs.StringVar(&c.namespace, "namespace", "", "the pod's namespace: whose config to enforce")
+	fs.StringVar(&c.podName, "pod-name", "", "the pod's name, reported with the config revision it enforces (Redis only)")
 	fs.StringVar(&c.podLabelsFile, "pod-labels-file", "", "downward API file of the pod's labels")
 	fs.StringVar(&c.policyFile, "policy-file", "", "YAML file or folder of RateLimitPolicy/UsageQuota objects: run without the operator")
 	fs.StringVar(&c.failurePolicy, "failure-policy", "", "Open or Closed: overrides every policy's failurePolicy in this pod; empty: each policy's own")
@@ -142,7 +144,7 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 	log.Info("Starting sidecar", "version", version, "store", loc.String(), "namespace", c.namespace,
 		"listen", ln.Proxy.Addr().String(), "admin", ln.Admin.Addr().String(), "health", c.healthListen, "upstream", c.upstream)
 	return sidecar.Serve(ctx, sidecar.Options{
-		Upstream: upstream, Namespace: c.namespace, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
+		Upstream: upstream, Namespace: c.namespace, PodName: c.podName, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
 		Trusted: trusted, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout, Log: log,
 		FailurePolicy: c.failurePolicy,
 	}, s, ln)

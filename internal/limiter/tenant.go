@@ -22,6 +22,8 @@ var tenantCommands = []string{
 	"evalsha", "eval", "evalsha_ro", "eval_ro", "time",
 	"get", "set", "del", "exists", "incr", "incrby", "decrby", "pexpire", "pttl", "hmget",
 	"hexists", "hincrby", "hdel", "zincrby", "zrem", "zscore", "zcard",
+	// reporting the revision the sidecar enforces
+	"zadd", "zremrangebyscore",
 	// usage reads
 	"multi", "exec", "discard", "zrevrange",
 	// config reads and change announcements

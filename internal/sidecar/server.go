@@ -22,8 +22,11 @@ import (
 
 // Options configure a sidecar.
 type Options struct {
-	Upstream   *url.URL
-	Namespace  string
+	Upstream  *url.URL
+	Namespace string
+	// PodName, when set, is reported with the revision the sidecar
+	// enforces (Redis only).
+	PodName    string
 	LabelsFile string
 	// PolicyFile, when set, is the config (no operator); the store then
 	// holds counters only.
@@ -106,6 +109,9 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 		go src.RunFile(sctx, o.PolicyFile, time.Second)
 	case ok:
 		go src.RunStore(sctx, cs, o.Resync)
+		if r, ok := s.(EnforcingReporter); ok && o.PodName != "" {
+			go src.RunReports(sctx, r, o.PodName)
+		}
 	default:
 		return errors.New("the store cannot hold config: give --policy-file")
 	}

@@ -397,6 +397,8 @@ func resources(pod *corev1.Pod) (corev1.ResourceRequirements, error) {
 func sidecar(cfg Config, upstream, proxy int32, res corev1.ResourceRequirements) corev1.Container {
 	env := []corev1.EnvVar{{Name: "QUOTA_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		{Name: "QUOTA_POD_NAME", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		// The sidecar trades heap for CPU (GOGC 400); the Go runtime keeps
 		// the heap under 80% of the memory limit however that goes.
 		{Name: "GOMEMLIMIT", Value: strconv.FormatInt(res.Limits.Memory().Value()*8/10, 10) + "B"}}

@@ -81,6 +81,9 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 	expectTenantCredentials(t, r.Addr)
 	kubectl(t, "apply", "-n", appNS, "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"))
 	expectSampleLimit(t, proxy)
+	// envtest runs no kubelet: mark the pod Running as one would.
+	kubectl(t, "patch", "pod", pod.Name, "-n", appNS, "--subresource=status", "--type=merge", "-p", `{"status":{"phase":"Running"}}`)
+	expectConditionIn(t, appNS, "ratelimitpolicy/per-ip", "Enforced", "True 1/1 selected pods enforce generation 1")
 
 	start := time.Now()
 	kubectl(t, "delete", "-n", appNS, "ratelimitpolicy", "per-ip", "--wait=false")
@@ -526,6 +529,8 @@ func resolveEnv(t *testing.T, pod *corev1.Pod, vars []corev1.EnvVar) []string {
 			out = append(out, v.Name+"="+v.Value)
 		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
 			out = append(out, v.Name+"="+pod.Namespace)
+		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.name":
+			out = append(out, v.Name+"="+pod.Name)
 		default:
 			t.Fatalf("env %s: cannot resolve %+v", v.Name, v.ValueFrom)
 		}

@@ -64,11 +64,17 @@ func TestRedislessModeEnforcesTheConfigMap(t *testing.T) {
 
 func containsArg(args []string, want string) bool { return slices.Contains(args, want) }
 
-// expectCondition waits for obj's condition to read "Status Message".
+// expectCondition waits for obj's condition, in the Redis-less test's
+// namespace, to read "Status Message".
 func expectCondition(t *testing.T, obj, condition, want string) {
 	t.Helper()
+	expectConditionIn(t, redislessNS, obj, condition, want)
+}
+
+func expectConditionIn(t *testing.T, namespace, obj, condition, want string) {
+	t.Helper()
 	localtest.WaitFor(t, 15*time.Second, obj+" "+condition, func() error {
-		out, err := env.Kubectl("get", obj, "-n", redislessNS, "-o",
+		out, err := env.Kubectl("get", obj, "-n", namespace, "-o",
 			`jsonpath={.status.conditions[?(@.type=="`+condition+`")].status} {.status.conditions[?(@.type=="`+condition+`")].message}`)
 		if err != nil {
 			return fmt.Errorf("%q: %w", out, err)

@@ -42,6 +42,7 @@ type managerConfig struct {
 	sidecarImage, webhookCertDir string
 	webhookPort                  int
 	storeSecretName              string
+	storePasswordSecret          string
 	policyConfigMap              string
 	// The webhook's own certificate, kept when certSecret is set.
 	certSecret, webhookService, namespace string
@@ -65,6 +66,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "image of the injected sidecar (the manager's own); the webhooks are off when empty")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
+	fs.StringVar(&c.storePasswordSecret, "store-password-secret", "", "Secret in --namespace whose \"password\" key holds the store password; the manager creates it with a random password when it does not exist (config/default: Redis's own password, never in Git)")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount (they cannot reach the manager's memory)")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "", "Secret, in --namespace, where the manager keeps a self-signed CA and the webhook's serving certificate, renewing both and setting the webhook configuration's caBundle; empty: the certificate comes from elsewhere (cert-manager)")
@@ -85,6 +87,9 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	}
 	if c.usageInterval <= 0 || c.storeCheckInterval <= 0 {
 		return nil, errors.New("--usage-interval and --store-check-interval must be positive")
+	}
+	if c.storePasswordSecret != "" && c.namespace == "" {
+		return nil, errors.New("--store-password-secret needs --namespace (or POD_NAMESPACE)")
 	}
 	if c.certSecret != "" {
 		if c.namespace == "" {
@@ -131,6 +136,13 @@ func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, geten
 	// Locked: the writer may be any io.Writer, and controllers log from
 	// many goroutines.
 	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
+	if c.storePasswordSecret != "" {
+		password, err := storePasswordFromSecret(ctx, c)
+		if err != nil {
+			return err
+		}
+		getenv = withEnv(getenv, passwordEnv, password)
+	}
 	s, loc, err := openStore(c.store, getenv)
 	if err != nil {
 		return err

@@ -188,6 +188,7 @@ func TestManagerEndToEnd(t *testing.T) {
 	if out, err := env.Kubectl("create", "namespace", leaseNS); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}
+	expectGeneratedPassword(t, env, kubeconfig, leaseNS)
 	probe := localtest.FreeAddr(t)
 	wo := env.WebhookInstallOptions
 	c, err := parseManagerFlags([]string{"--kubeconfig", kubeconfig, "--leader-elect", "--namespace", leaseNS, "--store", r.URL, "--store-password-file", passwordFile,
@@ -233,6 +234,30 @@ func TestManagerEndToEnd(t *testing.T) {
 	})
 	expectLeaderServing(t, env, probe, leaseNS)
 	expectInjection(t, env, r.URL)
+}
+
+// expectGeneratedPassword: --store-password-secret creates the Secret
+// with a random password once and reads it after; an empty one is an
+// error that names it.
+func expectGeneratedPassword(t *testing.T, env *kubeenv.Env, kubeconfig, ns string) {
+	t.Helper()
+	c := &managerConfig{kubeconfig: kubeconfig, namespace: ns, storePasswordSecret: "redis-password"}
+	first, err := storePasswordFromSecret(context.Background(), c)
+	if err != nil || len(first) != 64 {
+		t.Fatalf("generated %d characters, %v; want 64", len(first), err)
+	}
+	again, err := storePasswordFromSecret(context.Background(), c)
+	if err != nil || again != first {
+		t.Fatalf("read again: a different password, %v", err)
+	}
+	if out, err := env.Kubectl("create", "secret", "generic", "empty", "-n", ns); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	c.storePasswordSecret = "empty"
+	_, err = storePasswordFromSecret(context.Background(), c)
+	if want := `--store-password-secret ` + ns + `/empty: its key "password" is empty`; err == nil || err.Error() != want {
+		t.Fatalf("an empty Secret: %v; want %q", err, want)
+	}
 }
 
 // expectLeaderServing: the probes answer and the manager holds the lease.

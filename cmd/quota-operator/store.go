@@ -2,11 +2,18 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/internal/store"
 )
@@ -79,4 +86,63 @@ func readSecretFile(flagName, file string) (string, error) {
 	}
 	// Secrets written by hand often end in a newline; a credential does not.
 	return strings.TrimRight(string(raw), "\r\n"), nil
+}
+
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-redis,verbs=get
+
+// storePasswordFromSecret returns the password in the Secret
+// --store-password-secret, creating the Secret with a random password when
+// it does not exist: the default install's Redis takes its password from
+// the same Secret, so no password is ever written in Git. Two replicas
+// starting at once both end with the one that was created first.
+func storePasswordFromSecret(ctx context.Context, c *managerConfig) (string, error) {
+	cfg, err := restConfig(c.kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	k, err := client.New(cfg, client.Options{})
+	if err != nil {
+		return "", err
+	}
+	key := client.ObjectKey{Namespace: c.namespace, Name: c.storePasswordSecret}
+	for range 2 {
+		var s corev1.Secret
+		err := k.Get(ctx, key, &s)
+		if err == nil && len(s.Data["password"]) > 0 {
+			return string(s.Data["password"]), nil
+		}
+		if err == nil || !apierrors.IsNotFound(err) {
+			return "", fmt.Errorf("--store-password-secret %s: %w", key, errOrEmpty(err))
+		}
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "quota-operator"}},
+			Data: map[string][]byte{"password": []byte(hex.EncodeToString(b[:]))}}
+		if err := k.Create(ctx, &s); err == nil {
+			return string(s.Data["password"]), nil
+		} else if !apierrors.IsAlreadyExists(err) {
+			return "", fmt.Errorf("--store-password-secret %s: %w", key, err)
+		}
+	}
+	return "", fmt.Errorf("--store-password-secret %s: created and gone again", key)
+}
+
+func errOrEmpty(err error) error {
+	if err == nil {
+		return errors.New(`its key "password" is empty`)
+	}
+	return err
+}
+
+// withEnv is getenv with name set to value.
+func withEnv(getenv func(string) string, name, value string) func(string) string {
+	return func(k string) string {
+		if k == name {
+			return value
+		}
+		return getenv(k)
+	}
 }

@@ -1,7 +1,7 @@
 //go:build cluster
 
 // Package cluster tests the operator as users run it: installed from
-// config/overlays/redis with its own image, under its own ServiceAccount and
+// config/default with its own image, under its own ServiceAccount and
 // the RBAC it ships, on the one-node cluster hack/cluster.sh starts (a real
 // kubelet, containerd, runc, CNI bridge, kube-proxy and CoreDNS). The API
 // server reaches the webhook through its Service; a client pod reaches the
@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -72,6 +73,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("a client pod through the Service gets exactly the limit", func(t *testing.T) {
 		expectExactly(t, "tenant-a", 5)
 	})
+	t.Run("kubectl get rlp shows the policy enforced by its pods", expectEnforcedByPods)
 	t.Run("sidecars reach Redis as their namespace's own user", expectTenantUser)
 	t.Run("the other replica takes over when the leader is deleted", func(t *testing.T) {
 		expectLeaderFailover(t)
@@ -249,11 +251,11 @@ func podCondition(t *testing.T, pod, condition string) string {
 	return kubectl(t, "-n", appNS, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="`+condition+`")].status}`)
 }
 
-// deployOperator installs config/overlays/redis as a GitOps user would: a
+// deployOperator installs config/default as a GitOps user would: a
 // kustomization of their own on top, setting the images with `images:`.
 func deployOperator(t *testing.T) {
 	dir := t.TempDir()
-	base, err := filepath.Rel(dir, filepath.Join(kubeenv.ModuleRoot(), "config", "overlays", "redis"))
+	base, err := filepath.Rel(dir, filepath.Join(kubeenv.ModuleRoot(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,6 +560,25 @@ func expectConfigAfterRedisRestart(t *testing.T) {
 		return nil
 	})
 	t.Logf("config back in Redis %v after the new pod was Ready", time.Since(ready).Round(10*time.Millisecond))
+}
+
+// expectEnforcedByPods: both pods of the workload report, through Redis,
+// that they enforce the policy's generation, and kubectl shows it.
+func expectEnforcedByPods(t *testing.T) {
+	localtest.WaitFor(t, 30*time.Second, "the policy enforced by 2/2 pods", func() error {
+		out, err := run("-n", appNS, "get", "rlp", "per-tenant")
+		if err != nil {
+			return err
+		}
+		if !regexp.MustCompile(`(?m)^per-tenant\s.*\sTrue\s+True\s+2/2\s`).MatchString(out) {
+			return errors.New(out)
+		}
+		return nil
+	})
+	msg := kubectl(t, "-n", appNS, "get", "rlp", "per-tenant", "-o", `jsonpath={.status.conditions[?(@.type=="Enforced")].message}`)
+	if msg != "2/2 selected pods enforce generation 1" {
+		t.Fatalf("Enforced: %q", msg)
+	}
 }
 
 // expectTenantUser: Redis lists the sidecars' connections under the

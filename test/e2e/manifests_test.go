@@ -41,7 +41,7 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 	}
 	installCertManagerCRDs(t)
 	installMonitoringCRDs(t)
-	for _, dir := range []string{"default", "webhook", "overlays/redis", "overlays/redis-less", "overlays/cert-manager", "prometheus"} {
+	for _, dir := range []string{"default", "base", "redis", "webhook", "overlays/redis-less", "overlays/cert-manager", "prometheus"} {
 		t.Run(dir, func(t *testing.T) {
 			built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 			if err != nil {
@@ -119,7 +119,7 @@ func installModuleCRDs(t *testing.T, module, dir string, files ...string) {
 // sidecar's image (SIDECAR_IMAGE) follows the manager's.
 func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
 	const img = "registry.example.com/team/quota-operator:v9.9.9"
-	for _, dir := range []string{"default", "overlays/redis", "overlays/redis-less", "overlays/cert-manager"} {
+	for _, dir := range []string{"default", "base", "overlays/redis-less", "overlays/cert-manager"} {
 		t.Run(dir, func(t *testing.T) {
 			top := t.TempDir()
 			base, err := filepath.Rel(top, filepath.Join(kubeenv.ModuleRoot(), "config", dir))
@@ -143,6 +143,26 @@ func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
 				t.Errorf("controller:latest is left in:\n%s", managerDeployment(built))
 			}
 		})
+	}
+}
+
+// No install ships a Secret, and so no password: the manager generates
+// Redis's password at install time, and every other Secret at run time.
+// Before, overlays/redis shipped "change-me-before-production".
+func TestNoPasswordInConfig(t *testing.T) {
+	for _, dir := range []string{"default", "base", "redis", "overlays/redis-less", "overlays/cert-manager", "prometheus"} {
+		built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
+		if err != nil {
+			t.Fatalf("%s: kustomize: %v\n%s", dir, err, built)
+		}
+		if regexp.MustCompile(`(?m)^kind: Secret$`).MatchString(built) {
+			t.Errorf("config/%s builds a Secret", dir)
+		}
+		for _, word := range []string{"requirepass ", "password=", "change-me"} {
+			if strings.Contains(built, word) {
+				t.Errorf("config/%s holds %q", dir, word)
+			}
+		}
 	}
 }
 

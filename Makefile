@@ -164,7 +164,7 @@ cluster-load: image ## Import IMG and the test app's image into the node.
 	bash hack/cluster.sh load bin/images/testapp.tar
 
 .PHONY: test-cluster
-test-cluster: cluster-load ## On the running one-node cluster: install config/overlays/redis with IMG and test it end to end.
+test-cluster: cluster-load ## On the running one-node cluster: install config/default with IMG and test it end to end.
 	QUOTA_CLUSTER_KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig QUOTA_KUBECTL="$$(cat $(CLUSTER_DIR)/bin-dir)/kubectl" \
 	QUOTA_IMG=$(IMG) QUOTA_REDIS_IMG="$$(cat $(CLUSTER_DIR)/images/redis.ref)" QUOTA_TESTAPP_IMG=$(TESTAPP_IMG) \
 	go test -tags cluster -count=1 -timeout 20m -v ./test/cluster/
@@ -180,10 +180,11 @@ uninstall: ## Remove the CRDs, and with them every policy and quota.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests kustomize ## Deploy the operator with IMG from config/$(DEPLOY) (default; or overlays/redis, overlays/redis-less, overlays/cert-manager).
+deploy: manifests kustomize ## Deploy the operator with IMG (and REDIS_IMG, if set) from config/$(DEPLOY) (default: with Redis; or overlays/redis-less, overlays/cert-manager).
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	printf 'resources:\n  - %s\n' "$$(realpath --relative-to="$$tmp" config/$(DEPLOY))" > "$$tmp/kustomization.yaml"; \
 	(cd "$$tmp" && $(KUSTOMIZE) edit set image controller=$(IMG)); \
+	if [ -n "$(REDIS_IMG)" ]; then (cd "$$tmp" && $(KUSTOMIZE) edit set image redis=$(REDIS_IMG)); fi; \
 	$(KUSTOMIZE) build "$$tmp" | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy

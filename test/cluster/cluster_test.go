@@ -251,23 +251,16 @@ func podCondition(t *testing.T, pod, condition string) string {
 	return kubectl(t, "-n", appNS, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="`+condition+`")].status}`)
 }
 
-// deployOperator installs config/default as a GitOps user would: a
-// kustomization of their own on top, setting the images with `images:`.
+// deployOperator installs config/default as the README says, with `make
+// deploy` (which sets the images in a kustomization of its own on top, as
+// GitOps users do with `images:`).
 func deployOperator(t *testing.T) {
-	dir := t.TempDir()
-	base, err := filepath.Rel(dir, filepath.Join(kubeenv.ModuleRoot(), "config", "default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	name, tag := splitImage(t, env.img)
-	redisName, redisTag := splitImage(t, env.redisImg)
-	k := fmt.Sprintf("resources:\n  - %s\nimages:\n  - name: controller\n    newName: %s\n    newTag: %q\n"+
-		"  - name: redis\n    newName: %s\n    newTag: %q\n", base, name, tag, redisName, redisTag)
-	writeFile(t, filepath.Join(dir, "kustomization.yaml"), k)
 	// What an earlier run on this cluster may have left.
-	cleanup(t, dir)
-	kubectl(t, "apply", "--server-side", "-k", dir)
-	t.Cleanup(func() { cleanup(t, dir) })
+	cleanup(t)
+	if out, err := makeTarget("deploy", "IMG="+env.img, "REDIS_IMG="+env.redisImg); err != nil {
+		t.Fatalf("make deploy: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { cleanup(t) })
 	kubectl(t, "-n", operatorNS, "rollout", "status", "deployment/"+redisDeploy, "--timeout="+rolloutTimeout)
 	kubectl(t, "-n", operatorNS, "rollout", "status", "deployment/"+managerDeploy, "--timeout="+rolloutTimeout)
 	kubectl(t, "-n", operatorNS, "wait", "--for=condition=Available", "deployment/"+managerDeploy, "--timeout=60s")
@@ -289,16 +282,25 @@ func deployOperator(t *testing.T) {
 	})
 }
 
+// makeTarget runs make in the module root, with kubectl pointed at the
+// cluster.
+func makeTarget(target string, vars ...string) (string, error) {
+	args := append([]string{"-C", kubeenv.ModuleRoot(), "--no-print-directory", target,
+		"KUBECTL=" + env.kubectl + " --kubeconfig=" + env.kubeconfig}, vars...)
+	out, err := exec.Command("make", args...).CombinedOutput()
+	return string(out), err
+}
+
 // cleanup removes what the test made, namespaces first so the manager is
 // still there to take its finalizers off the policies.
-func cleanup(t *testing.T, dir string) {
+func cleanup(t *testing.T) {
 	for _, ns := range []string{appNS, clientNS} {
 		if out, err := run("delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"); err != nil {
 			t.Logf("delete namespace %s: %v\n%s", ns, err, out)
 		}
 	}
-	if out, err := run("delete", "-k", dir, "--ignore-not-found", "--timeout=120s"); err != nil {
-		t.Logf("delete the operator: %v\n%s", err, out)
+	if out, err := makeTarget("undeploy"); err != nil {
+		t.Logf("make undeploy: %v\n%s", err, out)
 	}
 }
 
@@ -308,14 +310,6 @@ func prefixed(prefix string, names []string) []string {
 		out[i] = prefix + n
 	}
 	return out
-}
-
-func splitImage(t *testing.T, ref string) (string, string) {
-	i := strings.LastIndex(ref, ":")
-	if i < 0 || strings.Contains(ref[i:], "/") {
-		t.Fatalf("image %q has no tag", ref)
-	}
-	return ref[:i], ref[i+1:]
 }
 
 // deployWorkload runs the app in a namespace opted into injection, behind a

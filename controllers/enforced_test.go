@@ -1,9 +1,7 @@
 package controllers_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
@@ -80,32 +79,9 @@ func runSidecar(t *testing.T, ns, pod string) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lns [2]net.Listener
-	for i := range lns {
-		if lns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
 	upstream, _ := url.Parse("http://127.0.0.1:1")
-	go func() {
-		done <- sidecar.Serve(sctx, sidecar.Options{Namespace: ns, PodName: pod, Upstream: upstream, Timeout: 50 * time.Millisecond,
-			Resync: 10 * time.Second, Log: logr.Discard()}, s, sidecar.Listeners{Proxy: lns[0], Admin: lns[1]})
-	}()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("sidecar: %v", err)
-		}
-		_ = s.Close()
-	}
-	t.Cleanup(stop)
+	_, _, stop = sidecartest.Run(t, sidecar.Options{Namespace: ns, PodName: pod, Upstream: upstream, Timeout: 50 * time.Millisecond,
+		Resync: 10 * time.Second, Log: logr.Discard()}, s)
 	return stop
 }
 

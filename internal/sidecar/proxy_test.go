@@ -2,7 +2,6 @@ package sidecar_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -18,35 +17,16 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 )
 
 // fileSidecar runs a sidecar with --policy-file on the memory store: no
 // operator, no Redis. labels is the pod's downward API labels file.
 func fileSidecar(t *testing.T, policyFile, labels string, up *url.URL) (proxy string, stop func()) {
 	t.Helper()
-	s := store.NewMemory()
-	proxyLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	adminLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- sidecar.Serve(ctx, sidecar.Options{Upstream: up, Namespace: "local", PolicyFile: policyFile, LabelsFile: labels,
-			Timeout: 50 * time.Millisecond, Resync: time.Second, DrainTimeout: 5 * time.Second, Log: logr.Discard()},
-			s, sidecar.Listeners{Proxy: proxyLn, Admin: adminLn})
-	}()
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("sidecar: %v", err)
-			}
-			_ = s.Close()
-		}
-	}
-	t.Cleanup(stop)
-	return "http://" + proxyLn.Addr().String(), stop
+	proxy, _, stop = sidecartest.Run(t, sidecar.Options{Upstream: up, Namespace: "local", PolicyFile: policyFile, LabelsFile: labels,
+		Timeout: 50 * time.Millisecond, Resync: time.Second, DrainTimeout: 5 * time.Second, Log: logr.Discard()}, store.NewMemory())
+	return proxy, stop
 }
 
 const filePolicy = `apiVersion: policy.quotaops.dev/v1alpha1

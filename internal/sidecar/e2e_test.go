@@ -236,3 +236,37 @@ func TestMalformedRequestsGet400(t *testing.T) {
 		t.Fatalf("after malformed requests: %s", resp.Status)
 	}
 }
+
+// On the wire the headers are spelled as the IETF draft spells them, and a
+// limit of several rates names each by its window as a policy writes it.
+// Before: "Ratelimit-Policy: \"per-ip-1m0s\";q=10;w=60, ...".
+func TestRateLimitHeadersOnTheWire(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 10, "1m", func(p *v1alpha1.RateLimitPolicy) {
+		p.Spec.Limits[0].Rates = append(p.Spec.Limits[0].Rates, v1alpha1.Rate{Limit: 100, Window: "1h"})
+	}))
+	waitReady(t, sc.proxy, "192.0.2.98", "10")
+	conn, err := net.Dial("tcp", strings.TrimPrefix(sc.proxy, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if _, err := io.WriteString(conn, "GET /v1/items HTTP/1.1\r\nHost: api\r\nX-Forwarded-For: 192.0.2.97\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	raw, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\r\nRateLimit-Policy: \"per-ip-1m\";q=10;w=60, \"per-ip-1h\";q=100;w=3600\r\n",
+		"\r\nRateLimit: \"per-ip-1m\";r=9;t=",
+		"\r\nX-RateLimit-Limit: 10\r\n", "\r\nX-RateLimit-Remaining: 9\r\n", "\r\nX-RateLimit-Reset: ",
+	} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("the answer lacks %q:\n%s", want, raw)
+		}
+	}
+}

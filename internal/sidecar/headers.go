@@ -26,11 +26,11 @@ func setHeaders(h http.Header, applied []Applied, d limiter.Decision) {
 	}
 	by := d.By()
 	reset := seconds(by.ResetAfter)
-	h.Set("RateLimit-Policy", strings.Join(policies, ", "))
-	h.Set("RateLimit", rateItemName(applied, by)+";r="+strconv.FormatInt(by.Remaining, 10)+";t="+reset)
-	h.Set("X-RateLimit-Limit", strconv.FormatInt(by.Max, 10))
-	h.Set("X-RateLimit-Remaining", strconv.FormatInt(by.Remaining, 10))
-	h.Set("X-RateLimit-Reset", reset)
+	setExact(h, "RateLimit-Policy", strings.Join(policies, ", "))
+	setExact(h, "RateLimit", rateItemName(applied, by)+";r="+strconv.FormatInt(by.Remaining, 10)+";t="+reset)
+	setExact(h, "X-RateLimit-Limit", strconv.FormatInt(by.Max, 10))
+	setExact(h, "X-RateLimit-Remaining", strconv.FormatInt(by.Remaining, 10))
+	setExact(h, "X-RateLimit-Reset", reset)
 	if !d.Allowed {
 		wait := by.RetryAfter
 		if wait == limiter.Never {
@@ -38,6 +38,15 @@ func setHeaders(h http.Header, applied []Applied, d limiter.Decision) {
 		}
 		h.Set("Retry-After", seconds(max(wait, time.Second)))
 	}
+}
+
+// setExact sets a header spelled as its specification spells it
+// ("RateLimit"), not in Go's canonical form ("Ratelimit"), replacing any
+// spelling of it the upstream sent. HTTP/2 sends every name in lower case
+// anyway.
+func setExact(h http.Header, name, value string) {
+	h.Del(name)
+	h[name] = []string{value}
 }
 
 // policyItem is `"name";q=limit;w=window-seconds` (no w for a calendar
@@ -61,9 +70,23 @@ func rateItemName(applied []Applied, r limiter.Result) string {
 		name = a.Policy
 	}
 	if len(a.Limit.Rates) > 1 {
-		name += "-" + a.Limit.Rates[r.Rate].Window.String()
+		name += "-" + windowText(a.Limit.Rates[r.Rate].Window)
 	}
 	return strconv.Quote(name)
+}
+
+// windowText writes a window as a person would: in the largest unit of
+// h, m and s that divides it ("1h", "90m", "45s"), not as Go's "1h0m0s".
+func windowText(d time.Duration) string {
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Hour, "h"}, {time.Minute, "m"}, {time.Second, "s"}} {
+		if d >= u.unit && d%u.unit == 0 {
+			return strconv.FormatInt(int64(d/u.unit), 10) + u.name
+		}
+	}
+	return d.String()
 }
 
 // seconds is d in whole seconds, rounded up.

@@ -244,3 +244,16 @@ func TestFailurePolicyOverride(t *testing.T) {
 		})
 	}
 }
+
+// Windows are named as a person writes them in a policy, not in Go's
+// duration text (before: "1h0m0s").
+func TestWindowText(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		time.Second: "1s", 45 * time.Second: "45s", time.Minute: "1m", 90 * time.Second: "90s",
+		90 * time.Minute: "90m", time.Hour: "1h", 168 * time.Hour: "168h", 1500 * time.Millisecond: "1.5s",
+	} {
+		if got := windowText(d); got != want {
+			t.Errorf("windowText(%v) = %q; want %q", d, got, want)
+		}
+	}
+}

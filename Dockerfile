@@ -9,7 +9,8 @@ COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY internal/ internal/
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /quota-operator ./cmd/quota-operator
+ARG COMMIT=
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o /quota-operator ./cmd/quota-operator
 
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /quota-operator /quota-operator

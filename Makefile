@@ -16,6 +16,7 @@ COREDNS_VERSION          ?= 1.15.0
 export K8S_VERSION ETCD_VERSION COREDNS_VERSION
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/quota-operator
 LOCALBIN  ?= $(CACHE_DIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
@@ -125,7 +126,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.
 
 .PHONY: build
 build: ## Build bin/quota-operator.
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/quota-operator ./cmd/quota-operator
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/quota-operator ./cmd/quota-operator
 
 IMG     ?= quotaops.local/quota-operator:$(VERSION)
 KUBECTL ?= kubectl
@@ -139,7 +140,7 @@ image: build ## Write bin/images/quota-operator.tar, the image IMG, from bin/quo
 
 .PHONY: docker-build
 docker-build: ## Build the image IMG with Docker (one image: operator and sidecar).
-	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .
 
 ##@ One-node cluster (this machine, as root)
 

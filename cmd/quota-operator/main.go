@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version and commit are set at build time with -ldflags "-X
+// main.version=... -X main.commit=..."; without them the commit comes from
+// what `go build` records of the git checkout.
+var version, commit = "dev", ""
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -26,11 +30,36 @@ func commands() []command {
 		{"manager", "run the operator: reconcile RateLimitPolicy and UsageQuota into the store", runManager},
 		{"sidecar", "run the sidecar: enforce the namespace's policies in front of an app", runSidecar},
 		{"demo", "run the manager and a sidecar locally against an API server, apply the samples and show what they do", runDemo},
-		{"version", "print the version", func(_ []string, stdout, _ io.Writer) int {
-			fmt.Fprintln(stdout, version)
+		{"version", "print the version, the commit it was built from and the Go version", func(_ []string, stdout, _ io.Writer) int {
+			info, _ := debug.ReadBuildInfo()
+			fmt.Fprintln(stdout, versionText(version, commit, info))
 			return 0
 		}},
 	}
+}
+
+// versionText is "v0.2.0 (commit 1a2b3c..., go1.26.8)", with "modified"
+// after the commit when the tree had uncommitted changes.
+func versionText(version, commit string, info *debug.BuildInfo) string {
+	goVersion, modified := runtime.Version(), false
+	if info != nil {
+		goVersion = info.GoVersion
+		for _, s := range info.Settings {
+			switch {
+			case s.Key == "vcs.revision" && commit == "":
+				commit = s.Value
+			case s.Key == "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	if modified {
+		commit += ", modified"
+	}
+	return fmt.Sprintf("%s (commit %s, %s)", version, commit, goVersion)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

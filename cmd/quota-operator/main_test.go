@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -11,14 +12,14 @@ func TestRun(t *testing.T) {
 		"  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n" +
 		"  sidecar    run the sidecar: enforce the namespace's policies in front of an app\n" +
 		"  demo       run the manager and a sidecar locally against an API server, apply the samples and show what they do\n" +
-		"  version    print the version\n"
+		"  version    print the version, the commit it was built from and the Go version\n"
 	tests := []struct {
 		args      []string
 		code      int
 		stdout    string
 		stderrHas string
 	}{
-		{args: []string{"version"}, code: 0, stdout: "dev\n"},
+		{args: []string{"version"}, code: 0, stderrHas: ""},
 		{args: nil, code: 2, stdout: usage},
 		{args: []string{"--help"}, code: 0, stdout: usage},
 		{args: []string{"frobnicate"}, code: 2, stderrHas: `unknown command "frobnicate"`},
@@ -34,6 +35,27 @@ func TestRun(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tt.stderrHas) {
 				t.Fatalf("stderr %q; want it to contain %q", stderr.String(), tt.stderrHas)
+			}
+		})
+	}
+}
+
+func TestVersionText(t *testing.T) {
+	built := &debug.BuildInfo{GoVersion: "go1.26.8", Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "4ed1dbc5"}, {Key: "vcs.modified", Value: "true"}}}
+	tests := []struct {
+		name, version, commit string
+		info                  *debug.BuildInfo
+		want                  string
+	}{
+		{"from the checkout", "dev", "", built, "dev (commit 4ed1dbc5, modified, go1.26.8)"},
+		{"from ldflags", "v0.2.0", "9f8e7d6c", &debug.BuildInfo{GoVersion: "go1.26.8"}, "v0.2.0 (commit 9f8e7d6c, go1.26.8)"},
+		{"nothing recorded", "dev", "", &debug.BuildInfo{GoVersion: "go1.26.8"}, "dev (commit unknown, go1.26.8)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := versionText(tt.version, tt.commit, tt.info); got != tt.want {
+				t.Fatalf("%q; want %q", got, tt.want)
 			}
 		})
 	}

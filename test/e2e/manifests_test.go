@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -174,4 +175,21 @@ func managerDeployment(built string) string {
 		}
 	}
 	return built
+}
+
+// `make build` stamps the binary: `quota-operator version` names the
+// version and the commit it was built from.
+func TestVersionNamesTheCommit(t *testing.T) {
+	root := kubeenv.ModuleRoot()
+	if out, err := exec.Command("make", "-C", root, "--no-print-directory", "build", "VERSION=v9.9.9-test").CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(root, "bin", "quota-operator"), "version").CombinedOutput()
+	head, gerr := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil || gerr != nil {
+		t.Fatalf("%v, %v: %s", err, gerr, out)
+	}
+	if want := "v9.9.9-test (commit " + strings.TrimSpace(string(head)) + ", " + runtime.Version() + ")\n"; string(out) != want {
+		t.Fatalf("version %q; want %q", out, want)
+	}
 }

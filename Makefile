@@ -181,12 +181,21 @@ uninstall: ## Remove the CRDs, and with them every policy and quota.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: manifests kustomize ## Deploy the operator with IMG (and REDIS_IMG, if set) from config/$(DEPLOY) (default: with Redis; or overlays/redis-less, overlays/cert-manager).
+deploy: ## Deploy the operator with IMG (and REDIS_IMG, if set) from config/$(DEPLOY) (default: with Redis; or overlays/redis-less, overlays/cert-manager).
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(MAKE) --no-print-directory build-installer INSTALLER="$$tmp/install.yaml" >/dev/null && \
+	$(KUBECTL) apply --server-side -f "$$tmp/install.yaml"
+
+INSTALLER ?= dist/install.yaml
+
+.PHONY: build-installer
+build-installer: manifests kustomize ## Write dist/install.yaml: config/$(DEPLOY) with IMG (and REDIS_IMG) pinned, one file for kubectl apply -f.
+	@mkdir -p "$$(dirname $(INSTALLER))"; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	printf 'resources:\n  - %s\n' "$$(realpath --relative-to="$$tmp" config/$(DEPLOY))" > "$$tmp/kustomization.yaml"; \
 	(cd "$$tmp" && $(KUSTOMIZE) edit set image controller=$(IMG)); \
 	if [ -n "$(REDIS_IMG)" ]; then (cd "$$tmp" && $(KUSTOMIZE) edit set image redis=$(REDIS_IMG)); fi; \
-	$(KUSTOMIZE) build "$$tmp" | $(KUBECTL) apply --server-side -f -
+	$(KUSTOMIZE) build "$$tmp" > "$(INSTALLER)"
+	@echo "$(INSTALLER): config/$(DEPLOY) with $(IMG)"
 
 .PHONY: undeploy
 undeploy: ## Remove what deploy created.

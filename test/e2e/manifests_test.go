@@ -193,3 +193,32 @@ func TestVersionNamesTheCommit(t *testing.T) {
 		t.Fatalf("version %q; want %q", out, want)
 	}
 }
+
+// `make build-installer` writes one manifest with the image pinned, for the
+// manager and the sidecar it injects, and the API server accepts all of it.
+func TestBuildInstaller(t *testing.T) {
+	const img = "registry.example.com/team/quota-operator:v9.9.9"
+	ensureNamespace(t, "quota-operator-system")
+	file := filepath.Join(t.TempDir(), "install.yaml")
+	if out, err := exec.Command("make", "-C", kubeenv.ModuleRoot(), "--no-print-directory", "build-installer",
+		"IMG="+img, "INSTALLER="+file).CombinedOutput(); err != nil {
+		t.Fatalf("make build-installer: %v\n%s", err, out)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	built := string(raw)
+	for _, want := range []string{"image: " + img, "- name: SIDECAR_IMAGE\n          value: " + img} {
+		if strings.Count(built, want) != 1 {
+			t.Errorf("want %q once in:\n%s", want, managerDeployment(built))
+		}
+	}
+	out, err := env.Kubectl("apply", "--server-side", "--dry-run=server", "-f", file)
+	if err != nil {
+		t.Fatalf("apply --dry-run=server: %v\n%s", err, out)
+	}
+	if objects, applied := len(topLevelKind.FindAllString(built, -1)), strings.Count(out, "(server dry run)"); objects < 15 || applied != objects {
+		t.Fatalf("%d objects built, %d applied:\n%s", objects, applied, out)
+	}
+}

@@ -182,7 +182,8 @@ func TestUsageQuotaStatus(t *testing.T) {
 	if p := q.Status.Period; p == nil || !p.Start.Time.Equal(start) || !p.End.Time.Equal(end) {
 		t.Fatalf("period %+v; want [%v, %v)", q.Status.Period, start, end)
 	}
-	expectUsageMetrics(t, q, map[string]float64{"quota_usage_subjects": 2, "quota_usage_max_subjects": 100000, "quota_usage_consumed": 5})
+	expectUsageMetrics(t, q, map[string]float64{"quota_usage_subjects": 2, "quota_usage_max_subjects": 100000, "quota_usage_consumed": 5,
+		"quota_usage_top_used_ratio": 0.3})
 	expectSubjectBound(t, q, end)
 	out := kubectl(t, "get", "uq", "-n", ns)
 	for _, w := range []string{"LIMIT", "PERIOD", "USED", "SUBJECTS", "PROGRAMMED", "exports   10      Day      5      2          True"} {

@@ -109,6 +109,8 @@ func (w *StoreWatch) checkMemory(ctx context.Context) {
 		w.Log.V(1).Info("Store memory unknown", "error", err.Error())
 		return
 	}
+	storeUsedMemory.Set(float64(u.Used))
+	storeMaxMemory.Set(float64(u.Max))
 	if !w.Headroom.update(u) {
 		return
 	}

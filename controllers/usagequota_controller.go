@@ -125,7 +125,7 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 	setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionUsageReported, metav1.ConditionTrue, v1alpha1.ReasonFromStore,
 		"status.usage is read from the store every refresh")
 	setSubjectBound(q, u.Subjects, quota.Bound(), end)
-	recordUsage(q.Namespace, q.Name, u.Subjects, quota.Bound(), u.Total)
+	recordUsage(q.Namespace, q.Name, u.Subjects, quota.Bound(), u.Total, topUsedRatio(q.Status.Usage))
 	return min(r.Interval, end.Sub(now)+time.Second), nil
 }
 
@@ -143,6 +143,18 @@ func setSubjectBound(q *v1alpha1.UsageQuota, subjects, bound int64, end time.Tim
 		msg += fmt.Sprintf("; new subjects will be denied from %d on: raise spec.maxSubjects if they are real", bound)
 	}
 	setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionSubjectsWithinBound, status, reason, msg)
+}
+
+// topUsedRatio is the largest used/(used+remaining) of the top consumers:
+// how near the heaviest subject is to its own limit.
+func topUsedRatio(u *v1alpha1.Usage) float64 {
+	top := 0.0
+	for _, c := range u.Top {
+		if limit := c.Used + c.Remaining; limit > 0 {
+			top = max(top, min(1, float64(c.Used)/float64(limit)))
+		}
+	}
+	return top
 }
 
 // usageStatus shows subjects by hash, except those the spec names in

@@ -251,7 +251,7 @@ func startDemoApp(ctx context.Context) (*url.URL, error) {
 	return &url.URL{Scheme: "http", Host: l.Addr().String()}, nil
 }
 
-var configRevision = regexp.MustCompile(`(?m)^quota_config_revision (\d+)$`)
+var configRevision = regexp.MustCompile(`(?m)^quota_config_revision\{[^}]*\} (\d+)$`)
 
 // waitConfig waits until the store holds docs documents for the namespace
 // and the sidecar enforces that revision.

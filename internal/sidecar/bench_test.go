@@ -53,7 +53,7 @@ func BenchmarkSidecar(b *testing.B) {
 		p.Spec.Limits[0].Name = "per-user"
 		p.Spec.Limits[0].Key = []v1alpha1.KeySource{{Source: v1alpha1.SourceHeader, Name: "X-User"}}
 	}))
-	waitMetric(b, sc.admin, "quota_config_revision 1")
+	waitMetric(b, sc.admin, revisionLine(ns, 1))
 	sent := &benchutil.CommandCounter{}
 	sc.store.Client().AddHook(sent)
 	modes := []struct {

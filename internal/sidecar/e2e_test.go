@@ -87,7 +87,7 @@ func TestDryRunNeverDenies(t *testing.T) {
 	ns := namespace(t)
 	sc := start(t, ns)
 	sc.publish(t, perIP(ns, 2, "1h", func(p *v1alpha1.RateLimitPolicy) { p.Spec.Enforcement = v1alpha1.DryRun }))
-	waitMetric(t, sc.admin, `quota_config_revision 1`)
+	waitMetric(t, sc.admin, revisionLine(ns, 1))
 	for i := range 6 {
 		resp := get(t, sc.proxy, "10.2.0.1")
 		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-RateLimit-Limit") != "" {
@@ -263,9 +263,14 @@ func TestRateLimitHeadersOnTheWire(t *testing.T) {
 	for _, want := range []string{
 		"\r\nRateLimit-Policy: \"per-ip-1m\";q=10;w=60, \"per-ip-1h\";q=100;w=3600\r\n",
 		"\r\nRateLimit: \"per-ip-1m\";r=9;t=",
-		"\r\nX-RateLimit-Limit: 10\r\n", "\r\nX-RateLimit-Remaining: 9\r\n", "\r\nX-RateLimit-Reset: ",
 	} {
 		if !strings.Contains(string(raw), want) {
+			t.Errorf("the answer lacks %q:\n%s", want, raw)
+		}
+	}
+	// The older headers, which no specification spells, in any case.
+	for _, want := range []string{"\r\nx-ratelimit-limit: 10\r\n", "\r\nx-ratelimit-remaining: 9\r\n", "\r\nx-ratelimit-reset: "} {
+		if !strings.Contains(strings.ToLower(string(raw)), want) {
 			t.Errorf("the answer lacks %q:\n%s", want, raw)
 		}
 	}

@@ -28,9 +28,9 @@ func setHeaders(h http.Header, applied []Applied, d limiter.Decision) {
 	reset := seconds(by.ResetAfter)
 	setExact(h, "RateLimit-Policy", strings.Join(policies, ", "))
 	setExact(h, "RateLimit", rateItemName(applied, by)+";r="+strconv.FormatInt(by.Remaining, 10)+";t="+reset)
-	setExact(h, "X-RateLimit-Limit", strconv.FormatInt(by.Max, 10))
-	setExact(h, "X-RateLimit-Remaining", strconv.FormatInt(by.Remaining, 10))
-	setExact(h, "X-RateLimit-Reset", reset)
+	h.Set("X-RateLimit-Limit", strconv.FormatInt(by.Max, 10))
+	h.Set("X-RateLimit-Remaining", strconv.FormatInt(by.Remaining, 10))
+	h.Set("X-RateLimit-Reset", reset)
 	if !d.Allowed {
 		wait := by.RetryAfter
 		if wait == limiter.Never {
@@ -40,10 +40,12 @@ func setHeaders(h http.Header, applied []Applied, d limiter.Decision) {
 	}
 }
 
-// setExact sets a header spelled as its specification spells it
+// setExact sets a header spelled as the IETF draft spells it
 // ("RateLimit"), not in Go's canonical form ("Ratelimit"), replacing any
 // spelling of it the upstream sent. HTTP/2 sends every name in lower case
-// anyway.
+// anyway. Go code reading the header must then index the map with that
+// spelling: Header.Get canonicalizes. The older X-RateLimit-* headers,
+// which no specification spells, stay canonical.
 func setExact(h http.Header, name, value string) {
 	h.Del(name)
 	h[name] = []string{value}

@@ -169,8 +169,9 @@ func TestFullMemoryStore(t *testing.T) {
 			if got := get(t, proxy, "192.0.2.1"); got.StatusCode != http.StatusOK || got.Header.Get("X-RateLimit-Remaining") != "8" {
 				t.Fatalf("a counted client: %s %v", got.Status, got.Header)
 			}
-			for _, line := range []string{"quota_store_memory_entries 2\n", "quota_store_memory_max_entries 2\n",
-				"quota_store_memory_refused_total 20\n", "quota_store_breaker_open 0\n"} {
+			for _, line := range []string{`quota_store_memory_entries{namespace="local"} 2`, `quota_store_memory_max_entries{namespace="local"} 2`,
+				`quota_store_memory_refused_total{namespace="local"} 20`, `quota_store_breaker_open{namespace="local"} 0`} {
+				line += "\n"
 				expectStatus(t, health+"/metrics", http.StatusOK, line)
 			}
 		})

@@ -52,7 +52,7 @@ func TestLocalAPILimitsAndQuotas(t *testing.T) {
 	}))
 	sc.publishQuota(t, &v1alpha1.UsageQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "daily-exports"},
 		Spec: v1alpha1.UsageQuotaSpec{Subject: v1alpha1.Subject{Source: "Header", Name: "X-User"}, Feature: "exports", Limit: 2, Period: "Day"}})
-	waitMetric(t, sc.admin, "quota_config_revision 2")
+	waitMetric(t, sc.admin, revisionLine(ns, 2))
 	steps := []struct {
 		path, body string
 		status     int
@@ -160,7 +160,7 @@ func TestFeatureQuotaCountsLocalConsumption(t *testing.T) {
 		Spec: v1alpha1.UsageQuotaSpec{Subject: user, Feature: "exports", Limit: 2, Period: "Day"}})
 	sc.publishQuota(t, &v1alpha1.UsageQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "daily-searches"},
 		Spec: v1alpha1.UsageQuotaSpec{Subject: user, Feature: "searches", Limit: 1, Period: "Day", Match: &v1alpha1.Match{PathPrefix: "/search"}}})
-	waitMetric(t, sc.admin, "quota_config_revision 2")
+	waitMetric(t, sc.admin, revisionLine(ns, 2))
 	proxied := func(path string) int {
 		req, _ := http.NewRequest(http.MethodGet, sc.proxy+path, nil)
 		req.Header.Set("X-User", "alice")
@@ -231,7 +231,8 @@ func TestLocalAPIOnAHungStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = r.Close() }()
-	_, admin, health := startListening(t, r.URL, sidecar.Options{Namespace: namespace(t)})
+	ns := namespace(t)
+	_, admin, health := startListening(t, r.URL, sidecar.Options{Namespace: ns})
 	localtest.WaitOK(t, 5*time.Second, health+"/readyz")
 	if err := r.Pause(); err != nil {
 		t.Fatal(err)
@@ -242,7 +243,7 @@ func TestLocalAPIOnAHungStore(t *testing.T) {
 			t.Fatalf("call %d on a hung store: %d %s", i, status, body)
 		}
 	}
-	expectStatus(t, health+"/metrics", 200, "quota_store_breaker_open 1\n")
+	expectStatus(t, health+"/metrics", 200, `quota_store_breaker_open{namespace="`+ns+`"} 1`+"\n")
 }
 
 // A quota that tracks its bound of subjects denies a new one, and the
@@ -252,7 +253,7 @@ func TestQuotaSubjectBoundInTheSidecar(t *testing.T) {
 	sc := start(t, ns)
 	sc.publishQuota(t, &v1alpha1.UsageQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "bounded"},
 		Spec: v1alpha1.UsageQuotaSpec{Subject: v1alpha1.Subject{Source: "Header", Name: "X-User"}, Feature: "exports", Limit: 5, Period: "Day", MaxSubjects: 2}})
-	waitMetric(t, sc.admin, "quota_config_revision 1")
+	waitMetric(t, sc.admin, revisionLine(ns, 1))
 	for i, s := range []struct{ user, want string }{
 		{"alice", `{"allowed":true,"limit":5,"remaining":4,`},
 		{"bob", `{"allowed":true,"limit":5,"remaining":4,`},

@@ -15,7 +15,9 @@ import (
 // bounded by the config whatever the traffic. A nil *Metrics records
 // nothing.
 type Metrics struct {
-	Registry       *prometheus.Registry
+	Registry *prometheus.Registry
+	// quota registers the quota_* series, with the namespace label.
+	quota          prometheus.Registerer
 	decisions      *prometheus.CounterVec
 	storeSeconds   *prometheus.HistogramVec
 	ConfigRevision prometheus.Gauge
@@ -36,13 +38,16 @@ const (
 	ResultCancelled = "cancelled"
 )
 
-// NewMetrics registers the metrics; breakerOpen reports the breaker.
+// NewMetrics registers the metrics; breakerOpen reports the breaker. Every
+// quota_* series carries the sidecar's namespace, so dashboards and alerts
+// can select and group by it whatever the scrape adds.
 func NewMetrics(namespace string, breakerOpen func() bool) *Metrics {
+	reg := prometheus.NewRegistry()
 	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
+		Registry: reg,
+		quota:    prometheus.WrapRegistererWith(prometheus.Labels{"namespace": namespace}, reg),
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "quota_decisions_total", Help: "Decisions per limit and result.",
-			ConstLabels: prometheus.Labels{"namespace": namespace},
 		}, []string{"policy", "limit", "result"}),
 		storeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "quota_store_request_duration_seconds", Help: "Time of each decision's store call.",
@@ -63,15 +68,15 @@ func NewMetrics(namespace string, breakerOpen func() bool) *Metrics {
 		}
 		return 0
 	})
-	m.Registry.MustRegister(m.decisions, m.storeSeconds, m.ConfigRevision, m.ConfigErrors, breaker,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.quota.MustRegister(m.decisions, m.storeSeconds, m.ConfigRevision, m.ConfigErrors, breaker)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // WatchMemory exports a memory store's fill: its entries, bound and
 // refusals.
 func (m *Metrics) WatchMemory(mem *store.Memory) {
-	m.Registry.MustRegister(
+	m.quota.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "quota_store_memory_entries", Help: "Keys and hash fields the memory store holds.",
 		}, func() float64 { return float64(mem.Entries()) }),

@@ -48,7 +48,7 @@ func rlsTry(t *testing.T) func(*rlsv3.RateLimitRequest) (*rlsv3.RateLimitRespons
 		p.Spec.Limits[0].Key = []v1alpha1.KeySource{{Source: v1alpha1.SourceHeader, Name: "X-User"}}
 		p.Spec.Limits = append(p.Spec.Limits, v1alpha1.Limit{Name: "global", Cost: 1, Rates: []v1alpha1.Rate{{Limit: 100, Window: "10m"}}})
 	}))
-	waitMetric(t, sc.admin, "quota_config_revision 1")
+	waitMetric(t, sc.admin, revisionLine(ns, 1))
 	conn, err := grpc.NewClient(sc.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

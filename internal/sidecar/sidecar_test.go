@@ -105,6 +105,11 @@ func (r running) publish(t testing.TB, p *v1alpha1.RateLimitPolicy) {
 	}
 }
 
+// revisionLine is the metrics line of a sidecar of ns enforcing rev.
+func revisionLine(ns string, rev int) string {
+	return fmt.Sprintf("quota_config_revision{namespace=%q} %d\n", ns, rev)
+}
+
 func perIP(ns string, limit int64, window string, mutate ...func(*v1alpha1.RateLimitPolicy)) *v1alpha1.RateLimitPolicy {
 	p := &v1alpha1.RateLimitPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api"},
@@ -175,7 +180,7 @@ func TestPathPrefixMatchesTheCleanPath(t *testing.T) {
 		p.Spec.Limits[0].Key = nil
 		p.Spec.Limits[0].Match = &v1alpha1.Match{PathPrefix: "/api/"}
 	}))
-	waitMetric(t, sc.admin, "quota_config_revision 1")
+	waitMetric(t, sc.admin, revisionLine(ns, 1))
 	if got := send(t, sc.proxy+"/api/login", ""); got.StatusCode != http.StatusOK || got.Header.Get("X-RateLimit-Remaining") != "0" {
 		t.Fatalf("/api/login: %s %v", got.Status, got.Header)
 	}

@@ -132,7 +132,7 @@ func expectMetrics(t *testing.T) {
 		clientGetURL(t, "http://"+ip+":8000/", "tenant-metrics", 1, false)
 		got := clientGetURL(t, "http://"+ip+":9902/metrics", "", 1, true)[0]
 		want := `quota_decisions_total{limit="per-tenant",namespace="shop",policy="per-tenant",result="allowed"}`
-		if got.Status != 200 || !strings.Contains(got.Body, want) || !strings.Contains(got.Body, "quota_config_revision ") {
+		if got.Status != 200 || !strings.Contains(got.Body, want) || !strings.Contains(got.Body, "quota_config_revision{namespace=") {
 			i := strings.Index(got.Body, "quota_")
 			t.Fatalf("pod %s metrics: %d, want %s in %q", name, got.Status, want, got.Body[max(i, 0):])
 		}

@@ -82,7 +82,7 @@ func installCertManagerCRDs(t *testing.T) {
 func installMonitoringCRDs(t *testing.T) {
 	t.Helper()
 	installModuleCRDs(t, "github.com/prometheus-operator/prometheus-operator@"+prometheusOperatorVersion, "example/prometheus-operator-crd",
-		"monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_podmonitors.yaml")
+		"monitoring.coreos.com_servicemonitors.yaml", "monitoring.coreos.com_podmonitors.yaml", "monitoring.coreos.com_prometheusrules.yaml")
 }
 
 // installModuleCRDs installs the CRD files in dir of module@version and

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -28,6 +29,7 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/controllers"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
@@ -43,6 +45,8 @@ type managerConfig struct {
 	webhookPort                  int
 	storeSecretName              string
 	storePasswordSecret          string
+	sidecarCPU, sidecarMemory    string
+	sidecarFailurePolicy         string
 	policyConfigMap              string
 	// The webhook's own certificate, kept when certSecret is set.
 	certSecret, webhookService, namespace string
@@ -66,6 +70,9 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "image of the injected sidecar (the manager's own); the webhooks are off when empty")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
+	fs.StringVar(&c.sidecarCPU, "sidecar-cpu", "50m", "CPU request of injected sidecars (a pod's quotaops.dev/sidecar-cpu wins)")
+	fs.StringVar(&c.sidecarMemory, "sidecar-memory", "64Mi", "memory request and limit of injected sidecars (a pod's quotaops.dev/sidecar-memory wins)")
+	fs.StringVar(&c.sidecarFailurePolicy, "sidecar-failure-policy", "", "Open or Closed: overrides every policy's failurePolicy in injected sidecars (a pod's quotaops.dev/failure-policy wins); empty: each policy's own")
 	fs.StringVar(&c.storePasswordSecret, "store-password-secret", "", "Secret in --namespace whose \"password\" key holds the store password; the manager creates it with a random password when it does not exist (config/default: Redis's own password, never in Git)")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount (they cannot reach the manager's memory)")
@@ -87,6 +94,9 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	}
 	if c.usageInterval <= 0 || c.storeCheckInterval <= 0 {
 		return nil, errors.New("--usage-interval and --store-check-interval must be positive")
+	}
+	if err := c.checkSidecarDefaults(); err != nil {
+		return nil, err
 	}
 	if c.storePasswordSecret != "" && c.namespace == "" {
 		return nil, errors.New("--store-password-secret needs --namespace (or POD_NAMESPACE)")
@@ -253,6 +263,20 @@ func metricsOptions(c *managerConfig) metricsserver.Options {
 	return o
 }
 
+// checkSidecarDefaults refuses defaults every injected pod would fail on.
+func (c *managerConfig) checkSidecarDefaults() error {
+	for flagName, v := range map[string]string{"--sidecar-cpu": c.sidecarCPU, "--sidecar-memory": c.sidecarMemory} {
+		if q, err := resource.ParseQuantity(v); err != nil || q.Sign() <= 0 {
+			return fmt.Errorf("%s: %q is not a positive quantity", flagName, v)
+		}
+	}
+	switch c.sidecarFailurePolicy {
+	case "", sidecar.FailOpen, sidecar.FailClosed:
+		return nil
+	}
+	return fmt.Errorf("--sidecar-failure-policy: %q is neither Open nor Closed", c.sidecarFailurePolicy)
+}
+
 // tenantUsers keeps one Redis user per namespace with sidecars; the
 // memory store has none.
 func tenantUsers(loc *store.Location) (*store.ACLAdmin, error) {
@@ -300,7 +324,10 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 // own user, which also carries copies of the files the URL names.
 func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 	bare := *loc
-	cfg := webhook.Config{Image: c.sidecarImage}
+	cfg := webhook.Config{Image: c.sidecarImage, FailurePolicy: c.sidecarFailurePolicy}
+	// Checked when the flags were parsed.
+	cfg.CPU, _ = resource.ParseQuantity(c.sidecarCPU)
+	cfg.Memory, _ = resource.ParseQuantity(c.sidecarMemory)
 	if loc.Redis == nil {
 		cfg.Store, cfg.PolicyConfigMap = bare.String(), c.policyConfigMap
 		return cfg

@@ -33,6 +33,9 @@ func TestManagerFlags(t *testing.T) {
 		{[]string{"--frobnicate"}, "flag provided but not defined: -frobnicate"},
 		{[]string{"extra"}, `unexpected arguments: ["extra"]`},
 		{[]string{"--webhook-cert-secret", "webhook-cert", "--namespace", ""}, "--webhook-cert-secret needs --namespace (or POD_NAMESPACE)"},
+		{[]string{"--sidecar-memory", "lots"}, `--sidecar-memory: "lots" is not a positive quantity`},
+		{[]string{"--sidecar-cpu", "0"}, `--sidecar-cpu: "0" is not a positive quantity`},
+		{[]string{"--sidecar-failure-policy", "open"}, `--sidecar-failure-policy: "open" is neither Open nor Closed`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

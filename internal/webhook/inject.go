@@ -90,6 +90,12 @@ type Config struct {
 	// --policy-file). Without Redis the manager's memory is out of the
 	// sidecars' reach, so this is where their policies come from.
 	PolicyConfigMap string
+	// CPU and Memory are the sidecar's request (and memory limit) unless
+	// a pod's annotations say otherwise; zero: 50m and 64Mi.
+	CPU, Memory resource.Quantity
+	// FailurePolicy, when set ("Open" or "Closed"), overrides every
+	// policy's failurePolicy in sidecars whose pod does not set its own.
+	FailurePolicy string
 	// NativeSidecar makes the sidecar an init container with
 	// restartPolicy Always (Kubernetes 1.29 and later), so it starts before
 	// the app and stops after it; otherwise it is one more container.
@@ -145,12 +151,12 @@ func sidecarFor(pod *corev1.Pod, cfg Config, upstream int32) (corev1.Container, 
 	case HealthPort:
 		return corev1.Container{}, fmt.Errorf("annotation %s: port %d is taken by the sidecar's health port; choose another", AnnotationProxyPort, proxy)
 	}
-	res, err := resources(pod)
+	res, err := resources(pod, cfg)
 	if err != nil {
 		return corev1.Container{}, err
 	}
 	c := sidecar(cfg, upstream, proxy, res)
-	args, ports, err := annotationArgs(pod)
+	args, ports, err := annotationArgs(pod, cfg.FailurePolicy)
 	if err != nil {
 		return corev1.Container{}, err
 	}
@@ -161,7 +167,7 @@ func sidecarFor(pod *corev1.Pod, cfg Config, upstream int32) (corev1.Container, 
 
 // annotationArgs turns the pod's sidecar annotations into arguments (and
 // ports), refusing a bad value with the annotation's name.
-func annotationArgs(pod *corev1.Pod) ([]string, []corev1.ContainerPort, error) {
+func annotationArgs(pod *corev1.Pod, defaultFailurePolicy string) ([]string, []corev1.ContainerPort, error) {
 	var args []string
 	var ports []corev1.ContainerPort
 	admin, err := annotationPort(pod, AnnotationAdminPort, 0)
@@ -172,6 +178,8 @@ func annotationArgs(pod *corev1.Pod) ([]string, []corev1.ContainerPort, error) {
 		args = append(args, "--admin-listen=127.0.0.1:"+strconv.Itoa(int(admin)))
 	}
 	switch fp, set := pod.Annotations[AnnotationFailurePolicy]; {
+	case !set && defaultFailurePolicy != "":
+		args = append(args, "--failure-policy="+defaultFailurePolicy)
 	case !set:
 	case fp == "Open" || fp == "Closed":
 		args = append(args, "--failure-policy="+fp)
@@ -377,8 +385,14 @@ func annotationPort(pod *corev1.Pod, key string, def int32) (int32, error) {
 	return int32(n), nil
 }
 
-func resources(pod *corev1.Pod) (corev1.ResourceRequirements, error) {
+func resources(pod *corev1.Pod, cfg Config) (corev1.ResourceRequirements, error) {
 	cpu, mem := resource.MustParse("50m"), resource.MustParse("64Mi")
+	if !cfg.CPU.IsZero() {
+		cpu = cfg.CPU
+	}
+	if !cfg.Memory.IsZero() {
+		mem = cfg.Memory
+	}
 	for key, q := range map[string]*resource.Quantity{AnnotationCPU: &cpu, AnnotationMemory: &mem} {
 		if v, ok := pod.Annotations[key]; ok {
 			parsed, err := resource.ParseQuantity(v)

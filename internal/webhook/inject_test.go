@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -248,5 +249,33 @@ func TestInjectOverridesAndPolicyConfigMap(t *testing.T) {
 		if _, err := Inject(bad, false, memory); err == nil || err.Error() != want {
 			t.Fatalf("error %v; want %s", err, want)
 		}
+	}
+}
+
+// The manager's sidecar defaults (resources and a failure policy) apply
+// to every injected pod; a pod's own annotations win over them.
+func TestInjectClusterDefaults(t *testing.T) {
+	defaults := Config{Image: "img", Store: "memory://", CPU: resource.MustParse("100m"), Memory: resource.MustParse("96Mi"), FailurePolicy: "Open"}
+	tests := []struct {
+		name                    string
+		annotations             map[string]string
+		cpu, memory, failPolicy string
+	}{
+		{"defaults", map[string]string{AnnotationInject: "true"}, "100m", "96Mi", "--failure-policy=Open"},
+		{"the pod's own", map[string]string{AnnotationInject: "true", AnnotationCPU: "20m", AnnotationMemory: "48Mi", AnnotationFailurePolicy: "Closed"},
+			"20m", "48Mi", "--failure-policy=Closed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := pod(tt.annotations, corev1.ContainerPort{ContainerPort: 8080})
+			if changed, err := Inject(p, false, defaults); !changed || err != nil {
+				t.Fatalf("changed %v, %v", changed, err)
+			}
+			c := sidecarOf(t, p)
+			if !c.Resources.Requests.Cpu().Equal(resource.MustParse(tt.cpu)) || !c.Resources.Limits.Memory().Equal(resource.MustParse(tt.memory)) ||
+				!slices.Contains(c.Args, tt.failPolicy) || slices.Index(c.Args, tt.failPolicy) != slices.IndexFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--failure-policy=") }) {
+				t.Fatalf("resources %v, args %q; want %s, %s, %s once", c.Resources, c.Args, tt.cpu, tt.memory, tt.failPolicy)
+			}
+		})
 	}
 }

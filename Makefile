@@ -138,6 +138,19 @@ image: build ## Write bin/images/quota-operator.tar, the image IMG, from bin/quo
 	go run ./hack/image --tag $(IMG) --out bin/images/quota-operator.tar \
 		--file bin/quota-operator=/quota-operator --entrypoint /quota-operator --user 65532:65532
 
+PLATFORMS ?= amd64,arm64
+
+.PHONY: image-multiarch
+image-multiarch: ## Write bin/images/quota-operator-multiarch.tar: IMG for each of PLATFORMS (amd64,arm64), one index, as an OCI layout; no Docker.
+	@for arch in $$(echo $(PLATFORMS) | tr , ' '); do \
+		echo "go build linux/$$arch"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
+			-o bin/linux_$$arch/quota-operator ./cmd/quota-operator || exit 1; \
+	done
+	@mkdir -p bin/images
+	go run ./hack/image --tag $(IMG) --out bin/images/quota-operator-multiarch.tar --arch $(PLATFORMS) \
+		--file 'bin/linux_{arch}/quota-operator=/quota-operator' --entrypoint /quota-operator --user 65532:65532
+
 .PHONY: docker-build
 docker-build: ## Build the image IMG with Docker (one image: operator and sidecar).
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .

@@ -9,6 +9,11 @@
 //
 // --with-libs adds the shared libraries each file links, as ldd reports
 // them, so a dynamically linked program from Debian runs in the image.
+//
+// --arch amd64,arm64 writes one image per architecture, each from the
+// files with {arch} in their source path replaced, and an index naming
+// them all, as an OCI image layout in a tarball (what registries and
+// `ctr images import` take for a multi-architecture image).
 package main
 
 import (
@@ -45,9 +50,16 @@ func main() {
 	entrypoint := flag.String("entrypoint", "", "the image's entrypoint")
 	user := flag.String("user", "", "user:group the image runs as")
 	withLibs := flag.Bool("with-libs", false, "add the shared libraries of every file, as ldd lists them")
-	flag.Var(&files, "file", "SRC=DST: a file on this machine and its path in the image (repeatable)")
+	arches := flag.String("arch", "", "comma-separated architectures: one image each and an index (an OCI layout tarball); empty: amd64 alone, as docker save writes it")
+	flag.Var(&files, "file", "SRC=DST: a file on this machine and its path in the image (repeatable); {arch} in SRC stands for each --arch")
 	flag.Parse()
-	if err := run(*tag, *out, *entrypoint, *user, files, *withLibs); err != nil {
+	var err error
+	if *arches != "" {
+		err = runIndex(*tag, *out, *entrypoint, *user, files, strings.Split(*arches, ","))
+	} else {
+		err = run(*tag, *out, *entrypoint, *user, files, *withLibs)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "image: %v\n", err)
 		os.Exit(1)
 	}
@@ -70,19 +82,24 @@ func run(tag, out, entrypoint, user string, specs []string, withLibs bool) error
 			return err
 		}
 	}
-	layer, err := tarLayer(files)
-	if err != nil {
-		return err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return err
-	}
-	img, err = configure(img, entrypoint, user)
+	img, err := buildImage(files, entrypoint, user, "amd64")
 	if err != nil {
 		return err
 	}
 	return tarball.WriteToFile(out, ref, img)
+}
+
+// buildImage is one layer of files, configured for arch.
+func buildImage(files map[string]string, entrypoint, user, arch string) (v1.Image, error) {
+	layer, err := tarLayer(files)
+	if err != nil {
+		return nil, err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return nil, err
+	}
+	return configure(img, entrypoint, user, arch)
 }
 
 // parseFiles maps image paths to paths on this machine.
@@ -182,13 +199,13 @@ func sortedKeys(m map[string]bool) []string {
 	return keys
 }
 
-func configure(img v1.Image, entrypoint, user string) (v1.Image, error) {
+func configure(img v1.Image, entrypoint, user, arch string) (v1.Image, error) {
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.OS, cf.Architecture = "linux", arch
 	cf.Config.User = user
 	cf.Config.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
 	if entrypoint != "" {

@@ -1,0 +1,138 @@
+// Package images tests the images the Makefile builds without Docker.
+package images
+
+import (
+	"archive/tar"
+	"debug/elf"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+)
+
+// `make image-multiarch` writes one index with a linux/amd64 and a
+// linux/arm64 image, each holding the binary built for its architecture,
+// run as 65532 from /quota-operator.
+func TestMultiArchImage(t *testing.T) {
+	root := kubeenv.ModuleRoot()
+	const img = "quotaops.local/quota-operator:multiarch-test"
+	if out, err := exec.Command("make", "-C", root, "--no-print-directory", "image-multiarch", "IMG="+img).CombinedOutput(); err != nil {
+		t.Fatalf("make image-multiarch: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	untar(t, filepath.Join(root, "bin", "images", "quota-operator-multiarch.tar"), dir)
+	top, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topManifest, err := top.IndexManifest()
+	if err != nil || len(topManifest.Manifests) != 1 || topManifest.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != img {
+		t.Fatalf("layout index %+v, %v; want one index named %s", topManifest, err, img)
+	}
+	idx, err := top.ImageIndex(topManifest.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	if len(m.Manifests) != len(machines) {
+		t.Fatalf("%d images; want %d", len(m.Manifests), len(machines))
+	}
+	for _, d := range m.Manifests {
+		arch := d.Platform.Architecture
+		image, err := idx.Image(d.Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := image.ConfigFile()
+		if err != nil || cf.OS != "linux" || cf.Architecture != arch || cf.Config.User != "65532:65532" ||
+			len(cf.Config.Entrypoint) != 1 || cf.Config.Entrypoint[0] != "/quota-operator" {
+			t.Fatalf("%s: config %+v, %v", arch, cf, err)
+		}
+		if got := binaryMachine(t, image); got != machines[arch] {
+			t.Errorf("%s: /quota-operator is built for %v", arch, got)
+		}
+	}
+}
+
+func untar(t *testing.T, file, dir string) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(h.Name))
+		if h.Typeflag == tar.TypeDir {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		raw, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// binaryMachine is the ELF machine of /quota-operator in image's layer.
+func binaryMachine(t *testing.T, image interface {
+	Layers() ([]v1.Layer, error)
+}) elf.Machine {
+	t.Helper()
+	layers, err := image.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("%d layers, %v", len(layers), err)
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rc.Close() }()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("no quota-operator in the layer: %v", err)
+		}
+		if h.Name != "quota-operator" {
+			continue
+		}
+		tmp := filepath.Join(t.TempDir(), "bin")
+		raw, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(tmp, raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := elf.Open(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = f.Close() }()
+		return f.Machine
+	}
+}

@@ -4,6 +4,7 @@ package images
 import (
 	"archive/tar"
 	"debug/elf"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -25,20 +26,7 @@ func TestMultiArchImage(t *testing.T) {
 	if out, err := exec.Command("make", "-C", root, "--no-print-directory", "image-multiarch", "IMG="+img).CombinedOutput(); err != nil {
 		t.Fatalf("make image-multiarch: %v\n%s", err, out)
 	}
-	dir := t.TempDir()
-	untar(t, filepath.Join(root, "bin", "images", "quota-operator-multiarch.tar"), dir)
-	top, err := layout.ImageIndexFromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	topManifest, err := top.IndexManifest()
-	if err != nil || len(topManifest.Manifests) != 1 || topManifest.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != img {
-		t.Fatalf("layout index %+v, %v; want one index named %s", topManifest, err, img)
-	}
-	idx, err := top.ImageIndex(topManifest.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := multiArchIndex(t, filepath.Join(root, "bin", "images", "quota-operator-multiarch.tar"), img)
 	m, err := idx.IndexManifest()
 	if err != nil {
 		t.Fatal(err)
@@ -64,6 +52,27 @@ func TestMultiArchImage(t *testing.T) {
 	}
 }
 
+// multiArchIndex opens the OCI layout tarball and returns the one index
+// in it, which must be named img.
+func multiArchIndex(t *testing.T, file, img string) v1.ImageIndex {
+	t.Helper()
+	dir := t.TempDir()
+	untar(t, file, dir)
+	top, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topManifest, err := top.IndexManifest()
+	if err != nil || len(topManifest.Manifests) != 1 || topManifest.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != img {
+		t.Fatalf("layout index %+v, %v; want one index named %s", topManifest, err, img)
+	}
+	idx, err := top.ImageIndex(topManifest.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
 func untar(t *testing.T, file, dir string) {
 	t.Helper()
 	f, err := os.Open(file)
@@ -74,7 +83,7 @@ func untar(t *testing.T, file, dir string) {
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return
 		}
 		if err != nil {

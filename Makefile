@@ -79,14 +79,22 @@ generate: controller-gen ## Generate deepcopy code for the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
 .PHONY: manifests
-manifests: controller-gen ## Generate CRDs, RBAC and webhook manifests.
+manifests: controller-gen ## Generate CRDs, RBAC and webhook manifests, and the Helm chart's parts made from them.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+	@$(MAKE) --no-print-directory chart
+
+.PHONY: chart
+chart: kustomize ## Generate charts/quota-operator's crds/ and templates from config/ (hack/chartgen).
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for part in base redis prometheus grafana; do $(KUSTOMIZE) build config/$$part > "$$tmp/$$part.yaml" || exit 1; done; \
+	go run ./hack/chartgen --base "$$tmp/base.yaml" --redis "$$tmp/redis.yaml" --prometheus "$$tmp/prometheus.yaml" \
+		--grafana "$$tmp/grafana.yaml" --out charts/quota-operator
 
 .PHONY: verify
 verify: generate manifests fmt-check vet ## Fail when generated code or manifests are stale.
-	@if [ -n "$$(git status --porcelain -- api config)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then \
 		echo "Generated files are stale; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api config; git diff --stat -- api config; exit 1; fi
+		git status --porcelain -- api config charts; git diff --stat -- api config charts; exit 1; fi
 
 .PHONY: test
 test: test-unit test-fuzz test-node ## Everything: checks, every test against real Redis and a real API server, each fuzz target briefly, then the one-node cluster test (root).

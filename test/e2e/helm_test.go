@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	release "helm.sh/helm/v4/pkg/release/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+)
+
+func chartDir() string { return filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator") }
+
+// renderChart is `helm template` of the chart into quota-operator-system,
+// CRDs included, through Helm's Go module.
+func renderChart(t *testing.T, vals map[string]any) string {
+	t.Helper()
+	chrt, err := loader.Load(chartDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	install := action.NewInstall(action.NewConfiguration())
+	install.DryRunStrategy = action.DryRunClient
+	install.ReleaseName, install.Namespace = "quota-operator", "quota-operator-system"
+	install.Replace, install.IncludeCRDs = true, true
+	if install.KubeVersion, err = common.ParseKubeVersion("v1.37.2"); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := install.Run(chrt, vals)
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	r, ok := rel.(*release.Release)
+	if !ok {
+		t.Fatalf("release of type %T", rel)
+	}
+	return r.Manifest
+}
+
+// objectsByKey parses a YAML stream into objects by kind/namespace/name.
+func objectsByKey(t *testing.T, stream string) map[string]any {
+	t.Helper()
+	out := map[string]any{}
+	for _, doc := range strings.Split(stream, "\n---") {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatalf("%v:\n%s", err, doc)
+		}
+		if obj == nil {
+			continue
+		}
+		meta, _ := obj["metadata"].(map[string]any)
+		sortEnv(obj)
+		out[obj["kind"].(string)+"/"+stringOf(meta["namespace"])+"/"+stringOf(meta["name"])] = obj
+	}
+	return out
+}
+
+func stringOf(v any) string { s, _ := v.(string); return s }
+
+// sortEnv orders each container's env by name: kustomize's patch moves
+// the variables it sets to the front, and the order means nothing when no
+// value refers to another variable, as none of the manager's does.
+func sortEnv(obj map[string]any) {
+	spec, _ := obj["spec"].(map[string]any)
+	tmpl, _ := spec["template"].(map[string]any)
+	podSpec, _ := tmpl["spec"].(map[string]any)
+	containers, _ := podSpec["containers"].([]any)
+	for _, c := range containers {
+		container, _ := c.(map[string]any)
+		env, _ := container["env"].([]any)
+		sort.Slice(env, func(i, j int) bool {
+			return stringOf(env[i].(map[string]any)["name"]) < stringOf(env[j].(map[string]any)["name"])
+		})
+	}
+}
+
+// The chart passes `helm lint`, and with its default values it installs
+// exactly the objects of config/default (but the Namespace, which is the
+// release's): the chart is generated from config/ by `make chart`.
+func TestHelmChartIsConfigDefault(t *testing.T) {
+	lint := action.NewLint()
+	lint.Strict = true
+	res := lint.Run([]string{chartDir()}, nil)
+	for _, m := range res.Messages {
+		if m.Severity >= support.WarningSev {
+			t.Errorf("helm lint: %v", m)
+		}
+	}
+	if len(res.Errors) > 0 {
+		t.Fatalf("helm lint: %v", res.Errors)
+	}
+	chart := objectsByKey(t, renderChart(t, nil))
+	built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", "default"))
+	if err != nil {
+		t.Fatalf("kustomize: %v\n%s", err, built)
+	}
+	want := objectsByKey(t, built)
+	delete(want, "Namespace//quota-operator-system")
+	if len(chart) != len(want) {
+		t.Errorf("the chart renders %d objects, config/default %d", len(chart), len(want))
+	}
+	for key, obj := range want {
+		if !reflect.DeepEqual(chart[key], obj) {
+			got, _ := json.MarshalIndent(chart[key], "", " ")
+			w, _ := json.MarshalIndent(obj, "", " ")
+			t.Errorf("%s differs:\nchart: %s\nconfig/default: %s", key, got, w)
+		}
+	}
+}
+
+// Every combination of the chart's values renders objects the API server
+// accepts (server-side dry run), and the values reach the manager.
+func TestHelmChartValues(t *testing.T) {
+	ensureNamespace(t, "quota-operator-system")
+	installMonitoringCRDs(t)
+	tests := []struct {
+		name string
+		vals map[string]any
+		want []string
+	}{
+		{"defaults", nil, []string{`value: "redis://quota-operator-redis.quota-operator-system.svc:6379/0"`, "kind: Deployment\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis"}},
+		{"external-redis-monitors-dashboard-sidecar-defaults", map[string]any{
+			"image":        map[string]any{"repository": "registry.example.com/quota-operator", "tag": "v9.9.9"},
+			"redis":        map[string]any{"enabled": false},
+			"store":        map[string]any{"url": "rediss://redis.example.com:6380/0", "passwordSecret": "external-redis"},
+			"sidecar":      map[string]any{"resources": map[string]any{"cpu": "100m", "memory": "96Mi"}, "failurePolicy": "Closed"},
+			"metrics":      map[string]any{"prometheus": map[string]any{"enabled": true}, "grafanaDashboard": map[string]any{"enabled": true}},
+			"replicaCount": 3,
+		}, []string{`image: "registry.example.com/quota-operator:v9.9.9"`, `value: "rediss://redis.example.com:6380/0"`,
+			`value: "external-redis"`, `value: "100m"`, `value: "96Mi"`, `value: "Closed"`, "replicas: 3",
+			"kind: PrometheusRule", "kind: PodMonitor", "grafana_dashboard"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rendered := renderChart(t, tt.vals)
+			for _, w := range tt.want {
+				if !strings.Contains(rendered, w) {
+					t.Errorf("rendered chart lacks %q", w)
+				}
+			}
+			if tt.vals != nil && strings.Contains(rendered, "kind: Deployment\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis") {
+				t.Error("redis.enabled=false still renders Redis")
+			}
+			file := filepath.Join(t.TempDir(), "chart.yaml")
+			if err := os.WriteFile(file, []byte(rendered), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := env.Kubectl("apply", "--server-side", "--dry-run=server", "-f", file)
+			if err != nil {
+				t.Fatalf("apply --dry-run=server: %v\n%s", err, out)
+			}
+			if objects, applied := len(topLevelKind.FindAllString(rendered, -1)), strings.Count(out, "(server dry run)"); applied != objects {
+				t.Fatalf("%d objects rendered, %d applied:\n%s", objects, applied, out)
+			}
+		})
+	}
+}

@@ -22,6 +22,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/kube"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,7 +114,41 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
 	t.Run("a pod is not Ready while Redis is unreachable at its start", expectNotReadyWithoutStore)
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
+	t.Run("helm install gives the same operator, and it limits the traffic", expectHelmInstall)
 }
+
+// expectHelmInstall removes the operator and the workload, installs the
+// chart with Helm's Go module (as `helm install --wait` does), and runs
+// the workload again: exactly the limit passes.
+func expectHelmInstall(t *testing.T) {
+	cleanup(t)
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig, flags.Namespace = &env.kubeconfig, ptrTo(operatorNS)
+	cfg := action.NewConfiguration()
+	if err := cfg.Init(flags, operatorNS, "secret"); err != nil {
+		t.Fatal(err)
+	}
+	chrt, err := loader.Load(filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	install := action.NewInstall(cfg)
+	install.ReleaseName, install.Namespace, install.CreateNamespace = "quota-operator", operatorNS, true
+	install.WaitStrategy, install.Timeout = kube.StatusWatcherStrategy, 4*time.Minute
+	i := strings.LastIndex(env.img, ":")
+	repo, tag := env.img[:i], env.img[i+1:]
+	start := time.Now()
+	if _, err := install.Run(chrt, map[string]any{"image": map[string]any{"repository": repo, "tag": tag},
+		"redis": map[string]any{"image": env.redisImg}}); err != nil {
+		t.Fatalf("helm install: %v", err)
+	}
+	t.Logf("helm install --wait took %v", time.Since(start).Round(time.Second))
+	deployWorkload(t)
+	applyPolicy(t, 5)
+	expectExactly(t, "helm-tenant", 5)
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 // apiPods are the workload's running pods, by name, with their IPs.
 func apiPods(t *testing.T) map[string]string {

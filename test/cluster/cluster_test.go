@@ -114,7 +114,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
 	t.Run("a pod is not Ready while Redis is unreachable at its start", expectNotReadyWithoutStore)
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
-	t.Run("helm install gives the same operator, and it limits the traffic", expectHelmInstall)
+	t.Run("helm install gives an operator that limits the traffic exactly", expectHelmInstall)
 }
 
 // expectHelmInstall removes the operator and the workload, installs the

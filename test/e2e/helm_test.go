@@ -124,6 +124,7 @@ func TestHelmChartIsConfigDefault(t *testing.T) {
 func TestHelmChartValues(t *testing.T) {
 	ensureNamespace(t, "quota-operator-system")
 	installMonitoringCRDs(t)
+	installCertManagerCRDs(t)
 	tests := []struct {
 		name string
 		vals map[string]any
@@ -140,6 +141,8 @@ func TestHelmChartValues(t *testing.T) {
 		}, []string{`image: "registry.example.com/quota-operator:v9.9.9"`, `value: "rediss://redis.example.com:6380/0"`,
 			`value: "external-redis"`, `value: "100m"`, `value: "96Mi"`, `value: "Closed"`, "replicas: 3",
 			"kind: PrometheusRule", "kind: PodMonitor", "grafana_dashboard"}},
+		{"cert-manager", map[string]any{"certManager": map[string]any{"enabled": true}}, []string{"kind: Certificate", "kind: Issuer",
+			"cert-manager.io/inject-ca-from: quota-operator-system/quota-operator-serving-cert", "secretName: quota-operator-webhook-server-cert"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,7 +152,7 @@ func TestHelmChartValues(t *testing.T) {
 					t.Errorf("rendered chart lacks %q", w)
 				}
 			}
-			if tt.vals != nil && strings.Contains(rendered, "kind: Deployment\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis") {
+			if tt.name == "external-redis-monitors-dashboard-sidecar-defaults" && strings.Contains(rendered, "kind: Deployment\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis") {
 				t.Error("redis.enabled=false still renders Redis")
 			}
 			file := filepath.Join(t.TempDir(), "chart.yaml")

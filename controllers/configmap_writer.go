@@ -70,7 +70,7 @@ func (w *ConfigMapWriter) change(ctx context.Context, namespace string, edit fun
 	err := w.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: w.Name}, &cm)
 	if apierrors.IsNotFound(err) {
 		cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: w.Name,
-			Labels: map[string]string{managedByLabel: managedByOperator}}, Data: map[string]string{}}
+			Labels: ManagedLabels()}, Data: map[string]string{}}
 		if !edit(cm.Data) {
 			return 0, nil
 		}

@@ -47,11 +47,8 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	rlp.Resync, rlp.Headroom, rlp.Enforcement = rlpResync, headroom, o.Enforcement
 	uq := NewUsageQuotaReconciler(mgr.GetClient(), writer, o.Usage, events, o.UsageInterval)
 	uq.Resync, uq.Headroom, uq.Enforcement = uqResync, headroom, o.Enforcement
-	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval, Headroom: headroom,
+	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval, Headroom: headroom, Users: o.Users,
 		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
-	if o.Users != nil {
-		watch.Users = o.Users
-	}
 	if err := rlp.SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -39,9 +39,13 @@ const (
 	tenantPasswordBytes  = 32
 	secretKeyUsername    = "username"
 	secretKeyPassword    = "password"
-	managedByLabel       = "app.kubernetes.io/managed-by"
-	managedByOperator    = "quota-operator"
 )
+
+// ManagedLabels label what the operator creates in users' namespaces (and
+// its own), so `kubectl delete -l` finds it.
+func ManagedLabels() map[string]string {
+	return map[string]string{"app.kubernetes.io/managed-by": "quota-operator"}
+}
 
 // StoreSecretReconciler gives every namespace that runs quota sidecars its
 // own store user, which reaches only that namespace's keys, and keeps the
@@ -142,7 +146,7 @@ func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, use
 		password = string(s.Data[secretKeyPassword])
 	}
 	if password == "" {
-		if password, err = newPassword(); err != nil {
+		if password, err = NewPassword(); err != nil {
 			return "", err
 		}
 	}
@@ -150,7 +154,7 @@ func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, use
 	switch {
 	case s.ResourceVersion == "":
 		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: r.Name,
-			Labels: map[string]string{managedByLabel: managedByOperator}}, Data: data}
+			Labels: ManagedLabels()}, Data: data}
 		return password, r.Create(ctx, &s)
 	case reflect.DeepEqual(s.Data, data):
 		return password, nil
@@ -175,7 +179,8 @@ func (r *StoreSecretReconciler) sharedData() (map[string][]byte, error) {
 	return data, nil
 }
 
-func newPassword() (string, error) {
+// NewPassword is a random password of 64 hex characters.
+func NewPassword() (string, error) {
 	var b [tenantPasswordBytes]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/quotaops/quota-operator/controllers"
 	"github.com/quotaops/quota-operator/internal/store"
 )
 
@@ -107,34 +106,27 @@ func storePasswordFromSecret(ctx context.Context, c *managerConfig) (string, err
 	key := client.ObjectKey{Namespace: c.namespace, Name: c.storePasswordSecret}
 	for range 2 {
 		var s corev1.Secret
-		err := k.Get(ctx, key, &s)
-		if err == nil && len(s.Data["password"]) > 0 {
+		switch err := k.Get(ctx, key, &s); {
+		case err == nil && len(s.Data["password"]) > 0:
 			return string(s.Data["password"]), nil
+		case err == nil:
+			return "", fmt.Errorf(`--store-password-secret %s: its key "password" is empty`, key)
+		case !apierrors.IsNotFound(err):
+			return "", fmt.Errorf("--store-password-secret %s: %w", key, err)
 		}
-		if err == nil || !apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("--store-password-secret %s: %w", key, errOrEmpty(err))
-		}
-		var b [32]byte
-		if _, err := rand.Read(b[:]); err != nil {
+		password, err := controllers.NewPassword()
+		if err != nil {
 			return "", err
 		}
-		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "quota-operator"}},
-			Data: map[string][]byte{"password": []byte(hex.EncodeToString(b[:]))}}
+		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: controllers.ManagedLabels()},
+			Data: map[string][]byte{"password": []byte(password)}}
 		if err := k.Create(ctx, &s); err == nil {
-			return string(s.Data["password"]), nil
+			return password, nil
 		} else if !apierrors.IsAlreadyExists(err) {
 			return "", fmt.Errorf("--store-password-secret %s: %w", key, err)
 		}
 	}
 	return "", fmt.Errorf("--store-password-secret %s: created and gone again", key)
-}
-
-func errOrEmpty(err error) error {
-	if err == nil {
-		return errors.New(`its key "password" is empty`)
-	}
-	return err
 }
 
 // withEnv is getenv with name set to value.

@@ -25,11 +25,11 @@ func StartCluster(masters, replicas int) (*Cluster, error) {
 	}
 	c := &Cluster{}
 	for range masters * (1 + replicas) {
-		s, err := startNew([]string{
+		s, err := startNew(Server{extra: []string{
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "5000",
-		}, true)
+		}}, true)
 		if err != nil {
 			_ = c.Close()
 			return nil, err

@@ -47,12 +47,12 @@ func Start() (*Server, error) {
 		}
 		return &Server{Addr: opt.Addr, URL: u, external: true}, nil
 	}
-	return startNew(nil, false)
+	return startNew(Server{}, false)
 }
 
 // StartWith starts a private redis-server with extra arguments, such as
 // --requirepass, which it keeps across Stop and Start.
-func StartWith(extra ...string) (*Server, error) { return startNew(extra, false) }
+func StartWith(extra ...string) (*Server, error) { return startNew(Server{extra: extra}, false) }
 
 // StartOrSkip is Start for a single test: it skips when redis-server is
 // missing, loudly, except under CI, where a missing server is a failure.
@@ -80,7 +80,9 @@ func SkipIfMissing(tb testing.TB, err error) {
 	tb.Skipf("SKIPPING REDIS TESTS: %v", err)
 }
 
-func startNew(extra []string, cluster bool) (*Server, error) {
+// startNew starts a server like proto (its conf, extra arguments and TLS)
+// in a new data dir.
+func startNew(proto Server, cluster bool) (*Server, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, ErrNoRedis
 	}
@@ -88,20 +90,24 @@ func startNew(extra []string, cluster bool) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startNewIn(dir, "", extra, cluster)
+	return startNewIn(dir, proto, cluster)
 }
 
 // startNewIn starts a server with its files in dir, retrying on another port
 // when the one it picked was taken meanwhile.
-func startNewIn(dir, conf string, extra []string, cluster bool) (*Server, error) {
+func startNewIn(dir string, proto Server, cluster bool) (*Server, error) {
+	scheme := "redis://"
+	if proto.tls {
+		scheme = "rediss://"
+	}
 	var lastErr error
 	for range 5 {
 		port, err := freePort(cluster)
 		if err != nil {
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, conf: conf, extra: extra}
-		s.URL = "redis://" + s.Addr + "/0"
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, conf: proto.conf, extra: proto.extra, tls: proto.tls}
+		s.URL = scheme + s.Addr + "/0"
 		if lastErr = s.Start(); lastErr == nil {
 			return s, nil
 		}
@@ -190,28 +196,8 @@ func (s *Server) waitListening(limit time.Duration) error {
 // given server certificate and key, and requires client certificates
 // signed by the CA in caFile.
 func StartTLS(certFile, keyFile, caFile string) (*Server, error) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		return nil, ErrNoRedis
-	}
-	dir, err := os.MkdirTemp("", "redistest-tls-")
-	if err != nil {
-		return nil, err
-	}
-	var lastErr error
-	for range 5 {
-		port, err := freePort(false)
-		if err != nil {
-			return nil, err
-		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, tls: true,
-			extra: []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile, "--tls-auth-clients", "yes"}}
-		s.URL = "rediss://" + s.Addr + "/0"
-		if lastErr = s.Start(); lastErr == nil {
-			return s, nil
-		}
-	}
-	_ = os.RemoveAll(dir)
-	return nil, lastErr
+	return startNew(Server{tls: true, extra: []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile,
+		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "yes"}}, false)
 }
 
 func (s *Server) logFile() string {

@@ -26,12 +26,12 @@ type Sentinel struct {
 // them as masterName, and waits until the sentinel reports both. Lines
 // such as "requirepass x" are added to the sentinel's config.
 func StartSentinel(masterName string, sentinelConf ...string) (*Sentinel, error) {
-	master, err := startNew(nil, false)
+	master, err := startNew(Server{}, false)
 	if err != nil {
 		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(master.Addr)
-	replica, err := startNew([]string{"--replicaof", host, port}, false)
+	replica, err := startNew(Server{extra: []string{"--replicaof", host, port}}, false)
 	if err != nil {
 		_ = master.Close()
 		return nil, err
@@ -56,7 +56,7 @@ func StartSentinel(masterName string, sentinelConf ...string) (*Sentinel, error)
 		_ = os.RemoveAll(dir)
 		return nil, err
 	}
-	sentinel, err := startNewIn(dir, conf, []string{"--sentinel"}, false)
+	sentinel, err := startNewIn(dir, Server{conf: conf, extra: []string{"--sentinel"}}, false)
 	if err != nil {
 		_ = replica.Close()
 		_ = master.Close()

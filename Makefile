@@ -115,9 +115,16 @@ test-node: ## cluster-up, test-cluster, cluster-down (also when the test fails).
 	$(MAKE) --no-print-directory cluster-down; exit $$status
 
 .PHONY: bench
-bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar decisions/s, p50/p99, commands per decision, ratios to redis-benchmark).
+bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar decisions/s, p50/p99, commands per decision, ratios to redis-benchmark), then bench-compare.
 	go test $(BENCH_FLAGS) ./internal/store/...
 	go test $(LIMITER_BENCH_FLAGS) ./internal/limiter/ ./internal/sidecar/
+	$(MAKE) bench-compare
+
+# RATELIMIT_BIN: a build of envoyproxy/ratelimit, to measure the anchor in
+# the same run (docs/performance.md says how to build one).
+.PHONY: bench-compare
+bench-compare: redis-server ## Measure the sidecar process against the floor, a bare proxy and RATELIMIT_BIN in one run; print the targets' ratios.
+	go test -run '^$$' -bench Compare -benchtime 1x -timeout 30m ./test/bench/
 
 FUZZTIME ?= 30s
 CI_FUZZTIME ?= 10000x

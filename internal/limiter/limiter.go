@@ -114,6 +114,8 @@ type Decision struct {
 	// wait, or, when allowed, the rate with the least remaining (enforced
 	// rates first). -1 when the request had no limits.
 	Decider int
+	// Results has one result per rate of the request; a denial answered
+	// without the store, because rates were known to deny, has only theirs.
 	Results []Result
 }
 
@@ -145,6 +147,8 @@ type Limiter struct {
 	offset atomic.Int64
 	grace  time.Duration
 	locks  lockStore
+	// over answers rates known to deny without the store.
+	over overLimit
 }
 
 // Option configures New.
@@ -193,6 +197,9 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 		if err != nil {
 			return Decision{}, err
 		}
+		if d, ok := l.over.known(entries, local); ok {
+			return d, nil
+		}
 		at := int64(0)
 		if !l.storeTime {
 			at = now.UnixMicro()
@@ -205,6 +212,7 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 			l.learnOffset(local, out.nowUs)
 		}
 		if !out.stale {
+			l.over.learn(entries, out.verdicts, local)
 			return decision(entries, out.verdicts), nil
 		}
 	}

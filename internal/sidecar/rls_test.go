@@ -115,14 +115,27 @@ func TestEnvoyRateLimitServiceOverLimit(t *testing.T) {
 	if resp := ask(alice); resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || resp.Statuses[0].Code != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Fatalf("4th call: %v", resp)
 	}
-	// With alice over, a call that also carries the global limit is over
-	// as a whole, and global (10m: MINUTE × 10) consumed nothing.
+}
+
+func TestEnvoyRateLimitServiceKnownOverLimit(t *testing.T) {
+	ask := rlsSidecar(t)
+	alice := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{descriptor("per-user", "alice")}}
+	for range 4 {
+		ask(alice)
+	}
+	// With alice known to be over, a call that also carries the global
+	// limit is over as a whole without reading global, whose status says
+	// OK with no limit; and global (10m: MINUTE × 10) consumed nothing.
 	both := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{
 		descriptor("global", "ignored"), descriptor("per-user", "alice")}}
 	resp := ask(both)
 	if resp.OverallCode != rlsv3.RateLimitResponse_OVER_LIMIT || resp.Statuses[0].Code != rlsv3.RateLimitResponse_OK ||
-		resp.Statuses[0].LimitRemaining != 100 || resp.Statuses[0].CurrentLimit.GetUnitMultiplier().GetValue() != 10 {
+		resp.Statuses[0].CurrentLimit != nil || resp.Statuses[1].Code != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Fatalf("mixed call: %v", resp)
+	}
+	global := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{descriptor("global", "ignored")}}
+	if resp := ask(global); resp.Statuses[0].LimitRemaining != 99 || resp.Statuses[0].CurrentLimit.GetUnitMultiplier().GetValue() != 10 {
+		t.Fatalf("global after the mixed call: %v, want 99 of 100 remaining", resp)
 	}
 }
 

@@ -132,7 +132,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	}
 	var rls *grpc.Server
 	if ln.GRPC != nil {
-		rls = grpc.NewServer(rlsServerOptions()...)
+		rls = grpc.NewServer(RLSServerOptions()...)
 		rlsv3.RegisterRateLimitServiceServer(rls, &rateLimitService{source: src, enforcer: h.Enforcer})
 		go func() { errs <- rls.Serve(ln.GRPC) }()
 	}
@@ -155,10 +155,11 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	return err
 }
 
-// rlsServerOptions: stream workers keep their grown stacks (a goroutine
+// RLSServerOptions are the options of the sidecar's gRPC server, for
+// references measured against it. Stream workers keep their grown stacks (a goroutine
 // per call would grow and copy its stack on every call through the Redis
 // client), and answers skip reflection.
-func rlsServerOptions() []grpc.ServerOption {
+func RLSServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.NumStreamWorkers(64), grpc.ForceServerCodecV2(newRLSCodec())}
 }
 

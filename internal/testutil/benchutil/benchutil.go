@@ -140,6 +140,9 @@ func RedisCPU(c redis.UniversalClient) CPUProbe {
 // CommandCounter is a go-redis hook counting the commands a client sends.
 type CommandCounter struct{ n atomic.Int64 }
 
+// Count is how many commands the client has sent.
+func (c *CommandCounter) Count() int64 { return c.n.Load() }
+
 func (c *CommandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (c *CommandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {

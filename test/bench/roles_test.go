@@ -1,0 +1,101 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"testing"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+
+	"github.com/quotaops/quota-operator/internal/sidecar"
+)
+
+// The references run as processes of this test binary, so each has its own
+// CPU account in /proc, as the sidecar has: QO_BENCH_ROLE picks one.
+const (
+	roleEnv   = "QO_BENCH_ROLE"
+	listenEnv = "QO_BENCH_LISTEN"
+	targetEnv = "QO_BENCH_UPSTREAM"
+)
+
+// serveRole serves the reference named by QO_BENCH_ROLE, if any, and
+// reports whether it did.
+func serveRole() bool {
+	role := os.Getenv(roleEnv)
+	if role == "" {
+		return false
+	}
+	// The GC setting the sidecar runs with: the references differ from it
+	// by the code they run, not by the heap they may keep.
+	debug.SetGCPercent(400)
+	l, err := net.Listen("tcp", os.Getenv(listenEnv))
+	if err != nil {
+		panic(err)
+	}
+	switch role {
+	case "floor":
+		srv := grpc.NewServer(sidecar.RLSServerOptions()...)
+		rlsv3.RegisterRateLimitServiceServer(srv, okService{})
+		_ = srv.Serve(l)
+	case "proxy":
+		up, err := url.Parse(os.Getenv(targetEnv))
+		if err != nil {
+			panic(err)
+		}
+		_ = http.Serve(l, httputil.NewSingleHostReverseProxy(up))
+	}
+	return true
+}
+
+// okService answers every call OK without deciding anything: the floor.
+type okService struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+}
+
+func (okService) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
+}
+
+// startRole runs this test binary as the reference role on a free address
+// and returns that address and the process id.
+func startRole(tb testing.TB, role, upstream string) (string, int) {
+	tb.Helper()
+	addr := freeAddr(tb)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), roleEnv+"="+role, listenEnv+"="+addr, targetEnv+"="+upstream)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitListening(tb, addr)
+	return addr, cmd.Process.Pid
+}
+
+func freeAddr(tb testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+func waitListening(tb testing.TB, addr string) {
+	tb.Helper()
+	for start := time.Now(); time.Since(start) < 20*time.Second; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			_ = c.Close()
+			return
+		}
+	}
+	tb.Fatalf("nothing listens on %s after 20s", addr)
+}

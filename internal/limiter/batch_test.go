@@ -2,9 +2,14 @@ package limiter
 
 import (
 	"context"
+	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
@@ -20,7 +25,7 @@ func TestBatcherBurst(t *testing.T) {
 	const callers, each = 256, 4
 	nowMs := time.Now().UnixMilli()
 	e := entry{alg: FixedWindow, max: callers * each, cost: 1, window: 3_600_000, start: nowMs - nowMs%3_600_000}
-	keys, args := []string{"{batch}:burst"}, scriptArgs([]entry{e}, nowMs*1000, 0)
+	keys, args := []string{"{batch}:burst"}, decideArgs([]entry{e}, 1, nowMs*1000, false)
 	var wg sync.WaitGroup
 	peak := make(chan int32)
 	stop := make(chan struct{})
@@ -29,7 +34,7 @@ func TestBatcherBurst(t *testing.T) {
 	for range callers {
 		wg.Go(func() {
 			for range each {
-				reply, err := b.run(context.Background(), keys, args)
+				reply, err := b.run(context.Background(), "", keys, args)
 				if err == nil && (len(reply) != 6 || reply[2] != 1) {
 					t.Errorf("reply %v, want an allowed decision", reply)
 				}
@@ -49,9 +54,70 @@ func TestBatcherBurst(t *testing.T) {
 	if got, err := c.Get(context.Background(), keys[0]).Int(); err != nil || got != callers*each {
 		t.Fatalf("counter = %d, %v; want %d", got, err, callers*each)
 	}
+	if scripts := scriptCalls(t, c); scripts >= callers*each {
+		t.Fatalf("%d script calls for %d decisions: the burst was not batched", scripts, callers*each)
+	}
 	// The worker that sent the last batch may still be on its way out.
 	waitWorkers(t, b, 1, 100*time.Millisecond)
 	waitWorkers(t, b, 0, workerIdle+time.Second)
+}
+
+// scriptCalls is how many EVALSHA and EVAL calls Redis ran.
+func scriptCalls(t *testing.T, c *redis.Client) int64 {
+	t.Helper()
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, line := range strings.Split(info, "\n") {
+		for _, name := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name); ok {
+				v, _, _ = strings.Cut(v, ",")
+				calls, _ := strconv.ParseInt(v, 10, 64)
+				n += calls
+			}
+		}
+	}
+	return n
+}
+
+// In one script call, a decision that fails (its key holds a list) is
+// answered with its error and writes nothing; the decisions before and
+// after it commit, each seeing the writes of those before it.
+func TestBatchedDecisionsStandAlone(t *testing.T) {
+	srv := redistest.StartOrSkip(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	if err := c.RPush(ctx, "{batch}:list", "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	nowMs := time.Now().UnixMilli()
+	e := entry{alg: FixedWindow, max: 2, cost: 1, window: 3_600_000, start: nowMs - nowMs%3_600_000}
+	call := func(key string) *batchCall {
+		return &batchCall{ctx: ctx, keys: []string{key}, args: decideArgs([]entry{e}, 1, nowMs*1000, false), done: make(chan struct{})}
+	}
+	calls := []*batchCall{call("{batch}:n"), call("{batch}:list"), call("{batch}:n"), call("{batch}:n")}
+	if err := errors.Join(decideScript.Load(ctx, c).Err(), c.ConfigResetStat(ctx).Err()); err != nil {
+		t.Fatal(err)
+	}
+	newBatcher(c).send(calls)
+	allowed := []int64{1, -1, 1, 0}
+	for i, bc := range calls {
+		switch {
+		case i == 1 && (bc.err == nil || !strings.HasPrefix(bc.err.Error(), "WRONGTYPE")):
+			t.Fatalf("decision on a list: %v, %v; want WRONGTYPE", bc.reply, bc.err)
+		case i != 1 && (bc.err != nil || len(bc.reply) != 6 || bc.reply[2] != allowed[i]):
+			t.Fatalf("decision %d: %v, %v; want allowed=%d", i, bc.reply, bc.err, allowed[i])
+		}
+	}
+	if n, _ := c.Get(ctx, "{batch}:n").Int(); n != 2 {
+		t.Fatalf("counter %d, want 2", n)
+	}
+	if n := scriptCalls(t, c); n != 1 {
+		t.Fatalf("%d script calls for 4 decisions, want 1", n)
+	}
 }
 
 func waitWorkers(t *testing.T, b *batcher, want int32, within time.Duration) {

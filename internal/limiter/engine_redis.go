@@ -47,9 +47,25 @@ func algCode(a Algorithm) string {
 	return [...]string{FixedWindow: "f", SlidingWindow: "s", TokenBucket: "t", Quota: "q"}[a]
 }
 
-func scriptArgs(entries []entry, first, second int64) []any {
+// decideArgs is one decision's arguments to decide.lua: its header (the
+// time, peek, the number of entries and of keys), then its entries.
+func decideArgs(entries []entry, keys int, atUs int64, peek bool) []any {
+	p := 0
+	if peek {
+		p = 1
+	}
+	args := make([]any, 0, 4+argsPerEntry*len(entries))
+	return appendEntries(append(args, atUs, p, len(entries), keys), entries)
+}
+
+// refundArgs are refund.lua's arguments: the committed decision's time,
+// the time now, then the entries.
+func refundArgs(entries []entry, atUs, nowUs int64) []any {
 	args := make([]any, 0, 2+argsPerEntry*len(entries))
-	args = append(args, first, second)
+	return appendEntries(append(args, atUs, nowUs), entries)
+}
+
+func appendEntries(args []any, entries []entry) []any {
 	for _, e := range entries {
 		dry := 0
 		if e.dry {
@@ -99,11 +115,12 @@ func (r redisEngine) groups(entries []entry) [][]entry {
 }
 
 func (r redisEngine) decideGroup(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error) {
-	p := int64(0)
-	if peek {
-		p = 1
+	group := ""
+	if r.cluster {
+		group = entries[0].tag
 	}
-	reply, err := r.batch.run(ctx, keysOf(entries), scriptArgs(entries, atUs, p))
+	keys := keysOf(entries)
+	reply, err := r.batch.run(ctx, group, keys, decideArgs(entries, len(keys), atUs, peek))
 	if err != nil {
 		return outcome{}, fmt.Errorf("limiter: decide: %w", err)
 	}
@@ -165,7 +182,7 @@ func (r redisEngine) refund(ctx context.Context, groups [][]entry, outs []outcom
 		}
 		// The refund must land even if the caller gave up waiting.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		err := refundScript.Run(rctx, r.c, keysOf(g), scriptArgs(g, outs[gi].nowUs, atUs)...).Err()
+		err := refundScript.Run(rctx, r.c, keysOf(g), refundArgs(g, outs[gi].nowUs, atUs)...).Err()
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("limiter: refund: %w", err))

@@ -182,6 +182,11 @@ func New(s store.Store, opts ...Option) (*Limiter, error) {
 	if l.engine, err = newEngine(s); err != nil {
 		return nil, err
 	}
+	// In a Cluster, a decision across slots commits slot by slot and
+	// refunds when another slot denies: a counter seen full may drop.
+	if re, ok := l.engine.(redisEngine); ok && re.cluster {
+		l.over.off = true
+	}
 	return l, nil
 }
 

@@ -19,12 +19,15 @@ import (
 // less a margin of 0.1% for the two clocks' rates: it ends no later than
 // the store's window does.
 //
-// What the cache cannot see: a counter lowered behind its back (a Redis
-// Cluster refund of a decision across slots, a flushed or restarted store)
-// keeps being denied until the entry ends, at most the window or period.
+// It is off on a Redis Cluster, where a decision across slots commits slot
+// by slot and gives back what it took when another slot denied: a counter
+// seen full there may drop. What it cannot see elsewhere: a counter lowered
+// behind its back (a flushed or restarted store) is denied until the entry
+// ends, at most the window or period.
 type overLimit struct {
-	mu sync.Mutex
-	m  map[overKey]overEntry
+	off bool
+	mu  sync.Mutex
+	m   map[overKey]overEntry
 }
 
 // maxOverEntries bounds the cache: past it, the cache starts again empty.
@@ -95,6 +98,9 @@ func (c overEntry) result(e entry, now time.Time) Result {
 // learn keeps the enforced denials of a decision sent at sent, and forgets
 // the rates that allowed.
 func (o *overLimit) learn(entries []entry, verdicts []verdict, sent time.Time) {
+	if o.off {
+		return
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for i, e := range entries {

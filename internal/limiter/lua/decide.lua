@@ -1,26 +1,33 @@
 #!lua
--- One limiter decision: the math of algorithms.go, in one atomic step.
--- ARGV[1]  now in Unix µs, or 0 to take the server's TIME (production)
--- ARGV[2]  1: peek (decide, write nothing)
--- then 9 values per entry: alg (f fixed, s sliding, t token bucket, q quota),
---   max, window ms (quota: grace ms), cost, dry (0/1), start ms, end ms, member,
---   quota: the bound on subjects per period (0: none)
--- KEYS per entry: f: window; s: previous window, current window; t: TAT;
---   q: usage (sorted set), total.
--- Reply: {stale, now µs, then per entry: allowed, remaining, reset ms, retry ms}.
+-- Limiter decisions: the math of algorithms.go, each in one atomic step.
+-- One call decides a batch of decisions, one after the other, so that
+-- concurrent decisions share the cost of a script call; each sees the
+-- writes of those before it, as if each were a call of its own.
+-- ARGV, per decision: a header of 4 values, then 9 values per entry.
+--   now in Unix µs, or 0 to take the server's TIME (production; read once
+--   per call); 1: peek (decide, write nothing); the number of entries; the
+--   number of keys.
+--   Per entry: alg (f fixed, s sliding, t token bucket, q quota), max,
+--   window ms (quota: grace ms), cost, dry (0/1), start ms, end ms, member,
+--   quota: the bound on subjects per period (0: none).
+-- KEYS, per decision, per entry: f: window; s: previous window, current
+--   window; t: TAT; q: usage (sorted set), total.
+-- Reply: per decision, {stale, now µs, then per entry: allowed, remaining,
+-- reset ms, retry ms}, or an error reply for that decision alone.
 -- allowed is 2 for a quota's new subject beyond its bound: denied, and
 -- never recorded, even by a dry run.
 -- stale = 1 when the server's clock puts a proposed window or period in the
 -- past or future: nothing is read or written and the caller re-plans.
--- Every read and check happens before the first write, so an error (a key
--- of the wrong type, say) leaves every counter as it was. A key gets its TTL
--- in the script that creates it; later writes keep it (the TTL is the same
+-- Every read and check of a decision happens before its first write, so an
+-- error (a key of the wrong type, say) leaves every counter as it was, and
+-- the decisions before and after it stand. A key gets its TTL in the
+-- script that creates it; later writes keep it (the TTL is the same
 -- absolute window or period end), which saves a command on most decisions.
 -- Costs go back to Redis as the caller's strings: Lua prints a number above
 -- 1e14 as 1e+14, which INCRBY refuses.
--- The script runs on every request and Redis runs its whole body each time,
--- so it defines almost no functions (each is a closure built per call) and
--- no per-entry tables: the decide pass notes, per entry, the one value its
+-- The script runs for every batch and Redis runs its whole body each time,
+-- so it builds few functions (each is a closure built per call) and no
+-- per-entry tables: the decide pass notes, per entry, the one value its
 -- commit needs.
 
 -- Globals are table lookups in Redis's sandbox; locals are not.
@@ -28,12 +35,17 @@ local call, tonumber, floor, ceil, match = redis.call, tonumber, math.floor, mat
 local SUB = 10
 local BUCKETS = {'0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- The server's time, read once per call when a decision asks for it.
+local server_now
+local function clock(v)
+  local n = tonumber(v)
+  if n ~= 0 then return n end
+  if not server_now then
+    local t = call('TIME')
+    server_now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return server_now
 end
-local now_ms = floor(now / 1000)
 
 local function int(v)
   if not v then return 0 end
@@ -43,144 +55,169 @@ local function int(v)
   return tonumber(v)
 end
 
--- The proposals first: a stale one means no read and no write.
-for a = 3, #ARGV, 9 do
-  local alg, win, start = ARGV[a], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 5])
-  if (alg == 'f' or alg == 's') and start ~= now_ms - now_ms % win
-    or alg == 'q' and (now_ms < start or now_ms >= tonumber(ARGV[a + 6])) then
-    return {1, now}
-  end
-end
+-- decide makes the decision whose header is ARGV[h] and whose keys start
+-- at KEYS[k0], and returns its reply.
+local function decide(h, k0)
+  local now = clock(ARGV[h])
+  local now_ms = floor(now / 1000)
+  local first, last = h + 4, h + 3 + 9 * tonumber(ARGV[h + 2])
 
-local reply, notes, pass = {0, now}, {}, ARGV[2] ~= '1'
-local r, k = 2, 1
-for a = 3, #ARGV, 9 do
-  local alg, max, win, cost, start = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
-  -- Every branch sets the verdict (allowed, remaining, reset ms, retry ms;
-  -- -1: never) and note, what its commit needs.
-  local ok, rem, reset, retry, note
-  if alg == 'f' or alg == 'q' then
-    -- A "used of max" counter, full again at the window or period end.
-    local raw, used
-    if alg == 'f' then
-      raw = call('GET', KEYS[k])
-      used, reset = int(raw), start + win - now_ms
-      note = reset -- the TTL of a new window
-    else
-      -- The usage set and the total are created, expire and (refund.lua)
-      -- vanish together.
-      raw = call('GET', KEYS[k + 1])
-      int(raw)
-      used = call('ZSCORE', KEYS[k], ARGV[a + 7])
-      reset, note = tonumber(ARGV[a + 6]) - now_ms, tonumber(ARGV[a + 6]) - now_ms + win -- the period end plus the grace
-      if not used and ARGV[a + 8] ~= '0' and call('ZCARD', KEYS[k]) >= tonumber(ARGV[a + 8]) then
-        note = -1 -- a new subject beyond the bound: denied, never written
-      end
-      used = tonumber(used or '0')
+  -- The proposals first: a stale one means no read and no write.
+  for a = first, last, 9 do
+    local alg, win, start = ARGV[a], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 5])
+    if (alg == 'f' or alg == 's') and start ~= now_ms - now_ms % win
+      or alg == 'q' and (now_ms < start or now_ms >= tonumber(ARGV[a + 6])) then
+      return {1, now}
     end
-    if raw and note ~= -1 then note = 0 end
-    ok, rem, retry = used + cost <= max, max - used, 0
-    if note == -1 then ok, rem, retry = false, 0, reset
-    elseif ok then rem = rem - cost elseif cost > max then retry = -1 else retry = reset end
-  elseif alg == 's' then
-    -- The span counts prev[i..] and cur[..i]: the oldest bucket still
-    -- touching it in full. Buckets leave oldest first: reset is when the
-    -- last counted one leaves, retry when enough have left for this cost.
-    local prev = call('HMGET', KEYS[k], unpack(BUCKETS))
-    local cur = call('HMGET', KEYS[k + 1], unpack(BUCKETS))
-    local i = floor((now_ms - start) * SUB / win)
-    local used, fresh = 0, true
-    for j = 0, SUB - 1 do
-      if j >= i then used = used + int(prev[j + 1]) end
-      if j <= i then used = used + int(cur[j + 1]) end
-      fresh = fresh and not cur[j + 1]
-    end
-    ok, rem, reset, retry = used + cost <= max, max - used, 0, 0
-    if ok then rem = rem - cost elseif cost > max then retry = -1 end
-    local need, freed = used + cost - max, 0
-    for j = i, SUB + i do
-      local n, at
-      if j < SUB then
-        n, at = int(prev[j + 1]), start + floor(((j + 1) * win + SUB - 1) / SUB)
+  end
+
+  local reply, notes, pass = {0, now}, {}, ARGV[h + 1] ~= '1'
+  local r, k = 2, k0
+  for a = first, last, 9 do
+    local alg, max, win, cost, start = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
+    -- Every branch sets the verdict (allowed, remaining, reset ms, retry ms;
+    -- -1: never) and note, what its commit needs.
+    local ok, rem, reset, retry, note
+    if alg == 'f' or alg == 'q' then
+      -- A "used of max" counter, full again at the window or period end.
+      local raw, used
+      if alg == 'f' then
+        raw = call('GET', KEYS[k])
+        used, reset = int(raw), start + win - now_ms
+        note = reset -- the TTL of a new window
       else
-        n, at = int(cur[j - SUB + 1]), start + win + floor(((j - SUB + 1) * win + SUB - 1) / SUB)
-        if j - SUB == i and ok then n = n + cost end
+        -- The usage set and the total are created, expire and (refund.lua)
+        -- vanish together.
+        raw = call('GET', KEYS[k + 1])
+        int(raw)
+        used = call('ZSCORE', KEYS[k], ARGV[a + 7])
+        reset, note = tonumber(ARGV[a + 6]) - now_ms, tonumber(ARGV[a + 6]) - now_ms + win -- the period end plus the grace
+        if not used and ARGV[a + 8] ~= '0' and call('ZCARD', KEYS[k]) >= tonumber(ARGV[a + 8]) then
+          note = -1 -- a new subject beyond the bound: denied, never written
+        end
+        used = tonumber(used or '0')
       end
-      if n > 0 then
-        reset, freed = at - now_ms, freed + n
-        if not ok and retry == 0 and freed >= need then retry = at - now_ms end
+      if raw and note ~= -1 then note = 0 end
+      ok, rem, retry = used + cost <= max, max - used, 0
+      if note == -1 then ok, rem, retry = false, 0, reset
+      elseif ok then rem = rem - cost elseif cost > max then retry = -1 else retry = reset end
+    elseif alg == 's' then
+      -- The span counts prev[i..] and cur[..i]: the oldest bucket still
+      -- touching it in full. Buckets leave oldest first: reset is when the
+      -- last counted one leaves, retry when enough have left for this cost.
+      local prev = call('HMGET', KEYS[k], unpack(BUCKETS))
+      local cur = call('HMGET', KEYS[k + 1], unpack(BUCKETS))
+      local i = floor((now_ms - start) * SUB / win)
+      local used, fresh = 0, true
+      for j = 0, SUB - 1 do
+        if j >= i then used = used + int(prev[j + 1]) end
+        if j <= i then used = used + int(cur[j + 1]) end
+        fresh = fresh and not cur[j + 1]
       end
-    end
-    note = i
-    if fresh then note = -1 - i end -- a new window: set its TTL
-  else
-    -- GCRA: a token every window/max; times in µs as floats.
-    local raw = call('GET', KEYS[k])
-    local tat = 0
-    if raw then
-      tat = tonumber(raw)
-      if not tat or tat ~= tat or tat == math.huge or tat == -math.huge then
-        error({err = 'ERR quota-operator: a token bucket holds no number'})
+      ok, rem, reset, retry = used + cost <= max, max - used, 0, 0
+      if ok then rem = rem - cost elseif cost > max then retry = -1 end
+      local need, freed = used + cost - max, 0
+      for j = i, SUB + i do
+        local n, at
+        if j < SUB then
+          n, at = int(prev[j + 1]), start + floor(((j + 1) * win + SUB - 1) / SUB)
+        else
+          n, at = int(cur[j - SUB + 1]), start + win + floor(((j - SUB + 1) * win + SUB - 1) / SUB)
+          if j - SUB == i and ok then n = n + cost end
+        end
+        if n > 0 then
+          reset, freed = at - now_ms, freed + n
+          if not ok and retry == 0 and freed >= need then retry = at - now_ms end
+        end
       end
+      note = i
+      if fresh then note = -1 - i end -- a new window: set its TTL
+    else
+      -- GCRA: a token every window/max; times in µs as floats.
+      local raw = call('GET', KEYS[k])
+      local tat = 0
+      if raw then
+        tat = tonumber(raw)
+        if not tat or tat ~= tat or tat == math.huge or tat == -math.huge then
+          error({err = 'ERR quota-operator: a token bucket holds no number'})
+        end
+      end
+      local span = win * 1000
+      local interval = span / max
+      if tat < now then tat = now end
+      note = tat + cost * interval
+      -- 1 µs of slack absorbs float rounding in cost*interval == span.
+      ok, retry = note - now <= span + 1, 0
+      local left = note
+      if not ok then
+        left = tat
+        if cost > max then retry = -1 else retry = ceil((note - now - span) / 1000) end
+        -- A dry run counts, but a bucket holds at most its burst.
+        if ARGV[a + 4] == '1' and note > now + span then note = now + span end
+      end
+      rem, reset = floor((span - (left - now)) / interval + 1e-6), ceil((left - now) / 1000)
+      if rem < 0 then rem = 0 end
     end
-    local span = win * 1000
-    local interval = span / max
-    if tat < now then tat = now end
-    note = tat + cost * interval
-    -- 1 µs of slack absorbs float rounding in cost*interval == span.
-    ok, retry = note - now <= span + 1, 0
-    local left = note
-    if not ok then
-      left = tat
-      if cost > max then retry = -1 else retry = ceil((note - now - span) / 1000) end
-      -- A dry run counts, but a bucket holds at most its burst.
-      if ARGV[a + 4] == '1' and note > now + span then note = now + span end
-    end
-    rem, reset = floor((span - (left - now)) / interval + 1e-6), ceil((left - now) / 1000)
-    if rem < 0 then rem = 0 end
+    pass = pass and (ok or ARGV[a + 4] == '1')
+    local allowed = 0
+    if ok then allowed = 1 elseif alg == 'q' and note == -1 then allowed = 2 end
+    reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = allowed, rem, reset, retry
+    notes[#notes + 1] = note
+    r = r + 4
+    if alg == 'f' or alg == 't' then k = k + 1 else k = k + 2 end
   end
-  pass = pass and (ok or ARGV[a + 4] == '1')
-  local allowed = 0
-  if ok then allowed = 1 elseif alg == 'q' and note == -1 then allowed = 2 end
-  reply[r + 1], reply[r + 2], reply[r + 3], reply[r + 4] = allowed, rem, reset, retry
-  notes[#notes + 1] = note
-  r = r + 4
-  if alg == 'f' or alg == 't' then k = k + 1 else k = k + 2 end
+
+  if not pass then return reply end
+  k = k0
+  for n = 1, #notes do
+    local a = first + (n - 1) * 9
+    local alg, cost, note = ARGV[a], ARGV[a + 3], notes[n]
+    if alg == 'f' then
+      call('INCRBY', KEYS[k], cost)
+      if note > 0 then call('PEXPIRE', KEYS[k], note) end
+      k = k + 1
+    elseif alg == 'q' then
+      if note >= 0 then
+        call('ZINCRBY', KEYS[k], cost, ARGV[a + 7])
+        call('INCRBY', KEYS[k + 1], cost)
+      end
+      if note > 0 then
+        call('PEXPIRE', KEYS[k], note)
+        call('PEXPIRE', KEYS[k + 1], note)
+      end
+      k = k + 2
+    elseif alg == 's' then
+      local i = note
+      if note < 0 then i = -1 - note end
+      call('HINCRBY', KEYS[k + 1], BUCKETS[i + 1], cost)
+      if note < 0 then
+        -- The current window is read as the previous one until the next ends.
+        call('PEXPIRE', KEYS[k + 1], tonumber(ARGV[a + 5]) + 2 * tonumber(ARGV[a + 2]) - now_ms)
+      end
+      k = k + 2
+    else
+      local ttl = ceil((note - now) / 1000)
+      if ttl < 1 then ttl = 1 end
+      call('SET', KEYS[k], string.format('%.17g', note), 'PX', ttl)
+      k = k + 1
+    end
+  end
+  return reply
 end
 
-if not pass then return reply end
-k = 1
-for n = 1, #notes do
-  local a = 3 + (n - 1) * 9
-  local alg, cost, note = ARGV[a], ARGV[a + 3], notes[n]
-  if alg == 'f' then
-    call('INCRBY', KEYS[k], cost)
-    if note > 0 then call('PEXPIRE', KEYS[k], note) end
-    k = k + 1
-  elseif alg == 'q' then
-    if note >= 0 then
-      call('ZINCRBY', KEYS[k], cost, ARGV[a + 7])
-      call('INCRBY', KEYS[k + 1], cost)
-    end
-    if note > 0 then
-      call('PEXPIRE', KEYS[k], note)
-      call('PEXPIRE', KEYS[k + 1], note)
-    end
-    k = k + 2
-  elseif alg == 's' then
-    local i = note
-    if note < 0 then i = -1 - note end
-    call('HINCRBY', KEYS[k + 1], BUCKETS[i + 1], cost)
-    if note < 0 then
-      -- The current window is read as the previous one until the next ends.
-      call('PEXPIRE', KEYS[k + 1], tonumber(ARGV[a + 5]) + 2 * tonumber(ARGV[a + 2]) - now_ms)
-    end
-    k = k + 2
-  else
-    local ttl = ceil((note - now) / 1000)
-    if ttl < 1 then ttl = 1 end
-    call('SET', KEYS[k], string.format('%.17g', note), 'PX', ttl)
-    k = k + 1
+-- Each decision stands alone: one that fails is answered with its error
+-- and wrote nothing; the others go on.
+local replies, h, k = {}, 1, 1
+while h <= #ARGV do
+  local ok, r = pcall(decide, h, k)
+  if not ok then
+    -- Redis's own errors come as a table or as a string with their code.
+    if type(r) == 'table' and r.err then r = r.err end
+    if type(r) ~= 'string' or not match(r, '^%u+ ') then r = 'ERR quota-operator: ' .. tostring(r) end
+    r = {err = r}
   end
+  replies[#replies + 1] = r
+  k = k + tonumber(ARGV[h + 3])
+  h = h + 4 + 9 * tonumber(ARGV[h + 2])
 end
-return reply
+return replies

@@ -123,8 +123,8 @@ bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar
 # RATELIMIT_BIN: a build of envoyproxy/ratelimit, to measure the anchor in
 # the same run (docs/performance.md says how to build one).
 .PHONY: bench-compare
-bench-compare: redis-server ## Measure the sidecar process against the floor, a bare proxy and RATELIMIT_BIN in one run; print the targets' ratios.
-	go test -run '^$$' -bench Compare -benchtime 1x -timeout 30m ./test/bench/
+bench-compare: redis-server ## Measure the sidecar process against the floor, a bare proxy and RATELIMIT_BIN in one run (print the targets' ratios), and the config fan-out to FANOUT_SIDECARS processes.
+	go test -run '^$$' -bench 'Compare|FanOut' -benchtime 1x -timeout 30m ./test/bench/
 
 FUZZTIME ?= 30s
 CI_FUZZTIME ?= 10000x

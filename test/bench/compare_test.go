@@ -65,9 +65,10 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 10}
 `
 
-func publish(tb testing.TB, s *store.Redis) {
+// publish compiles p and writes it to the store, as the operator does.
+func publish(tb testing.TB, s *store.Redis, p *v1alpha1.RateLimitPolicy) {
 	tb.Helper()
-	doc, err := config.CompileRateLimitPolicy(benchPolicy())
+	doc, err := config.CompileRateLimitPolicy(p)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -45,7 +45,7 @@ func newWorld(b *testing.B) *world {
 	}
 	b.Cleanup(func() { _ = s.Close() })
 	w := &world{store: s.(*store.Redis), upstream: startUpstream(b)}
-	publish(b, w.store)
+	publish(b, w.store, benchPolicy())
 	w.sidecar = startSidecar(b, w.upstream)
 	addr, pid := startRole(b, "floor", "")
 	w.floor = proc{name: "floor", grpc: addr, pid: pid}

@@ -33,11 +33,15 @@ type batcher struct {
 
 type batchCall struct {
 	ctx context.Context
-	// group: calls of one group may share a script call.
+	// Calls of one group and time may share a script call.
 	group string
+	at    int64
 	keys  []string
-	// args is the decision's header and entries (decide.lua's ARGV).
-	args  []any
+	// args is the decision's header and entries (decide.lua's ARGV), of
+	// entries entries.
+	args    []any
+	entries int
+	// reply is {stale, now µs, then 4 values per entry}.
 	reply []int64
 	err   error
 	done  chan struct{}
@@ -57,9 +61,9 @@ func newBatcher(c redis.UniversalClient) *batcher {
 }
 
 // run makes one decision.
-func (b *batcher) run(ctx context.Context, group string, keys []string, args []any) ([]int64, error) {
+func (b *batcher) run(ctx context.Context, call *batchCall) ([]int64, error) {
 	defer b.inFlight.Add(-1)
-	call := &batchCall{ctx: ctx, group: group, keys: keys, args: args}
+	call.ctx = ctx
 	if b.inFlight.Add(1) <= directBelow {
 		b.direct(call)
 		return call.reply, call.err
@@ -84,8 +88,10 @@ func (b *batcher) run(ctx context.Context, group string, keys []string, args []a
 
 // direct sends one call as a script call of its own.
 func (b *batcher) direct(c *batchCall) {
-	v, err := decideScript.Run(c.ctx, b.c, c.keys, c.args...).Slice()
-	answer([]*batchCall{c}, v, err)
+	calls := []*batchCall{c}
+	keys, args := joinCalls(calls)
+	v, err := decideScript.Run(c.ctx, b.c, keys, args...).Slice()
+	answer(calls, v, err)
 }
 
 func (b *batcher) ensureWorker() {
@@ -196,18 +202,19 @@ func (b *batcher) send(batch []*batchCall) {
 	}
 }
 
-// groupCalls splits calls by group, in their order.
+// groupCalls splits calls by group and time, in their order.
 func groupCalls(calls []*batchCall) [][]*batchCall {
-	if calls[0].group == "" {
-		return [][]*batchCall{calls} // one server: one group
+	type key struct {
+		group string
+		at    int64
 	}
 	var groups [][]*batchCall
-	index := make(map[string]int, len(calls))
+	index := make(map[key]int, 1)
 	for _, c := range calls {
-		i, ok := index[c.group]
+		i, ok := index[key{c.group, c.at}]
 		if !ok {
 			i = len(groups)
-			index[c.group] = i
+			index[key{c.group, c.at}] = i
 			groups = append(groups, nil)
 		}
 		groups[i] = append(groups[i], c)
@@ -217,49 +224,82 @@ func groupCalls(calls []*batchCall) [][]*batchCall {
 
 // joinCalls is one script call's keys and arguments for calls.
 func joinCalls(calls []*batchCall) ([]string, []any) {
-	if len(calls) == 1 {
-		return calls[0].keys, calls[0].args
-	}
-	var nk, na int
+	nk, na := 0, 1
 	for _, c := range calls {
 		nk, na = nk+len(c.keys), na+len(c.args)
 	}
-	keys, args := make([]string, 0, nk), make([]any, 0, na)
+	keys, args := make([]string, 0, nk), make([]any, 1, na)
+	args[0] = calls[0].at
 	for _, c := range calls {
 		keys, args = append(keys, c.keys...), append(args, c.args...)
 	}
 	return keys, args
 }
 
-// answer gives each call its decision's reply from a script's reply v.
+// answer gives each call its decision from a script's flat reply v.
 func answer(calls []*batchCall, v []any, err error) {
-	if err == nil && len(v) != len(calls) {
-		err = fmt.Errorf("%d replies for %d decisions", len(v), len(calls))
+	var now int64
+	if err == nil {
+		now, err = replyInt(v, 0)
 	}
-	for i, c := range calls {
+	at := 1
+	for _, c := range calls {
 		if err != nil {
 			c.err = err
 			continue
 		}
-		c.reply, c.err = int64s(v[i])
+		at, err = c.read(v, at, now)
 	}
 }
 
-// int64s reads one decision's reply: integers, or its error.
-func int64s(v any) ([]int64, error) {
-	switch v := v.(type) {
-	case error:
-		return nil, v
-	case []any:
-		out := make([]int64, len(v))
-		for i, x := range v {
-			n, ok := x.(int64)
-			if !ok {
-				return nil, fmt.Errorf("a reply value of type %T", x)
-			}
-			out[i] = n
-		}
-		return out, nil
+// read takes this call's reply from v at i, and returns where the next
+// one starts. An error of the reply's shape is returned; the decision's
+// own error is this call's alone.
+func (c *batchCall) read(v []any, i int, now int64) (int, error) {
+	first, err := replyInt(v, i)
+	switch {
+	case err != nil:
+		c.err = err
+		return i, err
+	case first == -1:
+		c.reply = []int64{1, now}
+		return i + 1, nil
+	case first == -2:
+		msg, _ := replyAt(v, i+1).(string)
+		c.err = replyError(msg)
+		return i + 2, nil
 	}
-	return nil, fmt.Errorf("a reply of type %T", v)
+	c.reply = make([]int64, 2+4*c.entries)
+	c.reply[1] = now
+	for j := range 4 * c.entries {
+		if c.reply[2+j], err = replyInt(v, i+j); err != nil {
+			c.err = err
+			return i, err
+		}
+	}
+	return i + 4*c.entries, nil
 }
+
+func replyAt(v []any, i int) any {
+	if i < len(v) {
+		return v[i]
+	}
+	return nil
+}
+
+func replyInt(v []any, i int) (int64, error) {
+	n, ok := replyAt(v, i).(int64)
+	if !ok {
+		return 0, fmt.Errorf("a reply of %d values, value %d of type %T", len(v), i, replyAt(v, i))
+	}
+	return n, nil
+}
+
+// replyError is one decision's error inside a script's reply: an error
+// Redis answered, as go-redis's own are.
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+
+// RedisError marks it as the server's answer (go-redis's redis.Error).
+func (replyError) RedisError() {}

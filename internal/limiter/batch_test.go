@@ -25,7 +25,7 @@ func TestBatcherBurst(t *testing.T) {
 	const callers, each = 256, 4
 	nowMs := time.Now().UnixMilli()
 	e := entry{alg: FixedWindow, max: callers * each, cost: 1, window: 3_600_000, start: nowMs - nowMs%3_600_000}
-	keys, args := []string{"{batch}:burst"}, decideArgs([]entry{e}, 1, nowMs*1000, false)
+	e.keys = []string{"{batch}:burst"}
 	var wg sync.WaitGroup
 	peak := make(chan int32)
 	stop := make(chan struct{})
@@ -34,7 +34,7 @@ func TestBatcherBurst(t *testing.T) {
 	for range callers {
 		wg.Go(func() {
 			for range each {
-				reply, err := b.run(context.Background(), "", keys, args)
+				reply, err := b.run(context.Background(), decideCall("", []entry{e}, nowMs*1000, false))
 				if err == nil && (len(reply) != 6 || reply[2] != 1) {
 					t.Errorf("reply %v, want an allowed decision", reply)
 				}
@@ -51,7 +51,7 @@ func TestBatcherBurst(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if got, err := c.Get(context.Background(), keys[0]).Int(); err != nil || got != callers*each {
+	if got, err := c.Get(context.Background(), e.keys[0]).Int(); err != nil || got != callers*each {
 		t.Fatalf("counter = %d, %v; want %d", got, err, callers*each)
 	}
 	if scripts := scriptCalls(t, c); scripts >= callers*each {
@@ -96,7 +96,10 @@ func TestBatchedDecisionsStandAlone(t *testing.T) {
 	nowMs := time.Now().UnixMilli()
 	e := entry{alg: FixedWindow, max: 2, cost: 1, window: 3_600_000, start: nowMs - nowMs%3_600_000}
 	call := func(key string) *batchCall {
-		return &batchCall{ctx: ctx, keys: []string{key}, args: decideArgs([]entry{e}, 1, nowMs*1000, false), done: make(chan struct{})}
+		e.keys = []string{key}
+		c := decideCall("", []entry{e}, nowMs*1000, false)
+		c.ctx, c.done = ctx, make(chan struct{})
+		return c
 	}
 	calls := []*batchCall{call("{batch}:n"), call("{batch}:list"), call("{batch}:n"), call("{batch}:n")}
 	if err := errors.Join(decideScript.Load(ctx, c).Err(), c.ConfigResetStat(ctx).Err()); err != nil {

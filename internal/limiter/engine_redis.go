@@ -47,15 +47,15 @@ func algCode(a Algorithm) string {
 	return [...]string{FixedWindow: "f", SlidingWindow: "s", TokenBucket: "t", Quota: "q"}[a]
 }
 
-// decideArgs is one decision's arguments to decide.lua: its header (the
-// time, peek, the number of entries and of keys), then its entries.
-func decideArgs(entries []entry, keys int, atUs int64, peek bool) []any {
-	p := 0
+// decideCall is one decision as decide.lua takes it: its header (twice
+// the number of entries, plus 1 to peek), then its entries.
+func decideCall(group string, entries []entry, atUs int64, peek bool) *batchCall {
+	head := 2 * len(entries)
 	if peek {
-		p = 1
+		head++
 	}
-	args := make([]any, 0, 4+argsPerEntry*len(entries))
-	return appendEntries(append(args, atUs, p, len(entries), keys), entries)
+	args := make([]any, 0, 1+argsPerEntry*len(entries))
+	return &batchCall{group: group, at: atUs, keys: keysOf(entries), args: appendEntries(append(args, head), entries), entries: len(entries)}
 }
 
 // refundArgs are refund.lua's arguments: the committed decision's time,
@@ -119,8 +119,7 @@ func (r redisEngine) decideGroup(ctx context.Context, entries []entry, atUs int6
 	if r.cluster {
 		group = entries[0].tag
 	}
-	keys := keysOf(entries)
-	reply, err := r.batch.run(ctx, group, keys, decideArgs(entries, len(keys), atUs, peek))
+	reply, err := r.batch.run(ctx, decideCall(group, entries, atUs, peek))
 	if err != nil {
 		return outcome{}, fmt.Errorf("limiter: decide: %w", err)
 	}

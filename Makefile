@@ -124,7 +124,7 @@ bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar
 # the same run (docs/performance.md says how to build one).
 .PHONY: bench-compare
 bench-compare: redis-server ## Measure the sidecar process against the floor, a bare proxy and RATELIMIT_BIN in one run (print the targets' ratios), and the config fan-out to FANOUT_SIDECARS processes.
-	go test -run '^$$' -bench 'Compare|FanOut' -benchtime 1x -timeout 30m ./test/bench/
+	go test -run '^$$' -bench 'Compare|FanOut|RedisPerDecision' -benchtime 1x -timeout 30m ./test/bench/
 
 FUZZTIME ?= 30s
 CI_FUZZTIME ?= 10000x

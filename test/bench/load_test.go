@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 )
 
@@ -120,14 +121,14 @@ func measureGRPC(b *testing.B, w *world, p proc, c grpcCase, want rlsv3.RateLimi
 // measure reads every CPU and command account around run.
 func measure(b *testing.B, w *world, p proc, n int, run func() ([]time.Duration, error)) sample {
 	cpu, rcpu := benchutil.ProcessCPU(p.name, p.pid), benchutil.RedisCPU(w.store.Client())
-	cpu0, rcpu0, st0, f0 := read(b, cpu), read(b, rcpu), redisCounts(b, w), failedOpen(b, p)
+	cpu0, rcpu0, st0, f0 := read(b, cpu), read(b, rcpu), redisCountsOf(b, w.store), failedOpen(b, p)
 	start := time.Now()
 	lat, err := run()
 	elapsed := time.Since(start)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cpu1, rcpu1, st1, f1 := read(b, cpu), read(b, rcpu), redisCounts(b, w), failedOpen(b, p)
+	cpu1, rcpu1, st1, f1 := read(b, cpu), read(b, rcpu), redisCountsOf(b, w.store), failedOpen(b, p)
 	slices.Sort(lat)
 	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(n) }
 	return sample{
@@ -149,11 +150,11 @@ func read(b *testing.B, p benchutil.CPUProbe) time.Duration {
 
 type counts struct{ scripts, calls int64 }
 
-// redisCounts reads the scripts Redis ran and every command it processed,
-// those the scripts called included.
-func redisCounts(b *testing.B, w *world) counts {
+// redisCountsOf reads the scripts Redis ran and every command it
+// processed, those the scripts called included.
+func redisCountsOf(b *testing.B, s *store.Redis) counts {
 	ctx := context.Background()
-	stats, err := w.store.Client().Info(ctx, "commandstats", "stats").Result()
+	stats, err := s.Client().Info(ctx, "commandstats", "stats").Result()
 	if err != nil {
 		b.Fatal(err)
 	}

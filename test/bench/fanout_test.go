@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,8 +73,10 @@ func startIdleSidecars(b *testing.B, url string, n int) []idleSidecar {
 	}
 	logs := b.TempDir()
 	var out []idleSidecar
+	next := 20000
 	for i := range n {
-		admin := freeAddr(b)
+		var admin string
+		admin, next = portBelowEphemeral(b, next)
 		// Only the admin port must be known: the others take any free port.
 		cmd := exec.Command(bin, "sidecar", "--listen", "127.0.0.1:0", "--admin-listen", admin, "--health-listen", "127.0.0.1:0",
 			"--upstream", "http://127.0.0.1:9", "--store", url, "--namespace", benchNS)
@@ -157,4 +160,20 @@ func rssSummary(b *testing.B, sidecars []idleSidecar) string {
 	}
 	slices.Sort(kbs)
 	return fmt.Sprintf("median %.1f MiB, largest %.1f MiB", float64(kbs[len(kbs)/2])/1024, float64(kbs[len(kbs)-1])/1024)
+}
+
+// portBelowEphemeral finds a free port from next up, below Linux's
+// ephemeral range (32768 and up by default), so that no other sidecar's
+// outgoing connection or any-port listener takes it before its own
+// sidecar binds it. It returns the address and where to look next.
+func portBelowEphemeral(b *testing.B, next int) (string, int) {
+	for p := next; p < 32768; p++ {
+		addr := "127.0.0.1:" + strconv.Itoa(p)
+		if l, err := net.Listen("tcp", addr); err == nil {
+			_ = l.Close()
+			return addr, p + 1
+		}
+	}
+	b.Fatal("no free port below 32768")
+	return "", 0
 }

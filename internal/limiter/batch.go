@@ -36,7 +36,9 @@ type batchCall struct {
 	// Calls of one group and time may share a script call.
 	group string
 	at    int64
-	keys  []string
+	// deadline, when set, bounds the call with ctx.
+	deadline time.Time
+	keys     []string
 	// args is the decision's header and entries (decide.lua's ARGV), of
 	// entries entries.
 	args    []any
@@ -84,13 +86,22 @@ func (b *batcher) run(ctx context.Context, call *batchCall) ([]int64, error) {
 		// caller gave up is like one whose reply was lost on the network.
 		return nil, ctx.Err()
 	}
+	// No timer waits for the call's own deadline: the worker fails it if
+	// the deadline passes before it is sent, and bounds the batch it goes
+	// in by the latest deadline of that batch's calls.
 }
 
 // direct sends one call as a script call of its own.
 func (b *batcher) direct(c *batchCall) {
+	ctx := c.ctx
+	if !c.deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, c.deadline)
+		defer cancel()
+	}
 	calls := []*batchCall{c}
 	keys, args := joinCalls(calls)
-	v, err := decideScript.Run(c.ctx, b.c, keys, args...).Slice()
+	v, err := decideScript.Run(ctx, b.c, keys, args...).Slice()
 	answer(calls, v, err)
 }
 
@@ -161,13 +172,15 @@ func (b *batcher) fill(first *batchCall) []*batchCall {
 func (b *batcher) send(batch []*batchCall) {
 	live := batch[:0]
 	var deadline time.Time
+	now := time.Now()
 	for _, c := range batch {
-		if err := c.ctx.Err(); err != nil {
+		d, err := c.until(now)
+		if err != nil {
 			c.err = err
 			close(c.done)
 			continue
 		}
-		if d, ok := c.ctx.Deadline(); ok && d.After(deadline) {
+		if d.After(deadline) {
 			deadline = d
 		}
 		live = append(live, c)
@@ -200,6 +213,22 @@ func (b *batcher) send(batch []*batchCall) {
 			close(c.done)
 		}
 	}
+}
+
+// until is the call's deadline, the earlier of its own and its context's
+// (zero: none), or why it can no longer be sent.
+func (c *batchCall) until(now time.Time) (time.Time, error) {
+	if err := c.ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	d := c.deadline
+	if cd, ok := c.ctx.Deadline(); ok && (d.IsZero() || cd.Before(d)) {
+		d = cd
+	}
+	if !d.IsZero() && !now.Before(d) {
+		return time.Time{}, context.DeadlineExceeded
+	}
+	return d, nil
 }
 
 // groupCalls splits calls by group and time, in their order.

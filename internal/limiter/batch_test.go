@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
@@ -34,7 +35,7 @@ func TestBatcherBurst(t *testing.T) {
 	for range callers {
 		wg.Go(func() {
 			for range each {
-				reply, err := b.run(context.Background(), decideCall("", []entry{e}, nowMs*1000, false))
+				reply, err := b.run(context.Background(), decideCall("", []entry{e}, attempt{atUs: nowMs * 1000}))
 				if err == nil && (len(reply) != 6 || reply[2] != 1) {
 					t.Errorf("reply %v, want an allowed decision", reply)
 				}
@@ -97,7 +98,7 @@ func TestBatchedDecisionsStandAlone(t *testing.T) {
 	e := entry{alg: FixedWindow, max: 2, cost: 1, window: 3_600_000, start: nowMs - nowMs%3_600_000}
 	call := func(key string) *batchCall {
 		e.keys = []string{key}
-		c := decideCall("", []entry{e}, nowMs*1000, false)
+		c := decideCall("", []entry{e}, attempt{atUs: nowMs * 1000})
 		c.ctx, c.done = ctx, make(chan struct{})
 		return c
 	}
@@ -143,6 +144,64 @@ func peakWorkers(b *batcher, stop chan struct{}) int32 {
 		default:
 			peak = max(peak, b.workers.Load())
 			time.Sleep(100 * time.Microsecond)
+		}
+	}
+}
+
+// A request's Deadline bounds its store calls with no context deadline:
+// on a Redis that stopped answering, a decision alone and 20 concurrent
+// ones (batched) all fail with DeadlineExceeded, long before they would
+// without it (the server never answers while stopped).
+func TestRequestDeadlineBoundsAHungStore(t *testing.T) {
+	srv := redistest.StartOrSkip(t)
+	s, err := store.Open(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	l, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limit{Key: CounterKey{Namespace: "hung", Policy: "p", Limit: "l"}, Algorithm: FixedWindow,
+		Rates: []Rate{{Limit: 1000, Window: time.Hour}}, Cost: 1}
+	decide := func() error {
+		_, err := l.Decide(context.Background(), Request{Limits: []Limit{lim}, Deadline: time.Now().Add(100 * time.Millisecond)})
+		return err
+	}
+	if err := decide(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Resume() })
+	for _, callers := range []int{1, 20} {
+		start := time.Now()
+		errs := make(chan error, callers)
+		var wg sync.WaitGroup
+		for range callers {
+			wg.Go(func() { errs <- decide() })
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%d callers: %v, want DeadlineExceeded", callers, err)
+			}
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("%d callers took %v on a stopped store with a deadline of 100ms", callers, took)
+		}
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	// The connections cut by the deadlines are replaced.
+	deadline := time.Now().Add(5 * time.Second)
+	for err := decide(); err != nil; err = decide() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after Resume: %v", err)
 		}
 	}
 }

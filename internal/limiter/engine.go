@@ -11,15 +11,23 @@ import (
 
 // engine runs the limiter's atomic steps in one store.
 type engine interface {
-	// decide evaluates entries at atUs (Unix µs; 0 takes the store's
-	// clock) and, unless peek, commits them all when no enforced entry
+	// decide evaluates entries at a.atUs (Unix µs; 0 takes the store's
+	// clock) and, unless a.peek, commits them all when no enforced entry
 	// denies.
-	decide(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error)
+	decide(ctx context.Context, entries []entry, a attempt) (outcome, error)
 	// usage reads a quota period's usage keys.
 	usage(ctx context.Context, keys []string, top int) (Usage, error)
 	// acquire takes the lock at key for ttl when it is free and issues a
 	// fencing number above every earlier one.
 	acquire(ctx context.Context, key, fence string, token []byte, ttl time.Duration) (lockReply, error)
+}
+
+// attempt is how to make one decision.
+type attempt struct {
+	atUs int64
+	peek bool
+	// deadline, when set, bounds the store calls with ctx.
+	deadline time.Time
 }
 
 type outcome struct {

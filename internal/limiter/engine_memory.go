@@ -18,10 +18,11 @@ type memoryEngine struct {
 // commit is an entry's write, run only when the whole decision passes.
 type commit func() error
 
-func (me memoryEngine) decide(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error) {
+// decide needs no deadline: the memory store answers at once.
+func (me memoryEngine) decide(ctx context.Context, entries []entry, a attempt) (outcome, error) {
 	var out outcome
 	err := me.m.Update(ctx, keysOf(entries), func(tx *store.MemoryTx) error {
-		out.nowUs = atUs
+		out.nowUs = a.atUs
 		if out.nowUs == 0 {
 			out.nowUs = tx.Now().UnixMicro()
 		}
@@ -30,7 +31,7 @@ func (me memoryEngine) decide(ctx context.Context, entries []entry, atUs int64, 
 		}
 		out.verdicts = make([]verdict, len(entries))
 		commits := make([]commit, len(entries))
-		pass := !peek
+		pass := !a.peek
 		for i, e := range entries {
 			v, c, err := evaluate(tx, e, out.nowUs)
 			if err != nil {

@@ -49,13 +49,14 @@ func algCode(a Algorithm) string {
 
 // decideCall is one decision as decide.lua takes it: its header (twice
 // the number of entries, plus 1 to peek), then its entries.
-func decideCall(group string, entries []entry, atUs int64, peek bool) *batchCall {
+func decideCall(group string, entries []entry, a attempt) *batchCall {
 	head := 2 * len(entries)
-	if peek {
+	if a.peek {
 		head++
 	}
 	args := make([]any, 0, 1+argsPerEntry*len(entries))
-	return &batchCall{group: group, at: atUs, keys: keysOf(entries), args: appendEntries(append(args, head), entries), entries: len(entries)}
+	return &batchCall{group: group, at: a.atUs, deadline: a.deadline, keys: keysOf(entries),
+		args: appendEntries(append(args, head), entries), entries: len(entries)}
 }
 
 // refundArgs are refund.lua's arguments: the committed decision's time,
@@ -79,19 +80,19 @@ func appendEntries(args []any, entries []entry) []any {
 // argsPerEntry is the ARGV stride of decide.lua and refund.lua.
 const argsPerEntry = 9
 
-func (r redisEngine) decide(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error) {
+func (r redisEngine) decide(ctx context.Context, entries []entry, a attempt) (outcome, error) {
 	groups := r.groups(entries)
 	if len(groups) == 1 {
-		return r.decideGroup(ctx, entries, atUs, peek)
+		return r.decideGroup(ctx, entries, a)
 	}
 	outs := make([]outcome, len(groups))
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
 	for i, g := range groups {
-		wg.Go(func() { outs[i], errs[i] = r.decideGroup(ctx, g, atUs, peek) })
+		wg.Go(func() { outs[i], errs[i] = r.decideGroup(ctx, g, a) })
 	}
 	wg.Wait()
-	return r.merge(ctx, entries, groups, outs, errors.Join(errs...), atUs, peek)
+	return r.merge(ctx, entries, groups, outs, errors.Join(errs...), a)
 }
 
 // groups splits entries by hash tag in a Cluster; elsewhere one script
@@ -114,12 +115,12 @@ func (r redisEngine) groups(entries []entry) [][]entry {
 	return groups
 }
 
-func (r redisEngine) decideGroup(ctx context.Context, entries []entry, atUs int64, peek bool) (outcome, error) {
+func (r redisEngine) decideGroup(ctx context.Context, entries []entry, a attempt) (outcome, error) {
 	group := ""
 	if r.cluster {
 		group = entries[0].tag
 	}
-	reply, err := r.batch.run(ctx, decideCall(group, entries, atUs, peek))
+	reply, err := r.batch.run(ctx, decideCall(group, entries, a))
 	if err != nil {
 		return outcome{}, fmt.Errorf("limiter: decide: %w", err)
 	}
@@ -139,7 +140,7 @@ func (r redisEngine) decideGroup(ctx context.Context, entries []entry, atUs int6
 
 // merge joins the groups' outcomes in entry order and gives back what
 // committed groups took when the decision as a whole did not pass.
-func (r redisEngine) merge(ctx context.Context, entries []entry, groups [][]entry, outs []outcome, err error, atUs int64, peek bool) (outcome, error) {
+func (r redisEngine) merge(ctx context.Context, entries []entry, groups [][]entry, outs []outcome, err error, a attempt) (outcome, error) {
 	var merged outcome
 	pass := err == nil
 	for _, o := range outs {
@@ -157,8 +158,8 @@ func (r redisEngine) merge(ctx context.Context, entries []entry, groups [][]entr
 			}
 		}
 	}
-	if !peek && !pass {
-		if rerr := r.refund(ctx, groups, outs, atUs); rerr != nil {
+	if !a.peek && !pass {
+		if rerr := r.refund(ctx, groups, outs, a.atUs); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 	}

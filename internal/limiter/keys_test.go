@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,26 @@ func FuzzCounterKey(f *testing.F) {
 		merged := CounterKey{ns + "/" + policy, "", limit, []string{subject}}
 		if policy != "" && merged.Tag() == k.Tag() {
 			t.Fatalf("%+v and %+v share tag %q", k, merged, k.Tag())
+		}
+	})
+}
+
+// windowKey is an allocation-lean TaggedKey: the store keys must stay
+// byte for byte what they were, or an upgrade would restart every window.
+func FuzzWindowKey(f *testing.F) {
+	f.Add("team-a", "api", "per-ip", "10.0.0.1", int64(3_600_000), int64(1_764_158_400_000))
+	f.Add("n}s", "{p", "l/x", "", int64(1), int64(-5))
+	f.Fuzz(func(t *testing.T, ns, policy, limit, subject string, window, start int64) {
+		tag := CounterKey{ns, policy, limit, []string{subject}}.Tag()
+		w, s := strconv.FormatInt(window, 10), strconv.FormatInt(start, 10)
+		for _, tt := range []struct{ got, want string }{
+			{windowKey(tag, "fw", window, start), TaggedKey(tag, "fw", w, s)},
+			{windowKey(tag, "sw", window, start), TaggedKey(tag, "sw", w, s)},
+			{windowKey(tag, "tb", window), TaggedKey(tag, "tb", w)},
+		} {
+			if tt.got != tt.want {
+				t.Fatalf("windowKey = %q; TaggedKey = %q", tt.got, tt.want)
+			}
 		}
 	})
 }

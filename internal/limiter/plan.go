@@ -70,16 +70,15 @@ func repeats(earlier []entry, e entry) bool {
 func planRate(lim Limit, tag string, r Rate, now time.Time, grace time.Duration) (entry, error) {
 	e := entry{alg: lim.Algorithm, max: r.Limit, cost: lim.Cost, dry: lim.DryRun, window: r.Window.Milliseconds(), tag: tag}
 	ms := now.UnixMilli()
-	w := strconv.FormatInt(e.window, 10)
 	switch lim.Algorithm {
 	case FixedWindow:
 		e.start = ms - mod(ms, e.window)
-		e.keys = []string{TaggedKey(tag, "fw", w, itoa(e.start))}
+		e.keys = []string{windowKey(tag, "fw", e.window, e.start)}
 	case SlidingWindow:
 		e.start = ms - mod(ms, e.window)
-		e.keys = []string{TaggedKey(tag, "sw", w, itoa(e.start-e.window)), TaggedKey(tag, "sw", w, itoa(e.start))}
+		e.keys = []string{windowKey(tag, "sw", e.window, e.start-e.window), windowKey(tag, "sw", e.window, e.start)}
 	case TokenBucket:
-		e.keys = []string{TaggedKey(tag, "tb", w)}
+		e.keys = []string{windowKey(tag, "tb", e.window)}
 	case Quota:
 		start, end, err := lim.Period.Bounds(now, lim.Location)
 		if err != nil {

@@ -11,7 +11,8 @@ import (
 	"github.com/quotaops/quota-operator/internal/store"
 )
 
-// Decider is the limiter as the sidecar uses it.
+// Decider is the limiter as the sidecar uses it. Decide bounds its store
+// calls by req.Deadline.
 type Decider interface {
 	Decide(ctx context.Context, req limiter.Request) (limiter.Decision, error)
 }
@@ -80,13 +81,19 @@ func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verd
 	return v
 }
 
+// decide is guard for decisions: the store timeout goes to the limiter as
+// the request's deadline, which a busy sidecar's concurrent decisions share
+// one timer for, rather than as a context of its own per decision.
 func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Decision, error) {
-	return guard(ctx, e, func(ctx context.Context) (limiter.Decision, error) {
-		start := time.Now()
-		d, err := e.Limiter.Decide(ctx, req)
-		e.Metrics.storeLatency(time.Since(start), err)
-		return d, err
-	})
+	if !e.Breaker.Allow() {
+		return limiter.Decision{}, errBreakerOpen
+	}
+	start := time.Now()
+	req.Deadline = start.Add(e.timeout())
+	d, err := e.Limiter.Decide(ctx, req)
+	e.Metrics.storeLatency(time.Since(start), err)
+	e.record(ctx, err)
+	return d, err
 }
 
 // The values of a pod's failure policy override.

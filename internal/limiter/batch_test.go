@@ -83,44 +83,74 @@ func scriptCalls(t *testing.T, c *redis.Client) int64 {
 	return n
 }
 
-// In one script call, a decision that fails (its key holds a list) is
-// answered with its error and writes nothing; the decisions before and
-// after it commit, each seeing the writes of those before it.
+// In one script call, a decision that fails (its key holds a list or a
+// string that is no integer) is answered with its error and writes
+// nothing, not even the entries of it that could pass; the decisions
+// before and after it commit, each seeing the writes of those before it.
 func TestBatchedDecisionsStandAlone(t *testing.T) {
 	srv := redistest.StartOrSkip(t)
 	c := srv.Client()
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
-	if err := c.RPush(ctx, "{batch}:list", "x").Err(); err != nil {
+	if err := errors.Join(c.RPush(ctx, "{batch}:list", "x").Err(), c.Set(ctx, "{batch}:text", "abc", 0).Err()); err != nil {
 		t.Fatal(err)
 	}
 	nowMs := time.Now().UnixMilli()
 	e := entry{alg: FixedWindow, max: 2, cost: 1, window: 3_600_000, start: nowMs - nowMs%3_600_000}
-	call := func(key string) *batchCall {
-		e.keys = []string{key}
-		c := decideCall("", []entry{e}, attempt{atUs: nowMs * 1000})
+	call := func(keys ...string) *batchCall {
+		var entries []entry
+		for _, k := range keys {
+			e.keys = []string{k}
+			entries = append(entries, e)
+		}
+		c := decideCall("", entries, attempt{atUs: nowMs * 1000})
 		c.ctx, c.done = ctx, make(chan struct{})
 		return c
 	}
-	calls := []*batchCall{call("{batch}:n"), call("{batch}:list"), call("{batch}:n"), call("{batch}:n")}
+	steps := []batchStep{
+		{call: call("{batch}:n"), allowed: 1},
+		{call: call("{batch}:list"), err: "WRONGTYPE"},
+		{call: call("{batch}:n"), allowed: 1},
+		{call: call("{batch}:m", "{batch}:list"), err: "WRONGTYPE"},
+		{call: call("{batch}:text"), err: "ERR quota-operator: a limiter counter is not an integer"},
+		{call: call("{batch}:n"), allowed: 0},
+	}
+	calls := make([]*batchCall, len(steps))
+	for i, st := range steps {
+		calls[i] = st.call
+	}
 	if err := errors.Join(decideScript.Load(ctx, c).Err(), c.ConfigResetStat(ctx).Err()); err != nil {
 		t.Fatal(err)
 	}
 	newBatcher(c).send(calls)
-	allowed := []int64{1, -1, 1, 0}
-	for i, bc := range calls {
-		switch {
-		case i == 1 && (bc.err == nil || !strings.HasPrefix(bc.err.Error(), "WRONGTYPE")):
-			t.Fatalf("decision on a list: %v, %v; want WRONGTYPE", bc.reply, bc.err)
-		case i != 1 && (bc.err != nil || len(bc.reply) != 6 || bc.reply[2] != allowed[i]):
-			t.Fatalf("decision %d: %v, %v; want allowed=%d", i, bc.reply, bc.err, allowed[i])
-		}
+	for i, st := range steps {
+		st.check(t, i)
 	}
 	if n, _ := c.Get(ctx, "{batch}:n").Int(); n != 2 {
 		t.Fatalf("counter %d, want 2", n)
 	}
+	if n, err := c.Exists(ctx, "{batch}:m").Result(); err != nil || n != 0 {
+		t.Fatalf("the failed decision wrote its first entry: EXISTS = %d, %v", n, err)
+	}
 	if n := scriptCalls(t, c); n != 1 {
-		t.Fatalf("%d script calls for 4 decisions, want 1", n)
+		t.Fatalf("%d script calls for %d decisions, want 1", n, len(steps))
+	}
+}
+
+type batchStep struct {
+	call    *batchCall
+	allowed int64  // of the first entry
+	err     string // the error's prefix
+}
+
+func (st batchStep) check(t *testing.T, i int) {
+	t.Helper()
+	bc := st.call
+	switch {
+	case st.err != "" && (bc.err == nil || !strings.HasPrefix(bc.err.Error(), st.err)):
+		t.Fatalf("decision %d: %v, %v; want the error %q", i, bc.reply, bc.err, st.err)
+	case st.err == "" && (bc.err != nil || len(bc.reply) != 6 || bc.reply[2] != st.allowed):
+		t.Fatalf("decision %d: %v, %v; want allowed=%d", i, bc.reply, bc.err, st.allowed)
 	}
 }
 

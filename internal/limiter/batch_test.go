@@ -3,7 +3,6 @@ package limiter
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
@@ -66,19 +66,9 @@ func TestBatcherBurst(t *testing.T) {
 // scriptCalls is how many EVALSHA and EVAL calls Redis ran.
 func scriptCalls(t *testing.T, c *redis.Client) int64 {
 	t.Helper()
-	info, err := c.Info(context.Background(), "commandstats").Result()
+	n, _, err := benchutil.CommandCalls(c)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var n int64
-	for _, line := range strings.Split(info, "\n") {
-		for _, name := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name); ok {
-				v, _, _ = strings.Cut(v, ",")
-				calls, _ := strconv.ParseInt(v, 10, 64)
-				n += calls
-			}
-		}
 	}
 	return n
 }

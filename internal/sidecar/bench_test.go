@@ -91,23 +91,14 @@ func BenchmarkSidecar(b *testing.B) {
 	}
 }
 
-// okService answers every call OK without deciding anything.
-type okService struct {
-	rlsv3.UnimplementedRateLimitServiceServer
-}
-
-func (okService) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
-	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
-}
-
-// okServer serves okService with the sidecar's gRPC server options.
+// okServer serves benchutil.OKService with the sidecar's gRPC server options.
 func okServer(b *testing.B) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv := grpc.NewServer(sidecar.RLSServerOptions()...)
-	rlsv3.RegisterRateLimitServiceServer(srv, okService{})
+	rlsv3.RegisterRateLimitServiceServer(srv, benchutil.OKService{})
 	go func() { _ = srv.Serve(l) }()
 	b.Cleanup(srv.Stop)
 	return l.Addr().String()

@@ -2,14 +2,12 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,10 +110,10 @@ func measureGRPC(b *testing.B, w *world, p proc, c grpcCase, want rlsv3.RateLimi
 		_, err := client.ShouldRateLimit(context.Background(), c.req(i))
 		return err
 	}
-	if _, err := closedLoop(callers, 2*subjects, warm); err != nil {
+	if _, err := benchutil.ClosedLoop(callers, 2*subjects, warm); err != nil {
 		b.Fatal(err)
 	}
-	return measure(b, w, p, n, func() ([]time.Duration, error) { return closedLoop(callers, n, op) })
+	return measure(b, w, p, n, func() ([]time.Duration, error) { return benchutil.ClosedLoop(callers, n, op) })
 }
 
 // measure reads every CPU and command account around run.
@@ -135,7 +133,7 @@ func measure(b *testing.B, w *world, p proc, n int, run func() ([]time.Duration,
 		server: p.name, n: n, rate: float64(n) / elapsed.Seconds(),
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100],
 		cpu: per(cpu1 - cpu0), redis: per(rcpu1 - rcpu0),
-		scripts: float64(st1.scripts-st0.scripts) / float64(n), calls: float64(st1.calls-st0.calls-2) / float64(n),
+		scripts: float64(st1.scripts-st0.scripts) / float64(n), calls: float64(st1.calls-st0.calls) / float64(n),
 		failed: f1 - f0,
 	}
 }
@@ -150,52 +148,15 @@ func read(b *testing.B, p benchutil.CPUProbe) time.Duration {
 
 type counts struct{ scripts, calls int64 }
 
-// redisCountsOf reads the scripts Redis ran and every command it
-// processed, those the scripts called included.
+// redisCountsOf reads the scripts Redis ran and every command it ran,
+// those the scripts called included.
 func redisCountsOf(b *testing.B, s *store.Redis) counts {
-	ctx := context.Background()
-	stats, err := s.Client().Info(ctx, "commandstats", "stats").Result()
-	if err != nil {
+	var c counts
+	var err error
+	if c.scripts, c.calls, err = benchutil.CommandCalls(s.Client()); err != nil {
 		b.Fatal(err)
 	}
-	var c counts
-	for _, line := range strings.Split(stats, "\n") {
-		line = strings.TrimSpace(line)
-		if v, ok := strings.CutPrefix(line, "total_commands_processed:"); ok {
-			c.calls, _ = strconv.ParseInt(v, 10, 64)
-		}
-		for _, name := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
-			if v, ok := strings.CutPrefix(line, name); ok {
-				v, _, _ = strings.Cut(v, ",")
-				n, _ := strconv.ParseInt(v, 10, 64)
-				c.scripts += n
-			}
-		}
-	}
 	return c
-}
-
-// closedLoop runs n calls of op from callers goroutines and returns each
-// call's latency.
-func closedLoop(callers, n int, op func(i int) error) ([]time.Duration, error) {
-	lat := make([]time.Duration, n)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make([]error, callers)
-	for c := range callers {
-		wg.Go(func() {
-			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
-				t := time.Now()
-				if err := op(i); err != nil {
-					errs[c] = err
-					return
-				}
-				lat[i] = time.Since(t)
-			}
-		})
-	}
-	wg.Wait()
-	return lat, errors.Join(errs...)
 }
 
 // openLoop sends rate requests per second for d, each when it is due

@@ -48,12 +48,12 @@ func BenchmarkRedisPerDecision(b *testing.B) {
 			}
 			return err
 		}
-		if _, err := closedLoop(callers, 2*subjects, op); err != nil {
+		if _, err := benchutil.ClosedLoop(callers, 2*subjects, op); err != nil {
 			b.Fatal(err)
 		}
 		probe := benchutil.RedisCPU(rs.Client())
 		cpu0, c0 := read(b, probe), redisCountsOf(b, rs)
-		if _, err := closedLoop(callers, n, op); err != nil {
+		if _, err := benchutil.ClosedLoop(callers, n, op); err != nil {
 			b.Fatal(err)
 		}
 		cpu1, c1 := read(b, probe), redisCountsOf(b, rs)

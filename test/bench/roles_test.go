@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 )
 
 // The references run as processes of this test binary, so each has its own
@@ -43,7 +43,7 @@ func serveRole() bool {
 	switch role {
 	case "floor":
 		srv := grpc.NewServer(sidecar.RLSServerOptions()...)
-		rlsv3.RegisterRateLimitServiceServer(srv, okService{})
+		rlsv3.RegisterRateLimitServiceServer(srv, benchutil.OKService{})
 		_ = srv.Serve(l)
 	case "proxy":
 		up, err := url.Parse(os.Getenv(targetEnv))
@@ -53,15 +53,6 @@ func serveRole() bool {
 		_ = http.Serve(l, httputil.NewSingleHostReverseProxy(up))
 	}
 	return true
-}
-
-// okService answers every call OK without deciding anything: the floor.
-type okService struct {
-	rlsv3.UnimplementedRateLimitServiceServer
-}
-
-func (okService) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
-	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
 }
 
 // startRole runs this test binary as the reference role on a free address

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -34,7 +35,7 @@ import (
 func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, callers int, op func(i int) error, probes ...CPUProbe) float64 {
 	// Warm every connection first, so connection set-up (HELLO, CLIENT
 	// SETINFO) and script loading stay out of the count.
-	if err := runCallers(callers, callers*4, nil, op); err != nil {
+	if _, err := ClosedLoop(callers, callers*4, op); err != nil {
 		b.Fatal(err)
 	}
 	if raw != nil {
@@ -45,11 +46,11 @@ func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, call
 	if sent != nil {
 		sent.n.Store(0)
 	}
-	lat := make([]time.Duration, b.N)
 	cpu0 := readProbes(b, probes)
 	b.ResetTimer()
 	start := time.Now()
-	if err := runCallers(callers, b.N, lat, op); err != nil {
+	lat, err := ClosedLoop(callers, b.N, op)
+	if err != nil {
 		b.Fatal(err)
 	}
 	elapsed := time.Since(start)
@@ -72,6 +73,16 @@ func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, call
 		b.ReportMetric(serverMicros(b, raw)/float64(b.N), "server-µs/op")
 	}
 	return rate
+}
+
+// OKService answers every Envoy rate-limit call OK without deciding
+// anything: the floor a rate-limit service is measured against.
+type OKService struct {
+	rlsv3.UnimplementedRateLimitServiceServer
+}
+
+func (OKService) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
 }
 
 // CPUProbe reads the CPU time a process has used so far.
@@ -159,7 +170,11 @@ func (c *CommandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	}
 }
 
-func runCallers(callers, n int, lat []time.Duration, op func(i int) error) error {
+// ClosedLoop runs n calls of op from callers goroutines, each calling again
+// as soon as its call returns, and returns each call's latency and the
+// first error (after which that goroutine stops).
+func ClosedLoop(callers, n int, op func(i int) error) ([]time.Duration, error) {
+	lat := make([]time.Duration, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -169,9 +184,7 @@ func runCallers(callers, n int, lat []time.Duration, op func(i int) error) error
 			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
 				t := time.Now()
 				err := op(i)
-				if lat != nil {
-					lat[i] = time.Since(t)
-				}
+				lat[i] = time.Since(t)
 				if err != nil {
 					mu.Lock()
 					first = err
@@ -182,15 +195,26 @@ func runCallers(callers, n int, lat []time.Duration, op func(i int) error) error
 		})
 	}
 	wg.Wait()
-	return first
+	return lat, first
 }
 
 // commandCalls reads INFO commandstats: the EVALSHA and EVAL calls, and all
 // calls but the INFO that reads them.
 func commandCalls(b *testing.B, c redis.UniversalClient) (scripts, total int64) {
-	info, err := c.Info(context.Background(), "commandstats").Result()
+	scripts, total, err := CommandCalls(c)
 	if err != nil {
 		b.Fatal(err)
+	}
+	return scripts, total
+}
+
+// CommandCalls reads INFO commandstats: the EVALSHA and EVAL calls Redis
+// ran, and all the calls it ran (the commands scripts called included) but
+// INFO's.
+func CommandCalls(c redis.UniversalClient) (scripts, total int64, err error) {
+	info, err := c.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		return 0, 0, err
 	}
 	for _, line := range strings.Split(info, "\n") {
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
@@ -200,14 +224,14 @@ func commandCalls(b *testing.B, c redis.UniversalClient) (scripts, total int64) 
 		calls, _, _ := strings.Cut(rest, ",")
 		n, err := strconv.ParseInt(calls, 10, 64)
 		if err != nil {
-			b.Fatalf("commandstats line %q", line)
+			return 0, 0, fmt.Errorf("commandstats line %q", line)
 		}
 		total += n
 		if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
 			scripts += n
 		}
 	}
-	return scripts, total
+	return scripts, total, nil
 }
 
 // serverMicros is the CPU time Redis spent in commands (INFO commandstats

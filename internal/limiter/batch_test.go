@@ -225,3 +225,57 @@ func TestRequestDeadlineBoundsAHungStore(t *testing.T) {
 		}
 	}
 }
+
+// One script call takes decisions of every algorithm, whose entries have
+// different numbers of arguments (a quota's 9, the others' 6) and keys (a
+// sliding window's and a quota's 2): each is decided on its own keys, and
+// a later decision sees an earlier one's write.
+func TestBatchedDecisionsOfEveryAlgorithm(t *testing.T) {
+	srv := redistest.StartOrSkip(t)
+	c := srv.Client()
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	now := time.Now()
+	limit := func(alg Algorithm, name string) Limit {
+		l := Limit{Key: CounterKey{Namespace: "mix", Policy: "p", Limit: name, Subject: []string{"s"}}, Algorithm: alg,
+			Rates: []Rate{{Limit: 5, Window: time.Hour}}, Cost: 1}
+		if alg == Quota {
+			l.Period, l.Location, l.MaxSubjects = Day, time.UTC, 10
+		}
+		return l
+	}
+	plans := [][]Limit{
+		{limit(Quota, "q"), limit(FixedWindow, "f")},
+		{limit(SlidingWindow, "s")},
+		{limit(TokenBucket, "t")},
+		{limit(FixedWindow, "f")},
+	}
+	calls := make([]*batchCall, len(plans))
+	for i, limits := range plans {
+		entries, err := plan(limits, now, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls[i] = decideCall("", entries, attempt{atUs: now.UnixMicro()})
+		calls[i].ctx, calls[i].done = ctx, make(chan struct{})
+	}
+	if err := errors.Join(decideScript.Load(ctx, c).Err(), c.ConfigResetStat(ctx).Err()); err != nil {
+		t.Fatal(err)
+	}
+	newBatcher(c).send(calls)
+	// Per call: allowed and remaining of each entry.
+	want := [][]int64{{1, 4, 1, 4}, {1, 4}, {1, 4}, {1, 3}}
+	for i, bc := range calls {
+		if bc.err != nil || len(bc.reply) != 2+4*len(want[i])/2 {
+			t.Fatalf("call %d: %v, %v", i, bc.reply, bc.err)
+		}
+		for j := 0; j < len(want[i]); j += 2 {
+			if got := bc.reply[2+2*j : 2+2*j+2]; got[0] != want[i][j] || got[1] != want[i][j+1] {
+				t.Fatalf("call %d entry %d: allowed, remaining = %v; want %v", i, j/2, got, want[i][j:j+2])
+			}
+		}
+	}
+	if n := scriptCalls(t, c); n != 1 {
+		t.Fatalf("%d script calls, want 1", n)
+	}
+}

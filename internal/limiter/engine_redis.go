@@ -55,8 +55,14 @@ func decideCall(group string, entries []entry, a attempt) *batchCall {
 		head++
 	}
 	args := make([]any, 0, 1+argsPerEntry*len(entries))
-	return &batchCall{group: group, at: a.atUs, deadline: a.deadline, keys: keysOf(entries),
-		args: appendEntries(append(args, head), entries), entries: len(entries)}
+	args = append(args, head)
+	for _, e := range entries {
+		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dryArg(e), e.start)
+		if e.alg == Quota {
+			args = append(args, e.end, e.member, e.maxSubjects)
+		}
+	}
+	return &batchCall{group: group, at: a.atUs, deadline: a.deadline, keys: keysOf(entries), args: args, entries: len(entries)}
 }
 
 // refundArgs are refund.lua's arguments: the committed decision's time,
@@ -68,16 +74,20 @@ func refundArgs(entries []entry, atUs, nowUs int64) []any {
 
 func appendEntries(args []any, entries []entry) []any {
 	for _, e := range entries {
-		dry := 0
-		if e.dry {
-			dry = 1
-		}
-		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dry, e.start, e.end, e.member, e.maxSubjects)
+		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dryArg(e), e.start, e.end, e.member, e.maxSubjects)
 	}
 	return args
 }
 
-// argsPerEntry is the ARGV stride of decide.lua and refund.lua.
+func dryArg(e entry) int {
+	if e.dry {
+		return 1
+	}
+	return 0
+}
+
+// argsPerEntry is the ARGV stride of refund.lua, and of decide.lua for a
+// quota (its other entries take 6).
 const argsPerEntry = 9
 
 func (r redisEngine) decide(ctx context.Context, entries []entry, a attempt) (outcome, error) {

@@ -5,10 +5,11 @@
 -- writes of those before it, as if each were a call of its own.
 -- ARGV[1]: now in Unix µs, or 0 to take the server's TIME (production).
 -- Then per decision: a header, 2 × the number of entries + 1 to peek
--- (decide, write nothing), then 9 values per entry: alg (f fixed, s
--- sliding, t token bucket, q quota), max, window ms (quota: grace ms), cost,
--- dry (0/1), start ms, end ms, member, quota: the bound on subjects per
--- period (0: none).
+-- (decide, write nothing), then per entry: alg (f fixed, s sliding, t token
+-- bucket, q quota), max, window ms (quota: grace ms), cost, dry (0/1),
+-- start ms; a quota adds end ms, member and its bound on subjects per
+-- period (0: none). Every argument costs Redis to read and intern: a fixed
+-- window sends 6, not 9.
 -- KEYS, per decision, per entry: f: window; s: previous window, current
 -- window; t: TAT; q: usage (sorted set), total.
 -- Reply, flat (nested tables cost Redis more to build and send): now µs,
@@ -55,21 +56,22 @@ end
 -- decide makes the decision of n entries from ARGV[first] and KEYS[k0],
 -- writes its reply after out[o] and returns the last position written.
 local function decide(first, k0, n, peek)
-  local last = first + 9 * (n - 1)
-
   -- The proposals first: a stale one means no read and no write.
-  for a = first, last, 9 do
+  local a = first
+  for _ = 1, n do
     local alg, win, start = ARGV[a], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 5])
     if (alg == 'f' or alg == 's') and start ~= now_ms - now_ms % win
       or alg == 'q' and (now_ms < start or now_ms >= tonumber(ARGV[a + 6])) then
       out[o + 1] = -1
       return o + 1
     end
+    if alg == 'q' then a = a + 9 else a = a + 6 end
   end
 
   local notes, pass = {}, not peek
   local r, k = o, k0
-  for a = first, last, 9 do
+  a = first
+  for _ = 1, n do
     local alg, max, win, cost, start = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
     -- Every branch sets the verdict (allowed, remaining, reset ms, retry ms;
     -- -1: never) and note, what its commit needs.
@@ -161,13 +163,13 @@ local function decide(first, k0, n, peek)
     notes[#notes + 1] = note
     r = r + 4
     if alg == 'f' or alg == 't' then k = k + 1 else k = k + 2 end
+    if alg == 'q' then a = a + 9 else a = a + 6 end
   end
 
   if not pass then return r end
-  k = k0
-  for n = 1, #notes do
-    local a = first + (n - 1) * 9
-    local alg, cost, note = ARGV[a], ARGV[a + 3], notes[n]
+  k, a = k0, first
+  for e = 1, #notes do
+    local alg, cost, note = ARGV[a], ARGV[a + 3], notes[e]
     if alg == 'f' then
       call('INCRBY', KEYS[k], cost)
       if note > 0 then call('PEXPIRE', KEYS[k], note) end
@@ -197,6 +199,7 @@ local function decide(first, k0, n, peek)
       call('SET', KEYS[k], string.format('%.17g', note), 'PX', ttl)
       k = k + 1
     end
+    if alg == 'q' then a = a + 9 else a = a + 6 end
   end
   return r
 end
@@ -243,9 +246,12 @@ while h <= #ARGV do
     out[o + 1], out[o + 2] = -2, r
     o = o + 2
   end
-  for a = h + 1, h + 9 * (n - 1) + 1, 9 do
-    if ARGV[a] == 'f' or ARGV[a] == 't' then k = k + 1 else k = k + 2 end
+  local a = h + 1
+  for _ = 1, n do
+    local alg = ARGV[a]
+    if alg == 'f' or alg == 't' then k = k + 1 else k = k + 2 end
+    if alg == 'q' then a = a + 9 else a = a + 6 end
   end
-  h = h + 1 + 9 * n
+  h = a
 end
 return out

@@ -121,6 +121,8 @@ type Decision struct {
 	// Results has one result per rate of the request; a denial answered
 	// without the store, because rates were known to deny, has only theirs.
 	Results []Result
+	// Known: answered without the store, from rates known to deny.
+	Known bool
 }
 
 // By returns the deciding result; the zero Result when there is none.
@@ -226,6 +228,22 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 		}
 	}
 	return Decision{}, errors.New("limiter: the store clock kept crossing window boundaries")
+}
+
+// Known answers req without the store when one of its enforced rates is
+// known to deny, as Decide would; false when only the store can answer.
+// A caller that may not reach the store (its breaker is open) still denies
+// exactly what it knows is over.
+func (l *Limiter) Known(req Request) (Decision, bool) {
+	if validate(req.Limits) != nil {
+		return Decision{}, false
+	}
+	local := l.now()
+	entries, err := plan(req.Limits, local.Add(time.Duration(l.offset.Load())*time.Microsecond), l.grace)
+	if err != nil {
+		return Decision{}, false
+	}
+	return l.over.known(entries, local)
 }
 
 // learnOffset keeps the store clock's lead over the local clock. The answer

@@ -59,7 +59,7 @@ func (o *overLimit) known(entries []entry, now time.Time) (Decision, bool) {
 	if len(o.m) == 0 {
 		return Decision{}, false
 	}
-	var d Decision
+	d := Decision{Known: true}
 	for _, e := range entries {
 		if e.dry {
 			continue

@@ -17,6 +17,12 @@ type Decider interface {
 	Decide(ctx context.Context, req limiter.Request) (limiter.Decision, error)
 }
 
+// knower is a Decider that can answer without its store what it knows is
+// over (*limiter.Limiter).
+type knower interface {
+	Known(req limiter.Request) (limiter.Decision, bool)
+}
+
 // Verdict is what to do with a request; the HTTP proxy turns it into
 // headers (setHeaders), the local API and the gRPC service into their own
 // answers.
@@ -86,11 +92,24 @@ func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verd
 // one timer for, rather than as a context of its own per decision.
 func (e *Enforcer) decide(ctx context.Context, req limiter.Request) (limiter.Decision, error) {
 	if !e.Breaker.Allow() {
+		// A rate known to deny is denied still: failing open would let
+		// a hot key's flood through while the store is away.
+		if k, ok := e.Limiter.(knower); ok {
+			if d, ok := k.Known(req); ok {
+				return d, nil
+			}
+		}
 		return limiter.Decision{}, errBreakerOpen
 	}
 	start := time.Now()
 	req.Deadline = start.Add(e.timeout())
 	d, err := e.Limiter.Decide(ctx, req)
+	if err == nil && d.Known {
+		// No store call: nothing to time or judge; a probe the breaker let
+		// through goes to the next call.
+		e.Breaker.Forget()
+		return d, nil
+	}
 	e.Metrics.storeLatency(time.Since(start), err)
 	e.record(ctx, err)
 	return d, err

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"net/netip"
 	"os"
@@ -17,6 +19,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
 func TestClientIP(t *testing.T) {
@@ -256,4 +259,89 @@ func TestWindowText(t *testing.T) {
 			t.Errorf("windowText(%v) = %q; want %q", d, got, want)
 		}
 	}
+}
+
+// While the store is away and the breaker open, a key known to be over its
+// limit is still denied, exactly, rather than let through by its Open
+// failure policy; other keys fail open. Known denials neither time the
+// store nor close the breaker.
+func TestKnownOverLimitDeniedWhileTheStoreIsAway(t *testing.T) {
+	srv := redistest.StartOrSkip(t)
+	s, err := store.Open(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	lim, err := limiter.New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBreaker()
+	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond, Metrics: NewMetrics("ns", b.Open)}
+	subject := func(who string) []Applied {
+		return []Applied{{Policy: "p", Name: "l", Limit: limiter.Limit{Algorithm: limiter.FixedWindow, Cost: 1,
+			Rates: []limiter.Rate{{Limit: 2, Window: time.Hour}}, Key: limiter.CounterKey{Namespace: "ns", Policy: "p", Limit: "l", Subject: []string{who}}}}}
+	}
+	fillThenKnow(t, e, subject("hot"))
+	if err := srv.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Resume() })
+	for range b.Threshold {
+		if v := e.Check(context.Background(), subject("other")); !v.StoreFailed || v.Status != 0 {
+			t.Fatalf("another key on a stopped store: %+v; want failed open", v)
+		}
+	}
+	if !b.Open() {
+		t.Fatal("the breaker did not open")
+	}
+	observed := storeObservations(t, e.Metrics)
+	for range 10 {
+		if v := e.Check(context.Background(), subject("hot")); v.StoreFailed || v.Status != http.StatusTooManyRequests {
+			t.Fatalf("the known key with the breaker open: %+v; want 429", v)
+		}
+	}
+	for result, want := range map[string]float64{ResultDenied: 16, ResultFailedOpen: 5} {
+		total := testutil.ToFloat64(e.Metrics.decisions.WithLabelValues("p", "l", result))
+		if total != want {
+			t.Errorf("quota_decisions_total{result=%q} %v; want %v", result, total, want)
+		}
+	}
+	if got := storeObservations(t, e.Metrics); got != observed || !b.Open() {
+		t.Fatalf("known denials changed the store's account: %d store calls timed (was %d), breaker open %v", got, observed, b.Open())
+	}
+}
+
+// fillThenKnow uses a limit of 2, is denied by the store, then 5 times
+// without it, timing no store call.
+func fillThenKnow(t *testing.T, e *Enforcer, applied []Applied) {
+	t.Helper()
+	for i, want := range []int{0, 0, http.StatusTooManyRequests} {
+		if v := e.Check(context.Background(), applied); v.Status != want || v.StoreFailed {
+			t.Fatalf("call %d: %+v; want status %d from the store", i, v, want)
+		}
+	}
+	timed := storeObservations(t, e.Metrics)
+	for range 5 {
+		if v := e.Check(context.Background(), applied); v.Status != http.StatusTooManyRequests {
+			t.Fatalf("a known denial: %+v", v)
+		}
+	}
+	if got := storeObservations(t, e.Metrics); got != timed {
+		t.Fatalf("5 known denials timed %d store calls", got-timed)
+	}
+}
+
+// storeObservations is how many store calls quota_store_request_duration_seconds timed.
+func storeObservations(t *testing.T, m *Metrics) uint64 {
+	t.Helper()
+	var n uint64
+	for _, outcome := range []string{"ok", "error"} {
+		var out dto.Metric
+		if err := m.storeSeconds.WithLabelValues(outcome).(prometheus.Histogram).Write(&out); err != nil {
+			t.Fatal(err)
+		}
+		n += out.GetHistogram().GetSampleCount()
+	}
+	return n
 }

@@ -39,8 +39,8 @@ type batchCall struct {
 	// deadline, when set, bounds the call with ctx.
 	deadline time.Time
 	keys     []string
-	// args is the decision's header and entries (decide.lua's ARGV), of
-	// entries entries.
+	// args is decide.lua's ARGV for this call alone: the time, then the
+	// decision's header and its entries, of which there are entries.
 	args    []any
 	entries int
 	// reply is {stale, now µs, then 4 values per entry}.
@@ -251,16 +251,20 @@ func groupCalls(calls []*batchCall) [][]*batchCall {
 	return groups
 }
 
-// joinCalls is one script call's keys and arguments for calls.
+// joinCalls is one script call's keys and arguments for calls, which share
+// their time: a lone call's own, or the time once and every call's rest.
 func joinCalls(calls []*batchCall) ([]string, []any) {
+	if len(calls) == 1 {
+		return calls[0].keys, calls[0].args
+	}
 	nk, na := 0, 1
 	for _, c := range calls {
-		nk, na = nk+len(c.keys), na+len(c.args)
+		nk, na = nk+len(c.keys), na+len(c.args)-1
 	}
 	keys, args := make([]string, 0, nk), make([]any, 1, na)
-	args[0] = calls[0].at
+	args[0] = calls[0].args[0]
 	for _, c := range calls {
-		keys, args = append(keys, c.keys...), append(args, c.args...)
+		keys, args = append(keys, c.keys...), append(args, c.args[1:]...)
 	}
 	return keys, args
 }

@@ -47,15 +47,16 @@ func algCode(a Algorithm) string {
 	return [...]string{FixedWindow: "f", SlidingWindow: "s", TokenBucket: "t", Quota: "q"}[a]
 }
 
-// decideCall is one decision as decide.lua takes it: its header (twice
-// the number of entries, plus 1 to peek), then its entries.
+// decideCall is one decision as decide.lua takes it alone: the time, its
+// header (twice the number of entries, plus 1 to peek), then its entries.
+// A batch sends the time once, before every call's header.
 func decideCall(group string, entries []entry, a attempt) *batchCall {
 	head := 2 * len(entries)
 	if a.peek {
 		head++
 	}
-	args := make([]any, 0, 1+argsPerEntry*len(entries))
-	args = append(args, head)
+	args := make([]any, 0, 2+argsPerEntry*len(entries))
+	args = append(args, a.atUs, head)
 	for _, e := range entries {
 		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dryArg(e), e.start)
 		if e.alg == Quota {

@@ -202,9 +202,7 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	for range maxAttempts {
-		local := l.now()
-		now := local.Add(time.Duration(l.offset.Load()) * time.Microsecond)
-		entries, err := plan(req.Limits, now, l.grace)
+		local, now, entries, err := l.planNow(req.Limits)
 		if err != nil {
 			return Decision{}, err
 		}
@@ -238,12 +236,20 @@ func (l *Limiter) Known(req Request) (Decision, bool) {
 	if validate(req.Limits) != nil {
 		return Decision{}, false
 	}
-	local := l.now()
-	entries, err := plan(req.Limits, local.Add(time.Duration(l.offset.Load())*time.Microsecond), l.grace)
+	local, _, entries, err := l.planNow(req.Limits)
 	if err != nil {
 		return Decision{}, false
 	}
 	return l.over.known(entries, local)
+}
+
+// planNow plans limits for the store's time as this limiter knows it,
+// and returns the local time it read and that store time too.
+func (l *Limiter) planNow(limits []Limit) (local, now time.Time, entries []entry, err error) {
+	local = l.now()
+	now = local.Add(time.Duration(l.offset.Load()) * time.Microsecond)
+	entries, err = plan(limits, now, l.grace)
+	return local, now, entries, err
 }
 
 // learnOffset keeps the store clock's lead over the local clock. The answer

@@ -16,6 +16,7 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 )
 
 // The references run as processes of this test binary, so each has its own
@@ -59,7 +60,7 @@ func serveRole() bool {
 // and returns that address and the process id.
 func startRole(tb testing.TB, role, upstream string) (string, int) {
 	tb.Helper()
-	addr := freeAddr(tb)
+	addr := localtest.FreeAddr(tb)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), roleEnv+"="+role, listenEnv+"="+addr, targetEnv+"="+upstream)
 	cmd.Stderr = os.Stderr
@@ -71,22 +72,13 @@ func startRole(tb testing.TB, role, upstream string) (string, int) {
 	return addr, cmd.Process.Pid
 }
 
-func freeAddr(tb testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
 func waitListening(tb testing.TB, addr string) {
 	tb.Helper()
-	for start := time.Now(); time.Since(start) < 20*time.Second; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", addr); err == nil {
+	localtest.WaitFor(tb, 20*time.Second, "a listener on "+addr, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
 			_ = c.Close()
-			return
 		}
-	}
-	tb.Fatalf("nothing listens on %s after 20s", addr)
+		return err
+	})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 )
 
 // proc is one server under load: its gRPC address or proxy URL, its
@@ -82,7 +83,7 @@ func startSidecar(b *testing.B, upstream string) proc {
 	if err != nil {
 		b.Fatalf("build: %v", err)
 	}
-	listen, admin, health, grpcAddr := freeAddr(b), freeAddr(b), freeAddr(b), freeAddr(b)
+	listen, admin, health, grpcAddr := localtest.FreeAddr(b), localtest.FreeAddr(b), localtest.FreeAddr(b), localtest.FreeAddr(b)
 	cmd := exec.Command(bin, "sidecar", "--listen", listen, "--admin-listen", admin, "--health-listen", health,
 		"--grpc-listen", grpcAddr, "--upstream", upstream, "--store", redisS.URL, "--namespace", benchNS)
 	cmd.Stderr = os.Stderr
@@ -92,12 +93,13 @@ func startSidecar(b *testing.B, upstream string) proc {
 	b.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
 	p := proc{name: "sidecar", grpc: grpcAddr, proxy: "http://" + listen, pid: cmd.Process.Pid, metrics: "http://" + admin + "/metrics"}
 	want := fmt.Sprintf("quota_config_revision{namespace=%q} 1", benchNS)
-	for start := time.Now(); time.Since(start) < 20*time.Second; time.Sleep(50 * time.Millisecond) {
-		if body, err := scrape(p.metrics); err == nil && strings.Contains(body, want) {
-			return p
+	localtest.WaitFor(b, 20*time.Second, "the sidecar enforcing the policy", func() error {
+		body, err := scrape(p.metrics)
+		if err == nil && !strings.Contains(body, want) {
+			err = fmt.Errorf("no %q in its metrics", want)
 		}
-	}
-	b.Fatalf("the sidecar did not enforce the policy within 20s")
+		return err
+	})
 	return p
 }
 
@@ -112,7 +114,7 @@ func startAnchor(b *testing.B, bin string) proc {
 	if err := os.WriteFile(filepath.Join(dir, "api.yaml"), []byte(anchorConfig), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	grpcAddr, httpAddr, debugAddr := freeAddr(b), freeAddr(b), freeAddr(b)
+	grpcAddr, httpAddr, debugAddr := localtest.FreeAddr(b), localtest.FreeAddr(b), localtest.FreeAddr(b)
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "USE_STATSD=false", "LOG_LEVEL=warn", "RUNTIME_ROOT="+root, "RUNTIME_SUBDIRECTORY=ratelimit",
 		"RUNTIME_WATCH_ROOT=false", "REDIS_SOCKET_TYPE=tcp", "REDIS_URL="+redisS.Addr, "LOCAL_CACHE_SIZE_IN_BYTES=1048576",

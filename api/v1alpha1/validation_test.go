@@ -56,9 +56,12 @@ func object(t *testing.T, text string) *unstructured.Unstructured {
 }
 
 const (
-	rlpHead = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: %s}\n"
-	uqHead  = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: UsageQuota\nmetadata: {name: %s}\n"
-	sel     = "  selector: {matchLabels: {app: a}}\n"
+	rlpHead  = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: %s}\n"
+	uqHead   = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: UsageQuota\nmetadata: {name: %s}\n"
+	qadjHead = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: QuotaAdjustment\nmetadata: {name: %s}\n"
+	toQuota  = "  target: {kind: UsageQuota, name: api-calls}\n"
+	toLimit  = "  target: {kind: RateLimitPolicy, name: api, limit: per-user}\n"
+	sel      = "  selector: {matchLabels: {app: a}}\n"
 	// okLimit is a valid limit the RateLimitPolicy cases vary.
 	okLimit = "  limits:\n  - name: l\n    rates: [{limit: 100, window: 1m}]\n"
 	okQuota = "  subject: {source: Header, name: X-Api-Key}\n  limit: 10\n  period: Day\n"
@@ -127,6 +130,18 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"uq 65 overrides", uqHead, "spec:\n" + sel + okQuota + "  overrides:\n" + repeat(65, func(i int) string {
 			return fmt.Sprintf("  - {subject: k%d, limit: 1}\n", i)
 		}), []string{"spec.overrides: Too many: 65: must have at most 64 items"}},
+		{"qadj without action", qadjHead, "spec:\n" + toQuota, []string{"spec.action: Required value"}},
+		{"qadj unknown action", qadjHead, "spec:\n" + toQuota + "  action: Refund\n", []string{`spec.action: Unsupported value: "Refund": supported values: "Reset", "Grant"`}},
+		{"qadj grant without units", qadjHead, "spec:\n" + toQuota + "  action: Grant\n", []string{"spec: Invalid value", "units is required for a Grant, and only for a Grant"}},
+		{"qadj reset with units", qadjHead, "spec:\n" + toQuota + "  action: Reset\n  units: 5\n", []string{"spec: Invalid value", "units is required for a Grant, and only for a Grant"}},
+		{"qadj grant of 0", qadjHead, "spec:\n" + toQuota + "  action: Grant\n  units: 0\n", []string{"spec.units: Invalid value: 0", "greater than or equal to 1"}},
+		{"qadj grant to a rate limit", qadjHead, "spec:\n" + toLimit + "  action: Grant\n  units: 5\n", []string{"spec: Invalid value", "only a UsageQuota takes a Grant; a RateLimitPolicy limit can be Reset"}},
+		{"qadj policy without limit", qadjHead, "spec:\n  target: {kind: RateLimitPolicy, name: api}\n  action: Reset\n", []string{"spec.target: Invalid value", "target.limit names the RateLimitPolicy's limit: it is required for a RateLimitPolicy, and only for it"}},
+		{"qadj quota with limit", qadjHead, "spec:\n  target: {kind: UsageQuota, name: q, limit: l}\n  action: Reset\n", []string{"spec.target: Invalid value", "required for a RateLimitPolicy, and only for it"}},
+		{"qadj unknown kind", qadjHead, "spec:\n  target: {kind: Pod, name: p}\n  action: Reset\n", []string{`spec.target.kind: Unsupported value: "Pod": supported values: "UsageQuota", "RateLimitPolicy"`}},
+		{"qadj subject twice", qadjHead, "spec:\n" + toQuota + "  action: Reset\n  subject: {values: [alice], hash: 0123456789abcdef0123456789abcdef}\n", []string{"spec.subject: Invalid value", "give the subject as values or as hash, not both"}},
+		{"qadj hash not hex", qadjHead, "spec:\n" + toQuota + "  action: Reset\n  subject: {hash: alice}\n", []string{`spec.subject.hash: Invalid value: "alice"`}},
+		{"qadj nine values", qadjHead, "spec:\n" + toLimit + "  action: Reset\n  subject: {values: [a, b, c, d, e, f, g, h, i]}\n", []string{"spec.subject.values: Too many: 9: must have at most 8 items"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,8 +162,8 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 // Every sample is accepted as written, and the defaults are filled in.
 func TestSamplesAreAccepted(t *testing.T) {
 	paths, err := filepath.Glob(filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_*.yaml"))
-	if err != nil || len(paths) < 7 {
-		t.Fatalf("samples: %v, %v; want at least 7", paths, err)
+	if err != nil || len(paths) < 9 {
+		t.Fatalf("samples: %v, %v; want at least 9", paths, err)
 	}
 	for _, p := range paths {
 		t.Run(filepath.Base(p), func(t *testing.T) {
@@ -160,11 +175,31 @@ func TestSamplesAreAccepted(t *testing.T) {
 			if err := c.Create(context.Background(), obj); err != nil {
 				t.Fatalf("rejected: %v", err)
 			}
+			if obj.GetKind() == "QuotaAdjustment" {
+				return // it has no defaults
+			}
 			enforcement, _, _ := unstructured.NestedString(obj.Object, "spec", "enforcement")
 			failure, _, _ := unstructured.NestedString(obj.Object, "spec", "failurePolicy")
 			if enforcement == "" || failure == "" {
 				t.Fatalf("defaults not applied: enforcement %q, failurePolicy %q", enforcement, failure)
 			}
 		})
+	}
+}
+
+// A QuotaAdjustment is applied once: editing it would rewrite the audit
+// trail, so the API server refuses any change to its spec.
+func TestQuotaAdjustmentIsImmutable(t *testing.T) {
+	obj := object(t, fmt.Sprintf(qadjHead, "immutable")+"spec:\n"+toQuota+"  action: Grant\n  units: 5\n  subject: {values: [alice]}\n")
+	if err := c.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := unstructured.SetNestedField(obj.Object, int64(500), "spec", "units"); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Update(context.Background(), obj)
+	want := "a QuotaAdjustment cannot be changed once created; create another"
+	if err == nil || !strings.Contains(err.Error(), "spec: Invalid value") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("update: %v; want spec: Invalid value ... %q", err, want)
 	}
 }

@@ -22,11 +22,24 @@ type CounterKey struct {
 	// Subject is the request's values for the limit's key sources, in
 	// order. Only a hash of them reaches the store.
 	Subject []string
+	// Hashed, when set, is the subject's hash and Subject is unused: an
+	// operator may name a subject by its hash alone, never seeing the raw
+	// value (an API key).
+	Hashed string
 }
 
 // Tag returns the hash tag: {namespace/policy/limit/subject-hash}.
 func (k CounterKey) Tag() string {
-	return k.tag(SubjectHash(k.Subject))
+	return k.tag(k.SubjectHash())
+}
+
+// SubjectHash is the hash of the subject, the only form of it the store
+// sees.
+func (k CounterKey) SubjectHash() string {
+	if k.Hashed != "" {
+		return k.Hashed
+	}
+	return SubjectHash(k.Subject)
 }
 
 // QuotaTag returns the hash tag of a quota's period data, shared by all its

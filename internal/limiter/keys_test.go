@@ -15,9 +15,9 @@ func TestCounterKey(t *testing.T) {
 		sfx  string
 		want string
 	}{
-		{"empty subject", CounterKey{"team-a", "api", "per-ip", nil}, "w1764158400",
+		{"empty subject", CounterKey{Namespace: "team-a", Policy: "api", Limit: "per-ip", Subject: nil}, "w1764158400",
 			"qo:v1:{team-a/api/per-ip/e3b0c44298fc1c149afbf4c8996fb924}:w1764158400"},
-		{"names are escaped", CounterKey{"ns", "p}{", "a/b:c", nil}, "x:y",
+		{"names are escaped", CounterKey{Namespace: "ns", Policy: "p}{", Limit: "a/b:c", Subject: nil}, "x:y",
 			"qo:v1:{ns/p%7D%7B/a%2Fb%3Ac/e3b0c44298fc1c149afbf4c8996fb924}:x%3Ay"},
 	}
 	for _, tt := range tests {
@@ -36,7 +36,7 @@ func TestSubjectHash(t *testing.T) {
 	if SubjectHash([]string{""}) == SubjectHash(nil) {
 		t.Fatal("one empty value and no value hash alike")
 	}
-	k := CounterKey{"ns", "api", "per-key", []string{"sk_live_SECRET123"}}
+	k := CounterKey{Namespace: "ns", Policy: "api", Limit: "per-key", Subject: []string{"sk_live_SECRET123"}}
 	if key := k.Key("w1"); strings.Contains(key, "SECRET") {
 		t.Fatalf("raw subject in key %q", key)
 	}
@@ -60,7 +60,7 @@ func FuzzCounterKey(f *testing.F) {
 	f.Add("team-a", "api", "per-ip", "10.0.0.1", "w1")
 	f.Add("n}s", "{p", "l/x", "", ":")
 	f.Fuzz(func(t *testing.T, ns, policy, limit, subject, suffix string) {
-		k := CounterKey{ns, policy, limit, []string{subject}}
+		k := CounterKey{Namespace: ns, Policy: policy, Limit: limit, Subject: []string{subject}}
 		a, b := k.Key(suffix), k.Key(suffix+"x")
 		if !strings.HasPrefix(a, keyPrefix+"{") {
 			t.Fatalf("key %q lacks the prefix", a)
@@ -74,13 +74,13 @@ func FuzzCounterKey(f *testing.F) {
 		}
 		// The subject reaches the key only through its hash: with the hash
 		// masked, another subject gives the same key.
-		other := CounterKey{ns, policy, limit, []string{subject + "-other"}}
+		other := CounterKey{Namespace: ns, Policy: policy, Limit: limit, Subject: []string{subject + "-other"}}
 		masked := strings.Replace(a, SubjectHash(k.Subject), "H", 1)
 		if masked != strings.Replace(other.Key(suffix), SubjectHash(other.Subject), "H", 1) {
 			t.Fatalf("subject %q shapes key %q beyond its hash", subject, a)
 		}
 		// Names are escaped, never merged: other parts give another tag.
-		merged := CounterKey{ns + "/" + policy, "", limit, []string{subject}}
+		merged := CounterKey{Namespace: ns + "/" + policy, Limit: limit, Subject: []string{subject}}
 		if policy != "" && merged.Tag() == k.Tag() {
 			t.Fatalf("%+v and %+v share tag %q", k, merged, k.Tag())
 		}
@@ -93,7 +93,7 @@ func FuzzWindowKey(f *testing.F) {
 	f.Add("team-a", "api", "per-ip", "10.0.0.1", int64(3_600_000), int64(1_764_158_400_000))
 	f.Add("n}s", "{p", "l/x", "", int64(1), int64(-5))
 	f.Fuzz(func(t *testing.T, ns, policy, limit, subject string, window, start int64) {
-		tag := CounterKey{ns, policy, limit, []string{subject}}.Tag()
+		tag := CounterKey{Namespace: ns, Policy: policy, Limit: limit, Subject: []string{subject}}.Tag()
 		w, s := strconv.FormatInt(window, 10), strconv.FormatInt(start, 10)
 		for _, tt := range []struct{ got, want string }{
 			{windowKey(tag, "fw", window, start), TaggedKey(tag, "fw", w, s)},
@@ -108,7 +108,7 @@ func FuzzWindowKey(f *testing.F) {
 }
 
 func TestQuotaAndLockKeys(t *testing.T) {
-	k := CounterKey{"team-a", "monthly", "export", []string{"sk_live_1"}}
+	k := CounterKey{Namespace: "team-a", Policy: "monthly", Limit: "export", Subject: []string{"sk_live_1"}}
 	if got, want := quotaKeys(k.QuotaTag(), time.Unix(1793505600, 0)), []string{
 		"qo:v1:{team-a/monthly/export}:q:1793505600:use", "qo:v1:{team-a/monthly/export}:q:1793505600:sum",
 	}; !slices.Equal(got, want) {

@@ -135,3 +135,19 @@ func (o *overLimit) put(k overKey, c overEntry) {
 	}
 	o.m[k] = c
 }
+
+// forget drops what the cache knows of entries' counters.
+func (o *overLimit) forget(entries []entry) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, e := range entries {
+		delete(o.m, keyOf(e))
+	}
+}
+
+// clear drops everything the cache knows.
+func (o *overLimit) clear() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.m = nil
+}

@@ -85,7 +85,7 @@ func planRate(lim Limit, tag string, r Rate, now time.Time, grace time.Duration)
 			return entry{}, err
 		}
 		e.start, e.end, e.window = start.UnixMilli(), end.UnixMilli(), grace.Milliseconds()
-		e.member, e.maxSubjects = SubjectHash(lim.Key.Subject), lim.MaxSubjects
+		e.member, e.maxSubjects = lim.Key.SubjectHash(), lim.MaxSubjects
 		e.keys = quotaKeys(tag, start)
 	}
 	return e, nil

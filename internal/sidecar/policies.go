@@ -12,13 +12,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/limits"
 )
 
 // Policies is the config a sidecar enforces: the policies of its namespace
@@ -87,57 +87,27 @@ func newPolicy(namespace string, d *config.Policy) (*policy, error) {
 		return p, nil
 	}
 	for _, l := range d.Limits {
-		alg, err := algorithm(l.Algorithm)
+		lim, err := limits.ForLimit(namespace, d, l)
 		if err != nil {
-			return nil, fmt.Errorf("%s: limit %s: %w", d.ID(), l.Name, err)
+			return nil, err
 		}
-		r := &limitRule{policy: d.Name, name: l.Name, kind: d.Kind, match: l.Match, key: l.Key, failClosed: d.FailClosed,
-			template: limiter.Limit{Key: limiter.CounterKey{Namespace: namespace, Policy: d.Name, Limit: l.Name}, Algorithm: alg, Cost: l.Cost, DryRun: d.DryRun}}
-		for _, rate := range l.Rates {
-			r.template.Rates = append(r.template.Rates, limiter.Rate{Limit: rate.Limit, Window: time.Duration(rate.WindowMs) * time.Millisecond})
-		}
-		// Objects from --policy-file never met the CRD's rules.
-		if err := r.template.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: limit %s: %w", d.ID(), l.Name, err)
-		}
-		p.limits = append(p.limits, r)
+		p.limits = append(p.limits, &limitRule{policy: d.Name, name: l.Name, kind: d.Kind, match: l.Match, key: l.Key, failClosed: d.FailClosed, template: lim})
 	}
 	return p, nil
 }
 
 func quotaRule(namespace string, d *config.Policy) (*limitRule, error) {
+	lim, err := limits.ForQuota(namespace, d)
+	if err != nil {
+		return nil, err
+	}
 	q := d.Quota
-	period, err := limiter.ParsePeriod(q.Period)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", d.ID(), err)
-	}
-	loc, err := time.LoadLocation(q.TimeZone)
-	if err != nil {
-		return nil, fmt.Errorf("%s: time zone: %w", d.ID(), err)
-	}
 	r := &limitRule{policy: d.Name, name: q.Feature, kind: d.Kind, match: q.Match, key: []config.KeySource{q.Subject}, failClosed: d.FailClosed,
-		overrides: make(map[string]int64, len(q.Overrides)), localOnly: q.Feature != "" && q.Match.Empty(),
-		template: limiter.Limit{Key: limiter.QuotaKey(namespace, d.Name, q.Feature), Algorithm: limiter.Quota,
-			Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: 1, DryRun: d.DryRun, MaxSubjects: q.Bound()}}
+		overrides: make(map[string]int64, len(q.Overrides)), localOnly: q.Feature != "" && q.Match.Empty(), template: lim}
 	for _, o := range q.Overrides {
 		r.overrides[o.SubjectHash] = o.Limit
 	}
-	if err := r.template.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", d.ID(), err)
-	}
 	return r, nil
-}
-
-func algorithm(name string) (limiter.Algorithm, error) {
-	switch name {
-	case "FixedWindow", "":
-		return limiter.FixedWindow, nil
-	case "SlidingWindow":
-		return limiter.SlidingWindow, nil
-	case "TokenBucket":
-		return limiter.TokenBucket, nil
-	}
-	return 0, fmt.Errorf("unknown algorithm %q", name)
 }
 
 // Applied is one limit that a request matched, bound to its subject.

@@ -101,7 +101,9 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	if mem, ok := s.(*store.Memory); ok {
 		metrics.WatchMemory(mem)
 	}
-	src := &Source{Namespace: o.Namespace, LabelsFile: o.LabelsFile, Log: o.Log.WithName("config"), Metrics: metrics}
+	// Every new revision may come from an adjustment (a reset or a grant)
+	// that lowered counters this limiter knows to be over.
+	src := &Source{Namespace: o.Namespace, LabelsFile: o.LabelsFile, Log: o.Log.WithName("config"), Metrics: metrics, OnRevision: lim.ForgetKnown}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	switch cs, ok := s.(sidecarStore); {

@@ -37,6 +37,9 @@ type Source struct {
 	LabelsFile string
 	Log        logr.Logger
 	Metrics    *Metrics
+	// OnRevision, when set, runs when a config of a new revision is
+	// installed.
+	OnRevision func()
 
 	current atomic.Pointer[Policies]
 	// docs are the last valid documents by id, so an invalid document never
@@ -133,8 +136,12 @@ func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
 		s.refused(err)
 		return err
 	}
-	if old := s.current.Swap(ps); old == nil || old.Revision != rev || old.Len() != ps.Len() {
+	old := s.current.Swap(ps)
+	if old == nil || old.Revision != rev || old.Len() != ps.Len() {
 		s.Log.Info("Config loaded", "revision", rev, "policies", ps.Len())
+	}
+	if old != nil && old.Revision != rev && s.OnRevision != nil {
+		s.OnRevision()
 	}
 	if s.Metrics != nil {
 		s.Metrics.ConfigRevision.Set(float64(rev))

@@ -28,13 +28,17 @@ type Options struct {
 	// Users, with Redis, keeps the namespaces' store users; StoreWatch has
 	// them written again to nodes that restarted.
 	Users TenantUsers
+	// Adjust and Announce apply QuotaAdjustments; nil without Redis, where
+	// each sidecar counts alone and adjustments report so.
+	Adjust   Adjuster
+	Announce RevisionAnnouncer
 	// UsageInterval is how often UsageQuota usage is refreshed.
 	UsageInterval time.Duration
 	// StoreCheckInterval is how often StoreWatch looks for lost config.
 	StoreCheckInterval time.Duration
 }
 
-// Setup adds both reconcilers and the StoreWatch that feeds them to mgr.
+// Setup adds the reconcilers and the StoreWatch that feeds them to mgr.
 func Setup(mgr ctrl.Manager, o Options) error {
 	events := mgr.GetEventRecorder("quota-operator")
 	rlpResync, uqResync := make(chan event.GenericEvent), make(chan event.GenericEvent)
@@ -53,6 +57,10 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		return err
 	}
 	if err := uq.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	qadj := &QuotaAdjustmentReconciler{Client: mgr.GetClient(), Adjuster: o.Adjust, Announce: o.Announce, Events: events}
+	if err := qadj.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Add(watch)

@@ -114,7 +114,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim, Users: users, Enforcement: st,
-		UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
+		Adjust: lim, Announce: st, UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
 		return nil, err
 	}
 	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret,

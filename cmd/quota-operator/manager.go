@@ -195,6 +195,9 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 	if r, ok := s.(controllers.EnforcementReader); ok {
 		opts.Enforcement = r
 	}
+	if a, ok := s.(controllers.RevisionAnnouncer); ok && loc.Redis != nil {
+		opts.Adjust, opts.Announce = lim, a
+	}
 	if users != nil {
 		defer func() { _ = users.Close() }()
 		opts.Users = users

@@ -50,6 +50,26 @@ redis.call('PUBLISH', ARGV[2], rev)
 return rev
 `)
 
+// bumpConfig announces a new revision with the same documents. A namespace
+// that has no revision keeps none: revision 1 with no documents would tell
+// its sidecars that every policy was deleted.
+var bumpConfig = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local rev = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], rev)
+return rev
+`)
+
+// BumpConfig gives namespace's config a new revision, documents unchanged,
+// so its sidecars read it again and drop what they derived from counters
+// (such as which are over their limit). It returns the revision, 0 when
+// the namespace has no config.
+func (r *Redis) BumpConfig(ctx context.Context, namespace string) (int64, error) {
+	_, rev, channel := configKeys(namespace)
+	n, err := bumpConfig.Run(ctx, r.c, []string{rev}, channel).Int64()
+	return n, redisError(err)
+}
+
 // PutConfig stores doc as id in namespace's config and returns the
 // revision. An unchanged document changes nothing and announces nothing.
 func (r *Redis) PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error) {

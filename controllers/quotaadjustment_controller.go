@@ -1,0 +1,274 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/limits"
+)
+
+// Adjuster changes a subject's counters, at most once per adjustment ID.
+type Adjuster interface {
+	Adjust(ctx context.Context, lim limiter.Limit, adj limiter.Adjustment) (limiter.Adjusted, error)
+}
+
+// RevisionAnnouncer gives a namespace's config a new revision, so its
+// sidecars drop what they knew of counters that just changed.
+type RevisionAnnouncer interface {
+	BumpConfig(ctx context.Context, namespace string) (int64, error)
+}
+
+// QuotaAdjustmentReconciler applies each QuotaAdjustment once.
+//
+// The store keeps a record of the adjustment under its UID beside the
+// counters, written in the same script that changes them; status is
+// written after. A manager that stops in between, or a new leader, runs
+// the script again and gets the record back instead of a second change.
+//
+// There is no finalizer: deleting an adjustment changes no counter back,
+// and its record in the store expires on its own.
+type QuotaAdjustmentReconciler struct {
+	client.Client
+	// Adjuster is nil when counters are per pod (no Redis): nothing the
+	// operator can reach holds them.
+	Adjuster Adjuster
+	Announce RevisionAnnouncer
+	Events   EventRecorder
+}
+
+// +kubebuilder:rbac:groups=policy.quotaops.dev,resources=quotaadjustments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=policy.quotaops.dev,resources=quotaadjustments/status,verbs=get;update;patch
+
+// Reconcile applies one QuotaAdjustment, unless it was applied already.
+func (r *QuotaAdjustmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var qa v1alpha1.QuotaAdjustment
+	if err := r.Get(ctx, req.NamespacedName, &qa); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if qa.Status.AppliedAt != nil || !qa.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	before := qa.DeepCopy()
+	result, err := r.apply(ctx, &qa)
+	if perr := r.patchStatus(ctx, before, &qa); perr != nil && !apierrors.IsNotFound(perr) {
+		return ctrl.Result{}, perr
+	}
+	return result, err
+}
+
+// apply changes the counters and fills status with the outcome, or with
+// why there is none.
+func (r *QuotaAdjustmentReconciler) apply(ctx context.Context, qa *v1alpha1.QuotaAdjustment) (ctrl.Result, error) {
+	if r.Adjuster == nil {
+		setApplied(qa, metav1.ConditionFalse, v1alpha1.ReasonPerPodCounters,
+			"Not applied: without Redis each sidecar counts alone, and the operator cannot reach their counters")
+		return ctrl.Result{}, nil
+	}
+	t, err := r.target(ctx, qa)
+	var missing *targetMissing
+	switch {
+	case errors.As(err, &missing):
+		// GitOps may create it just before its target: the target's
+		// creation brings it back (SetupWithManager).
+		setApplied(qa, metav1.ConditionFalse, v1alpha1.ReasonTargetNotFound, err.Error()+"; it is applied once it exists")
+		return ctrl.Result{}, nil
+	case err != nil:
+		setApplied(qa, metav1.ConditionFalse, v1alpha1.ReasonInvalid, "Not applied: "+err.Error())
+		return ctrl.Result{}, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	got, err := r.Adjuster.Adjust(sctx, t.limit, limiter.Adjustment{ID: string(qa.UID), Grant: qa.Spec.Units})
+	if err == nil {
+		_, err = r.Announce.BumpConfig(sctx, qa.Namespace)
+	}
+	if err != nil {
+		setApplied(qa, metav1.ConditionFalse, v1alpha1.ReasonStoreUnavailable, "Not applied yet: the store cannot be reached; retrying: "+err.Error())
+		return ctrl.Result{}, fmt.Errorf("adjust: %w", err)
+	}
+	recordApplied(qa, t, got)
+	return ctrl.Result{}, nil
+}
+
+// resolved is an adjustment's target as the limiter sees it.
+type resolved struct {
+	limit   limiter.Limit
+	windows []string
+	// quota is set for a UsageQuota.
+	quota *config.Quota
+}
+
+type targetMissing struct{ kind, name string }
+
+func (e *targetMissing) Error() string { return fmt.Sprintf("%s %s does not exist", e.kind, e.name) }
+
+// target compiles the targeted object and binds the limit to the subject.
+func (r *QuotaAdjustmentReconciler) target(ctx context.Context, qa *v1alpha1.QuotaAdjustment) (resolved, error) {
+	key := types.NamespacedName{Namespace: qa.Namespace, Name: qa.Spec.Target.Name}
+	var t resolved
+	var sources int
+	var err error
+	if qa.Spec.Target.Kind == v1alpha1.TargetUsageQuota {
+		t, err = r.quotaTarget(ctx, key)
+		sources = 1
+	} else {
+		t, sources, err = r.limitTarget(ctx, key, qa.Spec.Target.Limit)
+	}
+	if err != nil {
+		return resolved{}, err
+	}
+	s := qa.Spec.Subject
+	if s.Hash == "" && len(s.Values) != sources {
+		return resolved{}, fmt.Errorf("the target is keyed by %d values and spec.subject gives %d", sources, len(s.Values))
+	}
+	t.limit.Key.Subject, t.limit.Key.Hashed = s.Values, s.Hash
+	if t.quota != nil {
+		if o, ok := limits.Override(t.quota, t.limit.Key.SubjectHash()); ok {
+			t.limit.Rates = []limiter.Rate{{Limit: o}}
+		}
+	}
+	return t, nil
+}
+
+func (r *QuotaAdjustmentReconciler) quotaTarget(ctx context.Context, key types.NamespacedName) (resolved, error) {
+	var q v1alpha1.UsageQuota
+	if err := r.Get(ctx, key, &q); err != nil {
+		return resolved{}, notFound(err, "UsageQuota", key.Name)
+	}
+	doc, err := config.CompileUsageQuota(&q)
+	if err != nil {
+		return resolved{}, fmt.Errorf("UsageQuota %s is invalid: %w", key.Name, err)
+	}
+	lim, err := limits.ForQuota(q.Namespace, doc)
+	return resolved{limit: lim, windows: []string{""}, quota: doc.Quota}, err
+}
+
+// limitTarget also returns how many values key the limit.
+func (r *QuotaAdjustmentReconciler) limitTarget(ctx context.Context, key types.NamespacedName, name string) (resolved, int, error) {
+	var p v1alpha1.RateLimitPolicy
+	if err := r.Get(ctx, key, &p); err != nil {
+		return resolved{}, 0, notFound(err, "RateLimitPolicy", key.Name)
+	}
+	doc, err := config.CompileRateLimitPolicy(&p)
+	if err != nil {
+		return resolved{}, 0, fmt.Errorf("RateLimitPolicy %s is invalid: %w", key.Name, err)
+	}
+	for _, l := range doc.Limits {
+		if l.Name != name {
+			continue
+		}
+		lim, err := limits.ForLimit(p.Namespace, doc, l)
+		t := resolved{limit: lim}
+		for _, rate := range lim.Rates {
+			t.windows = append(t.windows, rate.Window.String())
+		}
+		return t, len(l.Key), err
+	}
+	return resolved{}, 0, fmt.Errorf("RateLimitPolicy %s has no limit %q", key.Name, name)
+}
+
+func notFound(err error, kind, name string) error {
+	if apierrors.IsNotFound(err) {
+		return &targetMissing{kind: kind, name: name}
+	}
+	return err
+}
+
+// recordApplied writes what the store did into status.
+func recordApplied(qa *v1alpha1.QuotaAdjustment, t resolved, got limiter.Adjusted) {
+	at := metav1.NewTime(got.At.UTC().Truncate(time.Microsecond))
+	qa.Status.AppliedAt, qa.Status.SubjectHash, qa.Status.Rates = &at, t.limit.Key.SubjectHash(), nil
+	var parts []string
+	for i, rate := range got.Rates {
+		ar := v1alpha1.AdjustedRate{Limit: rate.Max, Window: t.windows[i], UsedBefore: rate.UsedBefore, UsedAfter: rate.UsedAfter,
+			RemainingBefore: max(0, rate.Max-rate.UsedBefore), RemainingAfter: max(0, rate.Max-rate.UsedAfter)}
+		qa.Status.Rates = append(qa.Status.Rates, ar)
+		parts = append(parts, fmt.Sprintf("remaining %d -> %d of %d", ar.RemainingBefore, ar.RemainingAfter, ar.Limit))
+	}
+	if t.quota != nil {
+		if start, end, err := t.limit.Period.Bounds(got.At, t.limit.Location); err == nil {
+			qa.Status.Period = &v1alpha1.QuotaPeriod{Start: metav1.NewTime(start), End: metav1.NewTime(end)}
+		}
+	}
+	setApplied(qa, metav1.ConditionTrue, v1alpha1.ReasonApplied, fmt.Sprintf("%s of subject %s applied: %s",
+		describe(qa.Spec), qa.Status.SubjectHash, strings.Join(parts, ", ")))
+}
+
+func describe(s v1alpha1.QuotaAdjustmentSpec) string {
+	target := fmt.Sprintf("%s %s", s.Target.Kind, s.Target.Name)
+	if s.Target.Limit != "" {
+		target += " limit " + s.Target.Limit
+	}
+	if s.Action == v1alpha1.ActionGrant {
+		return fmt.Sprintf("Grant of %d units on %s", s.Units, target)
+	}
+	return "Reset of " + target
+}
+
+func setApplied(qa *v1alpha1.QuotaAdjustment, status metav1.ConditionStatus, reason, message string) {
+	qa.Status.ObservedGeneration = qa.Generation
+	apimeta.SetStatusCondition(&qa.Status.Conditions, metav1.Condition{
+		Type: v1alpha1.ConditionApplied, Status: status, Reason: reason, Message: message, ObservedGeneration: qa.Generation,
+	})
+}
+
+// patchStatus writes the status if it changed, with an event when Applied
+// moved: the object and its events are the audit trail.
+func (r *QuotaAdjustmentReconciler) patchStatus(ctx context.Context, before, qa *v1alpha1.QuotaAdjustment) error {
+	if equality.Semantic.DeepEqual(before.Status, qa.Status) {
+		return nil
+	}
+	old := apimeta.FindStatusCondition(before.Status.Conditions, v1alpha1.ConditionApplied)
+	cur := apimeta.FindStatusCondition(qa.Status.Conditions, v1alpha1.ConditionApplied)
+	if cur != nil && (old == nil || old.Status != cur.Status || old.Reason != cur.Reason) {
+		kind := corev1.EventTypeNormal
+		if cur.Status != metav1.ConditionTrue {
+			kind = corev1.EventTypeWarning
+		}
+		r.Events.Eventf(qa, nil, kind, cur.Reason, string(qa.Spec.Action), "%s", cur.Message)
+	}
+	return r.Status().Patch(ctx, qa, client.MergeFrom(before))
+}
+
+// SetupWithManager registers the reconciler. A target that appears or
+// changes brings back the adjustments of its namespace not yet applied.
+func (r *QuotaAdjustmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.QuotaAdjustment{}).WithOptions(options()).Named("quotaadjustment").
+		Watches(&v1alpha1.UsageQuota{}, handler.EnqueueRequestsFromMapFunc(r.waitingFor(v1alpha1.TargetUsageQuota))).
+		Watches(&v1alpha1.RateLimitPolicy{}, handler.EnqueueRequestsFromMapFunc(r.waitingFor(v1alpha1.TargetRateLimitPolicy))).
+		Complete(r)
+}
+
+// waitingFor maps a target to the adjustments that wait for it.
+func (r *QuotaAdjustmentReconciler) waitingFor(kind v1alpha1.TargetKind) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var list v1alpha1.QuotaAdjustmentList
+		if err := r.List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for _, qa := range list.Items {
+			if qa.Status.AppliedAt == nil && qa.Spec.Target.Kind == kind && qa.Spec.Target.Name == obj.GetName() {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&qa)})
+			}
+		}
+		return out
+	}
+}

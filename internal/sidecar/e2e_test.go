@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/limits"
 )
 
 // Per client IP: exactly the limit passes, with exact headers; the next
@@ -272,6 +276,53 @@ func TestRateLimitHeadersOnTheWire(t *testing.T) {
 	for _, want := range []string{"\r\nx-ratelimit-limit: 10\r\n", "\r\nx-ratelimit-remaining: 9\r\n", "\r\nx-ratelimit-reset: "} {
 		if !strings.Contains(strings.ToLower(string(raw)), want) {
 			t.Errorf("the answer lacks %q:\n%s", want, raw)
+		}
+	}
+}
+
+// A reset made by the operator reaches a sidecar that knows the client to
+// be over its limit (and so no longer asks the store): the new revision
+// that follows the reset makes it ask again.
+func TestResetReachesASidecarThatKnewTheKeyOver(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	p := perIP(ns, 3, "1h")
+	sc.publish(t, p)
+	waitReady(t, sc.proxy, "192.0.2.99", "3")
+	for i := range 5 {
+		if got, want := get(t, sc.proxy, "10.2.0.1").StatusCode, map[bool]int{true: 200, false: 429}[i < 3]; got != want {
+			t.Fatalf("request %d: %d; want %d", i+1, got, want)
+		}
+	}
+	operator, err := limiter.New(sc.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := config.CompileRateLimitPolicy(p)
+	lim, err := limits.ForLimit(ns, doc, doc.Limits[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim.Key.Subject = []string{"10.2.0.1"}
+	if _, err := operator.Adjust(context.Background(), lim, limiter.Adjustment{ID: "reset-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := get(t, sc.proxy, "10.2.0.1"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("before the new revision: %s; want 429 from what the sidecar knew", resp.Status)
+	}
+	if _, err := sc.store.BumpConfig(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for get(t, sc.proxy, "10.2.0.1").StatusCode != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("still denied 2s after the new revision")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i, want := range []int{200, 200, 429} {
+		if got := get(t, sc.proxy, "10.2.0.1").StatusCode; got != want {
+			t.Fatalf("after the reset, request %d: %d; want %d (3 in all)", i+2, got, want)
 		}
 	}
 }

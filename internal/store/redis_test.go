@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -145,6 +146,47 @@ func TestMemoryUse(t *testing.T) {
 			u, err := s.(*store.Redis).MemoryUse(ctx)
 			if err != nil || u.Max != 1<<30 || u.Used <= 0 || tt.name == "cluster" && u.Node != tt.node {
 				t.Fatalf("%+v, %v; want %s with a maxmemory of 1 GiB", u, err, tt.node)
+			}
+		})
+	}
+}
+
+// BumpConfig announces a new revision with the same documents; a namespace
+// without config gets none, as revision 1 with no documents would tell its
+// sidecars that every policy is gone.
+func TestBumpConfig(t *testing.T) {
+	for _, be := range backends(t) {
+		t.Run(be.label(), func(t *testing.T) {
+			ctx := context.Background()
+			s := be.store.(*store.Redis)
+			ns := fmt.Sprintf("bump-%d", time.Now().UnixNano())
+			if rev, err := s.BumpConfig(ctx, ns); rev != 0 || err != nil {
+				t.Fatalf("no config: %d, %v; want 0", rev, err)
+			}
+			if rev, _, _ := s.Configs(ctx, ns); rev != 0 {
+				t.Fatalf("revision %d after bumping no config; want 0", rev)
+			}
+			changes, err := s.WatchConfigs(ctx, ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.PutConfig(ctx, ns, "UsageQuota/q", []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+			<-changes
+			if rev, err := s.BumpConfig(ctx, ns); rev != 2 || err != nil {
+				t.Fatalf("bump: %d, %v; want 2", rev, err)
+			}
+			select {
+			case rev := <-changes:
+				if rev != 2 {
+					t.Fatalf("announced %d; want 2", rev)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("revision 2 not announced")
+			}
+			if rev, docs, err := s.Configs(ctx, ns); rev != 2 || len(docs) != 1 || err != nil {
+				t.Fatalf("Configs: %d %q %v; want revision 2 and the one document", rev, docs, err)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,6 +145,12 @@ func TestQuotaAdjustmentResetsOnce(t *testing.T) {
 		t.Fatalf("config revision %d after the reset, %d before: sidecars were not told", now, rev)
 	}
 	take(t, lim, 4, 4)
+	out := kubectl(t, "get", "qadj", "-n", ns)
+	for _, w := range []string{"NAME          ACTION   KIND         TARGET      UNITS   APPLIED   REMAINING   APPLIED AT   AGE", "reset-alice   Reset    UsageQuota   api-calls           True      10"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("kubectl get qadj lacks %q:\n%s", w, out)
+		}
+	}
 
 	// The status is lost (restored from a backup without it, say): the
 	// manager applies it again and finds the store's record.
@@ -209,6 +216,18 @@ func TestQuotaAdjustmentGrants(t *testing.T) {
 	create(t, qa)
 	expectApplied(t, qa, "Grant of 10 units on UsageQuota exports of subject "+subject.Hash("partner")+" applied: remaining 6 -> 16 of 8",
 		v1alpha1.AdjustedRate{Limit: 8, UsedBefore: 2, UsedAfter: -8, RemainingBefore: 6, RemainingAfter: 16})
+	// The quota's status shows a credit as what remains; consumed is what
+	// was really consumed: 8 by bob and 2 by the partner.
+	want := &v1alpha1.Usage{Subjects: 2, Consumed: 10, Top: []v1alpha1.Consumer{{Subject: subject.Hash("sk_bob"), Used: 5, Remaining: 0}, {Subject: "partner", Used: 0, Remaining: 16}}}
+	eventually(t, 5*time.Second, "usage with the grants", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(q), q); err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(q.Status.Usage, want) {
+			return fmt.Errorf("usage %+v; want %+v", q.Status.Usage, want)
+		}
+		return nil
+	})
 	take(t, partner, 17, 16)
 }
 

@@ -170,7 +170,9 @@ func usageStatus(spec v1alpha1.UsageQuotaSpec, u limiter.Usage) *v1alpha1.Usage 
 		if o, ok := named[c.Subject]; ok {
 			shown, limit = o.Subject, o.Limit
 		}
-		out.Top = append(out.Top, v1alpha1.Consumer{Subject: shown, Used: c.Used, Remaining: max(0, limit-c.Used)})
+		// A grant (QuotaAdjustment) is a credit: what counts against the
+		// limit may be below 0, and what remains above the limit.
+		out.Top = append(out.Top, v1alpha1.Consumer{Subject: shown, Used: max(0, c.Used), Remaining: max(0, limit-c.Used)})
 	}
 	return out
 }

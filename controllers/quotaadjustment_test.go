@@ -50,10 +50,7 @@ func quotaLimit(q *v1alpha1.UsageQuota, subj string) limiter.Limit {
 // nothing of earlier denials, and fails unless exactly allowed pass.
 func take(t *testing.T, lim limiter.Limit, n, allowed int) {
 	t.Helper()
-	side, err := limiter.New(st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	side := lim0(t)
 	got := 0
 	for range n {
 		d, err := side.Decide(ctx, limiter.Request{Limits: []limiter.Limit{lim}})

@@ -136,8 +136,14 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 }
 
 func setCondition(st *v1alpha1.PolicyStatus, gen int64, kind string, status metav1.ConditionStatus, reason, message string) {
-	st.ObservedGeneration = gen
-	apimeta.SetStatusCondition(&st.Conditions, metav1.Condition{
+	setConditionIn(&st.Conditions, &st.ObservedGeneration, gen, kind, status, reason, message)
+}
+
+// setConditionIn sets one condition of a status at generation gen, which
+// the status then describes.
+func setConditionIn(conds *[]metav1.Condition, observed *int64, gen int64, kind string, status metav1.ConditionStatus, reason, message string) {
+	*observed = gen
+	apimeta.SetStatusCondition(conds, metav1.Condition{
 		Type: kind, Status: status, Reason: reason, Message: message, ObservedGeneration: gen,
 	})
 }
@@ -148,19 +154,21 @@ func (p publisher) patchStatus(ctx context.Context, before, obj client.Object, o
 	if equality.Semantic.DeepEqual(oldStatus, newStatus) {
 		return nil
 	}
-	p.recordTransition(obj, oldConds, newConds)
+	recordTransition(p.Events, obj, oldConds, newConds, v1alpha1.ConditionProgrammed, "Publish")
 	return p.Status().Patch(ctx, obj, client.MergeFrom(before))
 }
 
-func (p publisher) recordTransition(obj client.Object, oldConds, newConds []metav1.Condition) {
-	old := apimeta.FindStatusCondition(oldConds, v1alpha1.ConditionProgrammed)
-	cur := apimeta.FindStatusCondition(newConds, v1alpha1.ConditionProgrammed)
+// recordTransition records an event when condition kind changed status or
+// reason: Normal when it is True, else Warning, with its message.
+func recordTransition(events EventRecorder, obj client.Object, oldConds, newConds []metav1.Condition, kind, action string) {
+	old := apimeta.FindStatusCondition(oldConds, kind)
+	cur := apimeta.FindStatusCondition(newConds, kind)
 	if cur == nil || old != nil && old.Status == cur.Status && old.Reason == cur.Reason {
 		return
 	}
-	kind := corev1.EventTypeNormal
+	eventType := corev1.EventTypeNormal
 	if cur.Status != metav1.ConditionTrue {
-		kind = corev1.EventTypeWarning
+		eventType = corev1.EventTypeWarning
 	}
-	p.Events.Eventf(obj, nil, kind, cur.Reason, "Publish", "%s", cur.Message)
+	events.Eventf(obj, nil, eventType, cur.Reason, action, "%s", cur.Message)
 }

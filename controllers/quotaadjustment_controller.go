@@ -7,10 +7,8 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -109,8 +107,7 @@ func (r *QuotaAdjustmentReconciler) apply(ctx context.Context, qa *v1alpha1.Quot
 
 // resolved is an adjustment's target as the limiter sees it.
 type resolved struct {
-	limit   limiter.Limit
-	windows []string
+	limit limiter.Limit
 	// quota is set for a UsageQuota.
 	quota *config.Quota
 }
@@ -157,7 +154,7 @@ func (r *QuotaAdjustmentReconciler) quotaTarget(ctx context.Context, key types.N
 		return resolved{}, fmt.Errorf("UsageQuota %s is invalid: %w", key.Name, err)
 	}
 	lim, err := limits.ForQuota(q.Namespace, doc)
-	return resolved{limit: lim, windows: []string{""}, quota: doc.Quota}, err
+	return resolved{limit: lim, quota: doc.Quota}, err
 }
 
 // limitTarget also returns how many values key the limit.
@@ -175,11 +172,7 @@ func (r *QuotaAdjustmentReconciler) limitTarget(ctx context.Context, key types.N
 			continue
 		}
 		lim, err := limits.ForLimit(p.Namespace, doc, l)
-		t := resolved{limit: lim}
-		for _, rate := range lim.Rates {
-			t.windows = append(t.windows, rate.Window.String())
-		}
-		return t, len(l.Key), err
+		return resolved{limit: lim}, len(l.Key), err
 	}
 	return resolved{}, 0, fmt.Errorf("RateLimitPolicy %s has no limit %q", key.Name, name)
 }
@@ -197,7 +190,11 @@ func recordApplied(qa *v1alpha1.QuotaAdjustment, t resolved, got limiter.Adjuste
 	qa.Status.AppliedAt, qa.Status.SubjectHash, qa.Status.Rates = &at, t.limit.Key.SubjectHash(), nil
 	var parts []string
 	for i, rate := range got.Rates {
-		ar := v1alpha1.AdjustedRate{Limit: rate.Max, Window: t.windows[i], UsedBefore: rate.UsedBefore, UsedAfter: rate.UsedAfter,
+		window := "" // a quota has a period, shown apart
+		if t.quota == nil {
+			window = t.limit.Rates[i].Window.String()
+		}
+		ar := v1alpha1.AdjustedRate{Limit: rate.Max, Window: window, UsedBefore: rate.UsedBefore, UsedAfter: rate.UsedAfter,
 			RemainingBefore: max(0, rate.Max-rate.UsedBefore), RemainingAfter: max(0, rate.Max-rate.UsedAfter)}
 		qa.Status.Rates = append(qa.Status.Rates, ar)
 		parts = append(parts, fmt.Sprintf("remaining %d -> %d of %d", ar.RemainingBefore, ar.RemainingAfter, ar.Limit))
@@ -223,10 +220,7 @@ func describe(s v1alpha1.QuotaAdjustmentSpec) string {
 }
 
 func setApplied(qa *v1alpha1.QuotaAdjustment, status metav1.ConditionStatus, reason, message string) {
-	qa.Status.ObservedGeneration = qa.Generation
-	apimeta.SetStatusCondition(&qa.Status.Conditions, metav1.Condition{
-		Type: v1alpha1.ConditionApplied, Status: status, Reason: reason, Message: message, ObservedGeneration: qa.Generation,
-	})
+	setConditionIn(&qa.Status.Conditions, &qa.Status.ObservedGeneration, qa.Generation, v1alpha1.ConditionApplied, status, reason, message)
 }
 
 // patchStatus writes the status if it changed, with an event when Applied
@@ -235,15 +229,7 @@ func (r *QuotaAdjustmentReconciler) patchStatus(ctx context.Context, before, qa 
 	if equality.Semantic.DeepEqual(before.Status, qa.Status) {
 		return nil
 	}
-	old := apimeta.FindStatusCondition(before.Status.Conditions, v1alpha1.ConditionApplied)
-	cur := apimeta.FindStatusCondition(qa.Status.Conditions, v1alpha1.ConditionApplied)
-	if cur != nil && (old == nil || old.Status != cur.Status || old.Reason != cur.Reason) {
-		kind := corev1.EventTypeNormal
-		if cur.Status != metav1.ConditionTrue {
-			kind = corev1.EventTypeWarning
-		}
-		r.Events.Eventf(qa, nil, kind, cur.Reason, string(qa.Spec.Action), "%s", cur.Message)
-	}
+	recordTransition(r.Events, qa, before.Status.Conditions, qa.Status.Conditions, v1alpha1.ConditionApplied, string(qa.Spec.Action))
 	return r.Status().Patch(ctx, qa, client.MergeFrom(before))
 }
 

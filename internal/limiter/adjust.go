@@ -85,10 +85,10 @@ func (l *Limiter) Adjust(ctx context.Context, lim Limit, adj Adjustment) (Adjust
 		}
 		if reply[0] != -1 {
 			l.over.forget(entries)
-			return adjusted(entries, reply)
+			return adjusted(entries, reply), nil
 		}
 	}
-	return Adjusted{}, errors.New("limiter: the store clock kept crossing window boundaries")
+	return Adjusted{}, errClockCrossing
 }
 
 // ForgetKnown drops every rate known to deny, so the next decisions ask the
@@ -127,10 +127,10 @@ func (r redisEngine) adjust(ctx context.Context, entries []entry, adj Adjustment
 	return reply, nil
 }
 
-func adjusted(entries []entry, reply []int64) (Adjusted, error) {
+func adjusted(entries []entry, reply []int64) Adjusted {
 	out := Adjusted{Replayed: reply[0] == 1, At: time.UnixMicro(reply[1])}
 	for i, e := range entries {
 		out.Rates = append(out.Rates, AdjustedRate{Max: e.max, UsedBefore: reply[2+2*i], UsedAfter: reply[3+2*i]})
 	}
-	return out, nil
+	return out
 }

@@ -141,6 +141,9 @@ var ErrInvalid = errors.New("invalid limit")
 // only if a boundary passes within one round trip.
 const maxAttempts = 3
 
+// errClockCrossing: every attempt's plan was stale by the store's clock.
+var errClockCrossing = errors.New("limiter: the store clock kept crossing window boundaries")
+
 // Limiter decides requests against one store.
 type Limiter struct {
 	engine engine
@@ -225,7 +228,7 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 			return decision(entries, out.verdicts), nil
 		}
 	}
-	return Decision{}, errors.New("limiter: the store clock kept crossing window boundaries")
+	return Decision{}, errClockCrossing
 }
 
 // Known answers req without the store when one of its enforced rates is

@@ -51,15 +51,9 @@ func wantRates(t *testing.T, got limiter.Adjusted, replayed bool, want ...limite
 // A reset brings every rate of a limit back to its full limit once: the
 // same adjustment again answers what it did then and changes nothing.
 func TestResetOnce(t *testing.T) {
-	limits := []struct {
-		name string
-		lim  limiter.Limit
-	}{
-		{"FixedWindow", limiter.Limit{Algorithm: limiter.FixedWindow, Rates: []limiter.Rate{{Limit: 10, Window: time.Minute}, {Limit: 50, Window: time.Hour}}}},
-		{"SlidingWindow", limiter.Limit{Algorithm: limiter.SlidingWindow, Rates: rate(10, time.Minute)}},
-		{"TokenBucket", limiter.Limit{Algorithm: limiter.TokenBucket, Rates: rate(10, time.Hour)}},
-		{"Quota", limiter.Limit{Algorithm: limiter.Quota, Rates: rate(10, 0), Period: limiter.Day, Location: newYork}},
-	}
+	limits := everyAlgorithm(10, time.Minute)
+	// Every rate of a limit is reset.
+	limits[0].lim.Rates = append(limits[0].lim.Rates, limiter.Rate{Limit: 50, Window: time.Hour})
 	for _, be := range redisBackends(t) {
 		for _, c := range limits {
 			t.Run(be.name+"/"+c.name, func(t *testing.T) {

@@ -18,6 +18,23 @@ func rate(limit int64, window time.Duration) []limiter.Rate {
 
 var newYork, _ = time.LoadLocation("America/New_York")
 
+// algorithmCase is a limit of one algorithm, for tables over all four.
+type algorithmCase struct {
+	name string
+	lim  limiter.Limit
+}
+
+// everyAlgorithm is a limit of n per window for each window algorithm, and
+// a quota of n per New York day.
+func everyAlgorithm(n int64, window time.Duration) []algorithmCase {
+	return []algorithmCase{
+		{"FixedWindow", limiter.Limit{Algorithm: limiter.FixedWindow, Rates: rate(n, window)}},
+		{"SlidingWindow", limiter.Limit{Algorithm: limiter.SlidingWindow, Rates: rate(n, window)}},
+		{"TokenBucket", limiter.Limit{Algorithm: limiter.TokenBucket, Rates: rate(n, window)}},
+		{"Quota", limiter.Limit{Algorithm: limiter.Quota, Rates: rate(n, 0), Period: limiter.Day, Location: newYork}},
+	}
+}
+
 // race sends callers×each decisions at once and counts the allowed ones.
 func race(t *testing.T, l *limiter.Limiter, lim limiter.Limit, callers, each int) int64 {
 	t.Helper()
@@ -47,17 +64,8 @@ func race(t *testing.T, l *limiter.Limiter, lim limiter.Limit, callers, each int
 // 64 callers race for 1,600 decisions on a limit of 1,000, three windows in
 // a row: exactly 1,000 pass in each.
 func TestExactUnderRace(t *testing.T) {
-	algorithms := []struct {
-		name string
-		lim  limiter.Limit
-	}{
-		{"FixedWindow", limiter.Limit{Algorithm: limiter.FixedWindow, Rates: rate(1000, time.Minute)}},
-		{"SlidingWindow", limiter.Limit{Algorithm: limiter.SlidingWindow, Rates: rate(1000, time.Minute)}},
-		{"TokenBucket", limiter.Limit{Algorithm: limiter.TokenBucket, Rates: rate(1000, time.Minute)}},
-		{"Quota", limiter.Limit{Algorithm: limiter.Quota, Rates: rate(1000, 0), Period: limiter.Day, Location: newYork}},
-	}
 	for _, be := range backends(t) {
-		for _, alg := range algorithms {
+		for _, alg := range everyAlgorithm(1000, time.Minute) {
 			t.Run(be.name+"/"+alg.name, func(t *testing.T) {
 				clock := fakeclock.New(epoch.Add(7 * time.Second))
 				l, _ := simulated(t, be, clock)

@@ -38,15 +38,7 @@ func count(c *benchutil.CommandCounter) int64 {
 	return c.Count()
 }
 
-var overAlgorithms = []struct {
-	name string
-	lim  limiter.Limit
-}{
-	{"FixedWindow", limiter.Limit{Algorithm: limiter.FixedWindow, Rates: rate(3, time.Minute)}},
-	{"SlidingWindow", limiter.Limit{Algorithm: limiter.SlidingWindow, Rates: rate(3, time.Minute)}},
-	{"TokenBucket", limiter.Limit{Algorithm: limiter.TokenBucket, Rates: rate(3, time.Minute)}},
-	{"Quota", limiter.Limit{Algorithm: limiter.Quota, Rates: rate(3, 0), Period: limiter.Day, Location: newYork}},
-}
+var overAlgorithms = everyAlgorithm(3, time.Minute)
 
 // A rate the store denied is denied again without a store command, with
 // the store's answer, until that answer can change: its window ends, its

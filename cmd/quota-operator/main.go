@@ -29,6 +29,7 @@ func commands() []command {
 	return []command{
 		{"manager", "run the operator: reconcile RateLimitPolicy and UsageQuota into the store", runManager},
 		{"sidecar", "run the sidecar: enforce the namespace's policies in front of an app", runSidecar},
+		{"ratelimit", "run the rate-limit service for gateways: Envoy's protocol, domains \"namespace/policy\"", runRatelimit},
 		{"demo", "run the manager and a sidecar locally against an API server, apply the samples and show what they do", runDemo},
 		{"version", "print the version, the commit it was built from and the Go version", func(_ []string, stdout, _ io.Writer) int {
 			info, _ := debug.ReadBuildInfo()

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -153,22 +152,9 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 // listeners opens every address the sidecar serves on; an empty optional
 // address (health, gRPC) is left closed.
 func (c *sidecarConfig) listeners() (sidecar.Listeners, error) {
-	var ln sidecar.Listeners
-	opened := []*net.Listener{&ln.Proxy, &ln.Admin, &ln.Health, &ln.GRPC}
-	for i, addr := range []string{c.listen, c.adminListen, c.healthListen, c.grpcListen} {
-		if addr == "" {
-			continue
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, o := range opened[:i] {
-				if *o != nil {
-					_ = (*o).Close()
-				}
-			}
-			return sidecar.Listeners{}, err
-		}
-		*opened[i] = l
+	ln, err := listenAll(c.listen, c.adminListen, c.healthListen, c.grpcListen)
+	if err != nil {
+		return sidecar.Listeners{}, err
 	}
-	return ln, nil
+	return sidecar.Listeners{Proxy: ln[0], Admin: ln[1], Health: ln[2], GRPC: ln[3]}, nil
 }

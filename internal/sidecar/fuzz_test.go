@@ -58,7 +58,7 @@ func newFuzzSidecar(f *testing.F) fuzzSidecar {
 	e := &Enforcer{Limiter: lim, Timeout: time.Second, Breaker: NewBreaker()}
 	mux := http.NewServeMux()
 	(&localAPI{namespace: ns, source: src, enforcer: e, store: guardedStore{mem, e}, locks: guardedLocks{lim, e}}).register(mux)
-	return fuzzSidecar{mux: mux, rls: &rateLimitService{source: src, enforcer: e}}
+	return fuzzSidecar{mux: mux, rls: &rateLimitService{resolve: ownNamespace(src, e)}}
 }
 
 // Any request to the local API gets an answer below 500 (503 when the

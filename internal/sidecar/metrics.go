@@ -43,6 +43,17 @@ const (
 // can select and group by it whatever the scrape adds.
 func NewMetrics(namespace string, breakerOpen func() bool) *Metrics {
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return namespaceMetrics(reg, namespace, breakerOpen)
+}
+
+// ForNamespace registers another namespace's quota_* series beside m's,
+// for a gateway that serves several.
+func (m *Metrics) ForNamespace(namespace string, breakerOpen func() bool) *Metrics {
+	return namespaceMetrics(m.Registry, namespace, breakerOpen)
+}
+
+func namespaceMetrics(reg *prometheus.Registry, namespace string, breakerOpen func() bool) *Metrics {
 	m := &Metrics{
 		Registry: reg,
 		quota:    prometheus.WrapRegistererWith(prometheus.Labels{"namespace": namespace}, reg),
@@ -69,7 +80,6 @@ func NewMetrics(namespace string, breakerOpen func() bool) *Metrics {
 		return 0
 	})
 	m.quota.MustRegister(m.decisions, m.storeSeconds, m.ConfigRevision, m.ConfigErrors, breaker)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

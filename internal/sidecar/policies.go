@@ -54,14 +54,27 @@ type limitRule struct {
 
 // NewPolicies selects and prepares docs for a pod with podLabels.
 func NewPolicies(namespace string, podLabels map[string]string, revision int64, docs []*config.Policy) (*Policies, error) {
+	return newPolicies(namespace, revision, docs, func(d *config.Policy) (bool, error) {
+		sel, err := metav1.LabelSelectorAsSelector(&d.Selector)
+		if err != nil {
+			return false, fmt.Errorf("%s: selector: %w", d.ID(), err)
+		}
+		return sel.Matches(labels.Set(podLabels)), nil
+	})
+}
+
+// everyPolicy keeps policies whatever their selector: a gateway has no
+// pod, and its domains name their policy.
+func everyPolicy(*config.Policy) (bool, error) { return true, nil }
+
+func newPolicies(namespace string, revision int64, docs []*config.Policy, keep func(*config.Policy) (bool, error)) (*Policies, error) {
 	out := &Policies{namespace: namespace, Revision: revision}
 	sort.Slice(docs, func(i, j int) bool { return docs[i].ID() < docs[j].ID() })
 	for _, d := range docs {
-		sel, err := metav1.LabelSelectorAsSelector(&d.Selector)
-		if err != nil {
-			return nil, fmt.Errorf("%s: selector: %w", d.ID(), err)
-		}
-		if !sel.Matches(labels.Set(podLabels)) {
+		if ok, err := keep(d); err != nil || !ok {
+			if err != nil {
+				return nil, err
+			}
 			continue
 		}
 		p, err := newPolicy(namespace, d)

@@ -18,15 +18,42 @@ import (
 )
 
 // rateLimitService answers Envoy's rate-limit protocol (DESIGN §5): the
-// domain is a RateLimitPolicy of the sidecar's namespace; a descriptor's
-// first entry's key names one of its limits, and the entries' values, in
-// order, stand for that limit's key sources (a limit without a key takes
-// one entry whose value is ignored). hits_addend is the cost. All the
-// request's descriptors are decided together, as one request.
+// domain names a RateLimitPolicy (in a sidecar, of its namespace; in the
+// gateway, "namespace/policy"); a descriptor's first entry's key names one
+// of its limits, and the entries' values, in order, stand for that limit's
+// key sources (a limit without a key takes one entry whose value is
+// ignored). hits_addend is the cost. All the request's descriptors are
+// decided together, as one request.
 type rateLimitService struct {
 	rlsv3.UnimplementedRateLimitServiceServer
-	source   *Source
-	enforcer *Enforcer
+	resolve Resolver
+}
+
+// Domain is what an RLS domain stands for: the config that holds its
+// policy, the policy's name, and the enforcer that decides for it.
+type Domain struct {
+	Policies *Policies
+	Policy   string
+	Enforcer *Enforcer
+}
+
+// Resolver finds a domain. Its error, a gRPC status, answers the call: a
+// domain the server may not serve is the caller's mistake, which Envoy's
+// error stats and failure_mode_deny then show, not an unlimited OK.
+type Resolver func(domain string) (Domain, error)
+
+// NewRateLimitService is Envoy's rate-limit service over the domains
+// resolve finds. A policy or limit its config lacks is answered OK, as
+// Envoy skips a descriptor no rule matches.
+func NewRateLimitService(resolve Resolver) rlsv3.RateLimitServiceServer {
+	return &rateLimitService{resolve: resolve}
+}
+
+// ownNamespace resolves a sidecar's domains: its namespace's policies.
+func ownNamespace(src *Source, e *Enforcer) Resolver {
+	return func(domain string) (Domain, error) {
+		return Domain{Policies: src.Current(), Policy: domain, Enforcer: e}, nil
+	}
 }
 
 // Bounds on one request, far above what Envoy sends (a few descriptors, of
@@ -57,10 +84,13 @@ func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateL
 	statuses := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(req.GetDescriptors()))
 	var applied []Applied
 	var index []int // applied[i] answers descriptor index[i]
-	ps := s.source.Current()
+	dom, err := s.resolve(req.GetDomain())
+	if err != nil {
+		return nil, err
+	}
 	for i, d := range req.GetDescriptors() {
 		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
-		a, ok := descriptorLimit(ps, req.GetDomain(), d.GetEntries(), hits(req, d.GetHitsAddend()))
+		a, ok := descriptorLimit(dom.Policies, dom.Policy, d.GetEntries(), hits(req, d.GetHitsAddend()))
 		if ok {
 			applied, index = append(applied, a), append(index, i)
 		}
@@ -69,7 +99,7 @@ func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateL
 	if len(applied) == 0 {
 		return resp, nil
 	}
-	v := s.enforcer.Check(ctx, applied)
+	v := dom.Enforcer.Check(ctx, applied)
 	if v.StoreFailed {
 		if v.Status != 0 {
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -85,13 +115,13 @@ func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateL
 	return resp, nil
 }
 
-// descriptorLimit binds a descriptor to its limit, if the domain and the
-// descriptor name one that applies to this pod.
-func descriptorLimit(ps *Policies, domain string, entries []*extEntry, cost int64) (Applied, bool) {
+// descriptorLimit binds a descriptor to its limit, if the policy and the
+// descriptor name one that ps holds.
+func descriptorLimit(ps *Policies, policy string, entries []*extEntry, cost int64) (Applied, bool) {
 	if ps == nil || len(entries) == 0 {
 		return Applied{}, false
 	}
-	rule, ok := ps.Named(domain, entries[0].GetKey())
+	rule, ok := ps.Named(policy, entries[0].GetKey())
 	if !ok || rule.kind != config.KindRateLimitPolicy {
 		return Applied{}, false
 	}

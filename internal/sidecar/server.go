@@ -135,7 +135,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	var rls *grpc.Server
 	if ln.GRPC != nil {
 		rls = grpc.NewServer(RLSServerOptions()...)
-		rlsv3.RegisterRateLimitServiceServer(rls, &rateLimitService{source: src, enforcer: h.Enforcer})
+		rlsv3.RegisterRateLimitServiceServer(rls, NewRateLimitService(ownNamespace(src, h.Enforcer)))
 		go func() { errs <- rls.Serve(ln.GRPC) }()
 	}
 	select {
@@ -146,7 +146,7 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	defer cancel()
 	o.Log.Info("Shutting down; draining requests in flight")
 	if rls != nil {
-		stopGRPC(drain, rls)
+		StopGRPC(drain, rls)
 	}
 	_ = proxy.Shutdown(drain)
 	_ = admin.Shutdown(drain)
@@ -165,8 +165,8 @@ func RLSServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.NumStreamWorkers(64), grpc.ForceServerCodecV2(newRLSCodec())}
 }
 
-// stopGRPC lets calls in flight finish until ctx ends, then cuts them.
-func stopGRPC(ctx context.Context, srv *grpc.Server) {
+// StopGRPC lets calls in flight finish until ctx ends, then cuts them.
+func StopGRPC(ctx context.Context, srv *grpc.Server) {
 	done := make(chan struct{})
 	go func() { srv.GracefulStop(); close(done) }()
 	select {

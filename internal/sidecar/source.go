@@ -40,6 +40,9 @@ type Source struct {
 	// OnRevision, when set, runs when a config of a new revision is
 	// installed.
 	OnRevision func()
+	// EveryPolicy serves every policy of the namespace, whatever its
+	// selector (the gateway); LabelsFile is then unused.
+	EveryPolicy bool
 
 	current atomic.Pointer[Policies]
 	// docs are the last valid documents by id, so an invalid document never
@@ -122,16 +125,11 @@ func (s *Source) loadStore(ctx context.Context, r ConfigReader) {
 
 // install builds and publishes the config from docs.
 func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
-	labels, err := ReadLabels(s.LabelsFile)
-	if err != nil {
-		s.refused(err, "file", s.LabelsFile)
-		return err
-	}
 	list := make([]*config.Policy, 0, len(docs))
 	for _, p := range docs {
 		list = append(list, p)
 	}
-	ps, err := NewPolicies(s.Namespace, labels, rev, list)
+	ps, err := s.build(rev, list)
 	if err != nil {
 		s.refused(err)
 		return err
@@ -147,6 +145,17 @@ func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
 		s.Metrics.ConfigRevision.Set(float64(rev))
 	}
 	return nil
+}
+
+func (s *Source) build(rev int64, docs []*config.Policy) (*Policies, error) {
+	if s.EveryPolicy {
+		return newPolicies(s.Namespace, rev, docs, everyPolicy)
+	}
+	labels, err := ReadLabels(s.LabelsFile)
+	if err != nil {
+		return nil, fmt.Errorf("labels file %s: %w", s.LabelsFile, err)
+	}
+	return NewPolicies(s.Namespace, labels, rev, docs)
 }
 
 func (s *Source) refused(err error, kv ...any) {

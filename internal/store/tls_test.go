@@ -2,14 +2,6 @@ package store_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,62 +11,15 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+	"github.com/quotaops/quota-operator/internal/testutil/testpki"
 )
-
-// pki writes a CA, a server certificate for 127.0.0.1 and a client
-// certificate it signed, and a second CA that signed nothing here.
-func pki(t *testing.T) (dir string) {
-	t.Helper()
-	dir = t.TempDir()
-	caKey, caCert := newCert(t, dir, "ca", &x509.Certificate{IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}, nil, nil)
-	newCert(t, dir, "server", &x509.Certificate{IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, caCert, caKey)
-	newCert(t, dir, "client", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, caCert, caKey)
-	newCert(t, dir, "other-ca", &x509.Certificate{IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil)
-	return dir
-}
-
-// newCert writes name.crt and name.key, signed by parent (self-signed
-// when nil).
-func newCert(t *testing.T, dir, name string, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl.SerialNumber, tmpl.Subject = big.NewInt(time.Now().UnixNano()), pkix.Name{CommonName: name}
-	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
-	tmpl.KeyUsage |= x509.KeyUsageDigitalSignature
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for file, block := range map[string]*pem.Block{name + ".crt": {Type: "CERTIFICATE", Bytes: der}, name + ".key": {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
-		if err := os.WriteFile(filepath.Join(dir, file), pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert
-}
 
 // A redis-server that speaks only TLS and requires client certificates
 // is reached with the URL's CA and client certificate, and refused
 // without either, with another CA, with another server name, or in
 // plain text.
 func TestRedisOverMutualTLS(t *testing.T) {
-	dir := pki(t)
+	dir := testpki.Write(t)
 	f := func(name string) string { return filepath.Join(dir, name) }
 	s, err := redistest.StartTLS(f("server.crt"), f("server.key"), f("ca.crt"))
 	redistest.SkipIfMissing(t, err)

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/quotaops/quota-operator/internal/gateway"
+	"github.com/quotaops/quota-operator/internal/sidecar"
+)
+
+// ratelimitConfig is the gateway rate-limit service's command line. As
+// the sidecar's, every flag can also come from QUOTA_<FLAG>.
+type ratelimitConfig struct {
+	grpcListen, healthListen           string
+	store                              storeFlags
+	namespaces                         []string
+	failurePolicy                      string
+	certFile, keyFile, clientCAFile    string
+	storeTimeout, resync, drainTimeout time.Duration
+	zap                                zap.Options
+}
+
+// namespaceName is a namespace's form (RFC 1123 label).
+var namespaceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+func parseRatelimitFlags(args []string, stderr io.Writer, getenv func(string) string) (*ratelimitConfig, error) {
+	c := &ratelimitConfig{}
+	fs := flag.NewFlagSet("ratelimit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.grpcListen, "grpc-listen", ":8081", "address of the Envoy rate-limit service")
+	fs.StringVar(&c.healthListen, "health-listen", ":9902", "address of /healthz, /readyz and /metrics; off when empty")
+	bindStoreFlags(fs, &c.store)
+	fs.Func("namespaces", "comma-separated namespaces whose policies are served (domain \"namespace/policy\")", func(v string) error {
+		c.namespaces = nil
+		for _, ns := range strings.Split(v, ",") {
+			if ns = strings.TrimSpace(ns); !namespaceName.MatchString(ns) {
+				return fmt.Errorf("%q is not a namespace name", ns)
+			}
+			if !slices.Contains(c.namespaces, ns) {
+				c.namespaces = append(c.namespaces, ns)
+			}
+		}
+		return nil
+	})
+	fs.StringVar(&c.failurePolicy, "failure-policy", "", "Open or Closed: overrides every policy's failurePolicy; empty: each policy's own")
+	fs.StringVar(&c.certFile, "tls-cert-file", "", "serving certificate (PEM); empty: plaintext gRPC")
+	fs.StringVar(&c.keyFile, "tls-key-file", "", "key of --tls-cert-file")
+	fs.StringVar(&c.clientCAFile, "client-ca-file", "", "CA that signs the gateways' client certificates: mTLS; needs --tls-cert-file")
+	fs.DurationVar(&c.storeTimeout, "store-timeout", 50*time.Millisecond, "bound on each store call")
+	fs.DurationVar(&c.resync, "resync-interval", 10*time.Second, "how often config is re-read besides change announcements")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for calls in flight")
+	c.zap.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := flagsFromEnv(fs, getenv); err != nil {
+		return nil, err
+	}
+	return c, c.check(fs)
+}
+
+func (c *ratelimitConfig) check(fs *flag.FlagSet) error {
+	switch {
+	case fs.NArg() > 0:
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case len(c.namespaces) == 0:
+		return errors.New("--namespaces is required: the namespaces whose policies this service may serve")
+	case c.store.url == "" || strings.HasPrefix(c.store.url, "memory:"):
+		return errors.New("--store must be Redis: replicas of a gateway service share their counters")
+	case c.grpcListen == "":
+		return errors.New("--grpc-listen is required")
+	case (c.certFile == "") != (c.keyFile == ""):
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	case c.clientCAFile != "" && c.certFile == "":
+		return errors.New("--client-ca-file needs --tls-cert-file and --tls-key-file")
+	case c.storeTimeout <= 0 || c.resync <= 0:
+		return errors.New("--store-timeout and --resync-interval must be positive")
+	case c.failurePolicy != "" && c.failurePolicy != sidecar.FailOpen && c.failurePolicy != sidecar.FailClosed:
+		return fmt.Errorf("--failure-policy %q is neither Open nor Closed", c.failurePolicy)
+	}
+	return nil
+}
+
+func runRatelimit(args []string, _, stderr io.Writer) int {
+	return runService("ratelimit", stderr, func() (*ratelimitConfig, error) { return parseRatelimitFlags(args, stderr, os.Getenv) },
+		func(ctx context.Context, c *ratelimitConfig) error { return startRatelimit(ctx, c, stderr, os.Getenv) })
+}
+
+func startRatelimit(ctx context.Context, c *ratelimitConfig, stderr io.Writer, getenv func(string) string) error {
+	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(sidecarGCPercent)
+	}
+	o := gateway.Options{Namespaces: c.namespaces, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout,
+		FailurePolicy: c.failurePolicy, Log: log}
+	if c.certFile != "" {
+		cfg, err := gateway.TLSFiles(c.certFile, c.keyFile, c.clientCAFile)
+		if err != nil {
+			return err
+		}
+		o.TLS = cfg
+	}
+	s, loc, err := openStore(c.store, getenv)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = s.Close() }()
+	gs, ok := s.(gateway.Store)
+	if !ok {
+		return errors.New("--store cannot hold config")
+	}
+	ln, err := listenAll(c.grpcListen, c.healthListen)
+	if err != nil {
+		return err
+	}
+	log.Info("Starting the gateway rate-limit service", "version", version, "store", loc.String())
+	return gateway.Serve(ctx, o, gs, gateway.Listeners{GRPC: ln[0], Health: ln[1]})
+}
+
+// listenAll opens every address; an empty one is left closed (nil). On an
+// error, the ones opened are closed.
+func listenAll(addrs ...string) ([]net.Listener, error) {
+	out := make([]net.Listener, len(addrs))
+	for i, addr := range addrs {
+		if addr == "" {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, o := range out[:i] {
+				if o != nil {
+					_ = o.Close()
+				}
+			}
+			return nil, err
+		}
+		out[i] = l
+	}
+	return out, nil
+}

@@ -1,0 +1,161 @@
+// Package gateway is the rate-limit service for gateways (Envoy Gateway,
+// an Istio ingress): one horizontally scaled Deployment that decides, with
+// Envoy's rate-limit protocol, for the policies of the namespaces it is
+// given. Its domains are "namespace/policy"; descriptors map to limits as
+// in a sidecar (DESIGN §5), with the same counters, so a gateway and the
+// namespace's sidecars share one count.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/store"
+)
+
+// Options configure the gateway's rate-limit service.
+type Options struct {
+	// Namespaces are the namespaces whose policies it serves.
+	Namespaces []string
+	// Timeout bounds each store call.
+	Timeout time.Duration
+	// Resync is how often config is re-read besides change announcements.
+	Resync time.Duration
+	// DrainTimeout bounds the graceful shutdown.
+	DrainTimeout time.Duration
+	// FailurePolicy, when set, overrides every policy's failurePolicy.
+	FailurePolicy string
+	// TLS, when set, serves gRPC over TLS (mTLS when it asks for client
+	// certificates).
+	TLS *tls.Config
+	Log logr.Logger
+}
+
+// Listeners are where it serves: gRPC, and /healthz, /readyz and /metrics.
+type Listeners struct {
+	GRPC, Health net.Listener
+}
+
+// Store is what the gateway needs of the store: counters and config.
+type Store interface {
+	store.Store
+	sidecar.ConfigReader
+}
+
+// served is one namespace: its config and its enforcer (and metrics).
+type served struct {
+	source   *sidecar.Source
+	enforcer *sidecar.Enforcer
+}
+
+// Serve runs the service on s until ctx ends, then drains calls in flight
+// for at most DrainTimeout.
+func Serve(ctx context.Context, o Options, s Store, ln Listeners) error {
+	if len(o.Namespaces) == 0 {
+		return errors.New("no namespace to serve")
+	}
+	lim, err := limiter.New(s)
+	if err != nil {
+		return err
+	}
+	breaker := sidecar.NewBreaker()
+	var metrics *sidecar.Metrics
+	namespaces := make(map[string]served, len(o.Namespaces))
+	for _, ns := range o.Namespaces {
+		var m *sidecar.Metrics
+		if metrics == nil {
+			metrics = sidecar.NewMetrics(ns, breaker.Open)
+			m = metrics
+		} else {
+			m = metrics.ForNamespace(ns, breaker.Open)
+		}
+		// A reset or a grant anywhere comes with a new revision; the known
+		// denials are forgotten for every namespace, which costs at most
+		// one store call each.
+		src := &sidecar.Source{Namespace: ns, EveryPolicy: true, Metrics: m, OnRevision: lim.ForgetKnown,
+			Log: o.Log.WithName("config").WithValues("namespace", ns)}
+		namespaces[ns] = served{source: src, enforcer: &sidecar.Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker,
+			Metrics: m, FailurePolicy: o.FailurePolicy}}
+		go src.RunStore(ctx, s, o.Resync)
+	}
+	return run(ctx, o, ln, namespaces, metrics)
+}
+
+func run(ctx context.Context, o Options, ln Listeners, namespaces map[string]served, metrics *sidecar.Metrics) error {
+	opts := sidecar.RLSServerOptions()
+	if o.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
+	}
+	srv := grpc.NewServer(opts...)
+	rlsv3.RegisterRateLimitServiceServer(srv, sidecar.NewRateLimitService(resolver(namespaces)))
+	health := &http.Server{Handler: healthMux(namespaces, metrics), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Serve(ln.GRPC) }()
+	if ln.Health != nil {
+		go func() { errs <- health.Serve(ln.Health) }()
+	}
+	o.Log.Info("Serving rate limits", "namespaces", o.Namespaces, "grpc", ln.GRPC.Addr().String(), "tls", o.TLS != nil)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(o.DrainTimeout, time.Second))
+	defer cancel()
+	o.Log.Info("Shutting down; draining calls in flight")
+	sidecar.StopGRPC(drain, srv)
+	_ = health.Shutdown(drain)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// resolver reads a domain as "namespace/policy".
+func resolver(namespaces map[string]served) sidecar.Resolver {
+	return func(domain string) (sidecar.Domain, error) {
+		ns, policy, ok := strings.Cut(domain, "/")
+		if !ok || ns == "" || policy == "" {
+			return sidecar.Domain{}, status.Errorf(codes.InvalidArgument, "domain %q is not namespace/policy", domain)
+		}
+		n, ok := namespaces[ns]
+		if !ok {
+			return sidecar.Domain{}, status.Errorf(codes.PermissionDenied, "namespace %q is not served here", ns)
+		}
+		return sidecar.Domain{Policies: n.source.Current(), Policy: policy, Enforcer: n.enforcer}, nil
+	}
+}
+
+// healthMux serves /healthz, /readyz (every namespace's config is loaded)
+// and /metrics.
+func healthMux(namespaces map[string]served, m *sidecar.Metrics) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		for ns, n := range namespaces {
+			if !n.source.Ready() {
+				http.Error(w, "config of namespace "+ns+" not loaded yet", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}

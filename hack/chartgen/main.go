@@ -5,7 +5,7 @@
 // (part of `make manifests`) runs it; Chart.yaml, values.yaml and
 // _helpers.tpl are written by hand.
 //
-//	chartgen --base base.yaml --redis redis.yaml --prometheus prometheus.yaml --grafana grafana.yaml --out charts/quota-operator
+//	chartgen --base base.yaml --redis redis.yaml --prometheus prometheus.yaml --grafana grafana.yaml --gateway gateway.yaml --out charts/quota-operator
 package main
 
 import (
@@ -38,7 +38,7 @@ var managerEnv = map[string]string{
 
 func main() {
 	in := map[string]*string{"base": new(string), "redis": new(string), "prometheus": new(string), "grafana": new(string),
-		"cert-manager": new(string)}
+		"gateway": new(string), "cert-manager": new(string)}
 	for name, p := range in {
 		flag.StringVar(p, name, "", "kustomize output of config/"+name)
 	}
@@ -57,6 +57,7 @@ var parts = []struct{ input, file, condition string }{
 	{"redis", "redis.yaml", ".Values.redis.enabled"},
 	{"prometheus", "prometheus.yaml", ".Values.metrics.prometheus.enabled"},
 	{"grafana", "grafana.yaml", ".Values.metrics.grafanaDashboard.enabled"},
+	{"gateway", "gateway.yaml", ".Values.gateway.enabled"},
 }
 
 func run(in map[string]*string, out string) error {
@@ -190,8 +191,20 @@ func withValues(kind, name, text string) string {
 		return managerTemplate(text)
 	case kind == "Deployment" && name == "quota-operator-redis":
 		return replaceLine(text, "image: ", `image: {{ .Values.redis.image | quote }}`)
+	case kind == "Deployment" && name == "quota-operator-ratelimit":
+		return gatewayTemplate(text)
 	}
 	return text
+}
+
+// gatewayTemplate sets the gateway rate-limit service's image, replicas,
+// store and namespaces.
+func gatewayTemplate(text string) string {
+	text = replaceLine(text, "image: ", `image: {{ include "quota-operator.image" . | quote }}`)
+	text = replaceLine(text, "replicas: ", "replicas: {{ .Values.gateway.replicaCount }}")
+	text = replaceLine(text, "value: redis://", `value: {{ include "quota-operator.storeURL" . | quote }}`)
+	text = replaceLine(text, "value: default", `value: {{ required "gateway.namespaces: the namespaces the rate-limit service serves" .Values.gateway.namespaces | quote }}`)
+	return replaceLine(text, "name: quota-operator-redis", `name: {{ include "quota-operator.storePasswordSecret" . | default "quota-operator-redis" | quote }}`)
 }
 
 // managerTemplate sets the manager's image, replicas, resources and the

@@ -42,7 +42,8 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 	}
 	installCertManagerCRDs(t)
 	installMonitoringCRDs(t)
-	for _, dir := range []string{"default", "base", "redis", "webhook", "overlays/redis-less", "overlays/cert-manager", "prometheus"} {
+	for _, dir := range []string{"default", "base", "redis", "webhook", "overlays/redis-less", "overlays/cert-manager", "prometheus",
+		"gateway", "overlays/gateway"} {
 		t.Run(dir, func(t *testing.T) {
 			built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 			if err != nil {
@@ -86,8 +87,22 @@ func installMonitoringCRDs(t *testing.T) {
 }
 
 // installModuleCRDs installs the CRD files in dir of module@version and
-// waits for them to be established.
+// waits for them to be established. Each file holds one CRD, named
+// <group>_<plural>.yaml.
 func installModuleCRDs(t *testing.T, module, dir string, files ...string) {
+	t.Helper()
+	var paths, crds []string
+	for _, f := range files {
+		paths = append(paths, filepath.Join(dir, f))
+		group, plural, _ := strings.Cut(strings.TrimSuffix(f, ".yaml"), "_")
+		crds = append(crds, plural+"."+group)
+	}
+	installModuleFiles(t, module, paths, crds)
+}
+
+// installModuleFiles applies files of module@version, and waits for the
+// CRDs named crds to be established.
+func installModuleFiles(t *testing.T, module string, files, crds []string) {
 	t.Helper()
 	cmd := exec.Command("go", "mod", "download", "-json", module)
 	cmd.Dir = t.TempDir() // outside this module: go.mod stays as it is
@@ -101,11 +116,12 @@ func installModuleCRDs(t *testing.T, module, dir string, files ...string) {
 		t.Fatalf("go mod download %s: %v\n%s", module, err, out)
 	}
 	args := []string{"apply", "--server-side"}
-	names := []string{"wait", "--for=condition=Established", "--timeout=30s"}
 	for _, f := range files {
-		args = append(args, "-f", filepath.Join(mod.Dir, dir, f))
-		group, plural, _ := strings.Cut(strings.TrimSuffix(f, ".yaml"), "_")
-		names = append(names, "crd/"+plural+"."+group)
+		args = append(args, "-f", filepath.Join(mod.Dir, f))
+	}
+	names := []string{"wait", "--for=condition=Established", "--timeout=30s"}
+	for _, crd := range crds {
+		names = append(names, "crd/"+crd)
 	}
 	if out, err := env.Kubectl(args...); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -151,7 +167,7 @@ func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
 // Redis's password at install time, and every other Secret at run time.
 // Before, overlays/redis shipped "change-me-before-production".
 func TestNoPasswordInConfig(t *testing.T) {
-	for _, dir := range []string{"default", "base", "redis", "overlays/redis-less", "overlays/cert-manager", "prometheus"} {
+	for _, dir := range []string{"default", "base", "redis", "overlays/redis-less", "overlays/cert-manager", "prometheus", "overlays/gateway"} {
 		built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 		if err != nil {
 			t.Fatalf("%s: kustomize: %v\n%s", dir, err, built)

@@ -10,16 +10,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
-	"github.com/quotaops/quota-operator/internal/limits"
+	"github.com/quotaops/quota-operator/internal/targets"
 )
 
 // Adjuster changes a subject's counters, at most once per adjustment ID.
@@ -80,7 +78,7 @@ func (r *QuotaAdjustmentReconciler) apply(ctx context.Context, qa *v1alpha1.Quot
 		return ctrl.Result{}, nil
 	}
 	t, err := r.target(ctx, qa)
-	var missing *targetMissing
+	var missing *targets.MissingError
 	switch {
 	case errors.As(err, &missing):
 		// GitOps may create it just before its target: the target's
@@ -93,7 +91,7 @@ func (r *QuotaAdjustmentReconciler) apply(ctx context.Context, qa *v1alpha1.Quot
 	}
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	got, err := r.Adjuster.Adjust(sctx, t.limit, limiter.Adjustment{ID: string(qa.UID), Grant: qa.Spec.Units})
+	got, err := r.Adjuster.Adjust(sctx, t.Limit, limiter.Adjustment{ID: string(qa.UID), Grant: qa.Spec.Units})
 	if err == nil {
 		_, err = r.Announce.BumpConfig(sctx, qa.Namespace)
 	}
@@ -105,102 +103,32 @@ func (r *QuotaAdjustmentReconciler) apply(ctx context.Context, qa *v1alpha1.Quot
 	return ctrl.Result{}, nil
 }
 
-// resolved is an adjustment's target as the limiter sees it.
-type resolved struct {
-	limit limiter.Limit
-	// quota is set for a UsageQuota.
-	quota *config.Quota
-}
-
-type targetMissing struct{ kind, name string }
-
-func (e *targetMissing) Error() string { return fmt.Sprintf("%s %s does not exist", e.kind, e.name) }
-
 // target compiles the targeted object and binds the limit to the subject.
-func (r *QuotaAdjustmentReconciler) target(ctx context.Context, qa *v1alpha1.QuotaAdjustment) (resolved, error) {
-	key := types.NamespacedName{Namespace: qa.Namespace, Name: qa.Spec.Target.Name}
-	var t resolved
-	var sources int
-	var err error
-	if qa.Spec.Target.Kind == v1alpha1.TargetUsageQuota {
-		t, err = r.quotaTarget(ctx, key)
-		sources = 1
-	} else {
-		t, sources, err = r.limitTarget(ctx, key, qa.Spec.Target.Limit)
-	}
+func (r *QuotaAdjustmentReconciler) target(ctx context.Context, qa *v1alpha1.QuotaAdjustment) (targets.Target, error) {
+	t, err := targets.Resolve(ctx, r.Client, qa.Namespace, qa.Spec.Target)
 	if err != nil {
-		return resolved{}, err
+		return t, err
 	}
-	s := qa.Spec.Subject
-	if s.Hash == "" && len(s.Values) != sources {
-		return resolved{}, fmt.Errorf("the target is keyed by %d values and spec.subject gives %d", sources, len(s.Values))
-	}
-	t.limit.Key.Subject, t.limit.Key.Hashed = s.Values, s.Hash
-	if t.quota != nil {
-		if o, ok := limits.Override(t.quota, t.limit.Key.SubjectHash()); ok {
-			t.limit.Rates = []limiter.Rate{{Limit: o}}
-		}
-	}
-	return t, nil
-}
-
-func (r *QuotaAdjustmentReconciler) quotaTarget(ctx context.Context, key types.NamespacedName) (resolved, error) {
-	var q v1alpha1.UsageQuota
-	if err := r.Get(ctx, key, &q); err != nil {
-		return resolved{}, notFound(err, "UsageQuota", key.Name)
-	}
-	doc, err := config.CompileUsageQuota(&q)
-	if err != nil {
-		return resolved{}, fmt.Errorf("UsageQuota %s is invalid: %w", key.Name, err)
-	}
-	lim, err := limits.ForQuota(q.Namespace, doc)
-	return resolved{limit: lim, quota: doc.Quota}, err
-}
-
-// limitTarget also returns how many values key the limit.
-func (r *QuotaAdjustmentReconciler) limitTarget(ctx context.Context, key types.NamespacedName, name string) (resolved, int, error) {
-	var p v1alpha1.RateLimitPolicy
-	if err := r.Get(ctx, key, &p); err != nil {
-		return resolved{}, 0, notFound(err, "RateLimitPolicy", key.Name)
-	}
-	doc, err := config.CompileRateLimitPolicy(&p)
-	if err != nil {
-		return resolved{}, 0, fmt.Errorf("RateLimitPolicy %s is invalid: %w", key.Name, err)
-	}
-	for _, l := range doc.Limits {
-		if l.Name != name {
-			continue
-		}
-		lim, err := limits.ForLimit(p.Namespace, doc, l)
-		return resolved{limit: lim}, len(l.Key), err
-	}
-	return resolved{}, 0, fmt.Errorf("RateLimitPolicy %s has no limit %q", key.Name, name)
-}
-
-func notFound(err error, kind, name string) error {
-	if apierrors.IsNotFound(err) {
-		return &targetMissing{kind: kind, name: name}
-	}
-	return err
+	return t.Bind(qa.Spec.Subject, "spec.subject")
 }
 
 // recordApplied writes what the store did into status.
-func recordApplied(qa *v1alpha1.QuotaAdjustment, t resolved, got limiter.Adjusted) {
+func recordApplied(qa *v1alpha1.QuotaAdjustment, t targets.Target, got limiter.Adjusted) {
 	at := metav1.NewTime(got.At.UTC().Truncate(time.Microsecond))
-	qa.Status.AppliedAt, qa.Status.SubjectHash, qa.Status.Rates = &at, t.limit.Key.SubjectHash(), nil
+	qa.Status.AppliedAt, qa.Status.SubjectHash, qa.Status.Rates = &at, t.Limit.Key.SubjectHash(), nil
 	var parts []string
 	for i, rate := range got.Rates {
 		window := "" // a quota has a period, shown apart
-		if t.quota == nil {
-			window = t.limit.Rates[i].Window.String()
+		if t.Quota == nil {
+			window = t.Limit.Rates[i].Window.String()
 		}
 		ar := v1alpha1.AdjustedRate{Limit: rate.Max, Window: window, UsedBefore: rate.UsedBefore, UsedAfter: rate.UsedAfter,
 			RemainingBefore: max(0, rate.Max-rate.UsedBefore), RemainingAfter: max(0, rate.Max-rate.UsedAfter)}
 		qa.Status.Rates = append(qa.Status.Rates, ar)
 		parts = append(parts, fmt.Sprintf("remaining %d -> %d of %d", ar.RemainingBefore, ar.RemainingAfter, ar.Limit))
 	}
-	if t.quota != nil {
-		if start, end, err := t.limit.Period.Bounds(got.At, t.limit.Location); err == nil {
+	if t.Quota != nil {
+		if start, end, err := t.Limit.Period.Bounds(got.At, t.Limit.Location); err == nil {
 			qa.Status.Period = &v1alpha1.QuotaPeriod{Start: metav1.NewTime(start), End: metav1.NewTime(end)}
 		}
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
-	"github.com/quotaops/quota-operator/internal/subject"
+	"github.com/quotaops/quota-operator/internal/targets"
 )
 
 // topConsumers is how many consumers status lists.
@@ -121,7 +121,7 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 			"Usage cannot be read from the store; retrying: "+err.Error())
 		return 0, fmt.Errorf("read usage: %w", err)
 	}
-	q.Status.Usage = usageStatus(q.Spec, u)
+	q.Status.Usage = targets.UsageStatus(q.Spec, u)
 	setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionUsageReported, metav1.ConditionTrue, v1alpha1.ReasonFromStore,
 		"status.usage is read from the store every refresh")
 	setSubjectBound(q, u.Subjects, quota.Bound(), end)
@@ -155,26 +155,6 @@ func topUsedRatio(u *v1alpha1.Usage) float64 {
 		}
 	}
 	return top
-}
-
-// usageStatus shows subjects by hash, except those the spec names in
-// overrides, and each one's remaining units under its own limit.
-func usageStatus(spec v1alpha1.UsageQuotaSpec, u limiter.Usage) *v1alpha1.Usage {
-	named := make(map[string]v1alpha1.Override, len(spec.Overrides))
-	for _, o := range spec.Overrides {
-		named[subject.Hash(o.Subject)] = o
-	}
-	out := &v1alpha1.Usage{Subjects: u.Subjects, Consumed: u.Total}
-	for _, c := range u.Top {
-		shown, limit := c.Subject, spec.Limit
-		if o, ok := named[c.Subject]; ok {
-			shown, limit = o.Subject, o.Limit
-		}
-		// A grant (QuotaAdjustment) is a credit: what counts against the
-		// limit may be below 0, and what remains above the limit.
-		out.Top = append(out.Top, v1alpha1.Consumer{Subject: shown, Used: max(0, c.Used), Remaining: max(0, limit-c.Used)})
-	}
-	return out
 }
 
 // SetupWithManager registers the reconciler.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/usageapi"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
@@ -51,6 +53,7 @@ type managerConfig struct {
 	// The webhook's own certificate, kept when certSecret is set.
 	certSecret, webhookService, namespace string
 	mutatingConfig, validatingConfig      string
+	apiService                            string
 	certHosts                             []string
 	zap                                   zap.Options
 }
@@ -80,6 +83,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.webhookService, "webhook-service", "quota-operator-webhook-service", "the webhook's Service, named in the serving certificate")
 	fs.StringVar(&c.mutatingConfig, "mutating-webhook-configuration", "quota-operator-mutating-webhook-configuration", "the MutatingWebhookConfiguration whose caBundle the manager sets")
 	fs.StringVar(&c.validatingConfig, "validating-webhook-configuration", "quota-operator-validating-webhook-configuration", "the ValidatingWebhookConfiguration whose caBundle the manager sets")
+	fs.StringVar(&c.apiService, "usage-apiservice", "v1alpha1.usage.quotaops.dev", "the APIService of the usage API (served with the webhooks) whose caBundle the manager sets")
 	fs.Func("webhook-cert-hosts", "extra comma-separated host names or IPs for the serving certificate", func(v string) error {
 		c.certHosts = append(c.certHosts, strings.Split(v, ",")...)
 		return nil
@@ -208,6 +212,9 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 	if err := setupWebhooks(ctx, mgr, c, loc, users); err != nil {
 		return err
 	}
+	if err := setupUsageAPI(mgr, c, s, loc, log); err != nil {
+		return err
+	}
 	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
 	return mgr.Start(ctx)
 }
@@ -228,8 +235,12 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 		return nil, err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		WebhookServer:          ctrlwebhook.NewServer(ctrlwebhook.Options{Port: c.webhookPort, CertDir: c.webhookCertDir}),
+		Scheme: scheme,
+		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{Port: c.webhookPort, CertDir: c.webhookCertDir,
+			// The usage API, served here too, admits the API server by
+			// its front-proxy certificate (usageapi.FrontProxy); the API
+			// server sends none to webhooks.
+			TLSOpts: []func(*tls.Config){func(t *tls.Config) { t.ClientAuth = tls.RequestClientCert }}}),
 		Metrics:                metricsOptions(c),
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.leaderElect,
@@ -398,9 +409,35 @@ func setupCerts(ctx context.Context, mgr ctrl.Manager, c *managerConfig) error {
 		Dir:   c.webhookCertDir, Configurations: []webhook.Configuration{
 			{Kind: "MutatingWebhookConfiguration", Name: c.mutatingConfig},
 			{Kind: "ValidatingWebhookConfiguration", Name: c.validatingConfig},
+			{Kind: webhook.KindAPIService, Name: c.apiService},
 		}}
 	if err := certs.Sync(ctx); err != nil {
 		return fmt.Errorf("webhook certificate: %w", err)
 	}
 	return mgr.Add(certs)
+}
+
+// +kubebuilder:rbac:groups="",resources=configmaps,resourceNames=extension-apiserver-authentication,verbs=get
+
+// setupUsageAPI serves usage.quotaops.dev (kubectl quota reads counters
+// through it) on the webhook server, whose Service and certificate the
+// APIService uses. Its limiter is its own, so what it learns never
+// answers a decision, and its checks always read the store.
+func setupUsageAPI(mgr ctrl.Manager, c *managerConfig, s store.Store, loc *store.Location, log logr.Logger) error {
+	if c.sidecarImage == "" {
+		return nil
+	}
+	srv := &usageapi.Server{Reader: mgr.GetClient(), Auth: &usageapi.FrontProxy{Reader: mgr.GetAPIReader()},
+		Log: log.WithName("usage-api")}
+	if loc.Redis != nil {
+		lim, err := limiter.New(s)
+		if err != nil {
+			return err
+		}
+		srv.Counters = lim
+	}
+	h := srv.Handler()
+	mgr.GetWebhookServer().Register(usageapi.Prefix, h)
+	mgr.GetWebhookServer().Register(usageapi.Prefix+"/", h)
+	return nil
 }

@@ -52,7 +52,7 @@ const MarkerKeep = 7 * 24 * time.Hour
 
 // ErrNotShared: the store is this process's memory, which holds no one
 // else's counters.
-var ErrNotShared = errors.New("limiter: adjustments need a shared store (Redis)")
+var ErrNotShared = errors.New("limiter: counters are in this process only: adjusting or listing them needs a shared store (Redis)")
 
 // Adjust applies adj to the counters of lim, for lim.Key's subject, in one
 // atomic step, at most once per adj.ID.

@@ -24,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -74,8 +75,9 @@ type Certs struct {
 	Now      func() time.Time
 }
 
-// Configuration names a MutatingWebhookConfiguration or a
-// ValidatingWebhookConfiguration.
+// Configuration names a MutatingWebhookConfiguration, a
+// ValidatingWebhookConfiguration or an APIService served with the same
+// certificate.
 type Configuration struct {
 	Kind, Name string
 }
@@ -218,44 +220,68 @@ func (c *Certs) patchBundles(ctx context.Context, bundle []byte) error {
 	return nil
 }
 
-// patchBundle sets bundle in every webhook of one configuration. Both
-// kinds have the same webhooks[].clientConfig.caBundle, so it works on
-// either as unstructured data.
+// patchBundle sets bundle where a configuration keeps it: in every
+// webhook (both webhook kinds have webhooks[].clientConfig.caBundle), or
+// in an APIService's spec.caBundle. It works on unstructured data.
 func (c *Certs) patchBundle(ctx context.Context, cfg Configuration, bundle []byte) error {
 	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(admissionv1.SchemeGroupVersion.WithKind(cfg.Kind))
+	gvk := admissionv1.SchemeGroupVersion.WithKind(cfg.Kind)
+	if cfg.Kind == KindAPIService {
+		gvk = schema.GroupVersionKind{Group: "apiregistration.k8s.io", Version: "v1", Kind: cfg.Kind}
+	}
+	u.SetGroupVersionKind(gvk)
 	if err := c.Client.Get(ctx, client.ObjectKey{Name: cfg.Name}, u); err != nil {
 		return err
 	}
-	hooks, _, err := unstructured.NestedSlice(u.Object, "webhooks")
-	if err != nil {
-		return err
-	}
 	want := base64.StdEncoding.EncodeToString(bundle)
-	changed := false
-	for _, h := range hooks {
-		hook, ok := h.(map[string]any)
-		if !ok {
-			return errors.New("a webhook is not an object")
-		}
-		if got, _, _ := unstructured.NestedString(hook, "clientConfig", "caBundle"); got != want {
-			if err := unstructured.SetNestedField(hook, want, "clientConfig", "caBundle"); err != nil {
-				return err
-			}
-			changed = true
-		}
+	var changed bool
+	var err error
+	if cfg.Kind == KindAPIService {
+		changed, err = setField(u.Object, want, "spec", "caBundle")
+	} else {
+		changed, err = setInHooks(u.Object, want)
 	}
-	if !changed {
-		return nil
-	}
-	if err := unstructured.SetNestedSlice(u.Object, hooks, "webhooks"); err != nil {
+	if err != nil || !changed {
 		return err
 	}
 	if err := c.Client.Update(ctx, u); err != nil {
 		return err
 	}
-	log.FromContext(ctx).Info("Set the webhook configuration's caBundle", "kind", cfg.Kind, "name", cfg.Name)
+	log.FromContext(ctx).Info("Set the caBundle", "kind", cfg.Kind, "name", cfg.Name)
 	return nil
+}
+
+// KindAPIService names an APIService among Certs.Configurations.
+const KindAPIService = "APIService"
+
+func setInHooks(obj map[string]any, want string) (bool, error) {
+	hooks, _, err := unstructured.NestedSlice(obj, "webhooks")
+	if err != nil {
+		return false, err
+	}
+	changed := false
+	for _, h := range hooks {
+		hook, ok := h.(map[string]any)
+		if !ok {
+			return false, errors.New("a webhook is not an object")
+		}
+		c, err := setField(hook, want, "clientConfig", "caBundle")
+		if err != nil {
+			return false, err
+		}
+		changed = changed || c
+	}
+	if !changed {
+		return false, nil
+	}
+	return true, unstructured.SetNestedSlice(obj, hooks, "webhooks")
+}
+
+func setField(obj map[string]any, want string, path ...string) (bool, error) {
+	if got, _, _ := unstructured.NestedString(obj, path...); got == want {
+		return false, nil
+	}
+	return true, unstructured.SetNestedField(obj, want, path...)
 }
 
 func (c *Certs) life() time.Duration {

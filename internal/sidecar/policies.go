@@ -63,8 +63,12 @@ func NewPolicies(namespace string, podLabels map[string]string, revision int64, 
 	})
 }
 
-// everyPolicy keeps policies whatever their selector: a gateway has no
-// pod, and its domains name their policy.
+// AllPolicies prepares every policy of docs, whatever its selector: a
+// gateway has no pod, and its domains name their policy.
+func AllPolicies(namespace string, revision int64, docs []*config.Policy) (*Policies, error) {
+	return newPolicies(namespace, revision, docs, everyPolicy)
+}
+
 func everyPolicy(*config.Policy) (bool, error) { return true, nil }
 
 func newPolicies(namespace string, revision int64, docs []*config.Policy, keep func(*config.Policy) (bool, error)) (*Policies, error) {

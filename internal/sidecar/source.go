@@ -149,7 +149,7 @@ func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
 
 func (s *Source) build(rev int64, docs []*config.Policy) (*Policies, error) {
 	if s.EveryPolicy {
-		return newPolicies(s.Namespace, rev, docs, everyPolicy)
+		return AllPolicies(s.Namespace, rev, docs)
 	}
 	labels, err := ReadLabels(s.LabelsFile)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -151,7 +152,7 @@ func (s *Server) check(w http.ResponseWriter, r *http.Request) {
 	}
 	c.TypeMeta, c.Status = typeMeta("Check"), CheckStatus{Allowed: d.Allowed}
 	for _, res := range d.Results {
-		c.Status.Results = append(c.Status.Results, checkResult(lims[res.Limit], res))
+		c.Status.Results = append(c.Status.Results, checkResult(lims[res.Limit], res, s.now()))
 	}
 	writeJSON(w, http.StatusCreated, &c)
 }
@@ -186,9 +187,9 @@ func (s *Server) checkLimits(ctx context.Context, ns string, spec CheckSpec) ([]
 	return out, nil
 }
 
-func checkResult(lim limiter.Limit, r limiter.Result) CheckResult {
+func checkResult(lim limiter.Limit, r limiter.Result, now time.Time) CheckResult {
 	out := CheckResult{Limit: r.Limit, Allowed: r.Allowed, DryRun: r.DryRun, Rate: rateUsage(lim, r),
-		ResetAfter: metav1.Duration{Duration: r.ResetAfter}}
+		ResetAfter: metav1.Duration{Duration: r.ResetAfter}, ResetAt: metav1.NewTime(now.Add(r.ResetAfter).Round(time.Second))}
 	if !r.Allowed && r.RetryAfter != limiter.Never {
 		out.RetryAfter = &metav1.Duration{Duration: r.RetryAfter}
 	}

@@ -108,12 +108,12 @@ func (s *Server) quotaUsage(w http.ResponseWriter, r *http.Request) {
 		writeStatus(w, err)
 		return
 	}
-	var q v1alpha1.UsageQuota
-	if err := s.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &q); err != nil {
-		writeStatus(w, asStatus(err))
-		return
-	}
 	t, err := targets.Resolve(ctx, s.Reader, ns, v1alpha1.AdjustmentTarget{Kind: v1alpha1.TargetUsageQuota, Name: name})
+	var q v1alpha1.UsageQuota
+	if err == nil {
+		// The spec's overrides name their subjects in the usage shown.
+		err = s.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &q)
+	}
 	if err != nil {
 		writeStatus(w, asStatus(err))
 		return

@@ -110,8 +110,11 @@ type CheckResult struct {
 	Allowed bool      `json:"allowed"`
 	DryRun  bool      `json:"dryRun,omitempty"`
 	Rate    RateUsage `json:"rate"`
-	// ResetAfter is when the rate is back to its full limit.
+	// ResetAfter is when the rate is back to its full limit, and ResetAt
+	// that instant by the manager's clock, to the second (a fixed window's
+	// end, a quota period's end).
 	ResetAfter metav1.Duration `json:"resetAfter"`
+	ResetAt    metav1.Time     `json:"resetAt"`
 	// RetryAfter is when a denied request could pass; absent when it
 	// never can (its cost is above the limit) or is allowed.
 	RetryAfter *metav1.Duration `json:"retryAfter,omitempty"`

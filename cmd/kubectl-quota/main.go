@@ -1,0 +1,118 @@
+// Command kubectl-quota is the kubectl plugin of quota-operator
+// (`kubectl quota`): usage and checks read through the manager's usage API
+// (usage.quotaops.dev, behind the API server's authentication and RBAC);
+// reset and grant create QuotaAdjustments. Subjects are hashed here: raw
+// values (API keys) never leave the terminal.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run is the plugin with its arguments; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, describeError(err))
+		return 1
+	}
+	return 0
+}
+
+// describeError words an error as kubectl does.
+func describeError(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Reason != "" {
+		return fmt.Sprintf("Error from server (%s): %s", status.Status().Reason, status.Status().Message)
+	}
+	return "error: " + err.Error()
+}
+
+// clients are what the commands talk to, made from the kubeconfig flags.
+type clients struct {
+	flags *genericclioptions.ConfigFlags
+}
+
+// kube is a client for the operator's objects, and the namespace the
+// flags name.
+func (c clients) kube() (client.Client, string, error) {
+	cfg, err := c.flags.ToRESTConfig()
+	if err != nil {
+		return nil, "", err
+	}
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, "", err
+	}
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, "", err
+	}
+	ns, _, err := c.flags.ToRawKubeConfigLoader().Namespace()
+	return cl, ns, err
+}
+
+// do sends a request to the usage API and returns the body; an error
+// from the server comes back as its Status, as kubectl shows it.
+func do(ctx context.Context, req *rest.Request) ([]byte, error) {
+	body, err := req.Do(ctx).Raw()
+	if err == nil {
+		return body, nil
+	}
+	var status metav1.Status
+	if json.Unmarshal(body, &status) == nil && status.Kind == "Status" && status.Message != "" {
+		return nil, &apierrors.StatusError{ErrStatus: status}
+	}
+	return nil, err
+}
+
+// raw is a client for the usage API's paths.
+func (c clients) raw() (*discovery.DiscoveryClient, error) {
+	cfg, err := c.flags.ToRESTConfig()
+	if err != nil {
+		return nil, err
+	}
+	return discovery.NewDiscoveryClientForConfig(cfg)
+}
+
+func newRoot(stdout io.Writer) *cobra.Command {
+	flags := genericclioptions.NewConfigFlags(true)
+	root := &cobra.Command{
+		Use:           "kubectl quota",
+		Short:         "See and change quota-operator's counters",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	flags.AddFlags(root.PersistentFlags())
+	c := clients{flags: flags}
+	root.AddCommand(usageCommand(c, stdout), checkCommand(c, stdout), adjustCommand(c, stdout, v1alpha1.ActionReset),
+		adjustCommand(c, stdout, v1alpha1.ActionGrant))
+	return root
+}

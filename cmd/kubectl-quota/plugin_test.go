@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/limits"
+	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/bintest"
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+	"sigs.k8s.io/yaml"
+)
+
+// world is what every test of the plugin shares: an API server that
+// aggregates the usage API, a Redis, and the manager, run as its binary,
+// serving that API and applying QuotaAdjustments.
+type world struct {
+	env        *kubeenv.Env
+	kubeconfig string
+	store      *store.Redis
+	lim        *limiter.Limiter
+	// usageAddr is the manager's webhook server, which serves the API.
+	usageAddr string
+}
+
+var w world
+
+func TestMain(m *testing.M) {
+	code, err := runWorld(m)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kubectl-quota tests: %v\n", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func runWorld(m *testing.M) (int, error) {
+	r, err := redistest.Start()
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = r.Close() }()
+	root := kubeenv.ModuleRoot()
+	env, err := kubeenv.Start(kubeenv.Options{Aggregation: true, CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")}})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = env.Stop() }()
+	w.env = env
+	if w.kubeconfig, err = env.Kubeconfig(); err != nil {
+		return 0, err
+	}
+	s, err := store.Open(r.URL)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = s.Close() }()
+	w.store = s.(*store.Redis)
+	if w.lim, err = limiter.New(s); err != nil {
+		return 0, err
+	}
+	stop, err := startManager(r.URL)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	return m.Run(), nil
+}
+
+// hostIP is an address of this machine the API server may proxy to: it
+// refuses endpoints on loopback.
+func hostIP() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String(), nil
+		}
+	}
+	return "", fmt.Errorf("no non-loopback IPv4 address: the API server cannot reach the manager")
+}
+
+// startManager runs `quota-operator manager` with the webhook server on
+// this machine's address, registers the shipped APIService with a Service
+// whose endpoint is that address, and waits until the API server finds the
+// usage API available.
+func startManager(redisURL string) (func(), error) {
+	ip, err := hostIP()
+	if err != nil {
+		return nil, err
+	}
+	bin, err := bintest.Build()
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	w.usageAddr = fmt.Sprintf("%s:%d", ip, port)
+	if err := applyObjects(ip, port); err != nil {
+		return nil, err
+	}
+	certDir, err := os.MkdirTemp("", "kubectl-quota-certs-")
+	if err != nil {
+		return nil, err
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "manager", "--kubeconfig", w.kubeconfig, "--store", redisURL, "--namespace", "quota-operator-system",
+		"--sidecar-image", "quota-operator:test", "--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", certDir,
+		"--webhook-port", fmt.Sprint(port), "--webhook-cert-hosts", ip, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		_ = os.RemoveAll(certDir)
+	}
+	if out, err := w.env.Kubectl("wait", "--for=condition=Available", "--timeout=60s", "apiservice/v1alpha1.usage.quotaops.dev"); err != nil {
+		stop()
+		apiservice, _ := w.env.Kubectl("get", "apiservice/v1alpha1.usage.quotaops.dev", "-o", "yaml")
+		return nil, fmt.Errorf("usage API not available: %v\n%s\n%s\nmanager:\n%s", err, out, apiservice, logs.String())
+	}
+	return stop, nil
+}
+
+// applyObjects creates the operator's namespace, the webhook Service
+// pointing at ip:port (no kube-proxy here), and, from config/ as shipped,
+// the APIService and the usage viewer role.
+func applyObjects(ip string, port int) error {
+	built, err := w.env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", "base"))
+	if err != nil {
+		return fmt.Errorf("kustomize: %v\n%s", err, built)
+	}
+	var docs []string
+	for _, doc := range strings.Split(built, "\n---\n") {
+		if strings.Contains(doc, "kind: APIService") || strings.Contains(doc, "name: quota-operator-usage-viewer") ||
+			strings.Contains(doc, "kind: Namespace") {
+			docs = append(docs, doc)
+		}
+	}
+	docs = append(docs, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: quota-operator-webhook-service, namespace: quota-operator-system}
+spec:
+  ports: [{name: https, port: 443, targetPort: %[2]d}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: quota-operator-webhook-service-1
+  namespace: quota-operator-system
+  labels: {kubernetes.io/service-name: quota-operator-webhook-service}
+addressType: IPv4
+ports: [{name: https, port: %[2]d, protocol: TCP}]
+endpoints: [{addresses: ["%[1]s"], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: quota-operator-webhook-service, namespace: quota-operator-system}
+subsets: [{addresses: [{ip: "%[1]s"}], ports: [{name: https, port: %[2]d}]}]
+`, ip, port))
+	file := filepath.Join(os.TempDir(), fmt.Sprintf("kubectl-quota-objects-%d.yaml", os.Getpid()))
+	defer func() { _ = os.Remove(file) }()
+	if err := os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {
+		return err
+	}
+	if out, err := w.env.Kubectl("apply", "-f", file); err != nil {
+		return fmt.Errorf("apply: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// quota runs the plugin as `kubectl quota` would, with args, and returns
+// what it printed and its exit code.
+func quota(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code = run(ctx, append([]string{"--kubeconfig", w.kubeconfig}, args...), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+// apply creates an object from YAML.
+func apply(t *testing.T, yamlText string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "object.yaml")
+	if err := os.WriteFile(file, []byte(yamlText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.env.MustKubectl(t, "apply", "-f", file)
+}
+
+// consume makes n decisions for subject, as a sidecar would, on limit
+// (compiled from obj as the operator does).
+func consume(t *testing.T, lim limiter.Limit, subject string, n int) {
+	t.Helper()
+	lim.Key.Subject = []string{subject}
+	for range n {
+		d, err := w.lim.Decide(context.Background(), limiter.Request{Limits: []limiter.Limit{lim}})
+		if err != nil || !d.Allowed {
+			t.Fatalf("decision for %s: %+v, %v", subject, d, err)
+		}
+	}
+}
+
+func quotaLimit(t *testing.T, yamlText string) limiter.Limit {
+	t.Helper()
+	var q v1alpha1.UsageQuota
+	if err := yaml.Unmarshal([]byte(yamlText), &q); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := config.CompileUsageQuota(&q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limits.ForQuota(q.Namespace, doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lim
+}
+
+func policyLimit(t *testing.T, yamlText string) limiter.Limit {
+	t.Helper()
+	var p v1alpha1.RateLimitPolicy
+	if err := yaml.Unmarshal([]byte(yamlText), &p); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := config.CompileRateLimitPolicy(&p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim, err := limits.ForLimit(p.Namespace, doc, doc.Limits[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lim
+}
+
+// table lines up rows as the plugin's tabwriter does.
+func table(rows ...[]string) string {
+	widths := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], len(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		for i, c := range r {
+			if i == len(r)-1 {
+				b.WriteString(c)
+				break
+			}
+			b.WriteString(c + strings.Repeat(" ", widths[i]-len(c)+2))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func hash(v string) string { return limiter.SubjectHash([]string{v}) }
+

@@ -88,6 +88,17 @@ make_pki() {
   cert kube-proxy system:kube-proxy system:node-proxier
   cert kubelet "system:node:${NODE_NAME}" system:nodes
   cert kubelet-serving "${NODE_NAME}" "" "IP:${NODE_IP},IP:127.0.0.1,DNS:${NODE_NAME}"
+  # The front proxy (aggregated APIs, such as the operator's usage API)
+  # has its own CA, as kubeadm's: no other client certificate may pass
+  # for the API server when it forwards a user.
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/CN=front-proxy-ca" -keyout "${PKI}/front-proxy-ca.key" -out "${PKI}/front-proxy-ca.crt" 2>/dev/null
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' \
+    > "${PKI}/front-proxy-client.ext"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=front-proxy-client" \
+    -keyout "${PKI}/front-proxy-client.key" -out "${PKI}/front-proxy-client.csr" 2>/dev/null
+  openssl x509 -req -in "${PKI}/front-proxy-client.csr" -CA "${PKI}/front-proxy-ca.crt" -CAkey "${PKI}/front-proxy-ca.key" \
+    -CAcreateserial -days 365 -extfile "${PKI}/front-proxy-client.ext" -out "${PKI}/front-proxy-client.crt" 2>/dev/null
   openssl genrsa -out "${PKI}/sa.key" 2048 2>/dev/null
   openssl rsa -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
   touch "${PKI}/done"
@@ -259,7 +270,11 @@ start_control_plane() {
     --kubelet-client-certificate "${PKI}/apiserver-kubelet-client.crt" --kubelet-client-key "${PKI}/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority "${PKI}/ca.crt" --kubelet-preferred-address-types InternalIP,Hostname \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "${PKI}/sa.pub" --service-account-signing-key-file "${PKI}/sa.key"
+    --service-account-key-file "${PKI}/sa.pub" --service-account-signing-key-file "${PKI}/sa.key" \
+    --requestheader-client-ca-file "${PKI}/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "${PKI}/front-proxy-client.crt" --proxy-client-key-file "${PKI}/front-proxy-client.key"
   wait_for "kube-apiserver" 90 kubectl_admin get --raw /readyz
   start kube-controller-manager "${BIN}/kube-controller-manager" \
     --kubeconfig "${CLUSTER_DIR}/controller-manager.kubeconfig" \

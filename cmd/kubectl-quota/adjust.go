@@ -30,7 +30,7 @@ type adjustFlags struct {
 func adjustCommand(c clients, stdout io.Writer, action v1alpha1.AdjustmentAction) *cobra.Command {
 	var f adjustFlags
 	cmd := &cobra.Command{
-		Use:   strings.ToLower(string(action)) + " (usagequota/NAME | ratelimitpolicy/NAME --limit LIMIT) --subject VALUE",
+		Use: strings.ToLower(string(action)) + " (usagequota/NAME | ratelimitpolicy/NAME --limit LIMIT) --subject VALUE",
 		Short: map[v1alpha1.AdjustmentAction]string{
 			v1alpha1.ActionReset: "Reset a subject's current window or period, by creating a QuotaAdjustment",
 			v1alpha1.ActionGrant: "Grant a subject extra units of a UsageQuota for the current period, by creating a QuotaAdjustment",

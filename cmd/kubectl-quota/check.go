@@ -213,4 +213,3 @@ func printCheck(w io.Writer, raw []byte, names []string) error {
 	}
 	return tw.Flush()
 }
-

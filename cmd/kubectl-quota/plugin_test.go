@@ -137,7 +137,7 @@ func startManager(redisURL string) (func(), error) {
 	if out, err := w.env.Kubectl("wait", "--for=condition=Available", "--timeout=60s", "apiservice/v1alpha1.usage.quotaops.dev"); err != nil {
 		stop()
 		apiservice, _ := w.env.Kubectl("get", "apiservice/v1alpha1.usage.quotaops.dev", "-o", "yaml")
-		return nil, fmt.Errorf("usage API not available: %v\n%s\n%s\nmanager:\n%s", err, out, apiservice, logs.String())
+		return nil, fmt.Errorf("usage API not available: %w\n%s\n%s\nmanager:\n%s", err, out, apiservice, logs.String())
 	}
 	return stop, nil
 }
@@ -148,7 +148,7 @@ func startManager(redisURL string) (func(), error) {
 func applyObjects(ip string, port int) error {
 	built, err := w.env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", "base"))
 	if err != nil {
-		return fmt.Errorf("kustomize: %v\n%s", err, built)
+		return fmt.Errorf("kustomize: %w\n%s", err, built)
 	}
 	var docs []string
 	for _, doc := range strings.Split(built, "\n---\n") {
@@ -184,7 +184,7 @@ subsets: [{addresses: [{ip: "%[1]s"}], ports: [{name: https, port: %[2]d}]}]
 		return err
 	}
 	if out, err := w.env.Kubectl("apply", "-f", file); err != nil {
-		return fmt.Errorf("apply: %v\n%s", err, out)
+		return fmt.Errorf("apply: %w\n%s", err, out)
 	}
 	return nil
 }
@@ -280,4 +280,3 @@ func table(rows ...[]string) string {
 }
 
 func hash(v string) string { return limiter.SubjectHash([]string{v}) }
-

@@ -109,6 +109,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 		}
 		expectExactly(t, "tenant-d", 7)
 	})
+	t.Run("kubectl quota checks a tenant through the API server and the manager", expectPluginCheck)
 	t.Run("metrics are read from the sidecar's health port from another pod", expectMetrics)
 	t.Run("the manager's metrics are for those allowed to read them", expectManagerMetrics)
 	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
@@ -641,6 +642,34 @@ func redisCLI(t *testing.T, pod string, args ...string) (string, error) {
 	}
 	return run(append([]string{"-n", operatorNS, "exec", pod, "--", "/usr/local/bin/redis-cli",
 		"--no-auth-warning", "--user", "default", "--pass", string(password)}, args...)...)
+}
+
+// expectPluginCheck: the usage API is available through the API server's
+// aggregation (its APIService, the manager's certificate and RBAC as
+// shipped), and a support user bound to the usage viewer role in the
+// workload's namespace sees, with kubectl quota, that tenant-d used all 7
+// of its requests, consuming nothing.
+func expectPluginCheck(t *testing.T) {
+	kubectl(t, "wait", "--for=condition=Available", "--timeout=60s", "apiservice/v1alpha1.usage.quotaops.dev")
+	kubectl(t, "-n", appNS, "create", "rolebinding", "support-usage", "--clusterrole=quota-operator-usage-viewer", "--user=support-sam")
+	defer func() { _, _ = run("-n", appNS, "delete", "rolebinding", "support-usage") }()
+	bin := filepath.Join(t.TempDir(), "kubectl-quota")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/kubectl-quota")
+	build.Dir = kubeenv.ModuleRoot()
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for range 2 { // twice: the first check consumed nothing
+		out, err := exec.Command(bin, "--kubeconfig", env.kubeconfig, "--as", "support-sam", "-n", appNS,
+			"check", "rlp/per-tenant", "--limit", "per-tenant", "--subject", "tenant-d").CombinedOutput()
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if err != nil || len(lines) != 3 || lines[0] != "Denied: a request now would get 429 Too Many Requests (nothing was consumed)" {
+			t.Fatalf("kubectl quota check: %v\n%s", err, out)
+		}
+		if row := strings.Fields(lines[2]); len(row) != 8 || strings.Join(row[:7], " ") != "ratelimitpolicy/per-tenant per-tenant 24h 7/7 0 false" {
+			t.Fatalf("kubectl quota check row: %q", lines[2])
+		}
+	}
 }
 
 // expectLeastPrivilege: nothing the manager did was refused, and its

@@ -7,17 +7,19 @@ import (
 	"time"
 )
 
-func TestSidecarFlags(t *testing.T) {
-	env := func(kv ...string) func(string) string {
-		return func(k string) string {
-			for i := 0; i < len(kv); i += 2 {
-				if kv[i] == k {
-					return kv[i+1]
-				}
+// env is an environment of the pairs kv.
+func env(kv ...string) func(string) string {
+	return func(k string) string {
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i] == k {
+				return kv[i+1]
 			}
-			return ""
 		}
+		return ""
 	}
+}
+
+func TestSidecarFlags(t *testing.T) {
 	ok := []string{"--upstream", "http://127.0.0.1:8080", "--namespace", "team-a"}
 	tests := []struct {
 		name   string

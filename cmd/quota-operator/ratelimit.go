@@ -12,25 +12,22 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"time"
 
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/quotaops/quota-operator/internal/gateway"
-	"github.com/quotaops/quota-operator/internal/sidecar"
 )
 
 // ratelimitConfig is the gateway rate-limit service's command line. As
 // the sidecar's, every flag can also come from QUOTA_<FLAG>.
 type ratelimitConfig struct {
-	grpcListen, healthListen           string
-	store                              storeFlags
-	namespaces                         []string
-	failurePolicy                      string
-	certFile, keyFile, clientCAFile    string
-	storeTimeout, resync, drainTimeout time.Duration
-	zap                                zap.Options
+	grpcListen, healthListen        string
+	store                           storeFlags
+	namespaces                      []string
+	certFile, keyFile, clientCAFile string
+	deciding
+	zap zap.Options
 }
 
 // namespaceName is a namespace's form (RFC 1123 label).
@@ -55,18 +52,12 @@ func parseRatelimitFlags(args []string, stderr io.Writer, getenv func(string) st
 		}
 		return nil
 	})
-	fs.StringVar(&c.failurePolicy, "failure-policy", "", "Open or Closed: overrides every policy's failurePolicy; empty: each policy's own")
 	fs.StringVar(&c.certFile, "tls-cert-file", "", "serving certificate (PEM); empty: plaintext gRPC")
 	fs.StringVar(&c.keyFile, "tls-key-file", "", "key of --tls-cert-file")
 	fs.StringVar(&c.clientCAFile, "client-ca-file", "", "CA that signs the gateways' client certificates: mTLS; needs --tls-cert-file")
-	fs.DurationVar(&c.storeTimeout, "store-timeout", 50*time.Millisecond, "bound on each store call")
-	fs.DurationVar(&c.resync, "resync-interval", 10*time.Second, "how often config is re-read besides change announcements")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for calls in flight")
+	c.bind(fs, "")
 	c.zap.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if err := flagsFromEnv(fs, getenv); err != nil {
+	if err := parse(fs, args, getenv); err != nil {
 		return nil, err
 	}
 	return c, c.check(fs)
@@ -86,12 +77,8 @@ func (c *ratelimitConfig) check(fs *flag.FlagSet) error {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
 	case c.clientCAFile != "" && c.certFile == "":
 		return errors.New("--client-ca-file needs --tls-cert-file and --tls-key-file")
-	case c.storeTimeout <= 0 || c.resync <= 0:
-		return errors.New("--store-timeout and --resync-interval must be positive")
-	case c.failurePolicy != "" && c.failurePolicy != sidecar.FailOpen && c.failurePolicy != sidecar.FailClosed:
-		return fmt.Errorf("--failure-policy %q is neither Open nor Closed", c.failurePolicy)
 	}
-	return nil
+	return c.deciding.check()
 }
 
 func runRatelimit(args []string, _, stderr io.Writer) int {

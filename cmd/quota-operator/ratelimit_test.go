@@ -18,11 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 )
 
 func TestRatelimitFlags(t *testing.T) {
@@ -75,7 +75,7 @@ func TestRatelimitCommand(t *testing.T) {
 	}
 	defer func() { _ = s.Close() }()
 	for ns, limit := range map[string]int64{"team-a": 1, "team-b": 2} {
-		publishPolicy(t, s.(*store.Redis), &v1alpha1.RateLimitPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api"},
+		sidecartest.Publish(t, s.(*store.Redis), &v1alpha1.RateLimitPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "api"},
 			Spec: v1alpha1.RateLimitPolicySpec{Limits: []v1alpha1.Limit{{Name: "per-user",
 				Key: []v1alpha1.KeySource{{Source: v1alpha1.SourceHeader, Name: "X-User"}}, Rates: []v1alpha1.Rate{{Limit: limit, Window: "1h"}}}}}})
 	}
@@ -114,17 +114,5 @@ func TestRatelimitCommand(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("call %d to %s: %s; want %s", i, tc.domain, got, tc.want)
 		}
-	}
-}
-
-func publishPolicy(t *testing.T, s *store.Redis, p *v1alpha1.RateLimitPolicy) {
-	t.Helper()
-	doc, err := config.CompileRateLimitPolicy(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := doc.Encode()
-	if _, err := s.PutConfig(context.Background(), p.Namespace, doc.ID(), raw); err != nil {
-		t.Fatal(err)
 	}
 }

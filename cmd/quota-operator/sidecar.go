@@ -28,9 +28,43 @@ type sidecarConfig struct {
 	store                                     storeFlags
 	namespace, podName, podLabelsFile         string
 	policyFile                                string
-	trustedProxies, failurePolicy             string
-	storeTimeout, resync, drainTimeout        time.Duration
-	zap                                       zap.Options
+	trustedProxies                            string
+	deciding
+	zap zap.Options
+}
+
+// deciding is what the sidecar and the gateway service share: how they
+// decide when the store fails, and their bounds in time.
+type deciding struct {
+	failurePolicy                      string
+	storeTimeout, resync, drainTimeout time.Duration
+}
+
+// bind adds deciding's flags; scope says whose failure policies the
+// override covers.
+func (d *deciding) bind(fs *flag.FlagSet, scope string) {
+	fs.StringVar(&d.failurePolicy, "failure-policy", "", "Open or Closed: overrides every policy's failurePolicy"+scope+"; empty: each policy's own")
+	fs.DurationVar(&d.storeTimeout, "store-timeout", 50*time.Millisecond, "bound on each store call")
+	fs.DurationVar(&d.resync, "resync-interval", 10*time.Second, "how often config is re-read besides change announcements")
+	fs.DurationVar(&d.drainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
+}
+
+func (d *deciding) check() error {
+	if d.storeTimeout <= 0 || d.resync <= 0 {
+		return errors.New("--store-timeout and --resync-interval must be positive")
+	}
+	if d.failurePolicy != "" && d.failurePolicy != sidecar.FailOpen && d.failurePolicy != sidecar.FailClosed {
+		return fmt.Errorf("--failure-policy %q is neither Open nor Closed", d.failurePolicy)
+	}
+	return nil
+}
+
+// parse reads args, then QUOTA_<FLAG> for each flag not among them.
+func parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return flagsFromEnv(fs, getenv)
 }
 
 func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) string) (*sidecarConfig, error) {
@@ -47,16 +81,10 @@ func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) stri
 	fs.StringVar(&c.podName, "pod-name", "", "the pod's name, reported with the config revision it enforces (Redis only)")
 	fs.StringVar(&c.podLabelsFile, "pod-labels-file", "", "downward API file of the pod's labels")
 	fs.StringVar(&c.policyFile, "policy-file", "", "YAML file or folder of RateLimitPolicy/UsageQuota objects: run without the operator")
-	fs.StringVar(&c.failurePolicy, "failure-policy", "", "Open or Closed: overrides every policy's failurePolicy in this pod; empty: each policy's own")
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
-	fs.DurationVar(&c.storeTimeout, "store-timeout", 50*time.Millisecond, "bound on each store call")
-	fs.DurationVar(&c.resync, "resync-interval", 10*time.Second, "how often config is re-read besides change announcements")
-	fs.DurationVar(&c.drainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
+	c.bind(fs, " in this pod")
 	c.zap.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if err := flagsFromEnv(fs, getenv); err != nil {
+	if err := parse(fs, args, getenv); err != nil {
 		return nil, err
 	}
 	return c, c.check(fs)
@@ -89,17 +117,15 @@ func (c *sidecarConfig) check(fs *flag.FlagSet) error {
 		return errors.New("--listen and --admin-listen are required")
 	case c.namespace == "" && c.policyFile == "":
 		return errors.New("--namespace is required (or --policy-file)")
-	case c.storeTimeout <= 0 || c.resync <= 0:
-		return errors.New("--store-timeout and --resync-interval must be positive")
+	}
+	if err := c.deciding.check(); err != nil {
+		return err
 	}
 	return c.checkValues()
 }
 
 // checkValues checks the flags whose values have a form.
 func (c *sidecarConfig) checkValues() error {
-	if c.failurePolicy != "" && c.failurePolicy != sidecar.FailOpen && c.failurePolicy != sidecar.FailClosed {
-		return fmt.Errorf("--failure-policy %q is neither Open nor Closed", c.failurePolicy)
-	}
 	if u, err := url.Parse(c.upstream); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("--upstream %q is not an http:// or https:// URL", c.upstream)
 	}

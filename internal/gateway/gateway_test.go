@@ -5,9 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,10 +23,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/gateway"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 	"github.com/quotaops/quota-operator/internal/testutil/testpki"
 )
 
@@ -37,16 +36,7 @@ var (
 	startError error
 )
 
-func TestMain(m *testing.M) {
-	if redisS, startError = redistest.Start(); startError != nil {
-		fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)
-	}
-	code := m.Run()
-	if redisS != nil {
-		_ = redisS.Close()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { redistest.Main(m, &redisS, &startError) }
 
 // running is a gateway service in the test process and its store.
 type running struct {
@@ -82,43 +72,23 @@ func serve(t *testing.T, tlsConfig *tls.Config, namespaces ...string) running {
 	return r
 }
 
-// publish compiles p and writes it to the store as the operator would.
+// publish writes p to the store as the operator would.
 func (r running) publish(t *testing.T, p *v1alpha1.RateLimitPolicy) {
-	t.Helper()
-	doc, err := config.CompileRateLimitPolicy(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := doc.Encode()
-	if _, err := r.store.PutConfig(context.Background(), p.Namespace, doc.ID(), raw); err != nil {
-		t.Fatal(err)
-	}
+	sidecartest.Publish(t, r.store, p)
 }
 
 // get answers GET path of the health listener.
-func (r running) get(t *testing.T, path string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(r.health + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
+func (r running) get(t *testing.T, path string) (int, string) { return localtest.Get(t, r.health+path) }
 
 // waitFor polls the health listener's path until its body holds want.
 func (r running) waitFor(t *testing.T, path, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		code, body := r.get(t, path)
-		if code == 200 && strings.Contains(body, want) {
-			return
+	localtest.WaitFor(t, 10*time.Second, path+" holding "+want, func() error {
+		if code, body := r.get(t, path); code != 200 || !strings.Contains(body, want) {
+			return fmt.Errorf("%d:\n%s", code, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: %d, no %q in:\n%s", path, code, want, body)
-		}
-	}
+		return nil
+	})
 }
 
 func policy(ns, name string, limits ...v1alpha1.Limit) *v1alpha1.RateLimitPolicy {

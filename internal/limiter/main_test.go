@@ -2,7 +2,6 @@ package limiter_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -39,7 +38,7 @@ func TestMain(m *testing.M) {
 			cluster, startError = redistest.StartCluster(3, 0)
 		}
 		if startError != nil {
-			fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)
+			redistest.Report(startError)
 		}
 		return m.Run()
 	}()

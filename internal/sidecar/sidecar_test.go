@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,10 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
+	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 )
 
 var (
@@ -30,16 +29,7 @@ var (
 	startError error
 )
 
-func TestMain(m *testing.M) {
-	if redisS, startError = redistest.Start(); startError != nil {
-		fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)
-	}
-	code := m.Run()
-	if redisS != nil {
-		_ = redisS.Close()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { redistest.Main(m, &redisS, &startError) }
 
 // upstream answers 200 "ok" and shows the X-Forwarded-For it received.
 func upstream(t testing.TB) *url.URL {
@@ -92,17 +82,9 @@ func start(t testing.TB, namespace string) running {
 	return r
 }
 
-// publish compiles p and writes it to the store as the operator would.
+// publish writes p to the store as the operator would.
 func (r running) publish(t testing.TB, p *v1alpha1.RateLimitPolicy) {
-	t.Helper()
-	doc, err := config.CompileRateLimitPolicy(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := doc.Encode()
-	if _, err := r.store.PutConfig(context.Background(), p.Namespace, doc.ID(), raw); err != nil {
-		t.Fatal(err)
-	}
+	sidecartest.Publish(t, r.store, p)
 }
 
 // revisionLine is the metrics line of a sidecar of ns enforcing rev.

@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		defer stopServers()
 		if startError = startServers(); startError != nil {
-			fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", startError)
+			redistest.Report(startError)
 		}
 		return m.Run()
 	}()

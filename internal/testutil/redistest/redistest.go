@@ -67,6 +67,29 @@ func StartOrSkip(tb testing.TB) *Server {
 	return s
 }
 
+// Main is the TestMain of a package whose tests share one redis-server:
+// it starts it into *s (or the reason it could not into *err, which tests
+// pass to SkipIfMissing), runs the tests, stops it and exits.
+func Main(m *testing.M, s **Server, err *error) {
+	code := func() int {
+		defer func() {
+			if *s != nil {
+				_ = (*s).Close()
+			}
+		}()
+		if *s, *err = Start(); *err != nil {
+			Report(*err)
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// Report says, loudly, that the Redis tests cannot run and why.
+func Report(err error) {
+	fmt.Fprintf(os.Stderr, "\n*** REDIS TESTS CANNOT RUN: %v ***\n\n", err)
+}
+
 // SkipIfMissing skips tb when err is ErrNoRedis, or fails it when the CI
 // environment variable is set: CI must always run the Redis cases.
 func SkipIfMissing(tb testing.TB, err error) {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 
+	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 )
@@ -39,4 +41,25 @@ func Run(t testing.TB, o sidecar.Options, s store.Store) (proxy, admin string, s
 	}
 	t.Cleanup(stop)
 	return "http://" + lns[0].Addr().String(), "http://" + lns[1].Addr().String(), stop
+}
+
+// ConfigWriter is the store as the operator writes config to it.
+type ConfigWriter interface {
+	PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error)
+}
+
+// Publish compiles p and writes it to s as the operator would.
+func Publish(t testing.TB, s ConfigWriter, p *v1alpha1.RateLimitPolicy) {
+	t.Helper()
+	doc, err := config.CompileRateLimitPolicy(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := doc.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutConfig(context.Background(), p.Namespace, doc.ID(), raw); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -31,6 +31,8 @@ import (
 )
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,resourceNames=quota-operator-mutating-webhook-configuration;quota-operator-validating-webhook-configuration,verbs=get;update
+// The usage API's APIService, served with the same certificate.
+// +kubebuilder:rbac:groups=apiregistration.k8s.io,resources=apiservices,resourceNames=v1alpha1.usage.quotaops.dev,verbs=get;update
 // The certificate Secret, in the operator's own namespace, by name.
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-webhook-cert,verbs=get;update

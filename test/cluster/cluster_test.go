@@ -688,6 +688,10 @@ func expectLeastPrivilege(t *testing.T) {
 		{[]string{"get", "secrets/" + storeSecret, "-n", appNS}, "yes"},
 		{[]string{"update", "mutatingwebhookconfigurations/someone-elses"}, "no"},
 		{[]string{"update", "mutatingwebhookconfigurations/quota-operator-mutating-webhook-configuration"}, "yes"},
+		{[]string{"update", "apiservices/v1alpha1.usage.quotaops.dev"}, "yes"},
+		{[]string{"update", "apiservices/v1.apps"}, "no"},
+		{[]string{"get", "configmaps/extension-apiserver-authentication", "-n", "kube-system"}, "yes"},
+		{[]string{"get", "configmaps/kube-root-ca.crt", "-n", "kube-system"}, "no"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			out, _ := run(append([]string{"auth", "can-i", "--as=" + managerSA}, c.args...)...)

@@ -244,3 +244,50 @@ func TestMutualTLS(t *testing.T) {
 		t.Errorf("plain text: %v, want Unavailable", err)
 	}
 }
+
+// A renewed key pair, written over the files as the kubelet does for a
+// Secret, serves the next connection without a restart; a half-written
+// one leaves the last good pair serving.
+func TestTLSFilesFollowRenewal(t *testing.T) {
+	dir := testpki.Write(t)
+	f := func(name string) string { return filepath.Join(dir, name) }
+	cfg, err := gateway.TLSFiles(f("server.crt"), f("server.key"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving := func() string {
+		c, err := cfg.GetConfigForClient(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(c.Certificates[0].Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.Subject.CommonName
+	}
+	if got := serving(); got != "server" {
+		t.Fatalf("serving %q", got)
+	}
+	renew := func(from string) {
+		for _, ext := range []string{".crt", ".key"} {
+			raw, err := os.ReadFile(f(from + ext))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f("server"+ext), raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	renew("client") // any other pair will do
+	if got := serving(); got != "client" {
+		t.Fatalf("after the renewal: serving %q", got)
+	}
+	if err := os.WriteFile(f("server.key"), []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := serving(); got != "client" {
+		t.Fatalf("after a broken write: serving %q", got)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+
+	"github.com/quotaops/quota-operator/internal/sidecar"
 )
 
 // TLSFiles serves with the key pair in certFile and keyFile and, when
@@ -34,7 +36,7 @@ type tlsFiles struct {
 // load returns the config of the files as they are now, building it again
 // only when one of them changed.
 func (f *tlsFiles) load() (*tls.Config, error) {
-	stamp, err := stampOf(f.cert, f.key, f.ca)
+	stamp, err := sidecar.FileStamp(f.cert, f.key, f.ca)
 	if err != nil {
 		return nil, err
 	}
@@ -75,19 +77,4 @@ func buildTLS(certFile, keyFile, caFile string) (*tls.Config, error) {
 	}
 	cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	return cfg, nil
-}
-
-func stampOf(paths ...string) (string, error) {
-	var stamp string
-	for _, p := range paths {
-		if p == "" {
-			continue
-		}
-		st, err := os.Stat(p)
-		if err != nil {
-			return "", err
-		}
-		stamp += fmt.Sprintf("%s:%d:%d;", p, st.Size(), st.ModTime().UnixNano())
-	}
-	return stamp, nil
 }

@@ -84,6 +84,34 @@ func TestPolicyFileAndSelector(t *testing.T) {
 	}
 }
 
+// A policy file mounted from a ConfigMap is a symbolic link into a folder
+// the kubelet swaps whole on an update (..data); the link itself never
+// changes, yet the update is enforced.
+func TestPolicyFileFromAConfigMapVolume(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name, limit string) {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writePolicy(t, filepath.Join(dir, name, "policy.yaml"), "shop", limit)
+		if err := os.Symlink(name, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_11_30_1", "2")
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.Symlink(filepath.Join("..data", "policy.yaml"), policy); err != nil {
+		t.Fatal(err)
+	}
+	proxy, _ := fileSidecar(t, policy, labelsFile(t, "shop"), upstream(t))
+	waitFor(t, "the mounted config", func() bool { return get(t, proxy, "").Header.Get("X-RateLimit-Limit") == "2" })
+	version("..2026_11_30_2", "5")
+	waitFor(t, "the updated ConfigMap", func() bool { return get(t, proxy, "").Header.Get("X-RateLimit-Limit") == "5" })
+}
+
 // labelsFile writes a downward API labels file with app=<app>.
 func labelsFile(t *testing.T, app string) string {
 	t.Helper()

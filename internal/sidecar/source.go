@@ -173,7 +173,7 @@ func (s *Source) RunFile(ctx context.Context, path string, every time.Duration) 
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		if stamp, err := fileStamp(path, s.LabelsFile); err == nil && stamp != seen {
+		if stamp, err := FileStamp(path, s.LabelsFile); err == nil && stamp != seen {
 			if err := s.loadFile(path); err == nil {
 				seen = stamp
 			}
@@ -199,14 +199,22 @@ func (s *Source) loadFile(path string) error {
 	return s.install(0, byID)
 }
 
-// fileStamp changes when any file under the paths changes.
-func fileStamp(paths ...string) (string, error) {
+// FileStamp changes when any file under the paths changes. Each path is
+// also read through its symbolic links: a file mounted from a ConfigMap or
+// the downward API is a link that never changes into a folder the kubelet
+// swaps, and WalkDir stats the link itself.
+func FileStamp(paths ...string) (string, error) {
 	var b strings.Builder
 	for _, p := range paths {
 		if p == "" {
 			continue
 		}
-		err := filepath.WalkDir(p, func(f string, d os.DirEntry, err error) error {
+		target, err := os.Stat(p)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "%s -> %d %d\n", p, target.Size(), target.ModTime().UnixNano())
+		err = filepath.WalkDir(p, func(f string, d os.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}

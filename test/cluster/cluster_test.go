@@ -666,7 +666,7 @@ func expectPluginCheck(t *testing.T) {
 		if err != nil || len(lines) != 3 || lines[0] != "Denied: a request now would get 429 Too Many Requests (nothing was consumed)" {
 			t.Fatalf("kubectl quota check: %v\n%s", err, out)
 		}
-		if row := strings.Fields(lines[2]); len(row) != 8 || strings.Join(row[:7], " ") != "ratelimitpolicy/per-tenant per-tenant 24h 7/7 0 false" {
+		if row := strings.Fields(lines[2]); len(row) != 7 || strings.Join(row[:6], " ") != "ratelimitpolicy/per-tenant per-tenant 24h 7/7 0 false" {
 			t.Fatalf("kubectl quota check row: %q", lines[2])
 		}
 	}

@@ -54,34 +54,44 @@ func descriptor(key, value string) *extv3.RateLimitDescriptor {
 	return &extv3.RateLimitDescriptor{Entries: []*extv3.RateLimitDescriptor_Entry{{Key: key, Value: value}}}
 }
 
-func grpcCases() []grpcCase {
+// grpcCases are the loads, asking for the policy by the domain that
+// names it: the policy's name in a sidecar, "namespace/policy" at the
+// gateway service (grpcCasesFor).
+func grpcCases() []grpcCase { return grpcCasesFor(policyName) }
+
+func grpcCasesFor(domain string) []grpcCase {
 	users := make([]*rlsv3.RateLimitRequest, subjects)
 	for i := range users {
-		users[i] = &rlsv3.RateLimitRequest{Domain: policyName, Descriptors: []*extv3.RateLimitDescriptor{descriptor("per-user", "user-"+strconv.Itoa(i))}}
+		users[i] = &rlsv3.RateLimitRequest{Domain: domain, Descriptors: []*extv3.RateLimitDescriptor{descriptor("per-user", "user-"+strconv.Itoa(i))}}
 	}
-	hot := &rlsv3.RateLimitRequest{Domain: policyName, Descriptors: []*extv3.RateLimitDescriptor{descriptor(hotDescName, "tenant-7")}}
+	hot := &rlsv3.RateLimitRequest{Domain: domain, Descriptors: []*extv3.RateLimitDescriptor{descriptor(hotDescName, "tenant-7")}}
 	return []grpcCase{
 		{name: "1000 keys under limit", req: func(i int) *rlsv3.RateLimitRequest { return users[i%len(users)] }, want: rlsv3.RateLimitResponse_OK},
 		{name: "one key far over limit", req: func(int) *rlsv3.RateLimitRequest { return hot }, want: rlsv3.RateLimitResponse_OVER_LIMIT},
 	}
 }
 
-// runGRPCCases measures every case on the floor, the sidecar and the
-// anchor, one after the other, with the same callers on one connection.
+// runGRPCCases measures every case on the floor, the sidecar, the
+// gateway service and the anchor, one after the other, with the same
+// callers on one connection.
 func runGRPCCases(b *testing.B, w *world) map[string][]sample {
 	n := envInt("BENCH_DECISIONS", 40000)
-	servers := []proc{w.floor, w.sidecar}
+	servers := []proc{w.floor, w.sidecar, w.gateway}
 	if w.anchor != nil {
 		servers = append(servers, *w.anchor)
 	}
 	out := map[string][]sample{}
-	for _, c := range grpcCases() {
+	for i, c := range grpcCases() {
 		for _, p := range servers {
+			asked := c
+			if p.domain != "" {
+				asked = grpcCasesFor(p.domain)[i]
+			}
 			want := c.want
 			if p.name == "floor" {
 				want = rlsv3.RateLimitResponse_OK
 			}
-			out[c.name] = append(out[c.name], measureGRPC(b, w, p, c, want, n))
+			out[c.name] = append(out[c.name], measureGRPC(b, w, p, asked, want, n))
 		}
 	}
 	return out

@@ -69,6 +69,10 @@ func (r *report) targets(anchor bool) []target {
 		ts = append(ts,
 			target{name: "2. Redis CPU per decision <= 0.5x the anchor's", value: fmt.Sprintf("%.2fx (%.1f / %.1f µs)", sc.redis/a.redis, sc.redis, a.redis), ok: sc.redis <= 0.5*a.redis},
 			target{name: "3b. over-limit key: sidecar CPU <= the anchor's", value: fmt.Sprintf("%.2fx (%.1f / %.1f µs)", hot.cpu/ah.cpu, hot.cpu, ah.cpu), ok: hot.cpu <= ah.cpu})
+		if gw, ok := find(under, "gateway"); ok {
+			ts = append(ts, target{name: "2g. gateway service: Redis CPU per decision <= 0.5x the anchor's",
+				value: fmt.Sprintf("%.2fx (%.1f / %.1f µs)", gw.redis/a.redis, gw.redis, a.redis), ok: gw.redis <= 0.5*a.redis})
+		}
 	}
 	ts = append(ts,
 		target{name: "   store scripts per decision under limit <= 1", value: fmt.Sprintf("%.3f", sc.scripts), ok: sc.scripts <= 1},

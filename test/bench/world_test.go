@@ -27,6 +27,8 @@ type proc struct {
 	proxy   string
 	pid     int
 	metrics string
+	// domain, when set, is how the policy is asked for; else its name.
+	domain string
 }
 
 // world is everything one run measures, started once.
@@ -34,6 +36,7 @@ type world struct {
 	store    *store.Redis
 	upstream string
 	sidecar  proc
+	gateway  proc
 	floor    proc
 	bare     proc
 	anchor   *proc
@@ -48,6 +51,7 @@ func newWorld(b *testing.B) *world {
 	w := &world{store: s.(*store.Redis), upstream: startUpstream(b)}
 	publish(b, w.store, benchPolicy())
 	w.sidecar = startSidecar(b, w.upstream)
+	w.gateway = startGateway(b)
 	addr, pid := startRole(b, "floor", "")
 	w.floor = proc{name: "floor", grpc: addr, pid: pid}
 	addr, pid = startRole(b, "proxy", w.upstream)
@@ -101,6 +105,24 @@ func startSidecar(b *testing.B, upstream string) proc {
 		return err
 	})
 	return p
+}
+
+// startGateway runs `quota-operator ratelimit` as its Deployment does,
+// serving the benchmark's namespace, and waits until it is ready.
+func startGateway(b *testing.B) proc {
+	bin, err := bintest.Build()
+	if err != nil {
+		b.Fatalf("build: %v", err)
+	}
+	health, grpcAddr := localtest.FreeAddr(b), localtest.FreeAddr(b)
+	cmd := exec.Command(bin, "ratelimit", "--grpc-listen", grpcAddr, "--health-listen", health, "--store", redisS.URL, "--namespaces", benchNS)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
+	localtest.WaitOK(b, 20*time.Second, "http://"+health+"/readyz")
+	return proc{name: "gateway", grpc: grpcAddr, pid: cmd.Process.Pid, metrics: "http://" + health + "/metrics", domain: benchNS + "/" + policyName}
 }
 
 // startAnchor runs envoyproxy/ratelimit on the same Redis, with its local

@@ -119,8 +119,8 @@ func TestUsageCheckResetGrant(t *testing.T) {
 }
 
 // Kubernetes RBAC decides who reads usage, per namespace: a user bound to
-// the shipped usage viewer role in team-b reads it there and nowhere else,
-// and may not reset anything; the manager's port itself admits only the
+// the shipped usage viewer role in team-b reads usage and checks requests
+// there and nowhere else, and may not reset anything; the manager's port itself admits only the
 // API server.
 func TestUsageNeedsRBAC(t *testing.T) {
 	w.env.MustKubectl(t, "create", "namespace", "team-b")
@@ -130,6 +130,9 @@ func TestUsageNeedsRBAC(t *testing.T) {
 	for _, s := range []step{
 		{name: "bound", args: []string{"usage", "uq/api-calls", "-n", "team-b", "--as", "dev-dana"},
 			stdout: fmt.Sprintf("UsageQuota team-b/api-calls: 10 per subject, period %s to %s\n0 subjects consumed 0\n", start, end)},
+		{name: "a request", args: []string{"check", "--request", "GET /", "-H", "X-Customer: acme", "-n", "team-b", "--as", "dev-dana"},
+			stdout: "Allowed: a request now would pass (nothing was consumed)\n" + table([]string{"LIMIT", "WINDOW", "USED", "REMAINING", "ALLOWED", "RESETS AT"},
+				[]string{"usagequota/api-calls", "period", "0/10", "10", "true", end})},
 		{name: "another namespace", args: []string{"usage", "uq/api-calls", "-n", "team-a", "--as", "dev-dana"},
 			stderr: "Error from server (Forbidden): usagequotas.usage.quotaops.dev \"api-calls\" is forbidden: User \"dev-dana\" cannot get resource \"usagequotas\" in API group \"usage.quotaops.dev\" in the namespace \"team-a\"\n", code: 1},
 		{name: "check", args: []string{"check", "uq/api-calls", "--subject", "x", "-n", "team-a", "--as", "dev-dana"},

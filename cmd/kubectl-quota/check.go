@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
@@ -176,15 +177,11 @@ func (f *checkFlags) policies(ctx context.Context, cl client.Reader, ns string) 
 	if f.labels == "" {
 		return sidecar.AllPolicies(ns, 0, docs)
 	}
-	labels := map[string]string{}
-	for _, kv := range strings.Split(f.labels, ",") {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, fmt.Errorf("--pod-labels %q: write k=v,k=v", f.labels)
-		}
-		labels[k] = v
+	podLabels, err := labels.ConvertSelectorToLabelsMap(f.labels)
+	if err != nil {
+		return nil, fmt.Errorf("--pod-labels %q: write k=v,k=v: %w", f.labels, err)
 	}
-	return sidecar.NewPolicies(ns, labels, 0, docs)
+	return sidecar.NewPolicies(ns, podLabels, 0, docs)
 }
 
 func printCheck(w io.Writer, raw []byte, names []string) error {

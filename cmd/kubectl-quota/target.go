@@ -2,13 +2,13 @@ package main
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/subject"
 )
 
 // kinds are the names a target's kind may go by, as kubectl accepts them.
@@ -46,15 +46,13 @@ func (s *subjectFlags) bind(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.hash, "subject-hash", "", "the subject's hash, as status, metrics and `kubectl quota usage` show it")
 }
 
-var hashForm = regexp.MustCompile(`^[0-9a-f]{32}$`)
-
 // subjectHash is the hash the store keys the subject by.
 func (s *subjectFlags) subjectHash() (string, error) {
 	switch {
 	case len(s.values) > 0 && s.hash != "":
 		return "", fmt.Errorf("give --subject or --subject-hash, not both")
 	case s.hash != "":
-		if !hashForm.MatchString(s.hash) {
+		if !subject.IsHash(s.hash) {
 			return "", fmt.Errorf("--subject-hash %q: 32 lowercase hex digits", s.hash)
 		}
 		return s.hash, nil

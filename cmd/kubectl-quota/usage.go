@@ -37,7 +37,7 @@ func usageCommand(c clients, stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := d.RESTClient().Get().AbsPath(usageapi.Prefix, "namespaces", ns, resource(t.Kind), t.Name).Param("top", strconv.Itoa(top))
+			req := d.RESTClient().Get().AbsPath(usageapi.Prefix, "namespaces", ns, usageapi.Resource(t.Kind), t.Name).Param("top", strconv.Itoa(top))
 			if t.Kind == v1alpha1.TargetRateLimitPolicy {
 				req = req.Param("limit", limit)
 			}
@@ -54,13 +54,6 @@ func usageCommand(c clients, stdout io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&limit, "limit", "", "the RateLimitPolicy's limit")
 	cmd.Flags().IntVar(&top, "top", 10, "how many subjects to show (at most 100)")
 	return cmd
-}
-
-func resource(k v1alpha1.TargetKind) string {
-	if k == v1alpha1.TargetUsageQuota {
-		return "usagequotas"
-	}
-	return "ratelimitpolicies"
 }
 
 func printQuotaUsage(w io.Writer, raw []byte) error {

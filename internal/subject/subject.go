@@ -11,6 +11,9 @@ import (
 	"encoding/hex"
 )
 
+// HashLen is how many hex digits a hash has.
+const HashLen = 32
+
 // Hash returns 32 hex digits of SHA-256 over the values, each length
 // prefixed so that ("ab","c") and ("a","bc") differ.
 func Hash(values ...string) string {
@@ -23,4 +26,18 @@ func Hash(values ...string) string {
 	}
 	sum := h.Sum(nil)
 	return hex.EncodeToString(sum[:16])
+}
+
+// IsHash reports whether s has the form of a Hash: 32 lowercase hex
+// digits, as operators name a subject without its raw value.
+func IsHash(s string) bool {
+	if len(s) != HashLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

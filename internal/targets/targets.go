@@ -22,8 +22,10 @@ import (
 // Target is a named limit as the limiter sees it.
 type Target struct {
 	Limit limiter.Limit
-	// Quota is set for a UsageQuota.
-	Quota *config.Quota
+	// Quota is set for a UsageQuota, and UsageQuota is the object it was
+	// compiled from (its overrides name subjects in the usage shown).
+	Quota      *config.Quota
+	UsageQuota *v1alpha1.UsageQuota
 	// Sources is how many values key the limit.
 	Sources int
 }
@@ -67,7 +69,7 @@ func quota(ctx context.Context, r client.Reader, key types.NamespacedName) (Targ
 		return Target{}, fmt.Errorf("UsageQuota %s is invalid: %w", key.Name, err)
 	}
 	lim, err := limits.ForQuota(q.Namespace, doc)
-	return Target{Limit: lim, Quota: doc.Quota, Sources: 1}, err
+	return Target{Limit: lim, Quota: doc.Quota, UsageQuota: &q, Sources: 1}, err
 }
 
 func limit(ctx context.Context, r client.Reader, key types.NamespacedName, name string) (Target, error) {

@@ -114,9 +114,4 @@ func (f *FrontProxy) load(ctx context.Context) (*frontProxyConfig, error) {
 	return cfg, nil
 }
 
-func (f *FrontProxy) now() time.Time {
-	if f.Now != nil {
-		return f.Now()
-	}
-	return time.Now()
-}
+func (f *FrontProxy) now() time.Time { return clock(f.Now) }

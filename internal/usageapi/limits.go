@@ -15,6 +15,7 @@ import (
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/subject"
 	"github.com/quotaops/quota-operator/internal/targets"
 )
 
@@ -165,7 +166,7 @@ func (s *Server) checkLimits(ctx context.Context, ns string, spec CheckSpec) ([]
 	var out []limiter.Limit
 	for i, l := range spec.Limits {
 		field := fmt.Sprintf("spec.limits[%d]", i)
-		if !hashForm.MatchString(l.SubjectHash) {
+		if !subject.IsHash(l.SubjectHash) {
 			return nil, apierrors.NewBadRequest(field + ".subjectHash: 32 lowercase hex digits (the hash of the subject's values)")
 		}
 		if k := l.Target.Kind; k != v1alpha1.TargetUsageQuota && k != v1alpha1.TargetRateLimitPolicy {

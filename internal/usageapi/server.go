@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -109,11 +108,6 @@ func (s *Server) quotaUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, err := targets.Resolve(ctx, s.Reader, ns, v1alpha1.AdjustmentTarget{Kind: v1alpha1.TargetUsageQuota, Name: name})
-	var q v1alpha1.UsageQuota
-	if err == nil {
-		// The spec's overrides name their subjects in the usage shown.
-		err = s.Reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &q)
-	}
 	if err != nil {
 		writeStatus(w, asStatus(err))
 		return
@@ -129,8 +123,8 @@ func (s *Server) quotaUsage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, &QuotaUsage{TypeMeta: typeMeta("QuotaUsage"), ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Limit: q.Spec.Limit, Period: v1alpha1.QuotaPeriod{Start: metav1.NewTime(start), End: metav1.NewTime(end)},
-		Usage: *targets.UsageStatus(q.Spec, u)})
+		Limit: t.UsageQuota.Spec.Limit, Period: v1alpha1.QuotaPeriod{Start: metav1.NewTime(start), End: metav1.NewTime(end)},
+		Usage: *targets.UsageStatus(t.UsageQuota.Spec, u)})
 }
 
 // begin bounds the request's store calls and refuses it when the counters
@@ -148,9 +142,12 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request) (context.Context,
 	return ctx, cancel, true
 }
 
-func (s *Server) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
+func (s *Server) now() time.Time { return clock(s.Now) }
+
+// clock reads now, the injected clock, or the real one when it is unset.
+func clock(now func() time.Time) time.Time {
+	if now != nil {
+		return now()
 	}
 	return time.Now()
 }
@@ -167,8 +164,6 @@ func topParam(r *http.Request) (int, error) {
 	return n, nil
 }
 
-var hashForm = regexp.MustCompile(`^[0-9a-f]{32}$`)
-
 func typeMeta(kind string) metav1.TypeMeta {
 	return metav1.TypeMeta{Kind: kind, APIVersion: Group + "/" + Version}
 }
@@ -180,15 +175,17 @@ func asStatus(err error) error {
 	var status apierrors.APIStatus
 	switch {
 	case errors.As(err, &missing):
-		return apierrors.NewNotFound(schema.GroupResource{Group: v1alpha1.GroupVersion.Group, Resource: resourceOf(missing.Kind)}, missing.Name)
+		return apierrors.NewNotFound(schema.GroupResource{Group: v1alpha1.GroupVersion.Group, Resource: Resource(v1alpha1.TargetKind(missing.Kind))}, missing.Name)
 	case errors.As(err, &status):
 		return err
 	}
 	return apierrors.NewBadRequest(err.Error())
 }
 
-func resourceOf(kind string) string {
-	if kind == string(v1alpha1.TargetUsageQuota) {
+// Resource is the resource that serves a target kind's usage, named as
+// the kind's own resource is.
+func Resource(kind v1alpha1.TargetKind) string {
+	if kind == v1alpha1.TargetUsageQuota {
 		return "usagequotas"
 	}
 	return "ratelimitpolicies"

@@ -1,5 +1,6 @@
-// Command quota-operator is the one binary of the project: the operator and
-// the sidecar are subcommands, so both always run the same version.
+// Command quota-operator is the binary of everything that runs in the
+// cluster: the operator, the sidecar and the gateway rate-limit service are
+// subcommands, so all run the same version.
 package main
 
 import (
@@ -8,6 +9,10 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 )
 
 // version and commit are set at build time with -ldflags "-X
@@ -83,6 +88,12 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
+}
+
+// newLog logs as the flags o say to w. Locked: w may be any io.Writer,
+// and controllers and servers log from many goroutines.
+func newLog(o *zap.Options, w io.Writer) logr.Logger {
+	return zap.New(zap.UseFlagOptions(o), zap.WriteTo(zapcore.Lock(zapcore.AddSync(w))))
 }
 
 // boolToCode gives exit code 2 (usage error) when true.

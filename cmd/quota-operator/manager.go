@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -147,9 +146,7 @@ type operatorStore interface {
 
 // startManager runs the controllers until ctx ends.
 func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, getenv func(string) string) error {
-	// Locked: the writer may be any io.Writer, and controllers log from
-	// many goroutines.
-	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
+	log := newLog(&c.zap, stderr)
 	if c.storePasswordSecret != "" {
 		password, err := storePasswordFromSecret(ctx, c)
 		if err != nil {

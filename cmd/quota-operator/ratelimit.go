@@ -9,11 +9,9 @@ import (
 	"net"
 	"os"
 	"regexp"
-	"runtime/debug"
 	"slices"
 	"strings"
 
-	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/quotaops/quota-operator/internal/gateway"
@@ -87,10 +85,8 @@ func runRatelimit(args []string, _, stderr io.Writer) int {
 }
 
 func startRatelimit(ctx context.Context, c *ratelimitConfig, stderr io.Writer, getenv func(string) string) error {
-	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
-	if getenv("GOGC") == "" {
-		debug.SetGCPercent(sidecarGCPercent)
-	}
+	log := newLog(&c.zap, stderr)
+	setDecisionGC(getenv)
 	o := gateway.Options{Namespaces: c.namespaces, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout,
 		FailurePolicy: c.failurePolicy, Log: log}
 	if c.certFile != "" {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/quotaops/quota-operator/internal/sidecar"
@@ -141,18 +140,24 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 		func(ctx context.Context, c *sidecarConfig) error { return startSidecar(ctx, c, stderr, os.Getenv) })
 }
 
-// sidecarGCPercent is the sidecar's GOGC unless the environment sets one.
-// Its live heap is a few MiB, so at Go's default of 100 it collects every
-// few hundred requests and spends a fifth of its CPU on it (make bench);
-// at 400 the heap stays in the tens of MiB. The injected container also
-// gets GOMEMLIMIT below its memory limit, so the heap never outgrows it.
+// sidecarGCPercent is the GOGC of the sidecar and of the gateway service
+// unless the environment sets one. The sidecar's live heap is a few MiB,
+// so at Go's default of 100 it collects every few hundred requests and
+// spends a fifth of its CPU on it (make bench); at 400 the heap stays in
+// the tens of MiB. The injected container also gets GOMEMLIMIT below its
+// memory limit, so the heap never outgrows it.
 const sidecarGCPercent = 400
 
-func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, getenv func(string) string) error {
-	log := zap.New(zap.UseFlagOptions(&c.zap), zap.WriteTo(zapcore.Lock(zapcore.AddSync(stderr))))
+// setDecisionGC gives a process that decides requests sidecarGCPercent.
+func setDecisionGC(getenv func(string) string) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(sidecarGCPercent)
 	}
+}
+
+func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, getenv func(string) string) error {
+	log := newLog(&c.zap, stderr)
+	setDecisionGC(getenv)
 	s, loc, err := openStore(c.store, getenv, store.WithFullHook(func() {
 		log.Info("Memory store full: requests that need a new counter get their policy's failurePolicy until counters expire; raise memory://?max_entries with the memory limit, or use Redis")
 	}))

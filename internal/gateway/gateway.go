@@ -17,7 +17,6 @@ import (
 
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -74,14 +73,12 @@ func Serve(ctx context.Context, o Options, s Store, ln Listeners) error {
 		return err
 	}
 	breaker := sidecar.NewBreaker()
-	var metrics *sidecar.Metrics
+	// One registry; each namespace's quota_* series carry its name.
+	metrics := sidecar.NewMetrics(o.Namespaces[0], breaker.Open)
 	namespaces := make(map[string]served, len(o.Namespaces))
-	for _, ns := range o.Namespaces {
-		var m *sidecar.Metrics
-		if metrics == nil {
-			metrics = sidecar.NewMetrics(ns, breaker.Open)
-			m = metrics
-		} else {
+	for i, ns := range o.Namespaces {
+		m := metrics
+		if i > 0 {
 			m = metrics.ForNamespace(ns, breaker.Open)
 		}
 		// A reset or a grant anywhere comes with a new revision; the known
@@ -103,8 +100,7 @@ func run(ctx context.Context, o Options, ln Listeners, namespaces map[string]ser
 	}
 	srv := grpc.NewServer(opts...)
 	rlsv3.RegisterRateLimitServiceServer(srv, sidecar.NewRateLimitService(resolver(namespaces)))
-	health := &http.Server{Handler: healthMux(namespaces, metrics), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second}
+	health := sidecar.SmallServer(sidecar.HealthMux(notReady(namespaces), metrics), 0)
 	errs := make(chan error, 2)
 	go func() { errs <- srv.Serve(ln.GRPC) }()
 	if ln.Health != nil {
@@ -142,20 +138,15 @@ func resolver(namespaces map[string]served) sidecar.Resolver {
 	}
 }
 
-// healthMux serves /healthz, /readyz (every namespace's config is loaded)
-// and /metrics.
-func healthMux(namespaces map[string]served, m *sidecar.Metrics) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+// notReady names a namespace whose config is not loaded yet: the service
+// is ready once every one is.
+func notReady(namespaces map[string]served) func() string {
+	return func() string {
 		for ns, n := range namespaces {
 			if !n.source.Ready() {
-				http.Error(w, "config of namespace "+ns+" not loaded yet", http.StatusServiceUnavailable)
-				return
+				return "config of namespace " + ns + " not loaded yet"
 			}
 		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	return mux
+		return ""
+	}
 }

@@ -64,16 +64,24 @@ const (
 
 // servers are the proxy, the admin (local API) and the health server.
 func servers(o Options, proxy, admin, health http.Handler) (*http.Server, *http.Server, *http.Server) {
-	idle := o.IdleTimeout
-	if idle <= 0 {
-		idle = defaultIdleTimeout
-	}
-	small := func(h http.Handler) *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, ReadTimeout: smallTimeout,
-			WriteTimeout: smallTimeout, IdleTimeout: idle}
-	}
+	idle := idleTimeout(o.IdleTimeout)
 	return &http.Server{Handler: proxy, ReadHeaderTimeout: headerTimeout, IdleTimeout: idle, Protocols: serverProtocols()},
-		small(admin), small(health)
+		SmallServer(admin, idle), SmallServer(health, idle)
+}
+
+// SmallServer serves small requests (health, metrics, the local API): the
+// whole exchange is bounded, and keep-alive connections idle longer than
+// idle (default 2 minutes) are closed.
+func SmallServer(h http.Handler, idle time.Duration) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: headerTimeout, ReadTimeout: smallTimeout,
+		WriteTimeout: smallTimeout, IdleTimeout: idleTimeout(idle)}
+}
+
+func idleTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return defaultIdleTimeout
+	}
+	return d
 }
 
 // Listeners are where the sidecar serves. Health (/healthz, /readyz and
@@ -122,10 +130,16 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	if h.BodyIdleTimeout <= 0 {
 		h.BodyIdleTimeout = defaultBodyIdleTimeout
 	}
-	mux := healthMux(src, metrics)
+	notReady := func() string {
+		if !src.Ready() {
+			return "config not loaded yet"
+		}
+		return ""
+	}
+	mux := HealthMux(notReady, metrics)
 	(&localAPI{namespace: o.Namespace, source: src, enforcer: h.Enforcer,
 		store: guardedStore{s, h.Enforcer}, locks: guardedLocks{lim, h.Enforcer}}).register(mux)
-	proxy, admin, health := servers(o, h, mux, healthMux(src, metrics))
+	proxy, admin, health := servers(o, h, mux, HealthMux(notReady, metrics))
 	errs := make(chan error, 4)
 	go func() { errs <- proxy.Serve(ln.Proxy) }()
 	go func() { errs <- admin.Serve(ln.Admin) }()
@@ -157,10 +171,11 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	return err
 }
 
-// RLSServerOptions are the options of the sidecar's gRPC server, for
-// references measured against it. Stream workers keep their grown stacks (a goroutine
-// per call would grow and copy its stack on every call through the Redis
-// client), and answers skip reflection.
+// RLSServerOptions are the options of every rate-limit gRPC server: the
+// sidecar's, the gateway service's and the references measured against
+// them. Stream workers keep their grown stacks (a goroutine per call would
+// grow and copy its stack on every call through the Redis client), and
+// answers skip reflection.
 func RLSServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{grpc.NumStreamWorkers(64), grpc.ForceServerCodecV2(newRLSCodec())}
 }
@@ -269,15 +284,16 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// healthMux serves /healthz (the process runs), /readyz (a config is
-// loaded: the pod enforces) and /metrics; the admin listener adds the local
-// API to it.
-func healthMux(src *Source, m *Metrics) *http.ServeMux {
+// HealthMux serves /healthz (the process runs), /readyz (503 with what
+// notReady says until it says nothing: the config is loaded, the pod or
+// service enforces) and /metrics; the sidecar's admin listener adds the
+// local API to it.
+func HealthMux(notReady func() string, m *Metrics) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !src.Ready() {
-			http.Error(w, "config not loaded yet", http.StatusServiceUnavailable)
+		if why := notReady(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -58,8 +58,9 @@ func (w *StoreWatch) Start(ctx context.Context) error {
 	t := time.NewTicker(w.Interval)
 	defer t.Stop()
 	for {
-		w.check(ctx, marker, ttl)
+		// The library first: the marker is written through it.
 		w.resyncUsers(ctx)
+		w.check(ctx, marker, ttl)
 		w.checkMemory(ctx)
 		select {
 		case <-ctx.Done():

@@ -288,13 +288,18 @@ func (c *managerConfig) checkSidecarDefaults() error {
 	return fmt.Errorf("--sidecar-failure-policy: %q is neither Open nor Closed", c.sidecarFailurePolicy)
 }
 
-// tenantUsers keeps one Redis user per namespace with sidecars; the
-// memory store has none.
+// tenantUsers keeps one Redis user per namespace with sidecars, and the
+// functions library on every master; the memory store has neither.
 func tenantUsers(loc *store.Location) (*store.ACLAdmin, error) {
 	if loc.Redis == nil {
 		return nil, nil
 	}
-	return store.NewACLAdmin(loc)
+	a, err := store.NewACLAdmin(loc)
+	if err != nil {
+		return nil, err
+	}
+	a.KeepLibrary(limiter.Library)
+	return a, nil
 }
 
 // setupWebhooks serves the webhooks (sidecar injection, and validation of

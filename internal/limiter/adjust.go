@@ -2,18 +2,11 @@ package limiter
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-)
-
-var (
-	//go:embed lua/adjust.lua
-	adjustLua    string
-	adjustScript = redis.NewScript(adjustLua)
+	"github.com/quotaops/quota-operator/internal/store"
 )
 
 // Adjustment resets a limit's counters for one subject, or grants it extra
@@ -108,7 +101,7 @@ func (adj Adjustment) check(lim Limit) error {
 	return nil
 }
 
-// adjust runs adjust.lua: its reply is state, now µs, then used before and
+// adjust calls qo1_adjust (adjust.lua): its reply is state, now µs, then used before and
 // after per entry.
 func (r redisEngine) adjust(ctx context.Context, entries []entry, adj Adjustment, atUs int64) ([]int64, error) {
 	action := "reset"
@@ -117,9 +110,9 @@ func (r redisEngine) adjust(ctx context.Context, entries []entry, adj Adjustment
 	}
 	keys := append([]string{TaggedKey(entries[0].tag, "adj", adj.ID)}, keysOf(entries)...)
 	args := appendEntries([]any{atUs, action, adj.Grant, MarkerKeep.Milliseconds()}, entries)
-	reply, err := adjustScript.Run(ctx, r.c, keys, args...).Int64Slice()
+	reply, err := r.c.FCall(ctx, "qo1_adjust", keys, args...).Int64Slice()
 	if err != nil {
-		return nil, fmt.Errorf("limiter: adjust: %w", err)
+		return nil, fmt.Errorf("limiter: adjust: %w", store.LibraryError(err))
 	}
 	if len(reply) < 2 || reply[0] != -1 && len(reply) != 2+2*len(entries) {
 		return nil, fmt.Errorf("limiter: adjust: reply of %d values for %d rates", len(reply), len(entries))

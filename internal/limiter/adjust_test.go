@@ -109,7 +109,7 @@ func TestGrantToANewSubject(t *testing.T) {
 	c := be.raw()
 	for _, k := range []string{"use", "sum"} {
 		name := limiter.TaggedKey(lim.Key.QuotaTag(), "q", strconv.FormatInt(epoch.Unix(), 10), k)
-		if ttl := c.PTTL(context.Background(), name).Val(); ttl <= 0 {
+		if ttl := c.PTTL(context.Background(), be.sealed(name)).Val(); ttl <= 0 {
 			t.Fatalf("%s: PTTL %v; want a TTL", name, ttl)
 		}
 	}
@@ -131,7 +131,7 @@ func TestAdjustByHash(t *testing.T) {
 	wantRates(t, adjust(t, l, hashed, limiter.Adjustment{ID: "h"}), false, limiter.AdjustedRate{Max: 3, UsedBefore: 3, UsedAfter: 0})
 	consume(t, l, lim, 4, 3)
 	marker := limiter.TaggedKey(lim.Key.Tag(), "adj", "h")
-	if ttl := be.raw().PTTL(context.Background(), marker).Val(); ttl < limiter.MarkerKeep {
+	if ttl := be.raw().PTTL(context.Background(), be.sealed(marker)).Val(); ttl < limiter.MarkerKeep {
 		t.Fatalf("marker %s: PTTL %v; want at least %v", marker, ttl, limiter.MarkerKeep)
 	}
 }
@@ -166,12 +166,12 @@ func TestAdjustRefuses(t *testing.T) {
 		consume(t, l, fixed, 1, 1)
 		c := be.raw()
 		windowKey := limiter.TaggedKey(fixed.Key.Tag(), "fw", "60000", strconv.FormatInt(epoch.UnixMilli(), 10))
-		if err := c.Set(context.Background(), windowKey, "x", time.Minute).Err(); err != nil {
+		if err := c.Set(context.Background(), be.sealed(windowKey), "x", time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
 		_, err := l.Adjust(context.Background(), fixed, limiter.Adjustment{ID: "y"})
 		var rerr redis.Error
-		if !errors.As(err, &rerr) || c.Exists(context.Background(), limiter.TaggedKey(fixed.Key.Tag(), "adj", "y")).Val() != 0 {
+		if !errors.As(err, &rerr) || c.Exists(context.Background(), be.sealed(limiter.TaggedKey(fixed.Key.Tag(), "adj", "y"))).Val() != 0 {
 			t.Fatalf("Adjust of a broken counter: %v; want a Redis error and no record", err)
 		}
 	})

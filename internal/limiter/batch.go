@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -101,8 +102,8 @@ func (b *batcher) direct(c *batchCall) {
 	}
 	calls := []*batchCall{c}
 	keys, args := joinCalls(calls)
-	v, err := decideScript.Run(ctx, b.c, keys, args...).Slice()
-	answer(calls, v, err)
+	v, err := b.c.FCall(ctx, "qo1_decide", keys, args...).Slice()
+	answer(calls, v, store.LibraryError(err))
 }
 
 func (b *batcher) ensureWorker() {
@@ -198,17 +199,12 @@ func (b *batcher) send(batch []*batchCall) {
 	cmds := make([]*redis.Cmd, len(groups))
 	for i, g := range groups {
 		keys, args := joinCalls(g)
-		cmds[i] = decideScript.EvalSha(ctx, pipe, keys, args...)
+		cmds[i] = pipe.FCall(ctx, "qo1_decide", keys, args...)
 	}
 	_, _ = pipe.Exec(ctx)
 	for i, g := range groups {
 		v, err := cmds[i].Slice()
-		if redis.HasErrorPrefix(err, "NOSCRIPT") {
-			// The server lost its scripts (a restart): EVAL loads it again.
-			keys, args := joinCalls(g)
-			v, err = decideScript.Run(ctx, b.c, keys, args...).Slice()
-		}
-		answer(g, v, err)
+		answer(g, v, store.LibraryError(err))
 		for _, c := range g {
 			close(c.done)
 		}

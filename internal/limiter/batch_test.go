@@ -52,7 +52,7 @@ func TestBatcherBurst(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if got, err := c.Get(context.Background(), e.keys[0]).Int(); err != nil || got != callers*each {
+	if got, err := c.Get(context.Background(), store.SealedKey(srv.Seal(), e.keys[0])).Int(); err != nil || got != callers*each {
 		t.Fatalf("counter = %d, %v; want %d", got, err, callers*each)
 	}
 	if scripts := scriptCalls(t, c); scripts >= callers*each {
@@ -82,7 +82,8 @@ func TestBatchedDecisionsStandAlone(t *testing.T) {
 	c := srv.Client()
 	t.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
-	if err := errors.Join(c.RPush(ctx, "{batch}:list", "x").Err(), c.Set(ctx, "{batch}:text", "abc", 0).Err()); err != nil {
+	seal := srv.Seal()
+	if err := errors.Join(c.RPush(ctx, store.SealedKey(seal, "{batch}:list"), "x").Err(), c.Set(ctx, store.SealedKey(seal, "{batch}:text"), "abc", 0).Err()); err != nil {
 		t.Fatal(err)
 	}
 	nowMs := time.Now().UnixMilli()
@@ -109,17 +110,17 @@ func TestBatchedDecisionsStandAlone(t *testing.T) {
 	for i, st := range steps {
 		calls[i] = st.call
 	}
-	if err := errors.Join(decideScript.Load(ctx, c).Err(), c.ConfigResetStat(ctx).Err()); err != nil {
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	newBatcher(c).send(calls)
 	for i, st := range steps {
 		st.check(t, i)
 	}
-	if n, _ := c.Get(ctx, "{batch}:n").Int(); n != 2 {
+	if n, _ := c.Get(ctx, store.SealedKey(seal, "{batch}:n")).Int(); n != 2 {
 		t.Fatalf("counter %d, want 2", n)
 	}
-	if n, err := c.Exists(ctx, "{batch}:m").Result(); err != nil || n != 0 {
+	if n, err := c.Exists(ctx, store.SealedKey(seal, "{batch}:m")).Result(); err != nil || n != 0 {
 		t.Fatalf("the failed decision wrote its first entry: EXISTS = %d, %v", n, err)
 	}
 	if n := scriptCalls(t, c); n != 1 {
@@ -259,7 +260,7 @@ func TestBatchedDecisionsOfEveryAlgorithm(t *testing.T) {
 		calls[i] = decideCall("", entries, attempt{atUs: now.UnixMicro()})
 		calls[i].ctx, calls[i].done = ctx, make(chan struct{})
 	}
-	if err := errors.Join(decideScript.Load(ctx, c).Err(), c.ConfigResetStat(ctx).Err()); err != nil {
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
 	newBatcher(c).send(calls)

@@ -231,7 +231,7 @@ func skewedRun(t *testing.T, be backend) bool {
 	if spread := slicesMax(resets) - slicesMin(resets); spread > time.Second {
 		t.Fatalf("reset-after values spread over %v: %v", spread, resets)
 	}
-	keys, _ := scanTTLs(t, be.raw(), "qo:v1:{"+ns+"/*")
+	keys, _ := scanTTLs(t, be.raw(), be.sealed("qo:v1:{"+ns+"/*"))
 	if keys != 3 { // one fixed window, one usage set, one total
 		t.Fatalf("%d keys; want 3: the limiters split a window or period", keys)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -19,15 +20,20 @@ var (
 	refundLua string
 	//go:embed lua/acquire.lua
 	acquireLua string
-
-	// Scripts run with EVALSHA, falling back to EVAL once when the server
-	// lost its script cache (a restart or SCRIPT FLUSH).
-	decideScript  = redis.NewScript(decideLua)
-	refundScript  = redis.NewScript(refundLua)
-	acquireScript = redis.NewScript(acquireLua)
+	//go:embed lua/adjust.lua
+	adjustLua string
+	//go:embed lua/usage.lua
+	usageLua string
 )
 
-// redisEngine runs each step as one Lua script. On a single server or
+// Library is the Redis Functions library for seal: the store's functions
+// and the limiter's (decide, refund, adjust, acquire, usage), which the
+// manager loads on every master (store.Library).
+func Library(seal string) (source, digest string, err error) {
+	return store.Library(seal, decideLua, refundLua, adjustLua, acquireLua, usageLua)
+}
+
+// redisEngine runs each step as one call of a library function. On a single server or
 // Sentinel group a decision is always one script. In a Cluster, keys of one
 // limit and subject share a slot; a decision whose keys span slots runs one
 // script per hash tag, concurrently, and refunds the slots that committed
@@ -193,10 +199,10 @@ func (r redisEngine) refund(ctx context.Context, groups [][]entry, outs []outcom
 		}
 		// The refund must land even if the caller gave up waiting.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		err := refundScript.Run(rctx, r.c, keysOf(g), refundArgs(g, outs[gi].nowUs, atUs)...).Err()
+		err := r.c.FCall(rctx, "qo1_refund", keysOf(g), refundArgs(g, outs[gi].nowUs, atUs)...).Err()
 		cancel()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("limiter: refund: %w", err))
+			errs = append(errs, fmt.Errorf("limiter: refund: %w", store.LibraryError(err)))
 		}
 	}
 	return errors.Join(errs...)
@@ -215,39 +221,37 @@ func committed(g []entry, o outcome) bool {
 }
 
 func (r redisEngine) usage(ctx context.Context, keys []string, top int) (Usage, error) {
-	var (
-		card  *redis.IntCmd
-		ranks *redis.ZSliceCmd
-		total *redis.StringCmd
-	)
-	_, err := r.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		card = p.ZCard(ctx, keys[0])
-		if top > 0 {
-			ranks = p.ZRevRangeWithScores(ctx, keys[0], 0, int64(top)-1)
-		}
-		total = p.Get(ctx, keys[1])
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return Usage{}, fmt.Errorf("limiter: usage: %w", err)
+	reply, err := r.c.FCallRo(ctx, "qo1_usage", keys, top).Slice()
+	if err != nil {
+		return Usage{}, fmt.Errorf("limiter: usage: %w", store.LibraryError(err))
 	}
-	u := Usage{Subjects: card.Val()}
-	if t := total.Val(); t != "" {
+	if len(reply) < 2 || len(reply)%2 != 0 {
+		return Usage{}, fmt.Errorf("limiter: usage: reply of %d values", len(reply))
+	}
+	card, _ := reply[0].(int64)
+	u := Usage{Subjects: card}
+	if t, ok := reply[1].(string); ok {
 		if u.Total, err = strconv.ParseInt(t, 10, 64); err != nil {
 			return Usage{}, fmt.Errorf("limiter: usage: total is not an integer")
 		}
 	}
-	for _, z := range zs(ranks) {
-		u.Top = append(u.Top, Consumer{Subject: fmt.Sprint(z.Member), Used: int64(z.Score)})
+	for i := 2; i+1 < len(reply); i += 2 {
+		member, _ := reply[i].(string)
+		score, _ := reply[i+1].(string)
+		used, err := strconv.ParseFloat(score, 64)
+		if err != nil {
+			return Usage{}, fmt.Errorf("limiter: usage: a score is not a number")
+		}
+		u.Top = append(u.Top, Consumer{Subject: member, Used: int64(used)})
 	}
 	u.Top = topConsumers(u.Top, top)
 	return u, nil
 }
 
 func (r redisEngine) acquire(ctx context.Context, key, fence string, token []byte, ttl time.Duration) (lockReply, error) {
-	reply, err := acquireScript.Run(ctx, r.c, []string{key, fence}, token, ceilDuration(ttl), fenceTTL.Milliseconds()).Int64Slice()
+	reply, err := r.c.FCall(ctx, "qo1_acquire", []string{key, fence}, token, ceilDuration(ttl), fenceTTL.Milliseconds()).Int64Slice()
 	if err != nil {
-		return lockReply{}, fmt.Errorf("limiter: acquire: %w", err)
+		return lockReply{}, fmt.Errorf("limiter: acquire: %w", store.LibraryError(err))
 	}
 	if len(reply) != 2 {
 		return lockReply{}, fmt.Errorf("limiter: acquire: reply of %d values", len(reply))
@@ -261,11 +265,4 @@ func (r redisEngine) acquire(ctx context.Context, key, fence string, token []byt
 // ceilDuration is d in whole milliseconds, rounded up.
 func ceilDuration(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
-}
-
-func zs(c *redis.ZSliceCmd) []redis.Z {
-	if c == nil {
-		return nil
-	}
-	return c.Val()
 }

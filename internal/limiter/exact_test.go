@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -9,7 +10,9 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
+	"github.com/redis/go-redis/v9"
 )
 
 func rate(limit int64, window time.Duration) []limiter.Rate {
@@ -229,26 +232,41 @@ func TestTokenBucketAdmitsBurstPlusRefill(t *testing.T) {
 	}
 }
 
-// After the server lost its scripts (SCRIPT FLUSH, as a restart does),
-// concurrent decisions, which travel in pipelines, load the script again
-// and stay exact.
-func TestScriptCacheLostUnderLoad(t *testing.T) {
-	for _, be := range backends(t) {
-		if be.raw == nil {
-			continue
-		}
+// A store that lost the functions library (FUNCTION FLUSH, or a restart
+// without data) fails every decision with ErrNoLibrary, never an answer
+// of its own; once the library is back (the manager loads it), decisions
+// go on exactly where the counters are.
+func TestLibraryLostUnderLoad(t *testing.T) {
+	for _, be := range redisBackends(t) {
 		t.Run(be.name, func(t *testing.T) {
 			l, _ := simulated(t, be, fakeclock.New(epoch))
 			lim := limiter.Limit{Key: key(t, "l"), Algorithm: limiter.FixedWindow, Rates: rate(500, time.Minute), Cost: 1}
 			if got := race(t, l, lim, 64, 5); got != 320 {
 				t.Fatalf("warm-up: %d allowed; want 320", got)
 			}
-			if err := be.raw().ScriptFlush(context.Background()).Err(); err != nil {
+			ctx := context.Background()
+			flush := func(ctx context.Context, c *redis.Client) error { return c.FunctionFlush(ctx).Err() }
+			if err := forEachMaster(ctx, be.raw(), flush); err != nil {
+				t.Fatal(err)
+			}
+			_, err := l.Decide(ctx, limiter.Request{Limits: []limiter.Limit{lim}})
+			if !errors.Is(err, store.ErrNoLibrary) {
+				t.Fatalf("decision without the library: %v; want ErrNoLibrary", err)
+			}
+			if err := be.reload(); err != nil {
 				t.Fatal(err)
 			}
 			if got := race(t, l, lim, 64, 5); got != 180 {
-				t.Fatalf("after SCRIPT FLUSH: %d allowed; want the remaining 180", got)
+				t.Fatalf("after the library is back: %d allowed; want the remaining 180", got)
 			}
 		})
 	}
+}
+
+// forEachMaster runs fn on the one server, or on every master of a Cluster.
+func forEachMaster(ctx context.Context, c redis.UniversalClient, fn func(context.Context, *redis.Client) error) error {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, fn)
+	}
+	return fn(ctx, c.(*redis.Client))
 }

@@ -101,7 +101,7 @@ func TestKillMidLoadLeavesNoKeyWithoutTTL(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = child.Wait()
-			keys, persistent := scanTTLs(t, be.raw(), "qo:v1:{"+ns+"/*")
+			keys, persistent := scanTTLs(t, be.raw(), be.sealed("qo:v1:{"+ns+"/*"))
 			if keys < 100 {
 				t.Fatalf("only %d keys after the load; the hammer did not run", keys)
 			}

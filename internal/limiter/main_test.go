@@ -46,12 +46,19 @@ func TestMain(m *testing.M) {
 }
 
 // backend is one store a limiter runs on; raw is its Redis client (nil for
-// memory), for looking at what the scripts left behind.
+// memory), for looking at what the functions left behind under the names
+// sealed gives them.
 type backend struct {
 	name string
 	open func(tb testing.TB, clock *fakeclock.Clock) store.Store
 	raw  func() redis.UniversalClient
+	seal func() string
+	// reload loads the library again, as the manager would.
+	reload func() error
 }
+
+// sealed is the name under which the library keeps the limiter's key.
+func (be backend) sealed(key string) string { return store.SealedKey(be.seal(), key) }
 
 func backends(tb testing.TB) []backend {
 	tb.Helper()
@@ -79,9 +86,10 @@ func backends(tb testing.TB) []backend {
 			tb.Cleanup(func() { _ = s.Close() })
 			return s
 		}},
-		{name: "redis", open: openURL(single.URL), raw: func() redis.UniversalClient { return single.Client() }},
+		{name: "redis", open: openURL(single.URL), raw: func() redis.UniversalClient { return single.Client() },
+			seal: single.Seal, reload: single.LoadLibrary},
 		{name: "cluster", open: openURL("redis+cluster://" + strings.Join(cluster.Addrs(), ",")),
-			raw: func() redis.UniversalClient { return cluster.Client() }},
+			raw: func() redis.UniversalClient { return cluster.Client() }, seal: cluster.Seal, reload: cluster.LoadLibrary},
 	}
 }
 

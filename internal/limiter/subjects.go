@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,17 +27,30 @@ func (l *Limiter) Subjects(ctx context.Context, key CounterKey, maxKeys int64) (
 	seen := map[string]bool{}
 	examined, complete := int64(0), true
 	scan := func(ctx context.Context, c *redis.Client) error {
-		iter := c.Scan(ctx, 0, match, 1000).Iterator()
-		for iter.Next(ctx) {
-			if examined++; examined > maxKeys {
-				complete = false
+		cursor := "0"
+		for {
+			page, err := c.FCallRo(ctx, "qo1_scan", nil, cursor, match, 1000).Slice()
+			if err != nil {
+				return store.LibraryError(err)
+			}
+			if len(page) != 2 {
+				return fmt.Errorf("scan: reply of %d values", len(page))
+			}
+			cursor, _ = page[0].(string)
+			names, _ := page[1].([]any)
+			for _, n := range names {
+				if examined++; examined > maxKeys {
+					complete = false
+					return nil
+				}
+				if h, ok := subjectOf(fmt.Sprint(n), len(prefix)-1); ok {
+					seen[h] = true
+				}
+			}
+			if cursor == "0" || cursor == "" {
 				return nil
 			}
-			if h, ok := subjectOf(iter.Val(), len(prefix)-1); ok {
-				seen[h] = true
-			}
 		}
-		return iter.Err()
 	}
 	if err := r.eachNode(ctx, scan); err != nil {
 		return nil, false, fmt.Errorf("limiter: subjects: %w", err)

@@ -12,39 +12,49 @@ const TenantUserPrefix = "quota-ns-"
 // TenantUserName is the Redis user of namespace's sidecars.
 func TenantUserName(namespace string) string { return TenantUserPrefix + namespace }
 
-// tenantCommands are all the sidecar sends, and all its scripts call
-// (Redis checks a script's calls against the caller's rules too).
+// tenantCommands are all a sidecar sends itself. It writes nothing but
+// through the library's functions, and only those it needs: no EVAL, no
+// FUNCTION, no SET (the first-argument rules name each function).
 var tenantCommands = []string{
 	// connecting, and finding the nodes of a Cluster
 	"auth", "hello", "client|setname", "ping", "select",
 	"readonly", "readwrite", "asking", "cluster|slots", "cluster|shards", "cluster|nodes", "command",
-	// decisions and locks: scripts, and what they call
-	"evalsha", "eval", "evalsha_ro", "eval_ro", "time",
-	"get", "set", "del", "exists", "incr", "incrby", "decrby", "pexpire", "pttl", "hmget",
-	"hexists", "hincrby", "hdel", "zincrby", "zrem", "zscore", "zcard",
-	// reporting the revision the sidecar enforces
-	"zadd", "zremrangebyscore",
-	// usage reads
-	"multi", "exec", "discard", "zrevrange",
+	// decisions, refunds, locks, the local API and reports: the library
+	"fcall|qo1_decide", "fcall|qo1_refund", "fcall|qo1_acquire",
+	"fcall|qo1_incr", "fcall|qo1_expire", "fcall|qo1_set", "fcall|qo1_del", "fcall|qo1_cas", "fcall|qo1_report",
+	"fcall_ro|qo1_get", "fcall_ro|qo1_has", "fcall_ro|qo1_ttl", "fcall_ro|qo1_usage",
 	// config reads and change announcements
-	"hgetall", "subscribe", "unsubscribe",
+	"multi", "exec", "discard", "get", "hgetall", "subscribe", "unsubscribe",
+}
+
+// tenantSealedCommands are what those functions call (Redis checks a
+// function's calls against its caller's rules): allowed on the sealed
+// names of the namespace's keys only, which the user cannot name.
+var tenantSealedCommands = []string{
+	"time", "get", "set", "del", "exists", "incrby", "decrby", "pexpire", "pttl", "hmget",
+	"hexists", "hincrby", "hdel", "zincrby", "zrem", "zscore", "zcard", "zadd",
+	"zremrangebyscore", "zrangebyscore", "zrevrange",
 }
 
 // TenantUser is the Redis user of namespace's sidecars, with the given
-// password digests. It may touch only the namespace's counters, quotas,
-// locks and app keys, read (not write) its config, and hear its config
-// channel; every key the limiter and the local API build for the
-// namespace starts with one of its patterns, and no other namespace's
-// key does, since the namespace is followed by its tag's separator.
+// password digests. Through the library it may touch only the namespace's
+// counters, quotas, locks and app keys; it may read (not write) its
+// config, and hear its config channel. Every key the limiter and the local
+// API build for the namespace starts with one of its patterns, and no
+// other namespace's key does, since the namespace is followed by its
+// tag's separator.
 func TenantUser(namespace string, passwordSHA256 ...string) store.ACLUser {
 	var ns strings.Builder
 	escapeKeyPart(&ns, namespace) // a DNS label already; escaping keeps glob characters out regardless
+	keys := []string{keyPrefix + "{" + ns.String() + "/*", keyPrefix + "app:{" + ns.String() + "/*"}
 	return store.ACLUser{
 		Name:           TenantUserName(namespace),
 		PasswordSHA256: passwordSHA256,
-		Keys:           []string{keyPrefix + "{" + ns.String() + "/*", keyPrefix + "app:{" + ns.String() + "/*"},
+		Keys:           keys,
 		ReadKeys:       []string{store.ConfigKeyPattern(ns.String())},
 		Channels:       []string{store.ConfigChannel(ns.String())},
 		Commands:       tenantCommands,
+		SealedKeys:     keys,
+		SealedCommands: tenantSealedCommands,
 	}
 }

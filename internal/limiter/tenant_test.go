@@ -43,6 +43,11 @@ func (d deployment) url(user, password string) string {
 
 func (d deployment) admin() string { return d.url("", adminPassword) }
 
+// adminNode is a client of node i as the admin.
+func (d deployment) adminNode(i int) *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: d.nodes[i], Password: adminPassword, Protocol: 2})
+}
+
 func (d deployment) tenant(ns string) string {
 	return d.url(limiter.TenantUserName(ns), tenantPasswords[ns])
 }
@@ -109,7 +114,7 @@ func TestTenantUsersAreIsolated(t *testing.T) {
 				}
 			}
 			a := openStore(t, d.tenant(nsA)).(*store.Redis)
-			expectOwnKeysWork(t, a)
+			expectOwnKeysWork(t, a, adminStore)
 			expectOtherTenantRefused(t, a)
 			expectWatchSurvivesPut(t, a, admin, adminStore)
 			if d.restart != nil {
@@ -130,6 +135,7 @@ func putTenantUsers(t *testing.T, d deployment) *store.ACLAdmin {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = admin.Close() })
+	admin.KeepLibrary(limiter.Library) // as the manager does
 	for _, ns := range []string{nsA, nsB} {
 		if err := admin.Put(context.Background(), limiter.TenantUser(ns, digest(tenantPasswords[ns]))); err != nil {
 			t.Fatalf("put %s's user: %v", ns, err)
@@ -163,6 +169,38 @@ func expectNodeRefuses(t *testing.T, addr string) {
 		{"client", "list"}, {"monitor"}, {"replicaof", "no", "one"}} {
 		expectNoPerm(t, "node "+addr, c.Do(ctx, cmd...).Err(), cmd...)
 	}
+	expectNoCodeOfItsOwn(t, c, addr)
+}
+
+// loopingScript is the review's: it writes, so SCRIPT KILL cannot stop it,
+// and Redis answers every client BUSY until SHUTDOWN NOSAVE.
+const loopingScript = "redis.call('SET','qo:v1:{team-a/x}','1') while true do end"
+
+// expectNoCodeOfItsOwn: a namespace's user runs no code but the library's
+// (no EVAL, EVALSHA, SCRIPT LOAD, FUNCTION LOAD: the looping script cannot
+// run), calls none of the library's functions it does not need, and
+// writes no key itself, its own included: plain SET, DEL, INCRBY and
+// PEXPIRE are refused on every name it may pass to the library, and it
+// cannot read the seal that names what the library writes.
+func expectNoCodeOfItsOwn(t *testing.T, c *redis.Client, addr string) {
+	t.Helper()
+	ctx := context.Background()
+	own := limiter.CounterKey{Namespace: nsA, Policy: "api", Limit: "per-user", Subject: []string{"alice"}}.Key("0")
+	ownApp := limiter.AppKey(nsA, "greeting")
+	sha := "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+	lib := "#!lua name=mine\nredis.register_function('spin', function() " + loopingScript + " end)"
+	for _, cmd := range [][]any{
+		{"eval", loopingScript, "0"}, {"eval", loopingScript, "1", own}, {"eval_ro", "return 1", "0"},
+		{"evalsha", sha, "0"}, {"evalsha_ro", sha, "0"}, {"script", "load", loopingScript}, {"script", "kill"},
+		{"function", "load", lib}, {"function", "load", "replace", lib}, {"function", "delete", store.LibraryName},
+		{"function", "flush"}, {"function", "list", "withcode"}, {"function", "dump"}, {"function", "kill"},
+		{"fcall", "qo1_adjust", "1", own}, {"fcall_ro", "qo1_scan", "0", "0", "*", "10"},
+		{"set", own, "1"}, {"set", ownApp, "x"}, {"del", own}, {"del", ownApp}, {"incrby", own, "1"},
+		{"pexpire", own, "1"}, {"hincrby", own, "0", "1"}, {"zadd", own, "1", "m"},
+		{"get", "qo:seal"}, {"set", "qo:seal", "x"},
+	} {
+		expectNoPerm(t, "node "+addr, c.Do(ctx, cmd...).Err(), cmd...)
+	}
 }
 
 func expectNoPerm(t *testing.T, where string, err error, cmd ...any) {
@@ -173,7 +211,7 @@ func expectNoPerm(t *testing.T, where string, err error, cmd ...any) {
 }
 
 // expectOwnKeysWork runs what a sidecar of namespace A runs, as A.
-func expectOwnKeysWork(t *testing.T, a *store.Redis) {
+func expectOwnKeysWork(t *testing.T, a, adminStore *store.Redis) {
 	t.Helper()
 	ctx := context.Background()
 	l, err := limiter.New(a)
@@ -207,6 +245,24 @@ func expectOwnKeysWork(t *testing.T, a *store.Redis) {
 	}
 	if _, docs, err := a.Configs(ctx, nsA); err != nil || string(docs["RateLimitPolicy/api"]) != `{"ns":"team-a"}` {
 		t.Fatalf("config as %s: %q, %v", nsA, docs, err)
+	}
+	expectAdjustmentReaches(t, adminStore, l, perMinute)
+}
+
+// expectAdjustmentReaches: a reset the manager makes (as admin) is what
+// the namespace's user then sees: its limit passes again.
+func expectAdjustmentReaches(t *testing.T, adminStore *store.Redis, tenant *limiter.Limiter, lim limiter.Limit) {
+	t.Helper()
+	admin, err := limiter.New(adminStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Adjust(context.Background(), lim, limiter.Adjustment{ID: "reset-" + nsA}); err != nil {
+		t.Fatalf("reset as admin: %v", err)
+	}
+	tenant.ForgetKnown()
+	if d := decide(t, tenant, lim); !d.Allowed || d.By().Remaining != 2 {
+		t.Fatalf("as %s after a reset: %+v; want allowed with 2 remaining", nsA, d.By())
 	}
 }
 
@@ -293,11 +349,26 @@ func expectUsersBackAfterRestart(t *testing.T, d deployment, admin *store.ACLAdm
 	if err := c.Ping(ctx).Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGPASS") {
 		t.Fatalf("after a restart, before Resync: %v; want WRONGPASS", err)
 	}
+	node := d.adminNode(0)
+	defer func() { _ = node.Close() }()
+	if lib, err := store.LibraryDigest(ctx, node); err != nil || lib != "" {
+		t.Fatalf("after a restart, before Resync: library %q, %v; want none (no persistence here)", lib, err)
+	}
 	if err := admin.Resync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("after Resync: %v", err)
+	}
+	// One store check brought the library back: A decides again.
+	l, err := limiter.New(store.NewRedis(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := limiter.Limit{Key: limiter.CounterKey{Namespace: nsA, Policy: "api", Limit: "after-restart"},
+		Algorithm: limiter.FixedWindow, Rates: rate(3, time.Minute), Cost: 1}
+	if got := decide(t, l, lim); !got.Allowed || got.By().Remaining != 2 {
+		t.Fatalf("as %s after one Resync: %+v; want allowed, 2 remaining", nsA, got.By())
 	}
 }
 

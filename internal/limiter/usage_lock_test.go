@@ -152,7 +152,7 @@ func TestFenceSurvivesLostFenceKey(t *testing.T) {
 				if _, err := l.Release(ctx, ns, "job", lock.Token); err != nil {
 					t.Fatal(err)
 				}
-				if err := be.raw().Del(ctx, "qo:v1:{"+ns+"/job}:fence").Err(); err != nil {
+				if err := be.raw().Del(ctx, be.sealed("qo:v1:{"+ns+"/job}:fence")).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -20,13 +20,21 @@ type ACLUser struct {
 	// Keys may be read and written, ReadKeys only read (Redis glob
 	// patterns); Channels may be published and subscribed to.
 	Keys, ReadKeys, Channels []string
-	// Commands are the only commands allowed, as "get" or "client|setinfo".
+	// Commands are the only commands allowed, as "get" or "client|setinfo"
+	// (or "fcall|qo1_get": that function only).
 	Commands []string
+	// SealedKeys, named as the library's callers name keys, and
+	// SealedCommands form one ACL selector: those commands on the sealed
+	// names of those keys, which is what the library's functions touch
+	// when the user calls them (Redis checks a function's calls against
+	// its caller). Without the seal, the user cannot name them itself.
+	SealedKeys, SealedCommands []string
 }
 
-// rules is the ACL SETUSER argument list. It starts from reset, so the
-// user has exactly these rules and nothing left from an older version.
-func (u ACLUser) rules() []any {
+// rules is the ACL SETUSER argument list, for seal ("": none known, so
+// no sealed key). It starts from reset, so the user has exactly these
+// rules and nothing left from an older version.
+func (u ACLUser) rules(seal string) []any {
 	args := []any{"acl", "setuser", u.Name, "reset", "on"}
 	for _, h := range u.PasswordSHA256 {
 		args = append(args, "#"+h)
@@ -43,7 +51,17 @@ func (u ACLUser) rules() []any {
 	for _, c := range u.Commands {
 		args = append(args, "+"+c)
 	}
-	return args
+	if seal == "" || len(u.SealedKeys) == 0 {
+		return args
+	}
+	var sel []string
+	for _, k := range u.SealedKeys {
+		sel = append(sel, "~"+SealedKey(seal, k))
+	}
+	for _, c := range u.SealedCommands {
+		sel = append(sel, "+"+c)
+	}
+	return append(args, "("+strings.Join(sel, " ")+")")
 }
 
 // ACLAdmin keeps ACL users on every node of a Redis deployment: the one
@@ -51,6 +69,10 @@ func (u ACLUser) rules() []any {
 // replica of a Cluster. Redis neither replicates nor persists ACL SETUSER
 // (without an ACL file), so it remembers the users it was given and
 // writes them again to any node that restarted (Resync).
+//
+// It also keeps quota-operator's Functions library on every master
+// (KeepLibrary): Redis persists and replicates functions, but a master
+// that restarted without its data, or a new one, has none.
 type ACLAdmin struct {
 	loc *Location
 
@@ -58,6 +80,12 @@ type ACLAdmin struct {
 	users   map[string]ACLUser
 	written map[string]string // node address → run_id the users were written under
 	clients map[string]*redis.Client
+
+	// build makes the library for a seal; seal, source and digest are
+	// the library last built, store the client that keeps the seal.
+	build                func(seal string) (source, digest string, err error)
+	seal, source, digest string
+	store                redis.UniversalClient
 }
 
 // NewACLAdmin manages users with the credentials in loc, which must be a
@@ -74,8 +102,11 @@ func (a *ACLAdmin) Put(ctx context.Context, u ACLUser) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.users[u.Name] = u
+	if err := a.ensureSeal(ctx); err != nil {
+		return fmt.Errorf("keeping the store's seal: %w", err)
+	}
 	return a.eachNode(ctx, func(c *redis.Client) error {
-		return c.Do(ctx, u.rules()...).Err()
+		return c.Do(ctx, u.rules(a.seal)...).Err()
 	})
 }
 
@@ -101,19 +132,45 @@ func (a *ACLAdmin) Users() []string {
 	return names
 }
 
-// Resync writes every user again to each node that restarted (its run_id
-// changed) or joined since the last write.
+// KeepLibrary makes Resync keep the library build returns on every
+// master, built with the seal the store keeps (a new one, the first time).
+func (a *ACLAdmin) KeepLibrary(build func(seal string) (source, digest string, err error)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.build = build
+}
+
+// Resync loads the library on each master that lacks it (or holds another
+// build), and writes every user again to each node that restarted (its
+// run_id changed) or joined since the last write. A Redis older than 7.0
+// is an error that says so.
 func (a *ACLAdmin) Resync(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err := a.ensureSeal(ctx); err != nil {
+		return fmt.Errorf("keeping the store's seal: %w", err)
+	}
 	return a.eachNode(ctx, func(c *redis.Client) error {
-		id, err := runID(ctx, c)
-		if err != nil || a.written[c.Options().Addr] == id {
+		info, err := c.Info(ctx, "server", "replication").Result()
+		if err != nil {
 			return err
+		}
+		if err := CheckVersion(info); err != nil {
+			return err
+		}
+		if err := a.ensureLibrary(ctx, c, info); err != nil {
+			return fmt.Errorf("loading the functions library: %w", err)
+		}
+		id := infoField(info, "run_id")
+		if id == "" {
+			return errors.New("INFO server has no run_id")
+		}
+		if a.written[c.Options().Addr] == id {
+			return nil
 		}
 		pipe := c.Pipeline()
 		for _, u := range a.users {
-			pipe.Do(ctx, u.rules()...)
+			pipe.Do(ctx, u.rules(a.seal)...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
@@ -123,18 +180,56 @@ func (a *ACLAdmin) Resync(ctx context.Context) error {
 	})
 }
 
-// runID is the node's INFO run_id, new at every start.
-func runID(ctx context.Context, c *redis.Client) (string, error) {
-	info, err := c.Info(ctx, "server").Result()
-	if err != nil {
-		return "", err
+// ensureSeal reads the store's seal, writing the one it knows (or a new
+// one) when the store has none, and builds the library again when the
+// seal changed.
+func (a *ACLAdmin) ensureSeal(ctx context.Context) error {
+	if a.build == nil {
+		return nil
 	}
+	if a.store == nil {
+		a.store = redis.NewUniversalClient(a.loc.Redis)
+	}
+	want := a.seal
+	if want == "" {
+		want = NewSeal()
+	}
+	seal, err := EnsureSeal(ctx, a.store, want)
+	if err != nil || seal == a.seal {
+		return err
+	}
+	source, digest, err := a.build(seal)
+	if err != nil {
+		return err
+	}
+	a.seal, a.source, a.digest = seal, source, digest
+	// The users' selectors name the seal: write them all again.
+	clear(a.written)
+	return nil
+}
+
+// ensureLibrary loads the library on c when c is a master whose library
+// is missing or another build. Replicas get it from their master.
+func (a *ACLAdmin) ensureLibrary(ctx context.Context, c *redis.Client, info string) error {
+	if a.source == "" || infoField(info, "role") != "master" {
+		return nil
+	}
+	have, err := LibraryDigest(ctx, c)
+	if err != nil || have == a.digest {
+		return err
+	}
+	return LoadLibrary(ctx, c, a.source)
+}
+
+// infoField is one field of INFO's text, such as run_id (new at every
+// start) or role.
+func infoField(info, name string) string {
 	for _, line := range strings.Split(info, "\n") {
-		if id, ok := strings.CutPrefix(line, "run_id:"); ok {
-			return strings.TrimSpace(id), nil
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
 		}
 	}
-	return "", errors.New("INFO server has no run_id")
+	return ""
 }
 
 // eachNode runs fn on every node and joins the errors, each naming its
@@ -247,6 +342,10 @@ func (a *ACLAdmin) Close() error {
 	for addr, c := range a.clients {
 		_ = c.Close()
 		delete(a.clients, addr)
+	}
+	if a.store != nil {
+		_ = a.store.Close()
+		a.store = nil
 	}
 	return nil
 }

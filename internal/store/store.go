@@ -24,15 +24,17 @@ type Store interface {
 	// Increment adds by to the integer at key and returns the new value. A
 	// missing key counts as 0. A value that is not a base-10 int64, or a sum
 	// that overflows, fails with ErrNotInteger or ErrOverflow and leaves the
-	// value as it was. The key's TTL is unchanged.
+	// value as it was. The key's TTL is unchanged; a key it creates has none
+	// (on Redis: MaxTTL).
 	Increment(ctx context.Context, key string, by int64) (int64, error)
 	// Expire sets or replaces the TTL of an existing key and reports whether
 	// the key existed.
 	Expire(ctx context.Context, key string, ttl time.Duration) (bool, error)
 	// Get returns the value at key and whether it exists.
 	Get(ctx context.Context, key string) ([]byte, bool, error)
-	// Set stores value at key. A ttl of 0 keeps the key until deleted; any
-	// previous TTL is discarded.
+	// Set stores value at key. A ttl of 0 keeps the key until deleted (on
+	// Redis: MaxTTL, the longest any key lives there); any previous TTL is
+	// discarded.
 	Set(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	// Has reports whether key exists.
 	Has(ctx context.Context, key string) (bool, error)
@@ -76,6 +78,9 @@ var (
 	// deleted (memory://?max_entries=N). Entries it holds still change. Like
 	// Redis under noeviction, it refuses rather than drop counters.
 	ErrFull = errors.New("memory store is full: no new entry until some expire (memory://?max_entries)")
+	// ErrTooLarge: Redis refused a value above the library's bound of
+	// 64 KiB (MaxValue), which holds whoever calls it.
+	ErrTooLarge = errors.New("value is larger than the store's bound of 64 KiB")
 )
 
 // checkTTL refuses TTLs no backend can honour. optional allows 0, meaning

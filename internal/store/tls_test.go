@@ -12,6 +12,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 	"github.com/quotaops/quota-operator/internal/testutil/testpki"
+	"github.com/redis/go-redis/v9"
 )
 
 // A redis-server that speaks only TLS and requires client certificates
@@ -55,6 +56,13 @@ func expectRoundTrip(t *testing.T, raw, wantErr string) {
 	defer func() { _ = st.Close() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if wantErr == "" {
+		// The test's server is TLS only: load the library as the manager
+		// would, over the connection under test.
+		if err := redistest.LoadLibraryOn(st.(*store.Redis).Client().(*redis.Client)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	err = st.Set(ctx, "qo:v1:roundtrip-test", []byte("v"), time.Minute)
 	if wantErr == "" {
 		if v, ok, gerr := st.Get(ctx, "qo:v1:roundtrip-test"); err != nil || gerr != nil || !ok || string(v) != "v" {

@@ -30,7 +30,7 @@ type sample struct {
 	p50, p99 time.Duration // latency as the load generator saw it
 	cpu      float64       // µs of the server process's CPU per decision
 	redis    float64       // µs of Redis CPU per decision
-	scripts  float64       // EVALSHA and EVAL per decision, as Redis ran them
+	scripts  float64       // FCALL (and EVAL) per decision, as Redis ran them
 	calls    float64       // every command Redis ran per decision, scripts' own included
 	failed   int64         // decisions the sidecar let through failed open
 }

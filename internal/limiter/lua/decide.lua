@@ -1,16 +1,15 @@
-#!lua
 -- Limiter decisions: the math of algorithms.go, each in one atomic step.
 -- One call decides a batch of decisions, one after the other, so that
 -- concurrent decisions share the cost of a script call; each sees the
 -- writes of those before it, as if each were a call of its own.
--- ARGV[1]: now in Unix µs, or 0 to take the server's TIME (production).
+-- A[1]: now in Unix µs, or 0 to take the server's TIME (production).
 -- Then per decision: a header, 2 × the number of entries + 1 to peek
 -- (decide, write nothing), then per entry: alg (f fixed, s sliding, t token
 -- bucket, q quota), max, window ms (quota: grace ms), cost, dry (0/1),
 -- start ms; a quota adds end ms, member and its bound on subjects per
 -- period (0: none). Every argument costs Redis to read and intern: a fixed
 -- window sends 6, not 9.
--- KEYS, per decision, per entry: f: window; s: previous window, current
+-- K, per decision, per entry: f: window; s: previous window, current
 -- window; t: TAT; q: usage (sorted set), total.
 -- Reply, flat (nested tables cost Redis more to build and send): now µs,
 -- then per decision: per entry allowed, remaining, reset ms, retry ms; or
@@ -26,24 +25,33 @@
 -- absolute window or period end), which saves a command on most decisions.
 -- Costs go back to Redis as the caller's strings: Lua prints a number above
 -- 1e14 as 1e+14, which INCRBY refuses.
--- The script runs for every batch and Redis runs its whole body each time,
--- so it builds few functions (each is a closure built per call) and no
--- per-entry tables: the decide pass notes, per entry, the one value its
--- commit needs.
+-- It builds no per-entry tables: the decide pass notes, per entry, the one
+-- value its commit needs. Every TTL it sets is within the library's bound,
+-- and it refuses windows and periods longer than any the API allows.
 
--- Globals are table lookups in Redis's sandbox; locals are not.
-local call, tonumber, floor, ceil, match = redis.call, tonumber, math.floor, math.ceil, string.match
 local SUB = 10
 local BUCKETS = {'0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
+-- Longest window (ms) and period: the API's bounds, with room.
+local MAX_WINDOW, MAX_PERIOD = 8 * 24 * 3600 * 1000, 33 * 24 * 3600 * 1000
 
-local now = tonumber(ARGV[1])
-if now == 0 then
-  local t = call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- One call's state. Redis runs one function at a time, so the helpers
+-- below share these instead of being closures built per call: A and K are
+-- the call's arguments and sealed keys, out the reply and o the last
+-- position written in it.
+local A, K, now, now_ms, out, o
+
+-- bounded refuses an entry whose window, period or member no decision
+-- the operator compiles would have.
+local function bounded(alg, win, a)
+  if not win or win < 1 or win > MAX_WINDOW then fail('a window is not within 1 ms and 8 days') end
+  if alg == 'q' then
+    local start, stop = tonumber(A[a + 5]), tonumber(A[a + 6])
+    if not start or not stop or stop - start > MAX_PERIOD then fail('a period is longer than 33 days') end
+    if #A[a + 7] > MAX_NAME then fail('a subject is longer than ' .. MAX_NAME .. ' bytes') end
+  elseif alg ~= 'f' and alg ~= 's' and alg ~= 't' then
+    fail('unknown algorithm')
+  end
 end
-local now_ms = floor(now / 1000)
--- out is the reply; o the last position written.
-local out, o = {now}, 1
 
 local function int(v)
   if not v then return 0 end
@@ -53,15 +61,16 @@ local function int(v)
   return tonumber(v)
 end
 
--- decide makes the decision of n entries from ARGV[first] and KEYS[k0],
+-- decide makes the decision of n entries from A[first] and K[k0],
 -- writes its reply after out[o] and returns the last position written.
 local function decide(first, k0, n, peek)
   -- The proposals first: a stale one means no read and no write.
   local a = first
   for _ = 1, n do
-    local alg, win, start = ARGV[a], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 5])
+    local alg, win, start = A[a], tonumber(A[a + 2]), tonumber(A[a + 5])
+    bounded(alg, win, a)
     if (alg == 'f' or alg == 's') and start ~= now_ms - now_ms % win
-      or alg == 'q' and (now_ms < start or now_ms >= tonumber(ARGV[a + 6])) then
+      or alg == 'q' and (now_ms < start or now_ms >= tonumber(A[a + 6])) then
       out[o + 1] = -1
       return o + 1
     end
@@ -72,7 +81,7 @@ local function decide(first, k0, n, peek)
   local r, k = o, k0
   a = first
   for _ = 1, n do
-    local alg, max, win, cost, start = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
+    local alg, max, win, cost, start = A[a], tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3]), tonumber(A[a + 5])
     -- Every branch sets the verdict (allowed, remaining, reset ms, retry ms;
     -- -1: never) and note, what its commit needs.
     local ok, rem, reset, retry, note
@@ -80,17 +89,17 @@ local function decide(first, k0, n, peek)
       -- A "used of max" counter, full again at the window or period end.
       local raw, used
       if alg == 'f' then
-        raw = call('GET', KEYS[k])
+        raw = call('GET', K[k])
         used, reset = int(raw), start + win - now_ms
         note = reset -- the TTL of a new window
       else
         -- The usage set and the total are created, expire and (refund.lua)
         -- vanish together.
-        raw = call('GET', KEYS[k + 1])
+        raw = call('GET', K[k + 1])
         int(raw)
-        used = call('ZSCORE', KEYS[k], ARGV[a + 7])
-        reset, note = tonumber(ARGV[a + 6]) - now_ms, tonumber(ARGV[a + 6]) - now_ms + win -- the period end plus the grace
-        if not used and ARGV[a + 8] ~= '0' and call('ZCARD', KEYS[k]) >= tonumber(ARGV[a + 8]) then
+        used = call('ZSCORE', K[k], A[a + 7])
+        reset, note = tonumber(A[a + 6]) - now_ms, tonumber(A[a + 6]) - now_ms + win -- the period end plus the grace
+        if not used and A[a + 8] ~= '0' and call('ZCARD', K[k]) >= tonumber(A[a + 8]) then
           note = -1 -- a new subject beyond the bound: denied, never written
         end
         used = tonumber(used or '0')
@@ -103,8 +112,8 @@ local function decide(first, k0, n, peek)
       -- The span counts prev[i..] and cur[..i]: the oldest bucket still
       -- touching it in full. Buckets leave oldest first: reset is when the
       -- last counted one leaves, retry when enough have left for this cost.
-      local prev = call('HMGET', KEYS[k], unpack(BUCKETS))
-      local cur = call('HMGET', KEYS[k + 1], unpack(BUCKETS))
+      local prev = call('HMGET', K[k], unpack(BUCKETS))
+      local cur = call('HMGET', K[k + 1], unpack(BUCKETS))
       local i = floor((now_ms - start) * SUB / win)
       local used, fresh = 0, true
       for j = 0, SUB - 1 do
@@ -132,7 +141,7 @@ local function decide(first, k0, n, peek)
       if fresh then note = -1 - i end -- a new window: set its TTL
     else
       -- GCRA: a token every window/max; times in µs as floats.
-      local raw = call('GET', KEYS[k])
+      local raw = call('GET', K[k])
       local tat = 0
       if raw then
         tat = tonumber(raw)
@@ -151,12 +160,12 @@ local function decide(first, k0, n, peek)
         left = tat
         if cost > max then retry = -1 else retry = ceil((note - now - span) / 1000) end
         -- A dry run counts, but a bucket holds at most its burst.
-        if ARGV[a + 4] == '1' and note > now + span then note = now + span end
+        if A[a + 4] == '1' and note > now + span then note = now + span end
       end
       rem, reset = floor((span - (left - now)) / interval + 1e-6), ceil((left - now) / 1000)
       if rem < 0 then rem = 0 end
     end
-    pass = pass and (ok or ARGV[a + 4] == '1')
+    pass = pass and (ok or A[a + 4] == '1')
     local allowed = 0
     if ok then allowed = 1 elseif alg == 'q' and note == -1 then allowed = 2 end
     out[r + 1], out[r + 2], out[r + 3], out[r + 4] = allowed, rem, reset, retry
@@ -169,34 +178,32 @@ local function decide(first, k0, n, peek)
   if not pass then return r end
   k, a = k0, first
   for e = 1, #notes do
-    local alg, cost, note = ARGV[a], ARGV[a + 3], notes[e]
+    local alg, cost, note = A[a], A[a + 3], notes[e]
     if alg == 'f' then
-      call('INCRBY', KEYS[k], cost)
-      if note > 0 then call('PEXPIRE', KEYS[k], note) end
+      call('INCRBY', K[k], cost)
+      if note > 0 then call('PEXPIRE', K[k], ttl(note)) end
       k = k + 1
     elseif alg == 'q' then
       if note >= 0 then
-        call('ZINCRBY', KEYS[k], cost, ARGV[a + 7])
-        call('INCRBY', KEYS[k + 1], cost)
+        call('ZINCRBY', K[k], cost, A[a + 7])
+        call('INCRBY', K[k + 1], cost)
       end
       if note > 0 then
-        call('PEXPIRE', KEYS[k], note)
-        call('PEXPIRE', KEYS[k + 1], note)
+        call('PEXPIRE', K[k], ttl(note))
+        call('PEXPIRE', K[k + 1], ttl(note))
       end
       k = k + 2
     elseif alg == 's' then
       local i = note
       if note < 0 then i = -1 - note end
-      call('HINCRBY', KEYS[k + 1], BUCKETS[i + 1], cost)
+      call('HINCRBY', K[k + 1], BUCKETS[i + 1], cost)
       if note < 0 then
         -- The current window is read as the previous one until the next ends.
-        call('PEXPIRE', KEYS[k + 1], tonumber(ARGV[a + 5]) + 2 * tonumber(ARGV[a + 2]) - now_ms)
+        call('PEXPIRE', K[k + 1], ttl(tonumber(A[a + 5]) + 2 * tonumber(A[a + 2]) - now_ms))
       end
       k = k + 2
     else
-      local ttl = ceil((note - now) / 1000)
-      if ttl < 1 then ttl = 1 end
-      call('SET', KEYS[k], string.format('%.17g', note), 'PX', ttl)
+      call('SET', K[k], string.format('%.17g', note), 'PX', ttl(ceil((note - now) / 1000)))
       k = k + 1
     end
     if alg == 'q' then a = a + 9 else a = a + 6 end
@@ -208,18 +215,19 @@ end
 -- fewer steps: most decisions take it, and Redis's CPU is what every
 -- sidecar shares.
 local function fixed_one(a, k, n, peek)
-  local max, win, cost, start = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 5])
+  local max, win, cost, start = tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3]), tonumber(A[a + 5])
+  bounded('f', win, a)
   if start ~= now_ms - now_ms % win then
     out[o + 1] = -1
     return o + 1
   end
-  local raw = call('GET', KEYS[k])
+  local raw = call('GET', K[k])
   local used, reset = int(raw), start + win - now_ms
   local ok, rem, retry = used + cost <= max, max - used, 0
   if ok then rem = rem - cost elseif cost > max then retry = -1 else retry = reset end
-  if (ok or ARGV[a + 4] == '1') and not peek then
-    call('INCRBY', KEYS[k], ARGV[a + 3])
-    if not raw then call('PEXPIRE', KEYS[k], reset) end
+  if (ok or A[a + 4] == '1') and not peek then
+    call('INCRBY', K[k], A[a + 3])
+    if not raw then call('PEXPIRE', K[k], ttl(reset)) end
   end
   local allowed = 0
   if ok then allowed = 1 end
@@ -227,31 +235,44 @@ local function fixed_one(a, k, n, peek)
   return o + 4
 end
 
--- Each decision stands alone: one that fails is answered with its error
--- and wrote nothing; the others go on.
-local h, k = 2, 1
-while h <= #ARGV do
-  local head = tonumber(ARGV[h])
-  local n, peek = floor(head / 2), head % 2 == 1
-  local step = decide
-  if n == 1 and ARGV[h + 1] == 'f' then step = fixed_one end
-  local ok, r = pcall(step, h + 1, k, n, peek)
-  if ok then
-    o = r
-  else
-    for i = o + 1, o + 4 * n do out[i] = nil end
-    -- Redis's own errors come as a table or as a string with their code.
-    if type(r) == 'table' and r.err then r = r.err end
-    if type(r) ~= 'string' or not match(r, '^%u+ ') then r = 'ERR quota-operator: ' .. tostring(r) end
-    out[o + 1], out[o + 2] = -2, r
-    o = o + 2
+-- qo1_decide: each decision stands alone: one that fails is answered with
+-- its error and wrote nothing; the others go on.
+fn('qo1_decide', function(keys, args)
+  if #args > 10 * MAX_KEYS then fail('more than ' .. 10 * MAX_KEYS .. ' arguments in one call') end
+  A, K = args, sealed(keys)
+  now = tonumber(A[1])
+  if not now then fail('the time is not a number') end
+  if now == 0 then now = now_us() end
+  now_ms = floor(now / 1000)
+  out, o = {now}, 1
+  local h, k = 2, 1
+  while h <= #A do
+    local head = tonumber(A[h])
+    if not head then fail('a decision has no header') end
+    local n, peek = floor(head / 2), head % 2 == 1
+    if n > MAX_KEYS then fail('a decision of more than ' .. MAX_KEYS .. ' entries') end
+    local step = decide
+    if n == 1 and A[h + 1] == 'f' then step = fixed_one end
+    local ok, r = pcall(step, h + 1, k, n, peek)
+    if ok then
+      o = r
+    else
+      for i = o + 1, o + 4 * n do out[i] = nil end
+      -- Redis's own errors come as a table or as a string with their code.
+      if type(r) == 'table' and r.err then r = r.err end
+      if type(r) ~= 'string' or not match(r, '^%u+ ') then r = 'ERR quota-operator: ' .. tostring(r) end
+      out[o + 1], out[o + 2] = -2, r
+      o = o + 2
+    end
+    local a = h + 1
+    for _ = 1, n do
+      local alg = A[a]
+      if alg == 'f' or alg == 't' then k = k + 1 else k = k + 2 end
+      if alg == 'q' then a = a + 9 else a = a + 6 end
+    end
+    h = a
   end
-  local a = h + 1
-  for _ = 1, n do
-    local alg = ARGV[a]
-    if alg == 'f' or alg == 't' then k = k + 1 else k = k + 2 end
-    if alg == 'q' then a = a + 9 else a = a + 6 end
-  end
-  h = a
-end
-return out
+  local reply = out
+  A, K, out = nil, nil, nil
+  return reply
+end)

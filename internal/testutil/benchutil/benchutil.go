@@ -198,7 +198,7 @@ func ClosedLoop(callers, n int, op func(i int) error) ([]time.Duration, error) {
 	return lat, first
 }
 
-// commandCalls reads INFO commandstats: the EVALSHA and EVAL calls, and all
+// commandCalls reads INFO commandstats: the FCALL (and EVAL) calls, and all
 // calls but the INFO that reads them.
 func commandCalls(b *testing.B, c redis.UniversalClient) (scripts, total int64) {
 	scripts, total, err := CommandCalls(c)
@@ -208,7 +208,7 @@ func commandCalls(b *testing.B, c redis.UniversalClient) (scripts, total int64) 
 	return scripts, total
 }
 
-// CommandCalls reads INFO commandstats: the EVALSHA and EVAL calls Redis
+// CommandCalls reads INFO commandstats: the FCALL (and EVAL) calls Redis
 // ran, and all the calls it ran (the commands scripts called included) but
 // INFO's.
 func CommandCalls(c redis.UniversalClient) (scripts, total int64, err error) {
@@ -227,7 +227,8 @@ func CommandCalls(c redis.UniversalClient) (scripts, total int64, err error) {
 			return 0, 0, fmt.Errorf("commandstats line %q", line)
 		}
 		total += n
-		if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
+		switch name {
+		case "cmdstat_fcall", "cmdstat_fcall_ro", "cmdstat_evalsha", "cmdstat_eval":
 			scripts += n
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,7 +47,43 @@ func StartCluster(masters, replicas int) (*Cluster, error) {
 		_ = c.Close()
 		return nil, err
 	}
+	if err := c.LoadLibrary(); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
 	return c, nil
+}
+
+// LoadLibrary loads Library (when set) on every master, with the seal the
+// Cluster keeps.
+func (c *Cluster) LoadLibrary() error {
+	if Library == nil {
+		return nil
+	}
+	cc := c.Client()
+	defer func() { _ = cc.Close() }()
+	var (
+		mu      sync.Mutex
+		masters []*redis.Client
+	)
+	err := cc.ForEachMaster(context.Background(), func(_ context.Context, m *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		masters = append(masters, m)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return loadLibrary(cc, masters...)
+}
+
+// Seal is the seal the Cluster keeps.
+func (c *Cluster) Seal() string {
+	cc := c.Client()
+	defer func() { _ = cc.Close() }()
+	v, _ := cc.Get(context.Background(), "qo:seal").Result()
+	return v
 }
 
 // Addrs lists the nodes' host:port addresses.

@@ -11,14 +11,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/redis/go-redis/v9"
 )
+
+// Library, when a package's TestMain sets it (to limiter.Library), is
+// loaded on each server this package starts, as the manager loads it:
+// with the seal kept in the server. A server that is restarted (Stop,
+// Start) has it again only from LoadLibrary, or a manager.
+var Library func(seal string) (source, digest string, err error)
 
 // ErrNoRedis means redis-server is not installed.
 var ErrNoRedis = errors.New("redis-server not found on PATH (install it: apt-get install -y redis-server)")
@@ -132,6 +140,10 @@ func startNewIn(dir string, proto Server, cluster bool) (*Server, error) {
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir, conf: proto.conf, extra: proto.extra, tls: proto.tls}
 		s.URL = scheme + s.Addr + "/0"
 		if lastErr = s.Start(); lastErr == nil {
+			if err := s.LoadLibrary(); err != nil {
+				_ = s.Stop()
+				return nil, err
+			}
 			return s, nil
 		}
 	}
@@ -172,6 +184,75 @@ func (s *Server) Start() error {
 		return err
 	}
 	return nil
+}
+
+// LoadLibrary loads Library (when set) on the server, if it is a master
+// outside a Cluster (StartCluster loads it on a Cluster's masters): a
+// replica gets it from its master. A server with --requirepass is loaded
+// with that password; a TLS server is left alone.
+func (s *Server) LoadLibrary() error {
+	if Library == nil || s.tls || s.external || slices.Contains(s.extra, "--sentinel") {
+		return nil
+	}
+	o := &redis.Options{Addr: s.Addr, Password: s.password(), Protocol: 2}
+	c := redis.NewClient(o)
+	defer func() { _ = c.Close() }()
+	info, err := c.Info(context.Background(), "replication", "cluster").Result()
+	if err != nil {
+		return fmt.Errorf("redistest: loading the library: %w", err)
+	}
+	if !strings.Contains(info, "role:master") || strings.Contains(info, "cluster_enabled:1") {
+		return nil
+	}
+	return loadLibrary(c, c)
+}
+
+// LoadLibraryOn loads Library (when set) on the master c, with the seal
+// c keeps: for a server this package cannot reach itself (TLS).
+func LoadLibraryOn(c *redis.Client) error {
+	if Library == nil {
+		return nil
+	}
+	return loadLibrary(c, c)
+}
+
+// loadLibrary keeps a seal in sealer and loads Library with it on each of
+// masters.
+func loadLibrary(sealer redis.UniversalClient, masters ...*redis.Client) error {
+	ctx := context.Background()
+	seal, err := store.EnsureSeal(ctx, sealer, store.NewSeal())
+	if err != nil {
+		return fmt.Errorf("redistest: seal: %w", err)
+	}
+	source, _, err := Library(seal)
+	if err != nil {
+		return err
+	}
+	for _, m := range masters {
+		if err := store.LoadLibrary(ctx, m, source); err != nil {
+			return fmt.Errorf("redistest: loading the library on %s: %w", m.Options().Addr, err)
+		}
+	}
+	return nil
+}
+
+// Seal is the seal the server keeps ("": none), for a test that looks at
+// what the library wrote (store.SealedKey).
+func (s *Server) Seal() string {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.password(), Protocol: 2})
+	defer func() { _ = c.Close() }()
+	v, _ := c.Get(context.Background(), "qo:seal").Result()
+	return v
+}
+
+// password is the --requirepass the server was started with.
+func (s *Server) password() string {
+	for i, a := range s.extra {
+		if a == "--requirepass" && i+1 < len(s.extra) {
+			return s.extra[i+1]
+		}
+	}
+	return ""
 }
 
 func (s *Server) waitReady(limit time.Duration) error {

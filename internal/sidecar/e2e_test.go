@@ -3,6 +3,7 @@ package sidecar_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -141,7 +142,9 @@ func TestStoreDownFailOpenAndClosed(t *testing.T) {
 		name       string
 		down, back func() error
 	}{
-		{"killed", redisS.Stop, redisS.Start},
+		// A killed Redis comes back empty; the manager would load the
+		// library again at its next store check.
+		{"killed", redisS.Stop, func() error { return errors.Join(redisS.Start(), redisS.LoadLibrary()) }},
 		{"hung", redisS.Pause, redisS.Resume},
 	} {
 		t.Run(tc.name, func(t *testing.T) { storeDown(t, tc.down, tc.back) })

@@ -14,6 +14,7 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
@@ -110,7 +111,7 @@ func TestLocalAPIStore(t *testing.T) {
 			t.Fatalf("step %d %s %s: %d %q; want %d %q", i, s.method, s.path, status, body, s.status, s.want)
 		}
 	}
-	ttl := a.store.Client().PTTL(context.Background(), "qo:v1:app:{"+ns+"/views}").Val()
+	ttl := a.store.Client().PTTL(context.Background(), store.SealedKey(redisS.Seal(), "qo:v1:app:{"+ns+"/views}")).Val()
 	if ttl <= 0 {
 		t.Fatalf("views has no TTL (%v)", ttl)
 	}
@@ -210,12 +211,12 @@ func TestLocalAPIBoundsWhatAppsWrite(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"forever", "count"} {
-		ttl := a.store.Client().PTTL(context.Background(), "qo:v1:app:{"+ns+"/"+key+"}").Val()
+		ttl := a.store.Client().PTTL(context.Background(), store.SealedKey(redisS.Seal(), "qo:v1:app:{"+ns+"/"+key+"}")).Val()
 		if ttl <= 23*time.Hour || ttl > 24*time.Hour {
 			t.Fatalf("%s written without a TTL expires in %v, want a day", key, ttl)
 		}
 	}
-	if n := a.store.Client().Exists(context.Background(), "qo:v1:app:{"+ns+"/bigger}").Val(); n != 0 {
+	if n := a.store.Client().Exists(context.Background(), store.SealedKey(redisS.Seal(), "qo:v1:app:{"+ns+"/bigger}")).Val(); n != 0 {
 		t.Fatal("the refused value was stored")
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +117,7 @@ func TestTenantUsersAreIsolated(t *testing.T) {
 			}
 			a := openStore(t, d.tenant(nsA)).(*store.Redis)
 			expectOwnKeysWork(t, a, adminStore)
+			expectBoundedWork(t, a.Client())
 			expectOtherTenantRefused(t, a)
 			expectWatchSurvivesPut(t, a, admin, adminStore)
 			if d.restart != nil {
@@ -170,6 +173,29 @@ func expectNodeRefuses(t *testing.T, addr string) {
 		expectNoPerm(t, "node "+addr, c.Do(ctx, cmd...).Err(), cmd...)
 	}
 	expectNoCodeOfItsOwn(t, c, addr)
+}
+
+// expectBoundedWork: what a namespace's user sends the library directly is
+// bounded there: no window of ten years (its key would live that long), no
+// decision of a billion entries (a loop that would stall Redis).
+func expectBoundedWork(t *testing.T, c redis.UniversalClient) {
+	t.Helper()
+	ctx := context.Background()
+	own := limiter.CounterKey{Namespace: nsA, Policy: "api", Limit: "hostile"}.Key("fw")
+	tenYears := strconv.FormatInt((10 * 365 * 24 * time.Hour).Milliseconds(), 10)
+	for _, tt := range []struct {
+		args []any
+		want string
+	}{
+		{[]any{"fcall", "qo1_decide", "1", own, "0", "2", "f", "10", tenYears, "1", "0", "0"}, "a window is not within 1 ms and 8 days"},
+		{[]any{"fcall", "qo1_decide", "1", own, "0", "2000000000", "f"}, "a decision of more than 4096 entries"},
+	} {
+		v, err := c.Do(ctx, tt.args...).Slice()
+		got := fmt.Sprint(v, err)
+		if !strings.Contains(got, tt.want) {
+			t.Errorf("%v: %s; want %q", tt.args[:4], got, tt.want)
+		}
+	}
 }
 
 // loopingScript is the review's: it writes, so SCRIPT KILL cannot stop it,

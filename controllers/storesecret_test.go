@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
@@ -84,9 +85,9 @@ func expectWorkingSecret(t *testing.T, key client.ObjectKey, old string) credent
 		if c.user != limiter.TenantUserName(key.Namespace) || len(c.password) != 64 || c.password == old || string(s.Data["ca.crt"]) != sharedCA {
 			return fmt.Errorf("user %q, a password of %d bytes (the old one: %v), ca.crt %q", c.user, len(c.password), c.password == old, s.Data["ca.crt"])
 		}
-		r := asUser(c)
+		r := store.NewRedis(asUser(c))
 		defer func() { _ = r.Close() }()
-		return r.Set(ctx, limiter.AppKey(key.Namespace, "k"), "v", time.Minute).Err()
+		return r.Set(ctx, limiter.AppKey(key.Namespace, "k"), []byte("v"), time.Minute)
 	})
 	return c
 }

@@ -113,6 +113,7 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
+	users.KeepLibrary(limiter.Library) // as the manager does
 	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim, Users: users, Enforcement: st,
 		Adjust: lim, Announce: st, UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
 		return nil, err

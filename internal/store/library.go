@@ -143,7 +143,7 @@ var ErrNoLibrary = errors.New("the store has no quota-operator functions loaded 
 // LibraryError maps a missing function to ErrNoLibrary.
 func LibraryError(err error) error {
 	if functionMissing(err) {
-		return fmt.Errorf("%w: %v", ErrNoLibrary, err)
+		return fmt.Errorf("%w: %w", ErrNoLibrary, err)
 	}
 	return err
 }

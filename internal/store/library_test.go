@@ -17,53 +17,58 @@ import (
 func init() { redistest.Library = limiter.Library }
 
 // The library holds its bounds whoever calls it: no value above 64 KiB,
-// no TTL above MaxTTL, no key it writes without a TTL (one left without
-// by another program is repaired), and a key without a hash tag stays in
-// its own Cluster slot.
+// no TTL above MaxTTL, and a key without a hash tag stays in its own
+// Cluster slot.
 func TestLibraryBounds(t *testing.T) {
-	ctx := context.Background()
 	for _, be := range backends(t) {
-		t.Run(be.label(), func(t *testing.T) {
-			s := be.store.(*store.Redis)
-			big := "{bounds}:big-" + be.label()
-			err := s.Set(ctx, big, make([]byte, 64<<10+1), time.Minute)
-			if !errors.Is(err, store.ErrTooLarge) {
-				t.Fatalf("Set of 64 KiB + 1: %v; want ErrTooLarge", err)
-			}
-			if ok, err := s.Has(ctx, big); ok || err != nil {
-				t.Fatalf("refused value written: %v, %v", ok, err)
-			}
-			if err := s.Set(ctx, big, make([]byte, 64<<10), time.Minute); err != nil {
-				t.Fatalf("Set of 64 KiB: %v", err)
-			}
-			long := "{bounds}:long-" + be.label()
-			if err := s.Set(ctx, long, []byte("v"), 1000*24*time.Hour); err != nil {
-				t.Fatal(err)
-			}
-			if ttl, _, _ := s.TTL(ctx, long); ttl > store.MaxTTL || ttl < store.MaxTTL-time.Minute {
-				t.Fatalf("TTL after asking for 1000 days: %v; want MaxTTL %v", ttl, store.MaxTTL)
-			}
-			bad := "no-tag}-" + be.label()
-			if err := s.Set(ctx, bad, []byte("v"), time.Minute); err == nil || !strings.Contains(err.Error(), "closing brace") {
-				t.Fatalf("Set of an untagged key with a brace: %v; want refused", err)
-			}
-		})
+		t.Run(be.label(), func(t *testing.T) { expectBounds(t, be) })
 	}
-	t.Run("a key left without a TTL is repaired", func(t *testing.T) {
-		s := backends(t)[0].store.(*store.Redis)
-		k := "{bounds}:persistent"
-		raw := single.Client()
-		defer func() { _ = raw.Close() }()
-		if err := raw.Set(ctx, store.SealedKey(single.Seal(), k), "5", 0).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := s.IncrementWithTTL(ctx, k, 1, time.Minute); n != 6 || err != nil {
-			t.Fatalf("IncrementWithTTL = %d, %v; want 6", n, err)
-		}
-		if ttl, _, _ := s.TTL(ctx, k); ttl <= 59*time.Second || ttl > time.Minute {
-			t.Fatalf("TTL %v; want a minute", ttl)
-		}
-	})
+}
+
+func expectBounds(t *testing.T, be backend) {
+	ctx := context.Background()
+	s := be.store.(*store.Redis)
+	big := "{bounds}:big-" + be.label()
+	err := s.Set(ctx, big, make([]byte, 64<<10+1), time.Minute)
+	if !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("Set of 64 KiB + 1: %v; want ErrTooLarge", err)
+	}
+	if ok, err := s.Has(ctx, big); ok || err != nil {
+		t.Fatalf("refused value written: %v, %v", ok, err)
+	}
+	if err := s.Set(ctx, big, make([]byte, 64<<10), time.Minute); err != nil {
+		t.Fatalf("Set of 64 KiB: %v", err)
+	}
+	long := "{bounds}:long-" + be.label()
+	if err := s.Set(ctx, long, []byte("v"), 1000*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, _, _ := s.TTL(ctx, long); ttl > store.MaxTTL || ttl < store.MaxTTL-time.Minute {
+		t.Fatalf("TTL after asking for 1000 days: %v; want MaxTTL %v", ttl, store.MaxTTL)
+	}
+	bad := "no-tag}-" + be.label()
+	if err := s.Set(ctx, bad, []byte("v"), time.Minute); err == nil || !strings.Contains(err.Error(), "closing brace") {
+		t.Fatalf("Set of an untagged key with a brace: %v; want refused", err)
+	}
+}
+
+// No key the library writes is without a TTL; one left without by another
+// program is repaired by IncrementWithTTL.
+func TestLibraryRepairsAKeyWithoutTTL(t *testing.T) {
+	ctx := context.Background()
+	s := backends(t)[0].store.(*store.Redis)
+	k := "{bounds}:persistent"
+	raw := single.Client()
+	defer func() { _ = raw.Close() }()
+	if err := raw.Set(ctx, store.SealedKey(single.Seal(), k), "5", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.IncrementWithTTL(ctx, k, 1, time.Minute); n != 6 || err != nil {
+		t.Fatalf("IncrementWithTTL = %d, %v; want 6", n, err)
+	}
+	if ttl, _, _ := s.TTL(ctx, k); ttl <= 59*time.Second || ttl > time.Minute {
+		t.Fatalf("TTL %v; want a minute", ttl)
+	}
 }
 
 // A Redis that has not loaded the library (the manager not there yet)

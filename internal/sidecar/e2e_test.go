@@ -111,17 +111,23 @@ func waitMetric(t testing.TB, admin, want string) {
 	t.Helper()
 	var body string
 	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(20 * time.Millisecond) {
-		resp, err := http.Get(admin + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		if body = string(raw); strings.Contains(body, want) {
+		if body = metrics(t, admin); strings.Contains(body, want) {
 			return
 		}
 	}
 	t.Fatalf("metrics lack %q:\n%s", want, grep(body, "quota_"))
+}
+
+// metrics is the text of the admin listener's /metrics.
+func metrics(t testing.TB, admin string) string {
+	t.Helper()
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, _ := io.ReadAll(resp.Body)
+	return string(raw)
 }
 
 func grep(text, prefix string) string {

@@ -33,6 +33,9 @@ type Verdict struct {
 	Decision limiter.Decision
 	// StoreFailed: the decision was not made; failure policies decided.
 	StoreFailed bool
+	// Invalid: the request cannot be decided as it is (the limiter's
+	// ErrInvalid); Status is 400. Not a store failure: no failure policy.
+	Invalid error
 }
 
 // Enforcer makes one decision per request, bounded by a timeout, and
@@ -73,6 +76,9 @@ func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verd
 		// let through or refused.
 		e.Metrics.cancelled(applied)
 		return Verdict{StoreFailed: true, Status: http.StatusServiceUnavailable}
+	}
+	if errors.Is(err, limiter.ErrInvalid) {
+		return Verdict{Invalid: err, Status: http.StatusBadRequest}
 	}
 	if err != nil {
 		return e.failed(applied)

@@ -133,6 +133,10 @@ func (a *localAPI) limit(w http.ResponseWriter, r *http.Request) {
 }
 
 func writeVerdict(w http.ResponseWriter, v Verdict) {
+	if v.Invalid != nil {
+		fail(w, v.Status, v.Invalid.Error())
+		return
+	}
 	if v.StoreFailed {
 		if v.Status != 0 {
 			fail(w, v.Status, "the store is unavailable and the policy fails closed")

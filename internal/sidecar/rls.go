@@ -82,24 +82,20 @@ func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateL
 		return nil, err
 	}
 	statuses := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(req.GetDescriptors()))
-	var applied []Applied
-	var index []int // applied[i] answers descriptor index[i]
 	dom, err := s.resolve(req.GetDomain())
 	if err != nil {
 		return nil, err
 	}
-	for i, d := range req.GetDescriptors() {
-		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
-		a, ok := descriptorLimit(dom.Policies, dom.Policy, d.GetEntries(), hits(req, d.GetHitsAddend()))
-		if ok {
-			applied, index = append(applied, a), append(index, i)
-		}
-	}
+	applied, owners := bindDescriptors(dom, req, statuses)
 	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: statuses}
 	if len(applied) == 0 {
 		return resp, nil
 	}
 	v := dom.Enforcer.Check(ctx, applied)
+	if v.Invalid != nil {
+		// The caller's request, not the store: never the failure policy.
+		return nil, status.Error(codes.InvalidArgument, v.Invalid.Error())
+	}
 	if v.StoreFailed {
 		if v.Status != 0 {
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -110,9 +106,36 @@ func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateL
 		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
 	}
 	for _, r := range tightest(v.Decision) {
-		statuses[index[r.Limit]] = descriptorStatus(applied[r.Limit], r)
+		for _, i := range owners[r.Limit] {
+			statuses[i] = descriptorStatus(applied[r.Limit], r)
+		}
 	}
 	return resp, nil
+}
+
+// bindDescriptors binds each descriptor to its limit, and sets its status
+// to OK until decided. Descriptors that name one counter (the same limit
+// and subject, which Envoy sends when two routes' actions match one
+// request) become one limit whose cost is their hits added: each would
+// count the request again, and a request must not name one counter twice.
+// owners[i] are the descriptors applied[i] answers.
+func bindDescriptors(dom Domain, req *rlsv3.RateLimitRequest, statuses []*rlsv3.RateLimitResponse_DescriptorStatus) (applied []Applied, owners [][]int) {
+	var tags []string
+	for i, d := range req.GetDescriptors() {
+		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
+		a, ok := descriptorLimit(dom.Policies, dom.Policy, d.GetEntries(), hits(req, d.GetHitsAddend()))
+		if !ok {
+			continue
+		}
+		tag := a.Limit.Key.Tag()
+		if j := slices.Index(tags, tag); j >= 0 {
+			applied[j].Limit.Cost = min(applied[j].Limit.Cost+a.Limit.Cost, limiter.MaxValue)
+			owners[j] = append(owners[j], i)
+			continue
+		}
+		applied, owners, tags = append(applied, a), append(owners, []int{i}), append(tags, tag)
+	}
+	return applied, owners
 }
 
 // descriptorLimit binds a descriptor to its limit, if the policy and the

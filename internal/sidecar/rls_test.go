@@ -2,6 +2,7 @@ package sidecar_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +42,12 @@ func rlsSidecar(t *testing.T) func(*rlsv3.RateLimitRequest) *rlsv3.RateLimitResp
 
 // rlsTry is rlsSidecar for calls that may fail.
 func rlsTry(t *testing.T) func(*rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+	try, _, _ := rlsServer(t)
+	return try
+}
+
+// rlsServer is rlsTry with the sidecar and its namespace.
+func rlsServer(t *testing.T) (func(*rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error), running, string) {
 	ns := namespace(t)
 	sc := start(t, ns)
 	sc.publish(t, perIP(ns, 3, "1m", func(p *v1alpha1.RateLimitPolicy) {
@@ -59,6 +66,47 @@ func rlsTry(t *testing.T) func(*rlsv3.RateLimitRequest) (*rlsv3.RateLimitRespons
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		return client.ShouldRateLimit(ctx, req)
+	}, sc, ns
+}
+
+// Descriptors that name one counter are one limit whose cost is their hits
+// added, decided, never sent to the failure policy: before, the limiter
+// refused the request (a counter named twice), the sidecar failed open,
+// and an exhausted limit answered OK (failed_open rose by 2 here).
+func TestEnvoyRateLimitServiceDuplicateDescriptors(t *testing.T) {
+	try, sc, ns := rlsServer(t)
+	twice := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{
+		descriptor("per-user", "alice"), descriptor("per-user", "alice")}}
+	once := &rlsv3.RateLimitRequest{Domain: "api", Descriptors: []*extv3.RateLimitDescriptor{descriptor("per-user", "alice")}}
+	steps := []struct {
+		req       *rlsv3.RateLimitRequest
+		code      rlsv3.RateLimitResponse_Code
+		remaining uint32
+	}{
+		{twice, rlsv3.RateLimitResponse_OK, 1},         // 2 of 3
+		{twice, rlsv3.RateLimitResponse_OVER_LIMIT, 1}, // 2 more do not fit
+		{once, rlsv3.RateLimitResponse_OK, 0},          // 3 of 3
+		{twice, rlsv3.RateLimitResponse_OVER_LIMIT, 0}, // exhausted
+	}
+	for i, st := range steps {
+		resp, err := try(st.req)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if resp.OverallCode != st.code || len(resp.Statuses) != len(st.req.Descriptors) {
+			t.Fatalf("step %d: %v; want %v", i, resp, st.code)
+		}
+		for j, s := range resp.Statuses {
+			if s.Code != st.code || s.LimitRemaining != st.remaining {
+				t.Fatalf("step %d, descriptor %d: %v; want %v with %d remaining", i, j, s, st.code, st.remaining)
+			}
+		}
+	}
+	line := `quota_decisions_total{limit="per-user",namespace="` + ns + `",policy="api",result=`
+	waitMetric(t, sc.admin, line+`"allowed"} 2`)
+	waitMetric(t, sc.admin, line+`"denied"} 2`)
+	if body := metrics(t, sc.admin); strings.Contains(body, `result="failed_open"`) {
+		t.Fatalf("a decision failed open:\n%s", grep(body, "quota_decisions_total"))
 	}
 }
 

@@ -224,6 +224,35 @@ func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
 	}
 }
 
+// A request the limiter refuses as invalid (two limits naming one counter)
+// is the request's fault, not the store's: a 400 with the reason, no
+// failure policy, and the breaker stays closed. Before, it went to the
+// failure policy: an Open pod let it through, counted failed_open.
+func TestInvalidRequestIsNotAStoreFailure(t *testing.T) {
+	mem := store.NewMemory()
+	defer func() { _ = mem.Close() }()
+	lim, err := limiter.New(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBreaker()
+	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond, Metrics: NewMetrics("ns", b.Open), FailurePolicy: FailOpen}
+	one := Applied{Policy: "p", Name: "l", Limit: limiter.Limit{Algorithm: limiter.FixedWindow, Cost: 1,
+		Rates: []limiter.Rate{{Limit: 100, Window: time.Minute}}, Key: limiter.CounterKey{Namespace: "ns", Policy: "p", Limit: "l", Subject: []string{"a"}}}}
+	for range 10 {
+		v := e.Check(context.Background(), []Applied{one, one})
+		if v.StoreFailed || v.Status != http.StatusBadRequest || v.Invalid == nil || !strings.Contains(v.Invalid.Error(), "repeats a counter") {
+			t.Fatalf("a counter named twice: %+v; want 400 with the reason, no store failure", v)
+		}
+	}
+	if b.Open() {
+		t.Fatal("invalid requests opened the breaker")
+	}
+	if got := testutil.ToFloat64(e.Metrics.decisions.WithLabelValues("p", "l", ResultFailedOpen)); got != 0 {
+		t.Errorf("quota_decisions_total{result=failed_open} %v; want 0", got)
+	}
+}
+
 // A pod's failure policy override wins over each policy's own, both ways.
 func TestFailurePolicyOverride(t *testing.T) {
 	down := failingDecider{errors.New("connection refused")}

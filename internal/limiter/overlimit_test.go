@@ -191,3 +191,26 @@ func TestKnownOverLimitNeverDeniesWhatTheStoreAllows(t *testing.T) {
 		}
 	}
 }
+
+// A request with no limits is allowed without a store call, and its
+// answer explains nothing (Decider -1). Before, it went to Redis as a
+// decision of no entries, whose empty reply misaligned the replies of the
+// batch it shared.
+func TestNoLimitsNoStoreCall(t *testing.T) {
+	for _, be := range backends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			l, s := simulated(t, be, fakeclock.New(epoch))
+			sent := counted(s)
+			before := count(sent)
+			for _, peek := range []bool{false, true} {
+				d, err := l.Decide(context.Background(), limiter.Request{Peek: peek})
+				if err != nil || !d.Allowed || d.Decider != -1 || len(d.Results) != 0 {
+					t.Fatalf("no limits (peek %v): %+v, %v; want allowed, Decider -1", peek, d, err)
+				}
+			}
+			if n := sentSince(sent, before); n != 0 {
+				t.Fatalf("%d store commands for requests with no limits; want 0", n)
+			}
+		})
+	}
+}

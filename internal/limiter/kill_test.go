@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -147,4 +149,35 @@ func scanTTLs(t *testing.T, c redis.UniversalClient, match string) (int, []strin
 		t.Fatal(err)
 	}
 	return keys, persistent
+}
+
+// A quota's usage set and total expire together. When one is lost alone
+// (evicted under an allkeys policy, or deleted), the next decision gives
+// the one it creates again its TTL. Before, the TTL was set only with a
+// new total: a usage set evicted while the total stayed came back with
+// none (PTTL -1), and lived past its period.
+func TestQuotaKeyLostAloneGetsItsTTLBack(t *testing.T) {
+	for _, be := range redisBackends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			l, _ := simulated(t, be, fakeclock.New(epoch))
+			lim := limiter.Limit{Algorithm: limiter.Quota, Rates: rate(10, 0), Period: limiter.Day, Location: time.UTC, Cost: 1,
+				Key: limiter.QuotaKey(ns(t), "calls", "", "alice")}
+			ctx := context.Background()
+			start := strconv.FormatInt(epoch.Truncate(24*time.Hour).Unix(), 10)
+			for _, lost := range []string{"use", "sum"} {
+				consume(t, l, lim, 1, 1)
+				name := be.sealed(limiter.TaggedKey(lim.Key.QuotaTag(), "q", start, lost))
+				if err := be.raw().Del(ctx, name).Err(); err != nil {
+					t.Fatal(err)
+				}
+				consume(t, l, lim, 1, 1)
+				for _, k := range []string{"use", "sum"} {
+					key := be.sealed(limiter.TaggedKey(lim.Key.QuotaTag(), "q", start, k))
+					if ttl := be.raw().PTTL(ctx, key).Val(); ttl <= 0 {
+						t.Fatalf("%s lost alone, then a decision: %s has PTTL %v; want its period's", lost, k, ttl)
+					}
+				}
+			}
+		})
+	}
 }

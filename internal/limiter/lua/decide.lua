@@ -187,10 +187,13 @@ local function decide(first, k0, n, peek)
       if note >= 0 then
         call('ZINCRBY', K[k], cost, A[a + 7])
         call('INCRBY', K[k + 1], cost)
-      end
-      if note > 0 then
-        call('PEXPIRE', K[k], ttl(note))
-        call('PEXPIRE', K[k + 1], ttl(note))
+        -- Both expire at the period end plus the grace. NX sets it on
+        -- whichever has none: a new period, or a key that came back alone
+        -- (its twin evicted under an allkeys policy) and would else live
+        -- without a TTL.
+        local life = ttl(tonumber(A[a + 6]) - now_ms + tonumber(A[a + 2]))
+        call('PEXPIRE', K[k], life, 'NX')
+        call('PEXPIRE', K[k + 1], life, 'NX')
       end
       k = k + 2
     elseif alg == 's' then

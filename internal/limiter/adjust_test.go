@@ -198,3 +198,35 @@ func TestForgetKnownAfterAnAdjustmentElsewhere(t *testing.T) {
 	sidecar.ForgetKnown()
 	consume(t, sidecar, lim, 3, 2)
 }
+
+// In a Cluster, a decision across slots that another slot denies gives
+// back what its quota slot took, and keeps a grant's credit: the subject
+// stays, its score back where it was. Before, the refund removed any
+// subject whose score fell to 0 or below, so the credit was lost (7
+// remaining became 5) and the emptied set took the period's total with it.
+func TestClusterRefundKeepsACredit(t *testing.T) {
+	be := redisBackends(t)[1]
+	if be.name != "cluster" {
+		t.Fatalf("backend %s; want the cluster", be.name)
+	}
+	l, _ := simulated(t, be, fakeclock.New(epoch))
+	quota := limiter.Limit{Algorithm: limiter.Quota, Rates: rate(5, 0), Period: limiter.Hour, Location: time.UTC, Cost: 1,
+		Key: limiter.QuotaKey(ns(t), "calls", "", "alice")}
+	gate := limiter.Limit{Algorithm: limiter.FixedWindow, Rates: rate(1, time.Minute), Cost: 1, Key: key(t, "gate", "alice")}
+	requireSlots(t, be.raw(), quota.Key.QuotaTag(), gate.Key.Tag())
+	wantRates(t, adjust(t, l, quota, limiter.Adjustment{ID: "g", Grant: 2}), false, limiter.AdjustedRate{Max: 5, UsedBefore: 0, UsedAfter: -2})
+	consume(t, l, gate, 2, 1) // the gate is now shut for the minute
+	for range 3 {
+		if d := decide(t, l, quota, gate); d.Allowed {
+			t.Fatalf("allowed through a shut gate: %+v", d)
+		}
+	}
+	d, err := l.Decide(context.Background(), limiter.Request{Limits: []limiter.Limit{quota}, Peek: true})
+	if err != nil || d.By().Remaining != 6 {
+		t.Fatalf("peek after the refunds: %+v, %v; want 6 remaining (5 + the credit of 2 - this request)", d.By(), err)
+	}
+	u, err := l.Usage(context.Background(), limiter.QuotaKey(quota.Key.Namespace, "calls", ""), epoch, 1)
+	if err != nil || u.Subjects != 1 || u.Total != 0 {
+		t.Fatalf("usage after the refunds: %+v, %v; want alice still there and a total of 0", u, err)
+	}
+}

@@ -15,6 +15,9 @@ type verdict struct {
 	retryMs   int64
 	// full: a quota's new subject beyond its bound; never recorded.
 	full bool
+	// created: committing the decision made this quota's subject; only
+	// then may a refund remove it.
+	created bool
 }
 
 // boundVerdict denies a new subject of a quota that tracks its bound of

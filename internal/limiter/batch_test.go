@@ -264,8 +264,9 @@ func TestBatchedDecisionsOfEveryAlgorithm(t *testing.T) {
 		t.Fatal(err)
 	}
 	newBatcher(c).send(calls)
-	// Per call: allowed and remaining of each entry.
-	want := [][]int64{{1, 4, 1, 4}, {1, 4}, {1, 4}, {1, 3}}
+	// Per call: allowed and remaining of each entry; the quota's allowed
+	// is 1 + 4, the subject being new in its period.
+	want := [][]int64{{5, 4, 1, 4}, {1, 4}, {1, 4}, {1, 3}}
 	for i, bc := range calls {
 		if bc.err != nil || len(bc.reply) != 2+4*len(want[i])/2 {
 			t.Fatalf("call %d: %v, %v", i, bc.reply, bc.err)

@@ -73,10 +73,19 @@ func decideCall(group string, entries []entry, a attempt) *batchCall {
 }
 
 // refundArgs are refund.lua's arguments: the committed decision's time,
-// the time now, then the entries.
-func refundArgs(entries []entry, atUs, nowUs int64) []any {
+// the time now, then the entries, each ending with whether the decision
+// created its quota subject (verdicts are the decision's).
+func refundArgs(entries []entry, verdicts []verdict, atUs, nowUs int64) []any {
 	args := make([]any, 0, 2+argsPerEntry*len(entries))
-	return appendEntries(append(args, atUs, nowUs), entries)
+	args = append(args, atUs, nowUs)
+	for i, e := range entries {
+		created := "-"
+		if verdicts[i].created {
+			created = "created"
+		}
+		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dryArg(e), e.start, e.end, e.member, created)
+	}
+	return args
 }
 
 func appendEntries(args []any, entries []entry) []any {
@@ -150,7 +159,8 @@ func (r redisEngine) decideGroup(ctx context.Context, entries []entry, a attempt
 	}
 	for i := range entries {
 		v := reply[2+4*i:]
-		out.verdicts = append(out.verdicts, verdict{allowed: v[0] == 1, full: v[0] == 2, remaining: v[1], resetMs: v[2], retryMs: v[3]})
+		code, created := v[0]%4, v[0] >= 4
+		out.verdicts = append(out.verdicts, verdict{allowed: code == 1, full: code == 2, created: created, remaining: v[1], resetMs: v[2], retryMs: v[3]})
 	}
 	return out, nil
 }
@@ -199,7 +209,7 @@ func (r redisEngine) refund(ctx context.Context, groups [][]entry, outs []outcom
 		}
 		// The refund must land even if the caller gave up waiting.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		err := r.c.FCall(rctx, "qo1_refund", keysOf(g), refundArgs(g, outs[gi].nowUs, atUs)...).Err()
+		err := r.c.FCall(rctx, "qo1_refund", keysOf(g), refundArgs(g, outs[gi].verdicts, outs[gi].nowUs, atUs)...).Err()
 		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("limiter: refund: %w", store.LibraryError(err)))

@@ -15,7 +15,8 @@
 -- then per decision: per entry allowed, remaining, reset ms, retry ms; or
 -- -1 when stale; or -2 and the error's message, for that decision alone.
 -- allowed is 2 for a quota's new subject beyond its bound: denied, and
--- never recorded, even by a dry run.
+-- never recorded, even by a dry run; plus 4 when the decision, committed,
+-- creates a quota's subject (refund.lua removes only such a one).
 -- Stale: the server's clock puts a proposed window or period in the
 -- past or future: nothing is read or written and the caller re-plans.
 -- Every read and check of a decision happens before its first write, so an
@@ -84,7 +85,7 @@ local function decide(first, k0, n, peek)
     local alg, max, win, cost, start = A[a], tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3]), tonumber(A[a + 5])
     -- Every branch sets the verdict (allowed, remaining, reset ms, retry ms;
     -- -1: never) and note, what its commit needs.
-    local ok, rem, reset, retry, note
+    local ok, rem, reset, retry, note, newm
     if alg == 'f' or alg == 'q' then
       -- A "used of max" counter, full again at the window or period end.
       local raw, used
@@ -102,6 +103,7 @@ local function decide(first, k0, n, peek)
         if not used and A[a + 8] ~= '0' and call('ZCARD', K[k]) >= tonumber(A[a + 8]) then
           note = -1 -- a new subject beyond the bound: denied, never written
         end
+        newm = not used
         used = tonumber(used or '0')
       end
       if raw and note ~= -1 then note = 0 end
@@ -168,6 +170,10 @@ local function decide(first, k0, n, peek)
     pass = pass and (ok or A[a + 4] == '1')
     local allowed = 0
     if ok then allowed = 1 elseif alg == 'q' and note == -1 then allowed = 2 end
+    -- +4: committing writes this quota's subject anew, which only a refund
+    -- of this decision may remove again (a subject that was there may hold
+    -- a grant's credit).
+    if newm and note ~= -1 then allowed = allowed + 4 end
     out[r + 1], out[r + 2], out[r + 3], out[r + 4] = allowed, rem, reset, retry
     notes[#notes + 1] = note
     r = r + 4

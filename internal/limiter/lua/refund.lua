@@ -1,8 +1,9 @@
 -- Gives back what decide.lua committed, for a Redis Cluster decision whose
 -- keys span slots and that another slot denied. Same ARGV and KEYS as
 -- decide.lua, with ARGV[1] the committed decision's time in µs and ARGV[2]
--- the time now (0: the server's TIME). A counter that has since expired is
--- left alone.
+-- the time now (0: the server's TIME), and per entry 9 values, the last
+-- 'created' for a quota subject the decision created. A counter that has
+-- since expired is left alone.
 fn('qo1_refund', function(keys, args)
   local KEYS, ARGV = sealed(keys), args
   local SUB = 10
@@ -35,17 +36,18 @@ fn('qo1_refund', function(keys, args)
     end
   end
 
+  -- A subject's score goes down by the cost; its member goes only when
+  -- the decision created it (e.created): one that was there may hold a
+  -- grant's credit, below 0, or a reset's 0, both of which must stay. The
+  -- total goes down too; it expires with its period (decide.lua sets both
+  -- TTLs).
   local function quota(e)
     local use, sum = KEYS[e.k], KEYS[e.k + 1]
     if not redis.call('ZSCORE', use, e.member) then return end
-    if tonumber(redis.call('ZINCRBY', use, '-' .. e.costs, e.member)) <= 0 then
+    if tonumber(redis.call('ZINCRBY', use, '-' .. e.costs, e.member)) <= 0 and e.created then
       redis.call('ZREM', use, e.member)
     end
-    -- decide.lua sets both TTLs when the total is new: the total must not
-    -- outlive an emptied usage set.
-    if redis.call('EXISTS', use) == 0 then
-      redis.call('DEL', sum)
-    elseif redis.call('EXISTS', sum) == 1 then
+    if redis.call('EXISTS', sum) == 1 then
       redis.call('DECRBY', sum, e.costs)
     end
   end
@@ -55,7 +57,8 @@ fn('qo1_refund', function(keys, args)
   local k = 1
   for a = 3, #ARGV, 9 do
     local e = {alg = ARGV[a], max = tonumber(ARGV[a + 1]), win = tonumber(ARGV[a + 2]),
-      cost = tonumber(ARGV[a + 3]), costs = ARGV[a + 3], start = tonumber(ARGV[a + 5]), member = ARGV[a + 7], k = k}
+      cost = tonumber(ARGV[a + 3]), costs = ARGV[a + 3], start = tonumber(ARGV[a + 5]), member = ARGV[a + 7],
+      created = ARGV[a + 8] == 'created', k = k}
     steps[e.alg](e)
     if e.alg == 'f' or e.alg == 't' then k = k + 1 else k = k + 2 end
   end

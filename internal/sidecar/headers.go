@@ -14,7 +14,7 @@ import (
 // X-RateLimit-Limit/Remaining/Reset for older clients, and Retry-After on a
 // denial. DryRun limits add no headers: they must not change what clients
 // see.
-func setHeaders(h http.Header, applied []Applied, d limiter.Decision) {
+func setHeaders(h http.Header, applied []Applied, d limiter.Decision) bool {
 	var policies []string
 	for _, r := range d.Results {
 		if !r.DryRun {
@@ -22,7 +22,7 @@ func setHeaders(h http.Header, applied []Applied, d limiter.Decision) {
 		}
 	}
 	if len(policies) == 0 {
-		return
+		return false
 	}
 	by := d.By()
 	reset := seconds(by.ResetAfter)
@@ -38,6 +38,31 @@ func setHeaders(h http.Header, applied []Applied, d limiter.Decision) {
 		}
 		h.Set("Retry-After", seconds(max(wait, time.Second)))
 	}
+	return true
+}
+
+// limitHeaders are the names setHeaders sets on an allowed request's
+// response, in the spellings an upstream's may arrive in.
+var limitHeaders = []string{"RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
+
+// headersSet marks a request whose response already carries the sidecar's
+// rate-limit headers.
+type headersSet struct{}
+
+// dropUpstreamLimitHeaders removes the upstream's own rate-limit headers
+// from resp when the sidecar set its own on the request's response: the
+// reverse proxy adds the upstream's to those already set, and a client
+// would see two of each. Without a limit of the sidecar's, the app's
+// headers pass.
+func dropUpstreamLimitHeaders(resp *http.Response) error {
+	if resp.Request == nil || resp.Request.Context().Value(headersSet{}) == nil {
+		return nil
+	}
+	for _, name := range limitHeaders {
+		resp.Header.Del(name)
+		delete(resp.Header, name)
+	}
+	return nil
 }
 
 // setExact sets a header spelled as the IETF draft spells it

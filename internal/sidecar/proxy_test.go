@@ -3,9 +3,11 @@ package sidecar_test
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -228,5 +230,46 @@ func TestUpgradeAndH2C(t *testing.T) {
 	defer func() { _ = hresp.Body.Close() }()
 	if hresp.ProtoMajor != 2 || hresp.Header.Get("X-RateLimit-Limit") != "10" {
 		t.Fatalf("h2c: %s, limit %q", hresp.Proto, hresp.Header.Get("X-RateLimit-Limit"))
+	}
+}
+
+// An app that sends rate-limit headers of its own: where the sidecar
+// limits the request, the client sees the sidecar's, once each; where it
+// does not, the app's pass. Before, the reverse proxy added the app's to
+// the sidecar's, and the client saw two of each.
+func TestUpstreamRateLimitHeadersAreReplaced(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header()["RateLimit"] = []string{`"app";r=7;t=9`}
+		w.Header()["RateLimit-Policy"] = []string{`"app";q=10;w=60`}
+		w.Header().Set("X-RateLimit-Limit", "10")
+		w.Header().Set("X-RateLimit-Remaining", "7")
+		w.Header().Set("X-RateLimit-Reset", "9")
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(app.Close)
+	up, _ := url.Parse(app.URL)
+	dir := t.TempDir()
+	policy, labels := filepath.Join(dir, "policy.yaml"), filepath.Join(dir, "labels")
+	if err := os.WriteFile(labels, []byte("app=\"shop\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writePolicy(t, policy, "other", "3")
+	proxy, _ := fileSidecar(t, policy, labels, up)
+	waitFor(t, "the file's config", func() bool { return get(t, proxy, "").StatusCode == http.StatusOK })
+	// No limit of the sidecar's applies: the app's headers pass.
+	if h := get(t, proxy, "").Header; fmt.Sprint(h.Values("X-RateLimit-Limit"), h.Values("RateLimit")) != `[10] ["app";r=7;t=9]` {
+		t.Fatalf("without a sidecar limit: %v", h)
+	}
+	writePolicy(t, policy, "shop", "3")
+	waitFor(t, "the edited file", func() bool { return get(t, proxy, "").Header.Get("X-RateLimit-Limit") != "10" })
+	h := get(t, proxy, "").Header // the client's: names canonical
+	for name, app := range map[string]string{"Ratelimit": `"app";r=7;t=9`, "Ratelimit-Policy": `"app";q=10;w=60`,
+		"X-Ratelimit-Limit": "10", "X-Ratelimit-Remaining": "7", "X-Ratelimit-Reset": "9"} {
+		if v := h.Values(name); len(v) != 1 || v[0] == app {
+			t.Errorf("with a sidecar limit, %s: %q; want the sidecar's value, once", name, v)
+		}
+	}
+	if v := h.Get("Ratelimit-Policy"); v != `"all";q=3;w=3600` {
+		t.Errorf("RateLimit-Policy %q; want the sidecar's", v)
 	}
 }

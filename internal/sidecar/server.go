@@ -211,6 +211,7 @@ func newProxy(upstream *url.URL, log logr.Logger) *httputil.ReverseProxy {
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host
 		},
+		ModifyResponse: dropUpstreamLimitHeaders,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.V(1).Info("Upstream failed", "error", err.Error())
 			w.WriteHeader(http.StatusBadGateway)
@@ -244,8 +245,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case v.StoreFailed && v.Status != 0:
 			w.Header().Set("Retry-After", "1")
-		case !v.StoreFailed && len(applied) > 0:
-			setHeaders(w.Header(), applied, v.Decision)
+		case !v.StoreFailed && v.Invalid == nil && len(applied) > 0:
+			if setHeaders(w.Header(), applied, v.Decision) && v.Status == 0 {
+				// Ours replace the upstream's (dropUpstreamLimitHeaders).
+				r = r.WithContext(context.WithValue(r.Context(), headersSet{}, true))
+			}
 		}
 		if v.Status != 0 {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -19,12 +20,32 @@ type MemoryTx struct {
 	m       *Memory
 	now     time.Time
 	shardOf map[string]*memoryShard
+	// undo puts back, in reverse order, what each write changed, when fn
+	// fails. Each holds only what its write changed (a hash field, not the
+	// hash), so a large hash costs nothing to write.
+	undo []undoStep
+}
+
+// undoStep is one write's undo: key's entry as it was (whole), or, for a
+// hash field, the field and the hash's expiry.
+type undoStep struct {
+	key string
+	// whole: entry is the key's entry before the write (nil: none).
+	whole bool
+	entry *memoryEntry
+	// a field write: whether the hash existed and had the field, its
+	// value and the hash's expiry then.
+	field             string
+	existed, hadField bool
+	fieldValue        int64
+	expireAt          time.Time
 }
 
 // Update runs fn atomically over keys: the shards that own them are locked in
 // a fixed order (so concurrent transactions cannot deadlock) until fn returns.
-// fn must not keep tx, and should do its reads before its writes: writes made
-// before fn returns an error are kept, as they would be in a Redis script.
+// fn must not keep tx. It is all or nothing: when fn returns an error (the
+// store full for a new entry half-way through, say), every write it made is
+// undone.
 func (m *Memory) Update(ctx context.Context, keys []string, fn func(tx *MemoryTx) error) error {
 	if err := m.usable(ctx); err != nil {
 		return err
@@ -47,7 +68,67 @@ func (m *Memory) Update(ctx context.Context, keys []string, fn func(tx *MemoryTx
 		}
 	}()
 	tx.now = m.now()
-	return fn(tx)
+	if err := fn(tx); err != nil {
+		tx.rollback()
+		return err
+	}
+	return nil
+}
+
+// saveWhole keeps a copy of key's entry before a write that replaces or
+// deletes it (detached: a deleted entry is no longer the store's, so it is
+// kept as is).
+func (tx *MemoryTx) saveWhole(key string, e *memoryEntry, detached bool) {
+	was := e
+	if e != nil && !detached {
+		was = &memoryEntry{value: slices.Clone(e.value), fields: maps.Clone(e.fields), expireAt: e.expireAt}
+	}
+	tx.undo = append(tx.undo, undoStep{key: key, whole: true, entry: was})
+}
+
+// rollback undoes every write, the last first. It takes no room from the
+// store's bound: what it restores held that room before.
+func (tx *MemoryTx) rollback() {
+	for i := len(tx.undo) - 1; i >= 0; i-- {
+		u := tx.undo[i]
+		sh := tx.shardOf[u.key]
+		cur := sh.entries[u.key]
+		if u.whole || !u.existed {
+			if cur != nil {
+				sh.remove(u.key, cur)
+			}
+			if u.whole && u.entry != nil {
+				sh.restore(u.key, u.entry)
+			}
+			continue
+		}
+		if cur == nil { // the write emptied the hash, which went
+			cur = &memoryEntry{fields: map[string]int64{}}
+			sh.restore(u.key, cur)
+		}
+		_, has := cur.fields[u.field]
+		switch {
+		case u.hadField && !has:
+			sh.count.n.Add(1)
+		case !u.hadField && has:
+			sh.count.n.Add(-1)
+		}
+		if u.hadField {
+			cur.fields[u.field] = u.fieldValue
+		} else {
+			delete(cur.fields, u.field)
+		}
+		sh.setExpiry(cur, u.expireAt)
+	}
+}
+
+// restore puts e back at key with the room it takes.
+func (sh *memoryShard) restore(key string, e *memoryEntry) {
+	sh.entries[key] = e
+	sh.count.n.Add(1 + int64(len(e.fields)))
+	if !e.expireAt.IsZero() {
+		sh.expiring++
+	}
 }
 
 // Now is the store's time for this transaction.
@@ -100,6 +181,9 @@ func (tx *MemoryTx) Set(key string, value []byte, ttl time.Duration) error {
 	if err := checkTTL(ttl, false); err != nil {
 		return err
 	}
+	if _, was, err := tx.entry(key); err == nil {
+		tx.saveWhole(key, was, false)
+	}
 	sh, e, err := tx.create(key, false)
 	if err != nil {
 		return err
@@ -151,10 +235,17 @@ func (tx *MemoryTx) AddField(key, field string, by int64, ttl time.Duration) (in
 	if err != nil {
 		return 0, err
 	}
+	_, was, _ := tx.entry(key)
+	prev, had := fields[field]
+	u := undoStep{key: key, field: field, existed: was != nil, hadField: had, fieldValue: prev}
+	if was != nil {
+		u.expireAt = was.expireAt
+	}
 	sh, e, err := tx.create(key, true)
 	if err != nil {
 		return 0, err
 	}
+	tx.undo = append(tx.undo, u)
 	if err := sh.setField(e, field, next); err != nil {
 		if len(e.fields) == 0 {
 			sh.remove(key, e)
@@ -174,6 +265,7 @@ func (tx *MemoryTx) Delete(key string) error {
 	sh, e, err := tx.entry(key)
 	if err == nil && e != nil {
 		sh.remove(key, e)
+		tx.saveWhole(key, e, true)
 	}
 	return err
 }

@@ -127,3 +127,88 @@ func TestMemoryHashes(t *testing.T) {
 func second[T any](_ T, err error) error { return err }
 
 func third[T, U any](_ T, _ U, err error) error { return err }
+
+// A transaction is all or nothing: one that the store's bound stops half
+// way (ErrFull on its second new entry), or that fails on its own error,
+// leaves every key as it found it: values, fields, TTLs, and the count of
+// entries. Before, the writes before the failure stayed: a decision of two
+// limits refused as full had still consumed from the first.
+func TestMemoryUpdateUndoesAFailedTransaction(t *testing.T) {
+	clock := fakeclock.New(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	s := store.NewMemory(store.WithClock(clock.Now), store.WithMaxEntries(4))
+	defer func() { _ = s.Close() }()
+	ctx := context.Background()
+	if err := s.Update(ctx, []string{"held", "h"}, func(tx *store.MemoryTx) error {
+		if err := tx.Set("held", []byte("5"), time.Hour); err != nil {
+			return err
+		}
+		_, err := tx.AddField("h", "a", 2, time.Hour)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Entries() // held, h and its field: 3
+	mine := errors.New("the caller's own failure")
+	for _, tt := range []struct {
+		name string
+		last func(tx *store.MemoryTx) error
+		want error
+	}{
+		{"full", func(tx *store.MemoryTx) error { return tx.Set("new-2", []byte("1"), time.Hour) }, store.ErrFull},
+		{"its own error", func(tx *store.MemoryTx) error {
+			if _, err := tx.AddField("h", "a", -2, time.Hour); err != nil { // the field, then the hash, go
+				return err
+			}
+			if err := tx.Delete("held"); err != nil {
+				return err
+			}
+			return mine
+		}, mine},
+		{"a field changed, a field added", func(tx *store.MemoryTx) error {
+			if _, err := tx.AddField("h", "a", 3, time.Minute); err != nil {
+				return err
+			}
+			if err := tx.Delete("new-1"); err != nil { // room for the new field
+				return err
+			}
+			if _, err := tx.AddField("h", "b", 1, time.Minute); err != nil {
+				return err
+			}
+			return mine
+		}, mine},
+	} {
+		err := s.Update(ctx, []string{"held", "h", "new-1", "new-2"}, func(tx *store.MemoryTx) error {
+			if _, err := tx.IncrementBy("held", 10, time.Minute); err != nil {
+				return err
+			}
+			if err := tx.Set("new-1", []byte("1"), time.Hour); err != nil { // the 4th entry, the last there is room for
+				return err
+			}
+			return tt.last(tx)
+		})
+		if !errors.Is(err, tt.want) {
+			t.Fatalf("%s: %v; want %v", tt.name, err, tt.want)
+		}
+		if v, _, _ := s.Get(ctx, "held"); string(v) != "5" {
+			t.Fatalf("%s: held = %q; want 5, as before", tt.name, v)
+		}
+		if ttl, _, _ := s.TTL(ctx, "held"); ttl != time.Hour {
+			t.Fatalf("%s: held's TTL %v; want the hour it had", tt.name, ttl)
+		}
+		if ok, _ := s.Has(ctx, "new-1"); ok {
+			t.Fatalf("%s: new-1 was kept", tt.name)
+		}
+		if err := s.Update(ctx, []string{"h"}, func(tx *store.MemoryTx) error {
+			f, err := tx.Fields("h")
+			if err == nil && (f["a"] != 2 || len(f) != 1 || tx.TTL("h") != time.Hour) {
+				err = fmt.Errorf("h = %v, TTL %v; want a: 2 alone, for an hour", f, tx.TTL("h"))
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		if s.Entries() != before {
+			t.Fatalf("%s: %d entries; want %d", tt.name, s.Entries(), before)
+		}
+	}
+}

@@ -77,12 +77,26 @@ func (p publisher) begin(ctx context.Context, obj client.Object, kind string) (d
 
 // ensureFinalizer adds the finalizer if it is missing.
 func (p publisher) ensureFinalizer(ctx context.Context, obj client.Object) error {
-	if controllerutil.ContainsFinalizer(obj, Finalizer) {
+	return PatchFinalizer(ctx, p.Client, obj, true)
+}
+
+// PatchFinalizer adds (or removes) Finalizer on obj, as read, unless it
+// already has (or lacks) it. A merge patch replaces the whole list, so it
+// carries obj's resourceVersion: when another writer changed the object
+// since it was read (another controller's finalizer, say), the API server
+// answers Conflict and the reconcile runs again on the new object, rather
+// than the patch dropping what the other wrote.
+func PatchFinalizer(ctx context.Context, c client.Client, obj client.Object, add bool) error {
+	if controllerutil.ContainsFinalizer(obj, Finalizer) == add {
 		return nil
 	}
 	orig := obj.DeepCopyObject().(client.Object)
-	controllerutil.AddFinalizer(obj, Finalizer)
-	return p.Patch(ctx, obj, client.MergeFrom(orig))
+	if add {
+		controllerutil.AddFinalizer(obj, Finalizer)
+	} else {
+		controllerutil.RemoveFinalizer(obj, Finalizer)
+	}
+	return c.Patch(ctx, obj, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
 }
 
 // finalize removes the object's config and then the finalizer. Both steps
@@ -96,9 +110,7 @@ func (p publisher) finalize(ctx context.Context, obj client.Object, kind string)
 	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), kind+"/"+obj.GetName()); err != nil {
 		return fmt.Errorf("remove config: %w", err)
 	}
-	orig := obj.DeepCopyObject().(client.Object)
-	controllerutil.RemoveFinalizer(obj, Finalizer)
-	return p.Patch(ctx, obj, client.MergeFrom(orig))
+	return PatchFinalizer(ctx, p.Client, obj, false)
 }
 
 // publish writes the compiled policy to the store and reports the outcome

@@ -220,6 +220,7 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 		if !l.storeTime {
 			at = now.UnixMicro()
 		}
+		epoch := l.over.now()
 		out, err := l.engine.decide(ctx, entries, attempt{atUs: at, peek: req.Peek, deadline: req.Deadline})
 		if err != nil {
 			return Decision{}, err
@@ -228,7 +229,7 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 			l.learnOffset(local, out.nowUs)
 		}
 		if !out.stale {
-			l.over.learn(entries, out.verdicts, local)
+			l.over.learn(entries, out.verdicts, local, epoch)
 			return decision(entries, out.verdicts), nil
 		}
 	}

@@ -2,6 +2,7 @@ package limiter
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +29,15 @@ type overLimit struct {
 	off bool
 	mu  sync.Mutex
 	m   map[overKey]overEntry
+	// epoch counts forgets (a reset, a new config revision). A decision
+	// takes it before it is sent, and what its reply says is over is
+	// learned only in the same epoch: a reply from before a forget may
+	// be from before the reset that caused it.
+	epoch atomic.Uint64
 }
+
+// now is the epoch a decision about to be sent is in.
+func (o *overLimit) now() uint64 { return o.epoch.Load() }
 
 // maxOverEntries bounds the cache: past it, the cache starts again empty.
 const maxOverEntries = 1 << 16
@@ -97,7 +106,7 @@ func (c overEntry) result(e entry, now time.Time) Result {
 
 // learn keeps the enforced denials of a decision sent at sent, and forgets
 // the rates that allowed.
-func (o *overLimit) learn(entries []entry, verdicts []verdict, sent time.Time) {
+func (o *overLimit) learn(entries []entry, verdicts []verdict, sent time.Time, epoch uint64) {
 	if o.off {
 		return
 	}
@@ -110,7 +119,7 @@ func (o *overLimit) learn(entries []entry, verdicts []verdict, sent time.Time) {
 			if len(o.m) > 0 {
 				delete(o.m, keyOf(e))
 			}
-		case !e.dry && !v.full:
+		case !e.dry && !v.full && epoch == o.epoch.Load():
 			o.put(keyOf(e), entryFor(e, v, sent))
 		}
 	}
@@ -140,6 +149,7 @@ func (o *overLimit) put(k overKey, c overEntry) {
 func (o *overLimit) forget(entries []entry) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.epoch.Add(1)
 	for _, e := range entries {
 		delete(o.m, keyOf(e))
 	}
@@ -149,5 +159,6 @@ func (o *overLimit) forget(entries []entry) {
 func (o *overLimit) clear() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.epoch.Add(1)
 	o.m = nil
 }

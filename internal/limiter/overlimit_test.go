@@ -3,6 +3,7 @@ package limiter_test
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
+	"github.com/redis/go-redis/v9"
 )
 
 // counted counts the commands a limiter's Redis store sends; nil on the
@@ -212,5 +214,63 @@ func TestNoLimitsNoStoreCall(t *testing.T) {
 				t.Fatalf("%d store commands for requests with no limits; want 0", n)
 			}
 		})
+	}
+}
+
+// gate holds the reply of the decision sent while it is armed, until the
+// test opens it: a reply in flight while the counters change.
+type gate struct {
+	armed chan struct{} // closed: the next reply is held
+	held  chan struct{} // closed when one is
+	open  chan struct{}
+	once  sync.Once
+}
+
+func newGate() *gate {
+	return &gate{armed: make(chan struct{}), held: make(chan struct{}), open: make(chan struct{})}
+}
+
+func (g *gate) hold(err error) error {
+	select {
+	case <-g.armed:
+		g.once.Do(func() { close(g.held); <-g.open })
+	default:
+	}
+	return err
+}
+
+func (g *gate) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (g *gate) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { return g.hold(next(ctx, cmd)) }
+}
+func (g *gate) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { return g.hold(next(ctx, cmds)) }
+}
+
+// A denial whose reply was sent before a reset, but arrives after the
+// sidecar forgot what it knew (ForgetKnown, at the reset's new revision),
+// is not learned: the next request goes to the store, which allows it.
+// Before, the late reply was cached, and the reset subject stayed denied
+// until its window (up to a month for a quota) ended.
+func TestLateDenialAfterForgetIsNotLearned(t *testing.T) {
+	be := redisBackends(t)[0]
+	l, s := simulated(t, be, fakeclock.New(epoch))
+	admin, _ := simulated(t, be, fakeclock.New(epoch))
+	lim := limiter.Limit{Algorithm: limiter.FixedWindow, Rates: rate(1, time.Hour), Cost: 1, Key: key(t, "late", "alice")}
+	consume(t, l, lim, 1, 1)
+	g := newGate()
+	s.(*store.Redis).Client().AddHook(g)
+	close(g.armed)
+	late := make(chan limiter.Decision)
+	go func() { late <- decide(t, l, lim) }() // denied by the store; its reply held
+	<-g.held
+	adjust(t, admin, lim, limiter.Adjustment{ID: "reset"}) // the manager resets alice
+	l.ForgetKnown()                                        // and the sidecar hears the new revision
+	close(g.open)
+	if d := <-late; d.Allowed {
+		t.Fatalf("the late decision: %+v; want the denial it was", d)
+	}
+	if d := decide(t, l, lim); !d.Allowed || d.Known {
+		t.Fatalf("after the reset: %+v; want allowed by the store, not a remembered denial", d)
 	}
 }

@@ -29,6 +29,19 @@ type KeySource struct {
 	Name string `json:"name,omitempty"`
 }
 
+// KeyMissing is what a limit does with a request that lacks a header or
+// query parameter its key names.
+// +kubebuilder:validation:Enum=Skip;Deny
+type KeyMissing string
+
+const (
+	// KeyMissingSkip: the limit does not apply; the request is not
+	// counted by it (as Envoy skips a descriptor whose header is absent).
+	KeyMissingSkip KeyMissing = "Skip"
+	// KeyMissingDeny: the request is denied (429), as over the limit.
+	KeyMissingDeny KeyMissing = "Deny"
+)
+
 // Rate is a limit per window. For a TokenBucket, limit is the burst and
 // window the time to refill it.
 // +kubebuilder:validation:XValidation:rule="duration(self.window) >= duration('1s')",message="window must be at least 1s"
@@ -83,6 +96,13 @@ type Limit struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000
 	Cost int64 `json:"cost,omitempty"`
+	// whenKeyMissing is what a request that lacks a header or query
+	// parameter of key gets: Skip (the default) passes it uncounted by
+	// this limit; Deny denies it, so no request escapes the limit by
+	// leaving its key out.
+	// +optional
+	// +kubebuilder:default=Skip
+	WhenKeyMissing KeyMissing `json:"whenKeyMissing,omitempty"`
 }
 
 // RateLimitPolicySpec is the desired limits.

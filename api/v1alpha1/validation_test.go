@@ -107,6 +107,8 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"one window twice", rlpHead, limitWith("    rates: [{limit: 10, window: 1m}, {limit: 20, window: 60s}]\n"), []string{"spec.limits[0]: Invalid value", "rates may appear only once per window"}},
 		{"header key without name", rlpHead, limitWith("    key: [{source: Header}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].key[0]: Invalid value", "name is required when source is Header or Query, and only then"}},
 		{"client IP key with a name", rlpHead, limitWith("    key: [{source: ClientIP, name: X-Real-IP}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].key[0]: Invalid value", "name is required when source is Header or Query, and only then"}},
+		{"unknown whenKeyMissing", rlpHead, limitWith("    key: [{source: Header, name: X-Api-Key}]\n    whenKeyMissing: Allow\n    rates: [{limit: 1, window: 1s}]\n"),
+			[]string{`spec.limits[0].whenKeyMissing: Unsupported value: "Allow": supported values: "Skip", "Deny"`}},
 		{"unknown key source", rlpHead, limitWith("    key: [{source: Cookie, name: session}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{`spec.limits[0].key[0].source: Unsupported value: "Cookie"`}},
 		{"nine key parts", rlpHead, limitWith("    key: [" + strings.Repeat("{source: Method}, ", 8) + "{source: Path}]\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].key: Too many: 9: must have at most 8 items"}},
 		{"cost 0", rlpHead, limitWith("    cost: 0\n    rates: [{limit: 1, window: 1s}]\n"), []string{"spec.limits[0].cost: Invalid value: 0", "greater than or equal to 1"}},

@@ -117,9 +117,14 @@ func (f *checkFlags) requestSpec(ctx context.Context, cl client.Reader, ns strin
 	if err != nil {
 		return usageapi.CheckSpec{}, nil, err
 	}
+	applied, err := ps.Match(r, peer)
+	if err != nil {
+		// What the sidecar would answer instead of deciding.
+		return usageapi.CheckSpec{}, nil, fmt.Errorf("the sidecar would refuse this request: %w", err)
+	}
 	var spec usageapi.CheckSpec
 	var names []string
-	for _, a := range ps.Match(r, peer) {
+	for _, a := range applied {
 		t := v1alpha1.AdjustmentTarget{Kind: v1alpha1.TargetKind(a.Kind), Name: a.Policy}
 		if t.Kind == v1alpha1.TargetRateLimitPolicy {
 			t.Limit = a.Name

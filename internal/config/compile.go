@@ -89,7 +89,8 @@ func validPeriod(p v1alpha1.Period) bool {
 }
 
 func compileLimit(l v1alpha1.Limit, path *field.Path) (Limit, field.ErrorList) {
-	out := Limit{Name: l.Name, Match: compileMatch(l.Match), Algorithm: string(l.Algorithm), Cost: l.Cost}
+	out := Limit{Name: l.Name, Match: compileMatch(l.Match), Algorithm: string(l.Algorithm), Cost: l.Cost,
+		DenyMissingKey: l.WhenKeyMissing == v1alpha1.KeyMissingDeny}
 	if out.Algorithm == "" {
 		out.Algorithm = string(v1alpha1.FixedWindow)
 	}

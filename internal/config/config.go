@@ -77,6 +77,9 @@ type Limit struct {
 	Algorithm string      `json:"algorithm"`
 	Rates     []Rate      `json:"rates"`
 	Cost      int64       `json:"cost"`
+	// DenyMissingKey: a request that lacks a header or query parameter of
+	// Key is denied rather than skipped (whenKeyMissing: Deny).
+	DenyMissingKey bool `json:"denyMissingKey,omitempty"`
 }
 
 // Quota is a UsageQuota.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -333,5 +334,65 @@ func TestResetReachesASidecarThatKnewTheKeyOver(t *testing.T) {
 		if got := get(t, sc.proxy, "10.2.0.1").StatusCode; got != want {
 			t.Fatalf("after the reset, request %d: %d; want %d (3 in all)", i+2, got, want)
 		}
+	}
+}
+
+// A key the sidecar and the app could read differently is refused with 400
+// and a body that says which: a header sent twice (the sidecar read the
+// first, an app may read the last), a query parameter twice, or one in a
+// query Go cannot parse (a ';', which made Go drop the pair and the limit
+// skip). whenKeyMissing: Deny denies a request without its key (429);
+// Skip, the default, lets it pass uncounted. Before, a spent key sent
+// after a junk one passed, and so did ?api_key=K;x.
+func TestAmbiguousAndMissingKeys(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 1, "1h", func(p *v1alpha1.RateLimitPolicy) {
+		p.Spec.Limits[0].Name = "per-key"
+		p.Spec.Limits[0].Key = []v1alpha1.KeySource{{Source: v1alpha1.SourceHeader, Name: "X-Api-Key"}}
+		p.Spec.Limits = append(p.Spec.Limits, v1alpha1.Limit{Name: "per-token", Cost: 1, WhenKeyMissing: v1alpha1.KeyMissingDeny,
+			Match: &v1alpha1.Match{PathPrefix: "/q/"},
+			Key:   []v1alpha1.KeySource{{Source: v1alpha1.SourceQuery, Name: "api_key"}}, Rates: []v1alpha1.Rate{{Limit: 1, Window: "1h"}}})
+	}))
+	waitMetric(t, sc.admin, revisionLine(ns, 1))
+	do := func(path string, keys ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, sc.proxy+path, nil)
+		for _, k := range keys {
+			req.Header.Add("X-Api-Key", k)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, strings.TrimSpace(string(body))
+	}
+	const twice = "header X-Api-Key appears 2 times: limit per-key of RateLimitPolicy api counts by it, and the app could read another value"
+	for i, st := range []struct {
+		path string
+		keys []string
+		code int
+		body string // exact, when set
+	}{
+		{"/v1/items", []string{"real"}, 200, ""},                  // spends real's one request
+		{"/v1/items", []string{"real"}, 429, "Too Many Requests"}, // spent
+		{"/v1/items", []string{"junk-1", "real"}, 400, twice},     // the bypass of the review
+		{"/v1/items", nil, 200, ""},                               // Skip: no key, no limit
+		{"/q/x?api_key=K;x", []string{"other"}, 400, "query parameter api_key is in a query that cannot be parsed (invalid semicolon separator in query): limit per-token of RateLimitPolicy api counts by it, and the app could read another value"},
+		{"/q/x?api_key=a&api_key=b", []string{"other"}, 400, "query parameter api_key appears 2 times: limit per-token of RateLimitPolicy api counts by it, and the app could read another value"},
+		{"/q/x", []string{"other"}, 429, "query parameter api_key is missing: limit per-token of RateLimitPolicy api denies requests without it"},
+		{"/q/x?api_key=t1", []string{"third"}, 200, ""},
+	} {
+		code, body := do(st.path, st.keys...)
+		if code != st.code || st.body != "" && body != st.body {
+			t.Fatalf("step %d %s %v: %d %q; want %d %q", i, st.path, st.keys, code, body, st.code, st.body)
+		}
+	}
+	line := `quota_decisions_total{limit="%s",namespace="` + ns + `",policy="api",result="%s"} %d`
+	for _, want := range []string{fmt.Sprintf(line, "per-key", "bad_key", 1), fmt.Sprintf(line, "per-token", "bad_key", 2),
+		fmt.Sprintf(line, "per-token", "key_missing", 1), fmt.Sprintf(line, "per-key", "allowed", 2)} {
+		waitMetric(t, sc.admin, want)
 	}
 }

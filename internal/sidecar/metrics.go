@@ -36,6 +36,10 @@ const (
 	ResultSubjectBound = "subject_bound"
 	// ResultCancelled: the caller went away before the store answered.
 	ResultCancelled = "cancelled"
+	// ResultKeyMissing: denied for lacking the key (whenKeyMissing: Deny);
+	// ResultBadKey: refused (400) for a key given twice or unparsable.
+	ResultKeyMissing = "key_missing"
+	ResultBadKey     = "bad_key"
 )
 
 // NewMetrics registers the metrics; breakerOpen reports the breaker. Every
@@ -137,6 +141,19 @@ func (m *Metrics) cancelled(applied []Applied) {
 	for _, a := range applied {
 		m.decisions.WithLabelValues(a.Policy, a.Name, ResultCancelled).Inc()
 	}
+}
+
+// keyRefused counts a request refused for its key, by the limit that
+// could not read it.
+func (m *Metrics) keyRefused(e *KeyError) {
+	if m == nil {
+		return
+	}
+	result := ResultBadKey
+	if e.missing {
+		result = ResultKeyMissing
+	}
+	m.decisions.WithLabelValues(e.Policy, e.Limit, result).Inc()
 }
 
 func (m *Metrics) failed(applied []Applied, open bool) {

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"path"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,6 +52,8 @@ type limitRule struct {
 	// consumes through the local API ("5 exports a day"), not every
 	// request through the proxy.
 	localOnly bool
+	// denyMissing: whenKeyMissing Deny.
+	denyMissing bool
 }
 
 // NewPolicies selects and prepares docs for a pod with podLabels.
@@ -108,7 +112,8 @@ func newPolicy(namespace string, d *config.Policy) (*policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.limits = append(p.limits, &limitRule{policy: d.Name, name: l.Name, kind: d.Kind, match: l.Match, key: l.Key, failClosed: d.FailClosed, template: lim})
+		p.limits = append(p.limits, &limitRule{policy: d.Name, name: l.Name, kind: d.Kind, match: l.Match, key: l.Key, failClosed: d.FailClosed,
+			denyMissing: l.DenyMissingKey, template: lim})
 	}
 	return p, nil
 }
@@ -136,22 +141,48 @@ type Applied struct {
 
 // Match returns the limits that apply to r, each bound to the request's
 // values for its key. A limit whose key names a header or query parameter
-// the request lacks does not apply (as Envoy skips such a descriptor).
-func (ps *Policies) Match(r *http.Request, client netip.Addr) []Applied {
+// the request lacks does not apply (as Envoy skips such a descriptor),
+// unless it says whenKeyMissing: Deny. A key the request gives more than
+// one value for, or hides in a query Go cannot parse, is a *KeyError
+// (400): the sidecar and the app could read different subjects. DryRun
+// limits, which never deny, skip such a request instead.
+func (ps *Policies) Match(r *http.Request, client netip.Addr) ([]Applied, error) {
 	var out []Applied
 	for _, p := range ps.list {
 		for _, l := range p.limits {
 			if l.localOnly || !matches(l.match, r) {
 				continue
 			}
-			values, ok := keyValues(l.key, r, client)
-			if !ok {
-				continue
+			values, problem := keyValues(l.key, r, client)
+			switch {
+			case problem == nil:
+				out = append(out, l.bind(values))
+			case l.template.DryRun:
+			case problem.missing && !l.denyMissing:
+			default:
+				problem.Policy, problem.Kind, problem.Limit = l.policy, l.kind, l.name
+				return nil, problem
 			}
-			out = append(out, l.bind(values))
 		}
 	}
-	return out
+	return out, nil
+}
+
+// KeyError is a request whose key a limit cannot read: Status 400 when it
+// is ambiguous, 429 when it is missing and the limit denies such requests.
+type KeyError struct {
+	Policy, Kind, Limit string
+	Status              int
+	// what is the source, as "header X-Api-Key"; why, what is wrong.
+	what, why string
+	missing   bool
+}
+
+func (e *KeyError) Error() string {
+	if e.missing {
+		return fmt.Sprintf("%s is missing: limit %s of %s %s denies requests without it", e.what, e.Limit, e.Kind, e.Policy)
+	}
+	return fmt.Sprintf("%s %s: limit %s of %s %s counts by it, and the app could read another value", e.what, e.why, e.Limit, e.Kind, e.Policy)
 }
 
 // bind fills the rule's limit with the subject and, for a quota, the
@@ -198,8 +229,9 @@ func cleanPath(p string) string {
 	return c
 }
 
-// keyValues reads the request's values for a limit's key sources.
-func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]string, bool) {
+// keyValues reads the request's values for a limit's key sources, or why
+// it cannot.
+func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]string, *KeyError) {
 	values := make([]string, 0, len(key))
 	for _, k := range key {
 		var v string
@@ -212,22 +244,35 @@ func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]st
 			v = cleanPath(r.URL.Path)
 		case "Header":
 			h := r.Header.Values(k.Name)
-			if len(h) == 0 {
-				return nil, false
+			what := "header " + k.Name
+			switch len(h) {
+			case 0:
+				return nil, &KeyError{Status: http.StatusTooManyRequests, what: what, missing: true}
+			case 1:
+				v = h[0]
+			default:
+				return nil, &KeyError{Status: http.StatusBadRequest, what: what, why: "appears " + strconv.Itoa(len(h)) + " times"}
 			}
-			v = h[0]
 		case "Query":
-			q := r.URL.Query()
-			if !q.Has(k.Name) {
-				return nil, false
+			what := "query parameter " + k.Name
+			q, err := url.ParseQuery(r.URL.RawQuery)
+			if err != nil {
+				return nil, &KeyError{Status: http.StatusBadRequest, what: what, why: "is in a query that cannot be parsed (" + err.Error() + ")"}
 			}
-			v = q.Get(k.Name)
+			switch n := len(q[k.Name]); n {
+			case 0:
+				return nil, &KeyError{Status: http.StatusTooManyRequests, what: what, missing: true}
+			case 1:
+				v = q[k.Name][0]
+			default:
+				return nil, &KeyError{Status: http.StatusBadRequest, what: what, why: "appears " + strconv.Itoa(n) + " times"}
+			}
 		default:
-			return nil, false
+			return nil, &KeyError{Status: http.StatusBadRequest, what: "source " + k.Source, why: "is unknown"}
 		}
 		values = append(values, v)
 	}
-	return values, true
+	return values, nil
 }
 
 // Named finds a limit of a RateLimitPolicy by policy and limit name, or a

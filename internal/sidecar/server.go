@@ -240,7 +240,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if ps != nil {
 		client := ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), h.Trusted)
-		applied := ps.Match(r, client)
+		applied, err := ps.Match(r, client)
+		var kerr *KeyError
+		if errors.As(err, &kerr) {
+			h.Enforcer.Metrics.keyRefused(kerr)
+			http.Error(w, kerr.Error(), kerr.Status)
+			return
+		}
 		v := h.Enforcer.Check(r.Context(), applied)
 		switch {
 		case v.StoreFailed && v.Status != 0:

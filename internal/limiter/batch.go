@@ -55,6 +55,11 @@ const (
 	directBelow = 1
 	maxBatch    = 64
 	maxWorkers  = 8
+	// maxBatchEntries bounds the entries of one script call, whatever the
+	// number of calls: the work Redis does in one go, which every other
+	// client waits behind. A call with more goes out alone (a decision
+	// holds at most MaxDecisionEntries).
+	maxBatchEntries = 512
 	// workerIdle is how long an idle worker waits before it exits.
 	workerIdle = time.Second
 )
@@ -125,7 +130,11 @@ func (b *batcher) work() {
 	for {
 		select {
 		case first := <-b.queue:
-			b.send(b.fill(first))
+			for next := first; next != nil; {
+				var batch []*batchCall
+				batch, next = b.fill(next)
+				b.send(batch)
+			}
 			if len(b.queue) == 0 && b.leave(2) {
 				return
 			}
@@ -153,17 +162,24 @@ func (b *batcher) leave(least int32) bool {
 	}
 }
 
-func (b *batcher) fill(first *batchCall) []*batchCall {
-	batch := []*batchCall{first}
+// fill is first and what queued after it, up to maxBatch calls and
+// maxBatchEntries entries; a call that would pass the entries is carried
+// to the next batch.
+func (b *batcher) fill(first *batchCall) (batch []*batchCall, carry *batchCall) {
+	batch = []*batchCall{first}
+	entries := first.entries
 	for len(batch) < maxBatch {
 		select {
 		case c := <-b.queue:
-			batch = append(batch, c)
+			if entries+c.entries > maxBatchEntries {
+				return batch, c
+			}
+			batch, entries = append(batch, c), entries+c.entries
 		default:
-			return batch
+			return batch, nil
 		}
 	}
-	return batch
+	return batch, nil
 }
 
 // send decides the live calls of batch, one script call per group, all in

@@ -281,3 +281,32 @@ func TestBatchedDecisionsOfEveryAlgorithm(t *testing.T) {
 		t.Fatalf("%d script calls, want 1", n)
 	}
 }
+
+// A batch carries at most maxBatchEntries entries, however many calls
+// queue: a call that would pass them waits for the next batch. Before,
+// the bound counted calls, and 64 calls of 256 entries went out as one
+// script call of 16,384.
+func TestBatchEntriesBounded(t *testing.T) {
+	b := newBatcher(nil)
+	call := func(entries int) *batchCall { return &batchCall{entries: entries} }
+	for range 10 {
+		b.queue <- call(MaxDecisionEntries)
+	}
+	first := call(MaxDecisionEntries)
+	total, batches := 0, 0
+	for next := first; next != nil; {
+		var batch []*batchCall
+		batch, next = b.fill(next)
+		n := 0
+		for _, c := range batch {
+			n += c.entries
+		}
+		if n > maxBatchEntries {
+			t.Fatalf("a batch of %d entries; at most %d", n, maxBatchEntries)
+		}
+		total, batches = total+len(batch), batches+1
+	}
+	if total != 11 || batches != 6 {
+		t.Fatalf("%d calls in %d batches; want 11 in 6 (two of 256 entries each, then the last alone)", total, batches)
+	}
+}

@@ -267,7 +267,21 @@ func (l *Limiter) learnOffset(sent time.Time, storeMicros int64) {
 	l.offset.Store(storeMicros - sent.UnixMicro())
 }
 
+// MaxDecisionEntries bounds the rates one decision may carry, over all its
+// limits: Redis decides them in one call that every other client waits
+// behind, so a request that matched, say, 200 policies of 32 limits would
+// stall every namespace. The operator refuses a namespace's config that
+// could make a request carry more.
+const MaxDecisionEntries = 256
+
 func validate(limits []Limit) error {
+	n := 0
+	for _, lim := range limits {
+		n += len(lim.Rates)
+	}
+	if n > MaxDecisionEntries {
+		return fmt.Errorf("%w: a decision of %d rates over %d limits: at most %d", ErrInvalid, n, len(limits), MaxDecisionEntries)
+	}
 	for i, lim := range limits {
 		if err := lim.check(); err != nil {
 			return fmt.Errorf("%w: limits[%d] (%s): %w", ErrInvalid, i, lim.Key.Limit, err)

@@ -5,6 +5,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -119,6 +120,10 @@ func (p publisher) finalize(ctx context.Context, obj client.Object, kind string)
 // the returned error asks for a retry.
 func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.PolicyStatus, compiled *config.Policy, compileErr error) (int64, error) {
 	gen := obj.GetGeneration()
+	var over *budgetError
+	if errors.As(compileErr, &over) {
+		return p.refuseForBudget(ctx, obj, st, over)
+	}
 	if compileErr != nil {
 		setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonInvalid, compileErr.Error())
 		setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonInvalid,
@@ -145,6 +150,25 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, msg)
 	p.Headroom.apply(st, gen)
 	return rev, nil
+}
+
+// refuseForBudget takes obj's config out of the store (it may have fit
+// before an older object grew) and says why in its status.
+func (p publisher) refuseForBudget(ctx context.Context, obj client.Object, st *v1alpha1.PolicyStatus, over *budgetError) (int64, error) {
+	gen := obj.GetGeneration()
+	setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonTooManyLimits, over.Error())
+	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonTooManyLimits,
+		"Not programmed: the namespace's other policies and quotas take the rates one request may be decided against")
+	kind := config.KindRateLimitPolicy
+	if _, ok := obj.(*v1alpha1.UsageQuota); ok {
+		kind = config.KindUsageQuota
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), kind+"/"+obj.GetName()); err != nil {
+		return 0, fmt.Errorf("remove config: %w", err)
+	}
+	return 0, nil
 }
 
 func setCondition(st *v1alpha1.PolicyStatus, gen int64, kind string, status metav1.ConditionStatus, reason, message string) {

@@ -45,6 +45,10 @@ func (r *RateLimitPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	before := p.DeepCopy()
 	compiled, compileErr := config.CompileRateLimitPolicy(&p)
+	compileErr, err := r.withinBudget(ctx, &p, compileErr)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	rev, err := r.publish(ctx, &p, &p.Status.PolicyStatus, compiled, compileErr)
 	var result ctrl.Result
 	if compileErr == nil && err == nil {
@@ -63,7 +67,9 @@ func (r *RateLimitPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 func (r *RateLimitPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.RateLimitPolicy{}).WithOptions(options()).Named("ratelimitpolicy").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podsToPolicies(r.Client, func() client.ObjectList { return &v1alpha1.RateLimitPolicyList{} })),
-			builder.WithPredicates(podChanges))
+			builder.WithPredicates(podChanges)).
+		Watches(&v1alpha1.RateLimitPolicy{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "RateLimitPolicy"))).
+		Watches(&v1alpha1.UsageQuota{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "RateLimitPolicy")))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(source.Channel(r.Resync, &handler.EnqueueRequestForObject{}))
 	}

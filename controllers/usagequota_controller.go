@@ -64,6 +64,10 @@ func (r *UsageQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := q.DeepCopy()
 	compiled, compileErr := config.CompileUsageQuota(&q)
+	compileErr, err := r.withinBudget(ctx, &q, compileErr)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	rev, err := r.publish(ctx, &q, &q.Status.PolicyStatus, compiled, compileErr)
 	var result ctrl.Result
 	if compileErr == nil && err == nil {
@@ -161,7 +165,9 @@ func topUsedRatio(u *v1alpha1.Usage) float64 {
 func (r *UsageQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.UsageQuota{}).WithOptions(options()).Named("usagequota").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podsToPolicies(r.Client, func() client.ObjectList { return &v1alpha1.UsageQuotaList{} })),
-			builder.WithPredicates(podChanges))
+			builder.WithPredicates(podChanges)).
+		Watches(&v1alpha1.RateLimitPolicy{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "UsageQuota"))).
+		Watches(&v1alpha1.UsageQuota{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "UsageQuota")))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(source.Channel(r.Resync, &handler.EnqueueRequestForObject{}))
 	}

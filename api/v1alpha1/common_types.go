@@ -101,6 +101,9 @@ const (
 const (
 	ReasonAccepted         = "Accepted"
 	ReasonInvalid          = "Invalid"
+	// ReasonTooManyLimits: the object would take its namespace past the
+	// rates one request may be decided against; it is not enforced.
+	ReasonTooManyLimits = "TooManyLimits"
 	ReasonProgrammed       = "Programmed"
 	ReasonStoreUnavailable = "StoreUnavailable"
 	ReasonWithinBound      = "WithinBound"

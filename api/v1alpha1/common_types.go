@@ -99,11 +99,11 @@ const (
 
 // Condition reasons.
 const (
-	ReasonAccepted         = "Accepted"
-	ReasonInvalid          = "Invalid"
+	ReasonAccepted = "Accepted"
+	ReasonInvalid  = "Invalid"
 	// ReasonTooManyLimits: the object would take its namespace past the
 	// rates one request may be decided against; it is not enforced.
-	ReasonTooManyLimits = "TooManyLimits"
+	ReasonTooManyLimits    = "TooManyLimits"
 	ReasonProgrammed       = "Programmed"
 	ReasonStoreUnavailable = "StoreUnavailable"
 	ReasonWithinBound      = "WithinBound"

@@ -17,6 +17,7 @@ const (
 // KeySource is one part of a limit's key: each distinct value gets its own
 // counter.
 // +kubebuilder:validation:XValidation:rule="(self.source in ['Header', 'Query']) == has(self.name)",message="name is required when source is Header or Query, and only then"
+// +kubebuilder:validation:XValidation:rule="!has(self.ipv6PrefixLength) || self.source == 'ClientIP'",message="ipv6PrefixLength applies to source ClientIP only"
 type KeySource struct {
 	// source of the value.
 	// +required
@@ -27,6 +28,14 @@ type KeySource struct {
 	// +kubebuilder:validation:MaxLength=256
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
 	Name string `json:"name,omitempty"`
+	// ipv6PrefixLength: for ClientIP, how much of an IPv6 address one
+	// counter covers, in bits (default 64). A client usually holds a whole
+	// /64, so keying on the full address would give it 2^64 counters.
+	// IPv4 addresses are always whole.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	IPv6PrefixLength int32 `json:"ipv6PrefixLength,omitempty"`
 }
 
 // KeyMissing is what a limit does with a request that lacks a header or

@@ -14,6 +14,7 @@ type SubjectSource string
 
 // Subject says where the consumer's identity comes from.
 // +kubebuilder:validation:XValidation:rule="(self.source in ['Header', 'Query']) == has(self.name)",message="subject.name is required when source is Header or Query, and only then"
+// +kubebuilder:validation:XValidation:rule="!has(self.ipv6PrefixLength) || self.source == 'ClientIP'",message="subject.ipv6PrefixLength applies to source ClientIP only"
 type Subject struct {
 	// source of the identity.
 	// +required
@@ -24,6 +25,14 @@ type Subject struct {
 	// +kubebuilder:validation:MaxLength=256
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
 	Name string `json:"name,omitempty"`
+	// ipv6PrefixLength: for ClientIP, how much of an IPv6 address one
+	// counter covers, in bits (default 64). A client usually holds a whole
+	// /64, so keying on the full address would give it 2^64 counters.
+	// IPv4 addresses are always whole.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=128
+	IPv6PrefixLength int32 `json:"ipv6PrefixLength,omitempty"`
 }
 
 // Override gives one subject its own limit.

@@ -50,7 +50,7 @@ func CompileUsageQuota(q *v1alpha1.UsageQuota) (*Policy, error) {
 	}
 	out := header(KindUsageQuota, q.ObjectMeta, q.Spec.Selector, q.Spec.Enforcement, q.Spec.FailurePolicy)
 	out.Quota = &Quota{
-		Subject:  KeySource{Source: string(q.Spec.Subject.Source), Name: q.Spec.Subject.Name},
+		Subject:  KeySource{Source: string(q.Spec.Subject.Source), Name: q.Spec.Subject.Name, IPv6Prefix: int(q.Spec.Subject.IPv6PrefixLength)},
 		Match:    compileMatch(q.Spec.Match),
 		Feature:  q.Spec.Feature,
 		Limit:    q.Spec.Limit,
@@ -98,7 +98,7 @@ func compileLimit(l v1alpha1.Limit, path *field.Path) (Limit, field.ErrorList) {
 		out.Cost = 1
 	}
 	for _, k := range l.Key {
-		out.Key = append(out.Key, KeySource{Source: string(k.Source), Name: k.Name})
+		out.Key = append(out.Key, KeySource{Source: string(k.Source), Name: k.Name, IPv6Prefix: int(k.IPv6PrefixLength)})
 	}
 	var errs field.ErrorList
 	for i, r := range l.Rates {

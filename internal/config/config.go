@@ -8,6 +8,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -61,6 +62,32 @@ type HeaderMatch struct {
 type KeySource struct {
 	Source string `json:"source"`
 	Name   string `json:"name,omitempty"`
+	// IPv6Prefix is the prefix length of an IPv6 ClientIP's key; 0 (a
+	// document written before the field existed): DefaultIPv6Prefix.
+	IPv6Prefix int `json:"ipv6Prefix,omitempty"`
+}
+
+// DefaultIPv6Prefix is how much of an IPv6 client address one counter
+// covers: a /64, what one client usually holds.
+const DefaultIPv6Prefix = 64
+
+// ClientKey is the key value of a client address for this source: an
+// IPv4 address whole (an IPv4-mapped IPv6 one as IPv4), an IPv6 one as
+// its prefix ("2001:db8:1:2::/64").
+func (k KeySource) ClientKey(a netip.Addr) string {
+	a = a.Unmap()
+	if !a.Is6() {
+		return a.String()
+	}
+	bits := k.IPv6Prefix
+	if bits <= 0 || bits > 128 {
+		bits = DefaultIPv6Prefix
+	}
+	p, err := a.WithZone("").Prefix(bits)
+	if err != nil {
+		return a.String()
+	}
+	return p.String()
 }
 
 // Rate is Limit per WindowMs milliseconds.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -158,4 +159,29 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed the policy:\n%s\n%s", a, b)
 		}
 	})
+}
+
+// An IPv6 client is keyed by its prefix (default /64), so one client,
+// which usually holds a whole /64, is one subject and not 2^64 of them;
+// IPv4 addresses, IPv4-mapped ones included, stay whole.
+func TestClientKey(t *testing.T) {
+	for _, tt := range []struct {
+		addr   string
+		prefix int
+		want   string
+	}{
+		{"2001:db8:1:2::a", 0, "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", 0, "2001:db8:1:2::/64"},
+		{"2001:db8:1:3::a", 0, "2001:db8:1:3::/64"},
+		{"2001:db8:1:2::a", 48, "2001:db8:1::/48"},
+		{"2001:db8:1:2::a", 128, "2001:db8:1:2::a/128"},
+		{"fe80::1%eth0", 0, "fe80::/64"},
+		{"192.0.2.7", 0, "192.0.2.7"},
+		{"::ffff:192.0.2.7", 0, "192.0.2.7"},
+	} {
+		got := KeySource{Source: "ClientIP", IPv6Prefix: tt.prefix}.ClientKey(netip.MustParseAddr(tt.addr))
+		if got != tt.want {
+			t.Errorf("ClientKey(%s, /%d) = %s; want %s", tt.addr, tt.prefix, got, tt.want)
+		}
+	}
 }

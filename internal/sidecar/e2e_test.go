@@ -396,3 +396,30 @@ func TestAmbiguousAndMissingKeys(t *testing.T) {
 		waitMetric(t, sc.admin, want)
 	}
 }
+
+// IPv6 clients are counted per /64 (the default prefix): addresses of one
+// /64 share a counter, another /64 has its own, and IPv4 clients stay
+// whole. Before, each address was its own subject, so a client holding a
+// /64 had 2^64 counters to spend.
+func TestIPv6ClientsCountPerPrefix(t *testing.T) {
+	ns := namespace(t)
+	sc := start(t, ns)
+	sc.publish(t, perIP(ns, 2, "1h"))
+	waitReady(t, sc.proxy, "10.9.0.1", "2") // spends one of 10.9.0.1's two
+	for i, st := range []struct {
+		client string
+		code   int
+	}{
+		{"2001:db8:1:2::a", 200},
+		{"2001:db8:1:2::b", 200},                  // same /64: its second
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", 429}, // same /64: over
+		{"2001:db8:1:3::a", 200},                  // another /64
+		{"10.9.0.1", 200},                         // IPv4: its own, second
+		{"10.9.0.2", 200},                         // and whole
+		{"10.9.0.1", 429},
+	} {
+		if got := get(t, sc.proxy, st.client).StatusCode; got != st.code {
+			t.Fatalf("step %d from %s: %d; want %d", i, st.client, got, st.code)
+		}
+	}
+}

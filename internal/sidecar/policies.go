@@ -237,7 +237,7 @@ func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]st
 		var v string
 		switch k.Source {
 		case "ClientIP":
-			v = client.String()
+			v = k.ClientKey(client)
 		case "Method":
 			v = r.Method
 		case "Path":

@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"math"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -154,8 +155,16 @@ func descriptorLimit(ps *Policies, policy string, entries []*extEntry, cost int6
 		if len(entries) != len(rule.key) {
 			return Applied{}, false
 		}
-		for _, e := range entries {
-			values = append(values, e.GetValue())
+		for i, e := range entries {
+			v := e.GetValue()
+			// An address from Envoy (remote_address) is keyed as the
+			// proxy keys it: an IPv6 one by its prefix.
+			if k := rule.key[i]; k.Source == "ClientIP" {
+				if a, err := netip.ParseAddr(v); err == nil {
+					v = k.ClientKey(a)
+				}
+			}
+			values = append(values, v)
 		}
 	}
 	a := rule.bind(values)

@@ -47,6 +47,11 @@ const (
 	// AnnotationGRPCPort turns on the sidecar's Envoy rate-limit service
 	// on this port.
 	AnnotationGRPCPort = "quotaops.dev/grpc-port"
+	// AnnotationGRPCExpose: "true" serves the rate-limit service on every
+	// interface, for callers outside the pod. Without it the service
+	// listens on loopback only: the pod's own Envoy reaches it there, and
+	// no other pod can spend the pod's subjects' limits through it.
+	AnnotationGRPCExpose = "quotaops.dev/grpc-expose"
 
 	ContainerName = "quota-sidecar"
 	// PortName is the sidecar's proxy port when it does not take the app
@@ -196,9 +201,15 @@ func annotationArgs(pod *corev1.Pod, defaultFailurePolicy string) ([]string, []c
 	if err != nil {
 		return nil, nil, err
 	}
-	if grpc != 0 {
+	switch expose := pod.Annotations[AnnotationGRPCExpose]; {
+	case grpc == 0:
+	case expose == "true":
 		args = append(args, "--grpc-listen=:"+strconv.Itoa(int(grpc)))
 		ports = append(ports, corev1.ContainerPort{Name: GRPCPortName, ContainerPort: grpc, Protocol: corev1.ProtocolTCP})
+	case expose == "" || expose == "false":
+		args = append(args, "--grpc-listen=127.0.0.1:"+strconv.Itoa(int(grpc)))
+	default:
+		return nil, nil, fmt.Errorf("annotation %s: %q is neither true nor false", AnnotationGRPCExpose, expose)
 	}
 	return args, ports, nil
 }

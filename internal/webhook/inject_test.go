@@ -214,6 +214,43 @@ func TestInjectCapturesThePortName(t *testing.T) {
 
 func itoa(n int32) string { b, _ := json.Marshal(n); return string(b) }
 
+// The rate-limit service listens on loopback unless the pod asks for it
+// to be exposed: before, it listened on every interface, so any pod of the
+// cluster could spend the pod's subjects' limits.
+func TestInjectGRPCOnLoopbackUnlessExposed(t *testing.T) {
+	for _, tt := range []struct {
+		expose, listen string
+		port           bool
+		err            string
+	}{
+		{"", "--grpc-listen=127.0.0.1:8081", false, ""},
+		{"false", "--grpc-listen=127.0.0.1:8081", false, ""},
+		{"true", "--grpc-listen=:8081", true, ""},
+		{"yes", "", false, `annotation quotaops.dev/grpc-expose: "yes" is neither true nor false`},
+	} {
+		ann := map[string]string{AnnotationInject: "true", AnnotationGRPCPort: "8081"}
+		if tt.expose != "" {
+			ann[AnnotationGRPCExpose] = tt.expose
+		}
+		p := pod(ann, corev1.ContainerPort{ContainerPort: 8080})
+		_, err := Inject(p, false, Config{Image: "img", Store: "memory://"})
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Fatalf("expose %q: %v; want %q", tt.expose, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := p.Spec.Containers[1]
+		declared := slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == GRPCPortName })
+		if !slices.Contains(c.Args, tt.listen) || declared != tt.port {
+			t.Fatalf("expose %q: args %q, port declared %v; want %s, %v", tt.expose, c.Args, declared, tt.listen, tt.port)
+		}
+	}
+}
+
 // Admin port, failure policy, trusted proxies and gRPC port annotations
 // and a policy ConfigMap add their arguments; the ConfigMap is mounted
 // optional, so a namespace without one still starts.
@@ -227,12 +264,14 @@ func TestInjectOverridesAndPolicyConfigMap(t *testing.T) {
 	c := p.Spec.Containers[1]
 	wantArgs := []string{"sidecar", "--listen=:8000", "--upstream=http://127.0.0.1:8080", "--pod-labels-file=/etc/quota/labels",
 		"--store=memory://", "--health-listen=:9902", "--admin-listen=127.0.0.1:19901", "--failure-policy=Closed",
-		"--trusted-proxies=10.0.0.0/8,192.168.1.0/24", "--grpc-listen=:8081", "--policy-file=/etc/quota-policies"}
+		"--trusted-proxies=10.0.0.0/8,192.168.1.0/24", "--grpc-listen=127.0.0.1:8081", "--policy-file=/etc/quota-policies"}
 	if !reflect.DeepEqual(c.Args, wantArgs) {
 		t.Fatalf("args %q\nwant %q", c.Args, wantArgs)
 	}
-	if grpc := c.Ports[len(c.Ports)-1]; grpc != (corev1.ContainerPort{Name: GRPCPortName, ContainerPort: 8081, Protocol: corev1.ProtocolTCP}) {
-		t.Fatalf("gRPC port %+v", grpc)
+	for _, port := range c.Ports {
+		if port.Name == GRPCPortName {
+			t.Fatalf("a loopback-only gRPC port declared: %+v", port)
+		}
 	}
 	vol := p.Spec.Volumes[len(p.Spec.Volumes)-1]
 	if vol.ConfigMap == nil || vol.ConfigMap.Name != "quota-policies" || !*vol.ConfigMap.Optional ||

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
 	"reflect"
 	"sync"
 	"time"
@@ -160,6 +161,12 @@ func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, use
 		return password, nil
 	}
 	s.Data = data
+	// Its label too: the admission policy lets the manager write only
+	// Secrets that carry it (one written by hand may not).
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	maps.Copy(s.Labels, ManagedLabels())
 	return password, r.Update(ctx, &s)
 }
 

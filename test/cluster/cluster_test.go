@@ -700,6 +700,28 @@ func expectLeastPrivilege(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a token Secret or another name is refused by the admission policy", expectSecretsFenced)
+}
+
+// expectSecretsFenced: RBAC lets the manager create Secrets anywhere (can-i
+// says yes), and the shipped ValidatingAdmissionPolicy refuses, in a real
+// create as its service account, a service-account token for coredns in
+// kube-system and a Secret of another name: the review's way to a token.
+func expectSecretsFenced(t *testing.T) {
+	if out, _ := run("auth", "can-i", "--as="+managerSA, "create", "secrets", "-n", "kube-system"); out != "yes" {
+		t.Fatalf("can-i create secrets -n kube-system: %q; RBAC cannot bound a create, so want yes", out)
+	}
+	for name, doc := range map[string]string{
+		"Opaque, not kubernetes.io/service-account-token": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + storeSecret +
+			`","namespace":"kube-system","labels":{"app.kubernetes.io/managed-by":"quota-operator"},"annotations":{"kubernetes.io/service-account.name":"coredns"}},"type":"kubernetes.io/service-account-token"}`,
+		"quota-operator-store and quota-operator-redis, not someone-elses": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"someone-elses",` +
+			`"namespace":"kube-system","labels":{"app.kubernetes.io/managed-by":"quota-operator"}},"type":"Opaque"}`,
+	} {
+		out, err := runStdin(doc, "create", "--as="+managerSA, "-f", "-")
+		if err == nil || !strings.Contains(err.Error(), "Forbidden") || !strings.Contains(err.Error(), name) {
+			t.Fatalf("create as the manager: %v\n%s\nwant refused: %s", err, out, name)
+		}
+	}
 }
 
 // expectNothingForbidden: no manager log line says the API server refused
@@ -744,8 +766,12 @@ func kubectl(t *testing.T, args ...string) string {
 
 // run runs kubectl as the cluster's admin and returns its trimmed
 // standard output; standard error is in the error.
-func run(args ...string) (string, error) {
+func run(args ...string) (string, error) { return runStdin("", args...) }
+
+// runStdin is run with stdin as kubectl's standard input.
+func runStdin(stdin string, args ...string) (string, error) {
 	cmd := exec.Command(env.kubectl, append([]string{"--kubeconfig", env.kubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {

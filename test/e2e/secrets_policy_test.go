@@ -1,0 +1,99 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+)
+
+// The manager's service account may create Secrets in every namespace,
+// which RBAC cannot bound by name or type. The shipped admission policy
+// lets it write only its own: quota-operator-store and
+// quota-operator-redis, of type Opaque, with its managed-by label. Before,
+// the review created kube-system/quota-operator-store of type
+// kubernetes.io/service-account-token for coredns as the manager, then
+// read the token. Other users are not affected.
+func TestManagerWritesOnlyItsOwnSecrets(t *testing.T) {
+	ensureNamespace(t, "quota-operator-system")
+	policy := filepath.Join(kubeenv.ModuleRoot(), "config", "rbac", "manager_secrets_policy.yaml")
+	if out, err := env.Kubectl("apply", "-f", policy); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = env.Kubectl("delete", "-f", policy) })
+	const manager = "system:serviceaccount:quota-operator-system:quota-operator-controller-manager"
+	// RBAC lets both create Secrets anywhere, as the manager's role does:
+	// what refuses is the policy alone.
+	grant := filepath.Join(t.TempDir(), "grant.yaml")
+	if err := os.WriteFile(grant, []byte(`apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: test-secret-writer}
+rules: [{apiGroups: [""], resources: [secrets], verbs: [create, delete]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: test-secret-writer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: test-secret-writer}
+subjects:
+- {kind: ServiceAccount, name: quota-operator-controller-manager, namespace: quota-operator-system}
+- {kind: User, apiGroup: rbac.authorization.k8s.io, name: someone}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := env.Kubectl("apply", "-f", grant); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = env.Kubectl("delete", "-f", grant) })
+	secret := func(name, typ string, labelled bool) string {
+		doc := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: " + name + "\n  namespace: kube-system\n"
+		if typ == "kubernetes.io/service-account-token" {
+			doc += "  annotations:\n    kubernetes.io/service-account.name: coredns\n"
+		}
+		if labelled {
+			doc += "  labels:\n    app.kubernetes.io/managed-by: quota-operator\n"
+		}
+		doc += "type: " + typ + "\n"
+		file := filepath.Join(t.TempDir(), name+".yaml")
+		if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	tests := []struct {
+		name, as, file, want string
+	}{
+		{"a service-account token", manager, secret("quota-operator-store", "kubernetes.io/service-account-token", true),
+			"the quota-operator manager writes only Secrets of type Opaque, not kubernetes.io/service-account-token"},
+		{"another name", manager, secret("someone-elses", "Opaque", true),
+			"the quota-operator manager writes only the Secrets quota-operator-store and quota-operator-redis, not someone-elses"},
+		{"no managed-by label", manager, secret("quota-operator-store", "Opaque", false),
+			"the quota-operator manager writes only Secrets labelled app.kubernetes.io/managed-by=quota-operator"},
+		{"its own Secret", manager, secret("quota-operator-store", "Opaque", true), ""},
+		{"another user, another name", "someone", secret("someone-elses", "Opaque", false), ""},
+	}
+	// The API server picks a new policy up within a few seconds.
+	deadline := time.Now().Add(20 * time.Second)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for {
+				out, err := env.Kubectl("create", "--as="+tt.as, "-f", tt.file)
+				switch {
+				case tt.want == "" && err == nil:
+					_, _ = env.Kubectl("delete", "-f", tt.file)
+					return
+				case tt.want != "" && err != nil && strings.Contains(out, tt.want) && strings.Contains(out, "Forbidden"):
+					return
+				case time.Now().After(deadline):
+					t.Fatalf("create as %s: %v\n%s\nwant refused: %q", tt.as, err, out, tt.want)
+				}
+				if err == nil {
+					_, _ = env.Kubectl("delete", "-f", tt.file) // let through before the policy was active
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		})
+	}
+}

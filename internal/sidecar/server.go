@@ -239,28 +239,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if ps != nil {
-		client := ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), h.Trusted)
-		applied, err := ps.Match(r, client)
-		var kerr *KeyError
-		if errors.As(err, &kerr) {
-			h.Enforcer.Metrics.keyRefused(kerr)
-			http.Error(w, kerr.Error(), kerr.Status)
-			return
-		}
-		v := h.Enforcer.Check(r.Context(), applied)
-		switch {
-		case v.StoreFailed && v.Status != 0:
-			w.Header().Set("Retry-After", "1")
-		case !v.StoreFailed && v.Invalid == nil && len(applied) > 0:
-			if setHeaders(w.Header(), applied, v.Decision) && v.Status == 0 {
-				// Ours replace the upstream's (dropUpstreamLimitHeaders).
-				r = r.WithContext(context.WithValue(r.Context(), headersSet{}, true))
-			}
-		}
-		if v.Status != 0 {
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			w.WriteHeader(v.Status)
-			_, _ = w.Write([]byte(http.StatusText(v.Status) + "\n"))
+		var ok bool
+		if r, ok = h.enforce(w, r, ps); !ok {
 			return
 		}
 	}
@@ -268,6 +248,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &idleBody{ReadCloser: r.Body, ctl: http.NewResponseController(w), idle: h.BodyIdleTimeout}
 	}
 	h.Proxy.ServeHTTP(w, r)
+}
+
+// enforce decides r against ps. It answers the client itself (a refused
+// key, a denial, a store failure that fails closed) and returns false, or
+// returns the request to pass on, marked when the sidecar set rate-limit
+// headers on the response.
+func (h *Handler) enforce(w http.ResponseWriter, r *http.Request, ps *Policies) (*http.Request, bool) {
+	client := ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), h.Trusted)
+	applied, err := ps.Match(r, client)
+	var kerr *KeyError
+	if errors.As(err, &kerr) {
+		h.Enforcer.Metrics.keyRefused(kerr)
+		http.Error(w, kerr.Error(), kerr.Status)
+		return r, false
+	}
+	v := h.Enforcer.Check(r.Context(), applied)
+	switch {
+	case v.StoreFailed && v.Status != 0:
+		w.Header().Set("Retry-After", "1")
+	case !v.StoreFailed && v.Invalid == nil && len(applied) > 0:
+		if setHeaders(w.Header(), applied, v.Decision) && v.Status == 0 {
+			// Ours replace the upstream's (dropUpstreamLimitHeaders).
+			r = r.WithContext(context.WithValue(r.Context(), headersSet{}, true))
+		}
+	}
+	if v.Status != 0 {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(v.Status)
+		_, _ = w.Write([]byte(http.StatusText(v.Status) + "\n"))
+		return r, false
+	}
+	return r, true
 }
 
 // idleBody moves the connection's read deadline on before each read of the

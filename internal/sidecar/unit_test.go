@@ -164,15 +164,16 @@ func (f failingDecider) Decide(context.Context, limiter.Request) (limiter.Decisi
 	return limiter.Decision{}, f.err
 }
 
-// A limit the limiter refuses as invalid falls back on the failure policy
-// but never opens the breaker: the store is fine.
+// A limit the limiter refuses as invalid is answered 400, not by the
+// failure policy (the store is fine, so even a Closed policy does not
+// apply), and never opens the breaker.
 func TestInvalidLimitDoesNotOpenTheBreaker(t *testing.T) {
 	b := NewBreaker()
 	e := &Enforcer{Limiter: failingDecider{fmt.Errorf("%w: cost", limiter.ErrInvalid)}, Breaker: b}
 	applied := []Applied{{Policy: "p", Name: "l", FailClosed: true}}
 	for range 10 {
-		if v := e.Check(context.Background(), applied); !v.StoreFailed || v.Status != http.StatusServiceUnavailable {
-			t.Fatalf("verdict %+v; want the Closed failure policy", v)
+		if v := e.Check(context.Background(), applied); v.StoreFailed || v.Status != http.StatusBadRequest || v.Invalid == nil {
+			t.Fatalf("verdict %+v; want 400, not the failure policy", v)
 		}
 	}
 	if b.Open() {

@@ -189,26 +189,34 @@ func TestMemoryUpdateUndoesAFailedTransaction(t *testing.T) {
 		if !errors.Is(err, tt.want) {
 			t.Fatalf("%s: %v; want %v", tt.name, err, tt.want)
 		}
-		if v, _, _ := s.Get(ctx, "held"); string(v) != "5" {
-			t.Fatalf("%s: held = %q; want 5, as before", tt.name, v)
-		}
-		if ttl, _, _ := s.TTL(ctx, "held"); ttl != time.Hour {
-			t.Fatalf("%s: held's TTL %v; want the hour it had", tt.name, ttl)
-		}
-		if ok, _ := s.Has(ctx, "new-1"); ok {
-			t.Fatalf("%s: new-1 was kept", tt.name)
-		}
-		if err := s.Update(ctx, []string{"h"}, func(tx *store.MemoryTx) error {
-			f, err := tx.Fields("h")
-			if err == nil && (f["a"] != 2 || len(f) != 1 || tx.TTL("h") != time.Hour) {
-				err = fmt.Errorf("h = %v, TTL %v; want a: 2 alone, for an hour", f, tx.TTL("h"))
-			}
-			return err
-		}); err != nil {
-			t.Fatalf("%s: %v", tt.name, err)
-		}
+		expectUntouched(t, s, tt.name)
 		if s.Entries() != before {
 			t.Fatalf("%s: %d entries; want %d", tt.name, s.Entries(), before)
 		}
+	}
+}
+
+// expectUntouched: held is 5 for an hour, new-1 absent, and h holds a: 2
+// alone, for an hour, as before the failed transaction.
+func expectUntouched(t *testing.T, s *store.Memory, name string) {
+	t.Helper()
+	ctx := context.Background()
+	if v, _, _ := s.Get(ctx, "held"); string(v) != "5" {
+		t.Fatalf("%s: held = %q; want 5, as before", name, v)
+	}
+	if ttl, _, _ := s.TTL(ctx, "held"); ttl != time.Hour {
+		t.Fatalf("%s: held's TTL %v; want the hour it had", name, ttl)
+	}
+	if ok, _ := s.Has(ctx, "new-1"); ok {
+		t.Fatalf("%s: new-1 was kept", name)
+	}
+	if err := s.Update(ctx, []string{"h"}, func(tx *store.MemoryTx) error {
+		f, err := tx.Fields("h")
+		if err == nil && (f["a"] != 2 || len(f) != 1 || tx.TTL("h") != time.Hour) {
+			err = fmt.Errorf("h = %v, TTL %v; want a: 2 alone, for an hour", f, tx.TTL("h"))
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
 }

@@ -77,23 +77,28 @@ subjects:
 	// The API server picks a new policy up within a few seconds.
 	deadline := time.Now().Add(20 * time.Second)
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for {
-				out, err := env.Kubectl("create", "--as="+tt.as, "-f", tt.file)
-				switch {
-				case tt.want == "" && err == nil:
-					_, _ = env.Kubectl("delete", "-f", tt.file)
-					return
-				case tt.want != "" && err != nil && strings.Contains(out, tt.want) && strings.Contains(out, "Forbidden"):
-					return
-				case time.Now().After(deadline):
-					t.Fatalf("create as %s: %v\n%s\nwant refused: %q", tt.as, err, out, tt.want)
-				}
-				if err == nil {
-					_, _ = env.Kubectl("delete", "-f", tt.file) // let through before the policy was active
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { expectCreate(t, tt.as, tt.file, tt.want, deadline) })
+	}
+}
+
+// expectCreate creates file as user as and wants it refused with want (or
+// created, when want is empty), retrying until deadline while the API
+// server may not have the policy yet.
+func expectCreate(t *testing.T, as, file, want string, deadline time.Time) {
+	for {
+		out, err := env.Kubectl("create", "--as="+as, "-f", file)
+		switch {
+		case want == "" && err == nil:
+			_, _ = env.Kubectl("delete", "-f", file)
+			return
+		case want != "" && err != nil && strings.Contains(out, want) && strings.Contains(out, "Forbidden"):
+			return
+		case time.Now().After(deadline):
+			t.Fatalf("create as %s: %v\n%s\nwant refused: %q", as, err, out, want)
+		}
+		if err == nil {
+			_, _ = env.Kubectl("delete", "-f", file) // let through before the policy was active
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

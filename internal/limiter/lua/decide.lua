@@ -40,6 +40,7 @@ local MAX_WINDOW, MAX_PERIOD = 8 * 24 * 3600 * 1000, 33 * 24 * 3600 * 1000
 -- the call's arguments and sealed keys, out the reply and o the last
 -- position written in it.
 local A, K, now, now_ms, out, o
+local KBUF = {} -- K's table, refilled at each call
 
 -- bounded refuses an entry whose window, period or member no decision
 -- the operator compiles would have.
@@ -225,7 +226,7 @@ end
 -- sidecar shares.
 local function fixed_one(a, k, n, peek)
   local max, win, cost, start = tonumber(A[a + 1]), tonumber(A[a + 2]), tonumber(A[a + 3]), tonumber(A[a + 5])
-  bounded('f', win, a)
+  if not win or win < 1 or win > MAX_WINDOW then bounded('f', win, a) end
   if start ~= now_ms - now_ms % win then
     out[o + 1] = -1
     return o + 1
@@ -248,7 +249,7 @@ end
 -- its error and wrote nothing; the others go on.
 fn('qo1_decide', function(keys, args)
   if #args > 10 * MAX_KEYS then fail('more than ' .. 10 * MAX_KEYS .. ' arguments in one call') end
-  A, K = args, sealed(keys)
+  A, K = args, sealed(keys, KBUF)
   now = tonumber(A[1])
   if not now then fail('the time is not a number') end
   if now == 0 then now = now_us() end
@@ -282,6 +283,6 @@ fn('qo1_decide', function(keys, args)
     h = a
   end
   local reply = out
-  A, K, out = nil, nil, nil
+  A, out = nil, nil
   return reply
 end)

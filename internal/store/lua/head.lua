@@ -32,11 +32,14 @@ local MAX_KEYS = 4096                 -- keys of one call
 local function fail(msg) error({err = 'ERR quota-operator: ' .. msg}) end
 
 -- sealed returns the sealed names of keys, refusing a call with more
--- keys, or longer names, than any decision builds.
-local function sealed(keys)
+-- keys, or longer names, than any decision builds. into, when given, is a
+-- table to fill instead of a new one (the hot path reuses one: growing a
+-- new table per call costs more than the names); only indexes 1 to #keys
+-- then hold this call's names.
+local function sealed(keys, into)
   local n = #keys
   if n > MAX_KEYS then fail('more than ' .. MAX_KEYS .. ' keys in one call') end
-  local out = {}
+  local out = into or {}
   for i = 1, n do
     local k = keys[i]
     if #k > MAX_NAME then fail('a key name is longer than ' .. MAX_NAME .. ' bytes') end

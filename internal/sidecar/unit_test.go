@@ -195,16 +195,8 @@ func TestInvalidLimitDoesNotOpenTheBreaker(t *testing.T) {
 // next second failed open. Nor are they counted as let through by the
 // failure policy (before: 20 failed_open).
 func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
-	mem := store.NewMemory()
-	defer func() { _ = mem.Close() }()
-	lim, err := limiter.New(mem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := NewBreaker()
-	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond, Metrics: NewMetrics("ns", b.Open)}
-	applied := []Applied{{Policy: "p", Name: "l", Limit: limiter.Limit{Algorithm: limiter.FixedWindow, Cost: 1,
-		Rates: []limiter.Rate{{Limit: 100, Window: time.Minute}}, Key: limiter.CounterKey{Namespace: "ns", Policy: "p", Limit: "l", Subject: []string{"a"}}}}}
+	e, b, one := memoryEnforcer(t, "")
+	applied := []Applied{one}
 	gone, cancel := context.WithCancel(context.Background())
 	cancel()
 	for range 20 {
@@ -230,16 +222,7 @@ func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
 // failure policy, and the breaker stays closed. Before, it went to the
 // failure policy: an Open pod let it through, counted failed_open.
 func TestInvalidRequestIsNotAStoreFailure(t *testing.T) {
-	mem := store.NewMemory()
-	defer func() { _ = mem.Close() }()
-	lim, err := limiter.New(mem)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := NewBreaker()
-	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond, Metrics: NewMetrics("ns", b.Open), FailurePolicy: FailOpen}
-	one := Applied{Policy: "p", Name: "l", Limit: limiter.Limit{Algorithm: limiter.FixedWindow, Cost: 1,
-		Rates: []limiter.Rate{{Limit: 100, Window: time.Minute}}, Key: limiter.CounterKey{Namespace: "ns", Policy: "p", Limit: "l", Subject: []string{"a"}}}}
+	e, b, one := memoryEnforcer(t, FailOpen)
 	for range 10 {
 		v := e.Check(context.Background(), []Applied{one, one})
 		if v.StoreFailed || v.Status != http.StatusBadRequest || v.Invalid == nil || !strings.Contains(v.Invalid.Error(), "repeats a counter") {
@@ -374,4 +357,21 @@ func storeObservations(t *testing.T, m *Metrics) uint64 {
 		n += out.GetHistogram().GetSampleCount()
 	}
 	return n
+}
+
+// memoryEnforcer is an enforcer on a memory store with failurePolicy, its
+// breaker, and one limit of 100 a minute bound to a subject.
+func memoryEnforcer(t *testing.T, failurePolicy string) (*Enforcer, *Breaker, Applied) {
+	t.Helper()
+	mem := store.NewMemory()
+	t.Cleanup(func() { _ = mem.Close() })
+	lim, err := limiter.New(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBreaker()
+	e := &Enforcer{Limiter: lim, Breaker: b, Timeout: 50 * time.Millisecond, Metrics: NewMetrics("ns", b.Open), FailurePolicy: failurePolicy}
+	one := Applied{Policy: "p", Name: "l", Limit: limiter.Limit{Algorithm: limiter.FixedWindow, Cost: 1,
+		Rates: []limiter.Rate{{Limit: 100, Window: time.Minute}}, Key: limiter.CounterKey{Namespace: "ns", Policy: "p", Limit: "l", Subject: []string{"a"}}}}
+	return e, b, one
 }

@@ -712,9 +712,9 @@ func expectSecretsFenced(t *testing.T) {
 		t.Fatalf("can-i create secrets -n kube-system: %q; RBAC cannot bound a create, so want yes", out)
 	}
 	for name, doc := range map[string]string{
-		"Opaque, not kubernetes.io/service-account-token": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + storeSecret +
+		"not kubernetes.io/service-account-token": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + storeSecret +
 			`","namespace":"kube-system","labels":{"app.kubernetes.io/managed-by":"quota-operator"},"annotations":{"kubernetes.io/service-account.name":"coredns"}},"type":"kubernetes.io/service-account-token"}`,
-		"quota-operator-store and quota-operator-redis, not someone-elses": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"someone-elses",` +
+		"quota-operator-webhook-cert, not someone-elses": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"someone-elses",` +
 			`"namespace":"kube-system","labels":{"app.kubernetes.io/managed-by":"quota-operator"}},"type":"Opaque"}`,
 	} {
 		out, err := runStdin(doc, "create", "--as="+managerSA, "-f", "-")

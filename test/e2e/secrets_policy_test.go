@@ -25,6 +25,7 @@ func TestManagerWritesOnlyItsOwnSecrets(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = env.Kubectl("delete", "-f", policy) })
 	const manager = "system:serviceaccount:quota-operator-system:quota-operator-controller-manager"
+	var secretIn func(ns, name, typ string, labelled bool) string
 	// RBAC lets both create Secrets anywhere, as the manager's role does:
 	// what refuses is the policy alone.
 	grant := filepath.Join(t.TempDir(), "grant.yaml")
@@ -47,8 +48,9 @@ subjects:
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _, _ = env.Kubectl("delete", "-f", grant) })
-	secret := func(name, typ string, labelled bool) string {
-		doc := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: " + name + "\n  namespace: kube-system\n"
+	secret := func(name, typ string, labelled bool) string { return secretIn("kube-system", name, typ, labelled) }
+	secretIn = func(ns, name, typ string, labelled bool) string {
+		doc := "apiVersion: v1\nkind: Secret\nmetadata:\n  name: " + name + "\n  namespace: " + ns + "\n"
 		if typ == "kubernetes.io/service-account-token" {
 			doc += "  annotations:\n    kubernetes.io/service-account.name: coredns\n"
 		}
@@ -56,7 +58,10 @@ subjects:
 			doc += "  labels:\n    app.kubernetes.io/managed-by: quota-operator\n"
 		}
 		doc += "type: " + typ + "\n"
-		file := filepath.Join(t.TempDir(), name+".yaml")
+		if typ == "kubernetes.io/tls" {
+			doc += "data: {tls.crt: \"\", tls.key: \"\"}\n"
+		}
+		file := filepath.Join(t.TempDir(), ns+"-"+name+".yaml")
 		if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -66,11 +71,17 @@ subjects:
 		name, as, file, want string
 	}{
 		{"a service-account token", manager, secret("quota-operator-store", "kubernetes.io/service-account-token", true),
-			"the quota-operator manager writes only Secrets of type Opaque, not kubernetes.io/service-account-token"},
+			"the quota-operator manager writes only Secrets of type Opaque (kubernetes.io/tls for its webhook certificate), not kubernetes.io/service-account-token"},
 		{"another name", manager, secret("someone-elses", "Opaque", true),
-			"the quota-operator manager writes only the Secrets quota-operator-store and quota-operator-redis, not someone-elses"},
+			"the quota-operator manager writes only the Secrets quota-operator-store, quota-operator-redis and quota-operator-webhook-cert, not someone-elses"},
 		{"no managed-by label", manager, secret("quota-operator-store", "Opaque", false),
 			"the quota-operator manager writes only Secrets labelled app.kubernetes.io/managed-by=quota-operator"},
+		{"its webhook certificate elsewhere", manager, secret("quota-operator-webhook-cert", "kubernetes.io/tls", true),
+			"the quota-operator manager writes quota-operator-redis and quota-operator-webhook-cert only in its own namespace"},
+		{"its webhook certificate as Opaque", manager, secretIn("quota-operator-system", "quota-operator-webhook-cert", "Opaque", true),
+			"the quota-operator manager writes only Secrets of type Opaque (kubernetes.io/tls for its webhook certificate), not Opaque"},
+		{"its webhook certificate", manager, secretIn("quota-operator-system", "quota-operator-webhook-cert", "kubernetes.io/tls", true), ""},
+		{"its Redis password", manager, secretIn("quota-operator-system", "quota-operator-redis", "Opaque", true), ""},
 		{"its own Secret", manager, secret("quota-operator-store", "Opaque", true), ""},
 		{"another user, another name", "someone", secret("someone-elses", "Opaque", false), ""},
 	}

@@ -18,13 +18,16 @@ import (
 // kubernetes.io/service-account-token for coredns as the manager, then
 // read the token. Other users are not affected.
 func TestManagerWritesOnlyItsOwnSecrets(t *testing.T) {
-	ensureNamespace(t, "quota-operator-system")
+	// A namespace of its own: other tests' managers keep their webhook
+	// certificate in quota-operator-system.
+	const ownNS = "qo-policy-test"
+	ensureNamespace(t, ownNS)
 	policy := filepath.Join(kubeenv.ModuleRoot(), "config", "rbac", "manager_secrets_policy.yaml")
 	if out, err := env.Kubectl("apply", "-f", policy); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { _, _ = env.Kubectl("delete", "-f", policy) })
-	const manager = "system:serviceaccount:quota-operator-system:quota-operator-controller-manager"
+	const manager = "system:serviceaccount:" + ownNS + ":quota-operator-controller-manager"
 	var secretIn func(ns, name, typ string, labelled bool) string
 	// RBAC lets both create Secrets anywhere, as the manager's role does:
 	// what refuses is the policy alone.
@@ -39,7 +42,7 @@ kind: ClusterRoleBinding
 metadata: {name: test-secret-writer}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: test-secret-writer}
 subjects:
-- {kind: ServiceAccount, name: quota-operator-controller-manager, namespace: quota-operator-system}
+- {kind: ServiceAccount, name: quota-operator-controller-manager, namespace: qo-policy-test}
 - {kind: User, apiGroup: rbac.authorization.k8s.io, name: someone}
 `), 0o644); err != nil {
 		t.Fatal(err)
@@ -78,10 +81,10 @@ subjects:
 			"the quota-operator manager writes only Secrets labelled app.kubernetes.io/managed-by=quota-operator"},
 		{"its webhook certificate elsewhere", manager, secret("quota-operator-webhook-cert", "kubernetes.io/tls", true),
 			"the quota-operator manager writes quota-operator-redis and quota-operator-webhook-cert only in its own namespace"},
-		{"its webhook certificate as Opaque", manager, secretIn("quota-operator-system", "quota-operator-webhook-cert", "Opaque", true),
+		{"its webhook certificate as Opaque", manager, secretIn(ownNS, "quota-operator-webhook-cert", "Opaque", true),
 			"the quota-operator manager writes only Secrets of type Opaque (kubernetes.io/tls for its webhook certificate), not Opaque"},
-		{"its webhook certificate", manager, secretIn("quota-operator-system", "quota-operator-webhook-cert", "kubernetes.io/tls", true), ""},
-		{"its Redis password", manager, secretIn("quota-operator-system", "quota-operator-redis", "Opaque", true), ""},
+		{"its webhook certificate", manager, secretIn(ownNS, "quota-operator-webhook-cert", "kubernetes.io/tls", true), ""},
+		{"its Redis password", manager, secretIn(ownNS, "quota-operator-redis", "Opaque", true), ""},
 		{"its own Secret", manager, secret("quota-operator-store", "Opaque", true), ""},
 		{"another user, another name", "someone", secret("someone-elses", "Opaque", false), ""},
 	}

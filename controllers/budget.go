@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
 )
 
@@ -42,6 +44,8 @@ type budgetItem struct {
 	obj     client.Object
 	kind    string
 	entries int
+	// accepted is the object's Accepted condition, if any.
+	accepted *metav1.Condition
 }
 
 // withinBudget is compileErr, or, for a valid spec, the *budgetError of
@@ -99,12 +103,16 @@ func namespaceItems(ctx context.Context, c client.Reader, namespace string) ([]b
 		for _, l := range p.Spec.Limits {
 			n += len(l.Rates)
 		}
-		items = append(items, budgetItem{obj: p, kind: "RateLimitPolicy", entries: n})
+		items = append(items, budgetItem{obj: p, kind: config.KindRateLimitPolicy, entries: n,
+			accepted: apimeta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted)})
 	}
 	for i := range quotas.Items {
-		items = append(items, budgetItem{obj: &quotas.Items[i], kind: "UsageQuota", entries: 1})
+		q := &quotas.Items[i]
+		items = append(items, budgetItem{obj: q, kind: config.KindUsageQuota, entries: 1,
+			accepted: apimeta.FindStatusCondition(q.Status.Conditions, v1alpha1.ConditionAccepted)})
 	}
-	items = slicesDeleteBeingDeleted(items)
+	// Objects being deleted do not count: their config is on its way out.
+	items = slices.DeleteFunc(items, func(it budgetItem) bool { return !it.obj.GetDeletionTimestamp().IsZero() })
 	sort.SliceStable(items, func(i, j int) bool {
 		a, b := items[i], items[j]
 		if ta, tb := a.obj.GetCreationTimestamp(), b.obj.GetCreationTimestamp(); !ta.Equal(&tb) {
@@ -116,18 +124,6 @@ func namespaceItems(ctx context.Context, c client.Reader, namespace string) ([]b
 		return a.obj.GetName() < b.obj.GetName()
 	})
 	return items, nil
-}
-
-// slicesDeleteBeingDeleted drops objects being deleted: their config is on
-// its way out of the store.
-func slicesDeleteBeingDeleted(items []budgetItem) []budgetItem {
-	out := items[:0]
-	for _, it := range items {
-		if it.obj.GetDeletionTimestamp().IsZero() {
-			out = append(out, it)
-		}
-	}
-	return out
 }
 
 // refusedForBudget maps a change of a namespace's policies or quotas to
@@ -144,14 +140,7 @@ func refusedForBudget(c client.Client, kind string) handler.MapFunc {
 			if it.kind != kind || it.obj.GetUID() == changed.GetUID() {
 				continue
 			}
-			var conds []metav1.Condition
-			switch o := it.obj.(type) {
-			case *v1alpha1.RateLimitPolicy:
-				conds = o.Status.Conditions
-			case *v1alpha1.UsageQuota:
-				conds = o.Status.Conditions
-			}
-			if c := apimeta.FindStatusCondition(conds, v1alpha1.ConditionAccepted); c != nil && c.Reason == v1alpha1.ReasonTooManyLimits {
+			if it.accepted != nil && it.accepted.Reason == v1alpha1.ReasonTooManyLimits {
 				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(it.obj)})
 			}
 		}

@@ -122,7 +122,7 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	gen := obj.GetGeneration()
 	var over *budgetError
 	if errors.As(compileErr, &over) {
-		return p.refuseForBudget(ctx, obj, st, over)
+		return p.refuseForBudget(ctx, obj, st, compiled.ID(), over)
 	}
 	if compileErr != nil {
 		setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonInvalid, compileErr.Error())
@@ -154,18 +154,14 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 
 // refuseForBudget takes obj's config out of the store (it may have fit
 // before an older object grew) and says why in its status.
-func (p publisher) refuseForBudget(ctx context.Context, obj client.Object, st *v1alpha1.PolicyStatus, over *budgetError) (int64, error) {
+func (p publisher) refuseForBudget(ctx context.Context, obj client.Object, st *v1alpha1.PolicyStatus, id string, over *budgetError) (int64, error) {
 	gen := obj.GetGeneration()
 	setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonTooManyLimits, over.Error())
 	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonTooManyLimits,
 		"Not programmed: the namespace's other policies and quotas take the rates one request may be decided against")
-	kind := config.KindRateLimitPolicy
-	if _, ok := obj.(*v1alpha1.UsageQuota); ok {
-		kind = config.KindUsageQuota
-	}
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), kind+"/"+obj.GetName()); err != nil {
+	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), id); err != nil {
 		return 0, fmt.Errorf("remove config: %w", err)
 	}
 	return 0, nil

@@ -68,8 +68,8 @@ func (r *RateLimitPolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.RateLimitPolicy{}).WithOptions(options()).Named("ratelimitpolicy").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podsToPolicies(r.Client, func() client.ObjectList { return &v1alpha1.RateLimitPolicyList{} })),
 			builder.WithPredicates(podChanges)).
-		Watches(&v1alpha1.RateLimitPolicy{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "RateLimitPolicy"))).
-		Watches(&v1alpha1.UsageQuota{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "RateLimitPolicy")))
+		Watches(&v1alpha1.RateLimitPolicy{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, config.KindRateLimitPolicy))).
+		Watches(&v1alpha1.UsageQuota{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, config.KindRateLimitPolicy)))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(source.Channel(r.Resync, &handler.EnqueueRequestForObject{}))
 	}

@@ -166,8 +166,8 @@ func (r *UsageQuotaReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).For(&v1alpha1.UsageQuota{}).WithOptions(options()).Named("usagequota").
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podsToPolicies(r.Client, func() client.ObjectList { return &v1alpha1.UsageQuotaList{} })),
 			builder.WithPredicates(podChanges)).
-		Watches(&v1alpha1.RateLimitPolicy{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "UsageQuota"))).
-		Watches(&v1alpha1.UsageQuota{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, "UsageQuota")))
+		Watches(&v1alpha1.RateLimitPolicy{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, config.KindUsageQuota))).
+		Watches(&v1alpha1.UsageQuota{}, handler.EnqueueRequestsFromMapFunc(refusedForBudget(r.Client, config.KindUsageQuota)))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(source.Channel(r.Resync, &handler.EnqueueRequestForObject{}))
 	}

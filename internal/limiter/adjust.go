@@ -109,7 +109,7 @@ func (r redisEngine) adjust(ctx context.Context, entries []entry, adj Adjustment
 		action = "grant"
 	}
 	keys := append([]string{TaggedKey(entries[0].tag, "adj", adj.ID)}, keysOf(entries)...)
-	args := appendEntries([]any{atUs, action, adj.Grant, MarkerKeep.Milliseconds()}, entries)
+	args := appendEntries([]any{atUs, action, adj.Grant, MarkerKeep.Milliseconds()}, entries, func(i int) any { return entries[i].maxSubjects })
 	reply, err := r.c.FCall(ctx, "qo1_adjust", keys, args...).Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("limiter: adjust: %w", store.LibraryError(err))

@@ -77,20 +77,20 @@ func decideCall(group string, entries []entry, a attempt) *batchCall {
 // created its quota subject (verdicts are the decision's).
 func refundArgs(entries []entry, verdicts []verdict, atUs, nowUs int64) []any {
 	args := make([]any, 0, 2+argsPerEntry*len(entries))
-	args = append(args, atUs, nowUs)
-	for i, e := range entries {
-		created := "-"
+	return appendEntries(append(args, atUs, nowUs), entries, func(i int) any {
 		if verdicts[i].created {
-			created = "created"
+			return "created"
 		}
-		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dryArg(e), e.start, e.end, e.member, created)
-	}
-	return args
+		return "-"
+	})
 }
 
-func appendEntries(args []any, entries []entry) []any {
-	for _, e := range entries {
-		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dryArg(e), e.start, e.end, e.member, e.maxSubjects)
+// appendEntries appends each entry's 9 values; the last is last(i) (a
+// quota's bound on subjects for adjust.lua, whether it was created for
+// refund.lua).
+func appendEntries(args []any, entries []entry, last func(i int) any) []any {
+	for i, e := range entries {
+		args = append(args, algCode(e.alg), e.max, e.window, e.cost, dryArg(e), e.start, e.end, e.member, last(i))
 	}
 	return args
 }

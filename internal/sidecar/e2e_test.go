@@ -361,13 +361,7 @@ func TestAmbiguousAndMissingKeys(t *testing.T) {
 		for _, k := range keys {
 			req.Header.Add("X-Api-Key", k)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(body))
+		return roundTrip(t, req)
 	}
 	const twice = "header X-Api-Key appears 2 times: limit per-key of RateLimitPolicy api counts by it, and the app could read another value"
 	for i, st := range []struct {

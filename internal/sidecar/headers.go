@@ -42,7 +42,8 @@ func setHeaders(h http.Header, applied []Applied, d limiter.Decision) bool {
 }
 
 // limitHeaders are the names setHeaders sets on an allowed request's
-// response, in the spellings an upstream's may arrive in.
+// response. An upstream's arrive in Go's canonical spelling, which Del
+// finds whatever spelling it is given.
 var limitHeaders = []string{"RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
 
 // headersSet marks a request whose response already carries the sidecar's
@@ -60,7 +61,6 @@ func dropUpstreamLimitHeaders(resp *http.Response) error {
 	}
 	for _, name := range limitHeaders {
 		resp.Header.Del(name)
-		delete(resp.Header, name)
 	}
 	return nil
 }

@@ -24,6 +24,12 @@ import (
 func call(t *testing.T, base, method, path, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+	return roundTrip(t, req)
+}
+
+// roundTrip sends req and returns the status and the body, trimmed.
+func roundTrip(t *testing.T, req *http.Request) (int, string) {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -243,29 +243,19 @@ func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]st
 		case "Path":
 			v = cleanPath(r.URL.Path)
 		case "Header":
-			h := r.Header.Values(k.Name)
-			what := "header " + k.Name
-			switch len(h) {
-			case 0:
-				return nil, &KeyError{Status: http.StatusTooManyRequests, what: what, missing: true}
-			case 1:
-				v = h[0]
-			default:
-				return nil, &KeyError{Status: http.StatusBadRequest, what: what, why: "appears " + strconv.Itoa(len(h)) + " times"}
+			var err *KeyError
+			if v, err = oneValue("header "+k.Name, r.Header.Values(k.Name)); err != nil {
+				return nil, err
 			}
 		case "Query":
 			what := "query parameter " + k.Name
-			q, err := url.ParseQuery(r.URL.RawQuery)
-			if err != nil {
-				return nil, &KeyError{Status: http.StatusBadRequest, what: what, why: "is in a query that cannot be parsed (" + err.Error() + ")"}
+			q, perr := url.ParseQuery(r.URL.RawQuery)
+			if perr != nil {
+				return nil, &KeyError{Status: http.StatusBadRequest, what: what, why: "is in a query that cannot be parsed (" + perr.Error() + ")"}
 			}
-			switch n := len(q[k.Name]); n {
-			case 0:
-				return nil, &KeyError{Status: http.StatusTooManyRequests, what: what, missing: true}
-			case 1:
-				v = q[k.Name][0]
-			default:
-				return nil, &KeyError{Status: http.StatusBadRequest, what: what, why: "appears " + strconv.Itoa(n) + " times"}
+			var err *KeyError
+			if v, err = oneValue(what, q[k.Name]); err != nil {
+				return nil, err
 			}
 		default:
 			return nil, &KeyError{Status: http.StatusBadRequest, what: "source " + k.Source, why: "is unknown"}
@@ -273,6 +263,18 @@ func keyValues(key []config.KeySource, r *http.Request, client netip.Addr) ([]st
 		values = append(values, v)
 	}
 	return values, nil
+}
+
+// oneValue is the one value a request gave for the source what, or why
+// there is not one.
+func oneValue(what string, values []string) (string, *KeyError) {
+	switch len(values) {
+	case 0:
+		return "", &KeyError{Status: http.StatusTooManyRequests, what: what, missing: true}
+	case 1:
+		return values[0], nil
+	}
+	return "", &KeyError{Status: http.StatusBadRequest, what: what, why: "appears " + strconv.Itoa(len(values)) + " times"}
 }
 
 // Named finds a limit of a RateLimitPolicy by policy and limit name, or a

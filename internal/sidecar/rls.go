@@ -121,20 +121,22 @@ func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateL
 // count the request again, and a request must not name one counter twice.
 // owners[i] are the descriptors applied[i] answers.
 func bindDescriptors(dom Domain, req *rlsv3.RateLimitRequest, statuses []*rlsv3.RateLimitResponse_DescriptorStatus) (applied []Applied, owners [][]int) {
-	var tags []string
 	for i, d := range req.GetDescriptors() {
 		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
 		a, ok := descriptorLimit(dom.Policies, dom.Policy, d.GetEntries(), hits(req, d.GetHitsAddend()))
 		if !ok {
 			continue
 		}
-		tag := a.Limit.Key.Tag()
-		if j := slices.Index(tags, tag); j >= 0 {
+		// One domain is one policy: its limit and values name the counter.
+		j := slices.IndexFunc(applied, func(b Applied) bool {
+			return b.Name == a.Name && slices.Equal(b.Limit.Key.Subject, a.Limit.Key.Subject)
+		})
+		if j >= 0 {
 			applied[j].Limit.Cost = min(applied[j].Limit.Cost+a.Limit.Cost, limiter.MaxValue)
 			owners[j] = append(owners[j], i)
 			continue
 		}
-		applied, owners, tags = append(applied, a), append(owners, []int{i}), append(tags, tag)
+		applied, owners = append(applied, a), append(owners, []int{i})
 	}
 	return applied, owners
 }

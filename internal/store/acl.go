@@ -102,8 +102,11 @@ func (a *ACLAdmin) Put(ctx context.Context, u ACLUser) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.users[u.Name] = u
-	if err := a.ensureSeal(ctx); err != nil {
-		return fmt.Errorf("keeping the store's seal: %w", err)
+	// The user's selector names the seal; Resync keeps it once known.
+	if a.seal == "" {
+		if err := a.ensureSeal(ctx); err != nil {
+			return fmt.Errorf("keeping the store's seal: %w", err)
+		}
 	}
 	return a.eachNode(ctx, func(c *redis.Client) error {
 		return c.Do(ctx, u.rules(a.seal)...).Err()

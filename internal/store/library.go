@@ -106,7 +106,7 @@ func LoadLibrary(ctx context.Context, c redis.Cmdable, source string) error {
 // LibraryDigest is the digest of the library loaded on c; "" when none is.
 func LibraryDigest(ctx context.Context, c redis.Cmdable) (string, error) {
 	d, err := c.FCallRo(ctx, "qo1_digest", nil).Text()
-	if err != nil && strings.Contains(err.Error(), "Function not found") {
+	if functionMissing(err) {
 		return "", nil
 	}
 	return d, err
@@ -115,19 +115,15 @@ func LibraryDigest(ctx context.Context, c redis.Cmdable) (string, error) {
 // CheckVersion refuses a Redis older than MinRedisVersion, by its INFO
 // server text.
 func CheckVersion(info string) error {
-	for _, line := range strings.Split(info, "\n") {
-		v, ok := strings.CutPrefix(line, "redis_version:")
-		if !ok {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		major, _, _ := strings.Cut(v, ".")
-		if n, err := strconv.Atoi(major); err != nil || n < 7 {
-			return fmt.Errorf("redis %s is too old: quota-operator needs Redis %s or later (Redis Functions)", v, MinRedisVersion)
-		}
-		return nil
+	v := infoField(info, "redis_version")
+	if v == "" {
+		return errors.New("INFO server has no redis_version")
 	}
-	return errors.New("INFO server has no redis_version")
+	major, _, _ := strings.Cut(v, ".")
+	if n, err := strconv.Atoi(major); err != nil || n < 7 {
+		return fmt.Errorf("redis %s is too old: quota-operator needs Redis %s or later (Redis Functions)", v, MinRedisVersion)
+	}
+	return nil
 }
 
 // functionMissing reports Redis's answer to an FCALL of a function that is

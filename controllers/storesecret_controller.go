@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"maps"
 	"reflect"
 	"sync"
@@ -14,12 +15,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
@@ -66,10 +69,12 @@ type StoreSecretReconciler struct {
 	// password, is noticed within this time.
 	Recheck time.Duration
 	// Shared, when set, returns files every namespace's sidecars need to
-	// reach the store (a CA bundle, a client certificate, the sentinels'
-	// password), by Secret key. It is called at every reconcile, so a
-	// renewed certificate reaches the Secrets within Recheck.
-	Shared func() (map[string][]byte, error)
+	// reach the store (a CA bundle, a client certificate, the Sentinel
+	// user's password), by Secret key. It is called at every reconcile, so
+	// a renewed certificate reaches the Secrets within Recheck.
+	Shared func(context.Context) (map[string][]byte, error)
+	// Gateway, when set, is the gateway rate-limit service's own user.
+	Gateway *GatewayUser
 	// RotationGrace is how long the old password still works after a
 	// rotation: the kubelet needs up to about a minute to update the
 	// mounted Secret, and sidecars open new connections meanwhile.
@@ -82,6 +87,14 @@ type StoreSecretReconciler struct {
 	retired map[string]retiredPassword
 }
 
+// GatewayUser is the store user of the gateway rate-limit service: it
+// reaches the namespaces it serves, and no other, with the password in
+// Secret (of the manager's namespace), which the service mounts.
+type GatewayUser struct {
+	Secret     client.ObjectKey
+	Namespaces []string
+}
+
 type retiredPassword struct {
 	digest string
 	until  time.Time
@@ -92,10 +105,14 @@ type retiredPassword struct {
 // name, so it stays a verb of its own.
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",resources=secrets,resourceNames=quota-operator-store,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-ratelimit-store,verbs=get;update
 
 // Reconcile handles one namespace: its user exists, with the Secret's
 // password, while a pod there has the sidecar, and is removed after.
 func (r *StoreSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if r.Gateway != nil && req.NamespacedName == r.Gateway.Secret {
+		return r.reconcileGateway(ctx)
+	}
 	user := limiter.TenantUserName(req.Namespace)
 	inUse, err := r.hasSidecars(ctx, req.Namespace)
 	if err != nil {
@@ -105,12 +122,27 @@ func (r *StoreSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.forget(req.Namespace)
 		return ctrl.Result{}, r.Users.Delete(ctx, user)
 	}
-	password, err := r.ensureSecret(ctx, req.Namespace, user)
+	password, err := r.ensureSecret(ctx, client.ObjectKey{Namespace: req.Namespace, Name: r.Name}, user)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	digests, wait := r.digests(req.Namespace, password)
 	if err := r.Users.Put(ctx, limiter.TenantUser(req.Namespace, digests...)); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: min(wait, r.Recheck)}, nil
+}
+
+// reconcileGateway keeps the gateway's user and its Secret, as a
+// namespace's, for as long as the manager runs with one.
+func (r *StoreSecretReconciler) reconcileGateway(ctx context.Context) (ctrl.Result, error) {
+	password, err := r.ensureSecret(ctx, r.Gateway.Secret, limiter.GatewayUserName)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	// Keyed apart from every namespace's: a key holds a "/", a name not.
+	digests, wait := r.digests(r.Gateway.Secret.String(), password)
+	if err := r.Users.Put(ctx, limiter.GatewayUser(r.Gateway.Namespaces, digests...)); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: min(wait, r.Recheck)}, nil
@@ -129,16 +161,16 @@ func (r *StoreSecretReconciler) hasSidecars(ctx context.Context, namespace strin
 	return false, nil
 }
 
-// ensureSecret returns the namespace's password, making a new one when
-// the Secret is missing (deleted to rotate it) or does not name the user,
-// and keeps the Shared files in it.
-func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, user string) (string, error) {
-	data, err := r.sharedData()
+// ensureSecret returns the password in the Secret at key, making a new
+// one when the Secret is missing (deleted to rotate it) or does not name
+// the user, and keeps the Shared files in it.
+func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, key client.ObjectKey, user string) (string, error) {
+	data, err := r.sharedData(ctx)
 	if err != nil {
 		return "", err
 	}
 	var s corev1.Secret
-	err = r.Reader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: r.Name}, &s)
+	err = r.Reader.Get(ctx, key, &s)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return "", err
 	}
@@ -154,7 +186,7 @@ func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, use
 	data[secretKeyUsername], data[secretKeyPassword] = []byte(user), []byte(password)
 	switch {
 	case s.ResourceVersion == "":
-		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: r.Name,
+		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
 			Labels: ManagedLabels()}, Data: data}
 		return password, r.Create(ctx, &s)
 	case reflect.DeepEqual(s.Data, data):
@@ -171,12 +203,12 @@ func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, namespace, use
 }
 
 // sharedData is a fresh map holding the Shared files.
-func (r *StoreSecretReconciler) sharedData() (map[string][]byte, error) {
+func (r *StoreSecretReconciler) sharedData(ctx context.Context) (map[string][]byte, error) {
 	data := map[string][]byte{}
 	if r.Shared == nil {
 		return data, nil
 	}
-	shared, err := r.Shared()
+	shared, err := r.Shared(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +273,17 @@ func (r *StoreSecretReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	toNamespace := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: obj.GetNamespace(), Name: r.Name}}}
 	})
-	return ctrl.NewControllerManagedBy(mgr).Named("storesecret").
-		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(predicate.NewPredicateFuncs(hasSidecar))).
-		Complete(r)
+	b := ctrl.NewControllerManagedBy(mgr).Named("storesecret").
+		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(predicate.NewPredicateFuncs(hasSidecar)))
+	if g := r.Gateway; g != nil {
+		if g.Secret.Name == r.Name {
+			return fmt.Errorf("the gateway's Secret %s has the name of the namespaces' Secrets", g.Secret)
+		}
+		// The gateway's user has no pod to wait for: it is kept from start.
+		b = b.WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+			q.Add(reconcile.Request{NamespacedName: g.Secret})
+			return nil
+		}))
+	}
+	return b.Complete(r)
 }

@@ -130,3 +130,45 @@ func TestTenantUserBackAfterRestart(t *testing.T) {
 	})
 	t.Logf("user back %v after the restart", took.Round(time.Millisecond))
 }
+
+// The gateway rate-limit service gets a user of its own, not the admin's:
+// its Secret, in the manager's namespace, names it; Redis lets it reach
+// the namespaces it serves (counters, app keys, config) and refuses it
+// every other namespace.
+func TestGatewayUserReachesItsNamespacesOnly(t *testing.T) {
+	var c credentials
+	eventually(t, 10*time.Second, "the gateway's Secret", func() error {
+		var s corev1.Secret
+		if err := k8s.Get(ctx, gatewaySecret, &s); err != nil {
+			return err
+		}
+		c = credentials{string(s.Data["username"]), string(s.Data["password"])}
+		if c.user != limiter.GatewayUserName || len(c.password) != 64 || string(s.Data["ca.crt"]) != sharedCA {
+			return fmt.Errorf("user %q, a password of %d bytes, ca.crt %q", c.user, len(c.password), s.Data["ca.crt"])
+		}
+		return nil
+	})
+	gw := asUser(c)
+	defer func() { _ = gw.Close() }()
+	r := store.NewRedis(gw)
+	for _, ns := range gatewayServes {
+		if err := r.Set(ctx, limiter.AppKey(ns, "k"), []byte("v"), time.Minute); err != nil {
+			t.Fatalf("the gateway's user on %s, which it serves: %v", ns, err)
+		}
+		if err := gw.HGetAll(ctx, "qo:v1:config:{"+ns+"}:docs").Err(); err != nil {
+			t.Fatalf("the gateway's user reading %s's config: %v", ns, err)
+		}
+	}
+	other := namespace(t)
+	for what, err := range map[string]error{
+		"an app key":   r.Set(ctx, limiter.AppKey(other, "k"), []byte("v"), time.Minute),
+		"its config":   gw.HGetAll(ctx, "qo:v1:config:{"+other+"}:docs").Err(),
+		"a counter":    r.Client().Do(ctx, "fcall", "qo1_incr", "1", limiter.CounterKey{Namespace: other, Policy: "p", Limit: "l"}.Key("0"), "1", "1000").Err(),
+		"the admin's":  gw.Get(ctx, "qo:seal").Err(),
+		"every tenant": gw.FlushAll(ctx).Err(),
+	} {
+		if err == nil || !strings.Contains(err.Error(), "NOPERM") {
+			t.Errorf("the gateway's user on %s of %s, which it does not serve: %v; want NOPERM", what, other, err)
+		}
+	}
+}

@@ -39,6 +39,13 @@ var (
 // The store Secret the operator keeps in namespaces with sidecars.
 const storeSecret = "quota-operator-store"
 
+// The gateway rate-limit service's user: its Secret, and the namespaces it
+// serves.
+var (
+	gatewaySecret = client.ObjectKey{Namespace: "qo-gateway-home", Name: "quota-operator-ratelimit-store"}
+	gatewayServes = []string{"gw-team-a", "gw-team-b"}
+)
+
 // sharedCA stands for a file every namespace's Secret carries a copy of.
 const sharedCA = "-----BEGIN CERTIFICATE-----"
 
@@ -120,7 +127,13 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	}
 	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret,
 		Users: users, Recheck: secretRecheck, RotationGrace: rotationGrace,
-		Shared: func() (map[string][]byte, error) { return map[string][]byte{"ca.crt": []byte(sharedCA)}, nil }}
+		Shared: func(context.Context) (map[string][]byte, error) {
+			return map[string][]byte{"ca.crt": []byte(sharedCA)}, nil
+		},
+		Gateway: &controllers.GatewayUser{Secret: gatewaySecret, Namespaces: gatewayServes}}
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: gatewaySecret.Namespace}}); err != nil {
+		return nil, err
+	}
 	if err := secrets.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

@@ -45,7 +45,7 @@ func adjustCommand(c clients, stdout io.Writer, action v1alpha1.AdjustmentAction
 			if err != nil {
 				return err
 			}
-			qa, err := f.object(ns, action, args[0])
+			qa, err := f.object(cmd.Context(), cl, ns, action, args[0])
 			if err != nil {
 				return err
 			}
@@ -72,12 +72,12 @@ func adjustCommand(c clients, stdout io.Writer, action v1alpha1.AdjustmentAction
 }
 
 // object is the QuotaAdjustment; the subject goes by its hash only.
-func (f *adjustFlags) object(ns string, action v1alpha1.AdjustmentAction, arg string) (*v1alpha1.QuotaAdjustment, error) {
+func (f *adjustFlags) object(ctx context.Context, cl client.Reader, ns string, action v1alpha1.AdjustmentAction, arg string) (*v1alpha1.QuotaAdjustment, error) {
 	t, err := parseTarget(arg, f.limit)
 	if err != nil {
 		return nil, err
 	}
-	hash, err := f.subject.subjectHash()
+	hash, err := f.subject.subjectHash(ctx, cl, ns)
 	if err != nil {
 		return nil, err
 	}

@@ -92,7 +92,7 @@ func (f *checkFlags) spec(ctx context.Context, cl client.Reader, ns string, args
 	if err != nil {
 		return usageapi.CheckSpec{}, nil, err
 	}
-	hash, err := f.subject.subjectHash()
+	hash, err := f.subject.subjectHash(ctx, cl, ns)
 	if err != nil {
 		return usageapi.CheckSpec{}, nil, err
 	}
@@ -115,6 +115,9 @@ func (f *checkFlags) requestSpec(ctx context.Context, cl client.Reader, ns strin
 	}
 	ps, err := f.policies(ctx, cl, ns)
 	if err != nil {
+		return usageapi.CheckSpec{}, nil, err
+	}
+	if err := f.subject.useKey(ctx, cl, ns); err != nil {
 		return usageapi.CheckSpec{}, nil, err
 	}
 	applied, err := ps.Match(r, peer)

@@ -113,6 +113,9 @@ func TestUsageCheckResetGrant(t *testing.T) {
 			stderr: "error: \"deployment/web\": name a usagequota/NAME or a ratelimitpolicy/NAME\n", code: 1},
 		{name: "no subject", args: []string{"reset", "usagequota/api-calls", "-n", "team-a"},
 			stderr: "error: name the subject with --subject (or --subject-hash)\n", code: 1},
+		// Without the install's key, a hash would name no counter: refused.
+		{name: "no subject key", args: []string{"check", "uq/api-calls", "--subject", "acme", "--subject-key-file", "", "-n", "team-a"},
+			stderr: "error: hashing a subject needs the install's subject key, from the Secret team-a/quota-operator-store (secrets \"quota-operator-store\" not found): give --subject-key-file, or name the subject by --subject-hash\n", code: 1},
 	} {
 		s.run(t)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/limits"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/subject"
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
@@ -71,12 +72,32 @@ func runWorld(m *testing.M) (int, error) {
 	if w.lim, err = limiter.New(s); err != nil {
 		return 0, err
 	}
-	stop, err := startManager(r.URL)
+	// The install's subject key, which the manager, this test's limiter
+	// and the plugin (QUOTA_SUBJECT_KEY_FILE) hash subjects with.
+	keyFile, err := writeSubjectKey("the install's subject key")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = os.Remove(keyFile) }()
+	stop, err := startManager(r.URL, keyFile)
 	if err != nil {
 		return 0, err
 	}
 	defer stop()
 	return m.Run(), nil
+}
+
+func writeSubjectKey(key string) (string, error) {
+	f, err := os.CreateTemp("", "subject-key-")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.WriteString(key); err != nil {
+		return "", err
+	}
+	subject.UseKey([]byte(key))
+	return f.Name(), os.Setenv("QUOTA_SUBJECT_KEY_FILE", f.Name())
 }
 
 // hostIP is an address of this machine the API server may proxy to: it
@@ -98,7 +119,7 @@ func hostIP() (string, error) {
 // this machine's address, registers the shipped APIService with a Service
 // whose endpoint is that address, and waits until the API server finds the
 // usage API available.
-func startManager(redisURL string) (func(), error) {
+func startManager(redisURL, keyFile string) (func(), error) {
 	ip, err := hostIP()
 	if err != nil {
 		return nil, err
@@ -122,7 +143,7 @@ func startManager(redisURL string) (func(), error) {
 		return nil, err
 	}
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, "manager", "--kubeconfig", w.kubeconfig, "--store", redisURL, "--namespace", "quota-operator-system",
+	cmd := exec.Command(bin, "manager", "--kubeconfig", w.kubeconfig, "--store", redisURL, "--subject-key-file", keyFile, "--namespace", "quota-operator-system",
 		"--sidecar-image", "quota-operator:test", "--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", certDir,
 		"--webhook-port", fmt.Sprint(port), "--webhook-cert-hosts", ip, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
 	cmd.Stdout, cmd.Stderr = &logs, &logs

@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/limiter"
@@ -37,17 +41,47 @@ func parseTarget(arg, limit string) (v1alpha1.AdjustmentTarget, error) {
 
 // subjectFlags name a subject by its values (hashed here) or its hash.
 type subjectFlags struct {
-	values []string
-	hash   string
+	values  []string
+	hash    string
+	keyFile string
 }
 
+// storeSecret is the Secret the operator keeps in each namespace with
+// sidecars; it holds the install's subject key, as subjectKey.
+const storeSecret, subjectKey = "quota-operator-store", "subject-key"
+
 func (s *subjectFlags) bind(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&s.keyFile, "subject-key-file", os.Getenv("QUOTA_SUBJECT_KEY_FILE"), "file holding the install's subject key, to hash --subject values as sidecars do (default: read from the namespace's Secret "+storeSecret+")")
 	cmd.Flags().StringArrayVar(&s.values, "subject", nil, "the subject's key value; repeat it, in the limit's key order, for a key of several sources. Hashed here: the value never leaves this machine")
 	cmd.Flags().StringVar(&s.hash, "subject-hash", "", "the subject's hash, as status, metrics and `kubectl quota usage` show it")
 }
 
+// useKey keys this process's subject hashes with the install's key, from
+// --subject-key-file or else the namespace's store Secret, which the
+// sidecars there mount. A hash under any other key names no counter.
+func (s *subjectFlags) useKey(ctx context.Context, cl client.Reader, ns string) error {
+	if s.keyFile != "" {
+		raw, err := os.ReadFile(s.keyFile)
+		if err != nil {
+			return fmt.Errorf("--subject-key-file: %w", err)
+		}
+		subject.UseKey([]byte(strings.TrimRight(string(raw), "\r\n")))
+		return nil
+	}
+	var sec corev1.Secret
+	err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: storeSecret}, &sec)
+	if err == nil && len(sec.Data[subjectKey]) == 0 {
+		err = fmt.Errorf("it has no key %q", subjectKey)
+	}
+	if err != nil {
+		return fmt.Errorf("hashing a subject needs the install's subject key, from the Secret %s/%s (%w): give --subject-key-file, or name the subject by --subject-hash", ns, storeSecret, err)
+	}
+	subject.UseKey(sec.Data[subjectKey])
+	return nil
+}
+
 // subjectHash is the hash the store keys the subject by.
-func (s *subjectFlags) subjectHash() (string, error) {
+func (s *subjectFlags) subjectHash(ctx context.Context, cl client.Reader, ns string) (string, error) {
 	switch {
 	case len(s.values) > 0 && s.hash != "":
 		return "", fmt.Errorf("give --subject or --subject-hash, not both")
@@ -57,6 +91,9 @@ func (s *subjectFlags) subjectHash() (string, error) {
 		}
 		return s.hash, nil
 	case len(s.values) > 0:
+		if err := s.useKey(ctx, cl, ns); err != nil {
+			return "", err
+		}
 		return limiter.SubjectHash(s.values), nil
 	}
 	return "", fmt.Errorf("name the subject with --subject (or --subject-hash)")

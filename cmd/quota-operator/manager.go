@@ -31,6 +31,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/subject"
 	"github.com/quotaops/quota-operator/internal/usageapi"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
@@ -46,9 +47,17 @@ type managerConfig struct {
 	webhookPort                  int
 	storeSecretName              string
 	storePasswordSecret          string
+	subjectKeySecret             string
 	sidecarCPU, sidecarMemory    string
 	sidecarFailurePolicy         string
 	policyConfigMap              string
+	// The gateway rate-limit service's own store user, kept when
+	// gatewayNamespaces is set.
+	gatewayNamespaces []string
+	gatewaySecret     string
+	// subjectKey is the install's, once read, for the Secrets of sidecars
+	// and the gateway.
+	subjectKey []byte
 	// The webhook's own certificate, kept when certSecret is set.
 	certSecret, webhookService, namespace string
 	mutatingConfig, validatingConfig      string
@@ -76,8 +85,11 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.sidecarMemory, "sidecar-memory", "64Mi", "memory request and limit of injected sidecars (a pod's quotaops.dev/sidecar-memory wins)")
 	fs.StringVar(&c.sidecarFailurePolicy, "sidecar-failure-policy", "", "Open or Closed: overrides every policy's failurePolicy in injected sidecars (a pod's quotaops.dev/failure-policy wins); empty: each policy's own")
 	fs.StringVar(&c.storePasswordSecret, "store-password-secret", "", "Secret in --namespace whose \"password\" key holds the store password; the manager creates it with a random password when it does not exist (config/default: Redis's own password, never in Git)")
+	fs.StringVar(&c.subjectKeySecret, "subject-key-secret", "quota-operator-subject-key", "with Redis, the Secret in --namespace whose \"key\" keys every subject hash (created at random when missing, and copied to sidecars and the gateway with their store users). Never change it: counters are keyed by these hashes")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount (they cannot reach the manager's memory)")
+	fs.Func("gateway-namespaces", "comma-separated namespaces the gateway rate-limit service serves: the manager keeps its own store user, which reaches those namespaces only, in --gateway-secret", namespaceList(&c.gatewayNamespaces))
+	fs.StringVar(&c.gatewaySecret, "gateway-secret", "quota-operator-ratelimit-store", "Secret in --namespace holding the username and password of the gateway rate-limit service's store user")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "", "Secret, in --namespace, where the manager keeps a self-signed CA and the webhook's serving certificate, renewing both and setting the webhook configuration's caBundle; empty: the certificate comes from elsewhere (cert-manager)")
 	fs.StringVar(&c.webhookService, "webhook-service", "quota-operator-webhook-service", "the webhook's Service, named in the serving certificate")
 	fs.StringVar(&c.mutatingConfig, "mutating-webhook-configuration", "quota-operator-mutating-webhook-configuration", "the MutatingWebhookConfiguration whose caBundle the manager sets")
@@ -103,6 +115,9 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	}
 	if c.storePasswordSecret != "" && c.namespace == "" {
 		return nil, errors.New("--store-password-secret needs --namespace (or POD_NAMESPACE)")
+	}
+	if len(c.gatewayNamespaces) > 0 && (c.namespace == "" || c.gatewaySecret == "" || c.gatewaySecret == c.storeSecretName) {
+		return nil, errors.New("--gateway-namespaces needs --namespace (or POD_NAMESPACE) and a --gateway-secret other than --store-secret-name")
 	}
 	if c.certSecret != "" {
 		if c.namespace == "" {
@@ -159,8 +174,41 @@ func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, geten
 		return err
 	}
 	defer func() { _ = s.Close() }()
+	if err := useSubjectKey(ctx, c, loc); err != nil {
+		return err
+	}
 	return runManagerOn(ctx, c, log, s, loc)
 }
+
+// useSubjectKey, with Redis, keys subject hashes with the install's key,
+// from --subject-key-secret. The memory store's sidecars get no Secret, so
+// there hashes keep the empty key.
+func useSubjectKey(ctx context.Context, c *managerConfig, loc *store.Location) error {
+	switch {
+	case loc.Redis == nil:
+		return nil
+	case c.store.subjectKeyFile != "": // openStore uses it
+		key, err := readSecretFile("--subject-key-file", c.store.subjectKeyFile)
+		c.subjectKey = []byte(key)
+		return err
+	case c.subjectKeySecret == "":
+		return errors.New("with Redis, the manager needs --subject-key-secret or --subject-key-file: sidecars must hash subjects as it does")
+	}
+	if c.namespace == "" {
+		return errors.New("--subject-key-secret needs --namespace (or POD_NAMESPACE); or give --subject-key-file")
+	}
+	key, err := generatedSecret(ctx, c, "--subject-key-secret", c.subjectKeySecret, subjectKeyKey)
+	if err != nil {
+		return err
+	}
+	c.subjectKey = []byte(key)
+	subject.UseKey(c.subjectKey)
+	return nil
+}
+
+// subjectKeyKey holds the subject key in its Secret and, as a file, in the
+// Secrets of sidecars and the gateway.
+const subjectKeyKey = webhook.SubjectKeyFile
 
 // runManagerOn runs the controllers on an open store until ctx ends.
 func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s store.Store, loc *store.Location) error {
@@ -206,7 +254,7 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 	if err := controllers.Setup(mgr, opts); err != nil {
 		return err
 	}
-	if err := setupWebhooks(ctx, mgr, c, loc, users); err != nil {
+	if err := setupWebhooksAndUsers(ctx, mgr, c, loc, users); err != nil {
 		return err
 	}
 	if err := setupUsageAPI(mgr, c, s, loc, log); err != nil {
@@ -302,10 +350,9 @@ func tenantUsers(loc *store.Location) (*store.ACLAdmin, error) {
 	return a, nil
 }
 
-// setupWebhooks serves the webhooks (sidecar injection, and validation of
-// what the CRD schema cannot check) and, with Redis, gives each namespace
-// with sidecars its own store user and the Secret that holds it.
-func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin) error {
+// setupWebhooks serves the webhooks: sidecar injection, and validation of
+// what the CRD schema cannot check.
+func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location) error {
 	if c.sidecarImage == "" {
 		return nil
 	}
@@ -325,19 +372,37 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 	}
 	cfg.NativeSidecar = native
 	ctrl.Log.Info("Injecting sidecars", "native", native)
-	if users != nil {
-		secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName,
-			Users: users, Shared: sharedStoreFiles(loc)}
-		if err := secrets.SetupWithManager(mgr); err != nil {
-			return err
-		}
-	}
 	return (&webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: cfg}).SetupWithManager(mgr)
+}
+
+func setupWebhooksAndUsers(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin) error {
+	if err := setupWebhooks(ctx, mgr, c, loc); err != nil {
+		return err
+	}
+	return setupStoreUsers(mgr, c, loc, users)
+}
+
+// setupStoreUsers, with Redis, gives each namespace with sidecars its own
+// store user and the Secret that holds it, and so to the gateway
+// rate-limit service with --gateway-namespaces.
+func setupStoreUsers(mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin) error {
+	if users == nil || (c.sidecarImage == "" && len(c.gatewayNamespaces) == 0) {
+		return nil
+	}
+	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName,
+		Users: users, Shared: sharedStoreFiles(loc, users, c.subjectKey)}
+	if len(c.gatewayNamespaces) > 0 {
+		secrets.Gateway = &controllers.GatewayUser{Secret: client.ObjectKey{Namespace: c.namespace, Name: c.gatewaySecret},
+			Namespaces: c.gatewayNamespaces}
+	}
+	return secrets.SetupWithManager(mgr)
 }
 
 // injectionConfig is what sidecars get: the store URL without the
 // manager's credentials and, with Redis, the Secret of their namespace's
-// own user, which also carries copies of the files the URL names.
+// own user, which also carries copies of the files the URL names. They
+// log in to Sentinels as store.SentinelUserName, never with the
+// Sentinels' own password.
 func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 	bare := *loc
 	cfg := webhook.Config{Image: c.sidecarImage, FailurePolicy: c.sidecarFailurePolicy}
@@ -350,6 +415,7 @@ func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 	}
 	opts := *loc.Redis
 	opts.Username, opts.Password, opts.CredentialsProviderContext = "", "", nil
+	opts.SentinelUsername, opts.SentinelPassword = "", ""
 	bare.Redis = &opts
 	bare.Files = store.LocationFiles{}
 	for _, f := range storeFiles {
@@ -358,12 +424,21 @@ func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 			cfg.CredentialsFiles = append(cfg.CredentialsFiles, f.key)
 		}
 	}
+	if loc.Kind == "sentinel" {
+		opts.SentinelUsername = store.SentinelUserName
+		bare.Files.SentinelPassword = webhook.StoreSecretDir + "/" + sentinelPasswordKey
+		cfg.CredentialsFiles = append(cfg.CredentialsFiles, sentinelPasswordKey)
+	}
 	cfg.Store, cfg.CredentialsSecret = bare.String(), c.storeSecretName
 	return cfg
 }
 
-// storeFiles are the files a store URL may name, by the Secret key their
-// copies have in each namespace.
+// sentinelPasswordKey holds store.SentinelUserName's password in each
+// namespace's Secret.
+const sentinelPasswordKey = "sentinel-password"
+
+// storeFiles are the files a store URL may name that sidecars get copies
+// of, by the Secret key their copies have in each namespace.
 var storeFiles = []struct {
 	key  string
 	path func(*store.LocationFiles) *string
@@ -371,15 +446,16 @@ var storeFiles = []struct {
 	{"ca.crt", func(f *store.LocationFiles) *string { return &f.CA }},
 	{"tls.crt", func(f *store.LocationFiles) *string { return &f.Cert }},
 	{"tls.key", func(f *store.LocationFiles) *string { return &f.Key }},
-	{"sentinel-password", func(f *store.LocationFiles) *string { return &f.SentinelPassword }},
 }
 
 // sharedStoreFiles reads the files the manager's store URL names, for the
-// namespaces' Secrets. The client key is shared: Redis authorises by ACL
-// user, and a client certificate only admits the connection.
-func sharedStoreFiles(loc *store.Location) func() (map[string][]byte, error) {
-	return func() (map[string][]byte, error) {
-		out := map[string][]byte{}
+// namespaces' Secrets, and adds the subject key and the Sentinel user's
+// password. The client
+// key is shared: Redis authorises by ACL user, and a client certificate
+// only admits the connection.
+func sharedStoreFiles(loc *store.Location, users *store.ACLAdmin, subjectKey []byte) func(context.Context) (map[string][]byte, error) {
+	return func(ctx context.Context) (map[string][]byte, error) {
+		out := map[string][]byte{subjectKeyKey: subjectKey}
 		for _, f := range storeFiles {
 			path := *f.path(&loc.Files)
 			if path == "" {
@@ -391,6 +467,14 @@ func sharedStoreFiles(loc *store.Location) func() (map[string][]byte, error) {
 			}
 			out[f.key] = raw
 		}
+		if loc.Kind != "sentinel" {
+			return out, nil
+		}
+		password, err := users.SentinelPassword(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("the Sentinel user: %w", err)
+		}
+		out[sentinelPasswordKey] = []byte(password)
 		return out, nil
 	}
 }

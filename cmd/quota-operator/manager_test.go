@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
@@ -82,13 +84,13 @@ func TestStoreCredentials(t *testing.T) {
 		wantUser, wantPass string
 		wantErr            string
 	}{
-		{"files win", storeFlags{"redis://u:in-url@h:6379/0", userFile, passwordFile}, env("from-env"), "quota-ns-a", "from-file", ""},
-		{"environment next", storeFlags{"redis://u:in-url@h:6379/0", "", ""}, env("from-env"), "u", "from-env", ""},
-		{"URL last", storeFlags{"redis://u:in-url@h:6379/0", "", ""}, env(""), "u", "in-url", ""},
-		{"missing file", storeFlags{"redis://h:6379/0", "", filepath.Join(dir, "nope")}, env(""), "", "", "--store-password-file: open "},
-		{"missing user file", storeFlags{"redis://h:6379/0", filepath.Join(dir, "nope"), ""}, env(""), "", "", "--store-username-file: open "},
-		{"memory has no password", storeFlags{"memory://", "", ""}, env("from-env"), "", "", "store credentials were given for the memory store, which has none"},
-		{"bad URL hides the password", storeFlags{"redis://:s3cret@h:port/0", "", ""}, env(""), "", "", "--store: "},
+		{"files win", storeFlags{url: "redis://u:in-url@h:6379/0", usernameFile: userFile, passwordFile: passwordFile}, env("from-env"), "quota-ns-a", "from-file", ""},
+		{"environment next", storeFlags{url: "redis://u:in-url@h:6379/0", usernameFile: "", passwordFile: ""}, env("from-env"), "u", "from-env", ""},
+		{"URL last", storeFlags{url: "redis://u:in-url@h:6379/0", usernameFile: "", passwordFile: ""}, env(""), "u", "in-url", ""},
+		{"missing file", storeFlags{url: "redis://h:6379/0", usernameFile: "", passwordFile: filepath.Join(dir, "nope")}, env(""), "", "", "--store-password-file: open "},
+		{"missing user file", storeFlags{url: "redis://h:6379/0", usernameFile: filepath.Join(dir, "nope")}, env(""), "", "", "--store-username-file: open "},
+		{"memory has no password", storeFlags{url: "memory://", usernameFile: "", passwordFile: ""}, env("from-env"), "", "", "store credentials were given for the memory store, which has none"},
+		{"bad URL hides the password", storeFlags{url: "redis://:s3cret@h:port/0", usernameFile: "", passwordFile: ""}, env(""), "", "", "--store: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -124,7 +126,7 @@ func TestStoreCredentialsFollowTheFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s, loc, err := openStore(storeFlags{"redis://h:6379/0", userFile, passwordFile}, func(string) string { return "" })
+	s, loc, err := openStore(storeFlags{url: "redis://h:6379/0", usernameFile: userFile, passwordFile: passwordFile}, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,26 +141,53 @@ func TestStoreCredentialsFollowTheFiles(t *testing.T) {
 
 // Sidecars get the store URL without the manager's credentials, and the
 // files it names as copies in their namespace's Secret, mounted where the
-// URL they get names them.
+// URL they get names them. They log in to the Sentinels as the Sentinel
+// user: the Sentinels' own password reaches no namespace.
 func TestInjectionConfigSharesStoreFiles(t *testing.T) {
+	sn, err := redistest.StartSentinel("main", "requirepass sentinel-pa55")
+	if err != nil {
+		redistest.SkipIfMissing(t, err)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sn.Close() })
 	dir := t.TempDir()
 	for name, body := range map[string]string{"ca.crt": "the CA", "sentinel": "sentinel-pa55"} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	loc, err := store.ParseLocation("redis+sentinel://admin:s3cret@s1:26379/main?sentinel_password_file=" + filepath.Join(dir, "sentinel"))
+	loc, err := store.ParseLocation("redis+sentinel://" + sn.Sentinel.Addr + "/main?sentinel_password_file=" + filepath.Join(dir, "sentinel"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := injectionConfig(&managerConfig{sidecarImage: "img", storeSecretName: "quota-operator-store"}, loc)
-	want := "redis+sentinel://s1:26379/main/0?sentinel_password_file=%2Fetc%2Fquota-store%2Fsentinel-password"
+	want := "redis+sentinel://" + sn.Sentinel.Addr + "/main/0?sentinel_password_file=%2Fetc%2Fquota-store%2Fsentinel-password&sentinel_username=quota-sentinel"
 	if cfg.Store != want || !slices.Equal(cfg.CredentialsFiles, []string{"sentinel-password"}) || cfg.CredentialsSecret != "quota-operator-store" {
 		t.Fatalf("store %q, files %q, secret %q; want %q", cfg.Store, cfg.CredentialsFiles, cfg.CredentialsSecret, want)
 	}
-	shared, err := sharedStoreFiles(loc)()
-	if err != nil || len(shared) != 1 || string(shared["sentinel-password"]) != "sentinel-pa55" {
-		t.Fatalf("shared %q, %v", shared, err)
+	users, err := tenantUsers(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = users.Close() })
+	shared, err := sharedStoreFiles(loc, users, []byte("the subject key"))(context.Background())
+	if err != nil || len(shared) != 2 || string(shared["subject-key"]) != "the subject key" {
+		t.Fatalf("shared %d files (subject key %q), %v", len(shared), shared["subject-key"], err)
+	}
+	expectSentinelUserPassword(t, sn.Sentinel.Addr, string(shared["sentinel-password"]))
+}
+
+// expectSentinelUserPassword: what a namespace gets is not the Sentinels'
+// own password, but the Sentinel user's, which finds the master.
+func expectSentinelUserPassword(t *testing.T, addr, password string) {
+	t.Helper()
+	if password == "" || strings.Contains(password, "sentinel-pa55") {
+		t.Fatalf("a namespace gets %q as its Sentinel password", password)
+	}
+	c := redis.NewSentinelClient(&redis.Options{Addr: addr, Username: store.SentinelUserName, Password: password})
+	defer func() { _ = c.Close() }()
+	if master, err := c.GetMasterAddrByName(context.Background(), "main").Result(); err != nil || len(master) != 2 {
+		t.Fatalf("the Sentinel user finds %v, %v", master, err)
 	}
 }
 

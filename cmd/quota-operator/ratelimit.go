@@ -31,6 +31,26 @@ type ratelimitConfig struct {
 // namespaceName is a namespace's form (RFC 1123 label).
 var namespaceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
+// namespaceList parses a comma-separated list of namespace names into
+// *to, each once.
+func namespaceList(to *[]string) func(string) error {
+	return func(v string) error {
+		*to = nil
+		if strings.TrimSpace(v) == "" {
+			return nil
+		}
+		for _, ns := range strings.Split(v, ",") {
+			if ns = strings.TrimSpace(ns); !namespaceName.MatchString(ns) {
+				return fmt.Errorf("%q is not a namespace name", ns)
+			}
+			if !slices.Contains(*to, ns) {
+				*to = append(*to, ns)
+			}
+		}
+		return nil
+	}
+}
+
 func parseRatelimitFlags(args []string, stderr io.Writer, getenv func(string) string) (*ratelimitConfig, error) {
 	c := &ratelimitConfig{}
 	fs := flag.NewFlagSet("ratelimit", flag.ContinueOnError)
@@ -38,18 +58,7 @@ func parseRatelimitFlags(args []string, stderr io.Writer, getenv func(string) st
 	fs.StringVar(&c.grpcListen, "grpc-listen", ":8081", "address of the Envoy rate-limit service")
 	fs.StringVar(&c.healthListen, "health-listen", ":9902", "address of /healthz, /readyz and /metrics; off when empty")
 	bindStoreFlags(fs, &c.store)
-	fs.Func("namespaces", "comma-separated namespaces whose policies are served (domain \"namespace/policy\")", func(v string) error {
-		c.namespaces = nil
-		for _, ns := range strings.Split(v, ",") {
-			if ns = strings.TrimSpace(ns); !namespaceName.MatchString(ns) {
-				return fmt.Errorf("%q is not a namespace name", ns)
-			}
-			if !slices.Contains(c.namespaces, ns) {
-				c.namespaces = append(c.namespaces, ns)
-			}
-		}
-		return nil
-	})
+	fs.Func("namespaces", "comma-separated namespaces whose policies are served (domain \"namespace/policy\")", namespaceList(&c.namespaces))
 	fs.StringVar(&c.certFile, "tls-cert-file", "", "serving certificate (PEM); empty: plaintext gRPC")
 	fs.StringVar(&c.keyFile, "tls-key-file", "", "key of --tls-cert-file")
 	fs.StringVar(&c.clientCAFile, "client-ca-file", "", "CA that signs the gateways' client certificates: mTLS; needs --tls-cert-file")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/quotaops/quota-operator/controllers"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/subject"
 )
 
 // passwordEnv holds the store password when no file is given. A password
@@ -26,12 +27,15 @@ const passwordEnv = "QUOTA_STORE_PASSWORD"
 // the manager and the sidecar share.
 type storeFlags struct {
 	url, usernameFile, passwordFile string
+	// subjectKeyFile holds the install's subject key (sidecars, gateway).
+	subjectKeyFile string
 }
 
 func bindStoreFlags(fs *flag.FlagSet, f *storeFlags) {
 	fs.StringVar(&f.url, "store", "memory://", "store URL: memory://, redis://, rediss://, redis+sentinel://, redis+cluster://")
 	fs.StringVar(&f.usernameFile, "store-username-file", "", "file holding the store user name (else the URL's)")
 	fs.StringVar(&f.passwordFile, "store-password-file", "", "file holding the store password (else "+passwordEnv+", else the URL's)")
+	fs.StringVar(&f.subjectKeyFile, "subject-key-file", "", "file holding the install's subject key, which keys subject hashes (the manager's, from its Secret); empty: the empty key, as the memory store's")
 }
 
 // openStore parses the --store URL and sets its credentials. Files are
@@ -42,6 +46,13 @@ func openStore(f storeFlags, getenv func(string) string, memoryOpts ...store.Mem
 	loc, err := store.ParseLocation(f.url)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--store: %w", err)
+	}
+	if f.subjectKeyFile != "" {
+		key, err := readSecretFile("--subject-key-file", f.subjectKeyFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		subject.UseKey([]byte(key))
 	}
 	given := f.usernameFile != "" || f.passwordFile != "" || getenv(passwordEnv) != ""
 	if given && loc.Kind == "memory" {
@@ -87,14 +98,21 @@ func readSecretFile(flagName, file string) (string, error) {
 	return strings.TrimRight(string(raw), "\r\n"), nil
 }
 
-// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-redis,verbs=get
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-redis;quota-operator-subject-key,verbs=get
 
 // storePasswordFromSecret returns the password in the Secret
 // --store-password-secret, creating the Secret with a random password when
 // it does not exist: the default install's Redis takes its password from
-// the same Secret, so no password is ever written in Git. Two replicas
-// starting at once both end with the one that was created first.
+// the same Secret, so no password is ever written in Git.
 func storePasswordFromSecret(ctx context.Context, c *managerConfig) (string, error) {
+	return generatedSecret(ctx, c, "--store-password-secret", c.storePasswordSecret, "password")
+}
+
+// generatedSecret returns the value under key of the Secret name in the
+// manager's namespace, creating the Secret with a random value when it
+// does not exist. Two replicas starting at once both end with the one
+// that was created first.
+func generatedSecret(ctx context.Context, c *managerConfig, flagName, name, key string) (string, error) {
 	cfg, err := restConfig(c.kubeconfig)
 	if err != nil {
 		return "", err
@@ -103,30 +121,30 @@ func storePasswordFromSecret(ctx context.Context, c *managerConfig) (string, err
 	if err != nil {
 		return "", err
 	}
-	key := client.ObjectKey{Namespace: c.namespace, Name: c.storePasswordSecret}
+	at := client.ObjectKey{Namespace: c.namespace, Name: name}
 	for range 2 {
 		var s corev1.Secret
-		switch err := k.Get(ctx, key, &s); {
-		case err == nil && len(s.Data["password"]) > 0:
-			return string(s.Data["password"]), nil
+		switch err := k.Get(ctx, at, &s); {
+		case err == nil && len(s.Data[key]) > 0:
+			return string(s.Data[key]), nil
 		case err == nil:
-			return "", fmt.Errorf(`--store-password-secret %s: its key "password" is empty`, key)
+			return "", fmt.Errorf(`%s %s: its key %q is empty`, flagName, at, key)
 		case !apierrors.IsNotFound(err):
-			return "", fmt.Errorf("--store-password-secret %s: %w", key, err)
+			return "", fmt.Errorf("%s %s: %w", flagName, at, err)
 		}
-		password, err := controllers.NewPassword()
+		value, err := controllers.NewPassword()
 		if err != nil {
 			return "", err
 		}
-		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: controllers.ManagedLabels()},
-			Data: map[string][]byte{"password": []byte(password)}}
+		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: at.Namespace, Name: at.Name, Labels: controllers.ManagedLabels()},
+			Data: map[string][]byte{key: []byte(value)}}
 		if err := k.Create(ctx, &s); err == nil {
-			return password, nil
+			return value, nil
 		} else if !apierrors.IsAlreadyExists(err) {
-			return "", fmt.Errorf("--store-password-secret %s: %w", key, err)
+			return "", fmt.Errorf("%s %s: %w", flagName, at, err)
 		}
 	}
-	return "", fmt.Errorf("--store-password-secret %s: created and gone again", key)
+	return "", fmt.Errorf("%s %s: created and gone again", flagName, at)
 }
 
 // withEnv is getenv with name set to value.

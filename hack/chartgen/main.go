@@ -34,6 +34,7 @@ var managerEnv = map[string]string{
 	"SIDECAR_CPU":            `{{ .Values.sidecar.resources.cpu | quote }}`,
 	"SIDECAR_MEMORY":         `{{ .Values.sidecar.resources.memory | quote }}`,
 	"SIDECAR_FAILURE_POLICY": `{{ .Values.sidecar.failurePolicy | quote }}`,
+	"GATEWAY_NAMESPACES":     `{{ if .Values.gateway.enabled }}{{ .Values.gateway.namespaces | quote }}{{ else }}""{{ end }}`,
 }
 
 func main() {
@@ -193,18 +194,18 @@ func withValues(kind, name, text string) string {
 		return replaceLine(text, "image: ", `image: {{ .Values.redis.image | quote }}`)
 	case kind == "Deployment" && name == "quota-operator-ratelimit":
 		return gatewayTemplate(text)
+	case kind == "ConfigMap" && name == "quota-operator-gateway":
+		return replaceLine(text, "namespaces: ", `namespaces: {{ required "gateway.namespaces: the namespaces the rate-limit service serves" .Values.gateway.namespaces | quote }}`)
 	}
 	return text
 }
 
-// gatewayTemplate sets the gateway rate-limit service's image, replicas,
-// store and namespaces.
+// gatewayTemplate sets the gateway rate-limit service's image, replicas
+// and store.
 func gatewayTemplate(text string) string {
 	text = replaceLine(text, "image: ", `image: {{ include "quota-operator.image" . | quote }}`)
 	text = replaceLine(text, "replicas: ", "replicas: {{ .Values.gateway.replicaCount }}")
-	text = replaceLine(text, "value: redis://", `value: {{ include "quota-operator.storeURL" . | quote }}`)
-	text = replaceLine(text, "value: default", `value: {{ required "gateway.namespaces: the namespaces the rate-limit service serves" .Values.gateway.namespaces | quote }}`)
-	return replaceLine(text, "name: quota-operator-redis", `name: {{ include "quota-operator.storePasswordSecret" . | default "quota-operator-redis" | quote }}`)
+	return replaceLine(text, "value: redis://", `value: {{ include "quota-operator.storeURL" . | quote }}`)
 }
 
 // managerTemplate sets the manager's image, replicas, resources and the

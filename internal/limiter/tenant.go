@@ -58,3 +58,22 @@ func TenantUser(namespace string, passwordSHA256 ...string) store.ACLUser {
 		SealedCommands: tenantSealedCommands,
 	}
 }
+
+// GatewayUserName is the Redis user of the gateway rate-limit service.
+const GatewayUserName = "quota-gateway"
+
+// GatewayUser is the Redis user of the gateway rate-limit service, which
+// decides for the given namespaces: what each namespace's own user may
+// do, on those namespaces' keys and channels, and on no other's.
+func GatewayUser(namespaces []string, passwordSHA256 ...string) store.ACLUser {
+	u := store.ACLUser{Name: GatewayUserName, PasswordSHA256: passwordSHA256,
+		Commands: tenantCommands, SealedCommands: tenantSealedCommands}
+	for _, ns := range namespaces {
+		t := TenantUser(ns)
+		u.Keys = append(u.Keys, t.Keys...)
+		u.ReadKeys = append(u.ReadKeys, t.ReadKeys...)
+		u.Channels = append(u.Channels, t.Channels...)
+		u.SealedKeys = append(u.SealedKeys, t.SealedKeys...)
+	}
+	return u
+}

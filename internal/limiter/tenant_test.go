@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,8 +23,9 @@ import (
 )
 
 const (
-	adminPassword = "admin-pa55"
-	nsA, nsB      = "team-a", "team-b"
+	adminPassword    = "admin-pa55"
+	sentinelPassword = "sentinel-admin-pa55" // the Sentinels' own, the manager's alone
+	nsA, nsB         = "team-a", "team-b"
 )
 
 var tenantPasswords = map[string]string{nsA: "a-secret", nsB: "b-secret"}
@@ -32,18 +36,21 @@ func digest(s string) string {
 }
 
 // deployment is one Redis deployment: the admin's store URL (host part and
-// path; credentials are added per user) and every node's address.
+// path; credentials are added per user, and the query the admin's and the
+// tenants' URLs end in) and every node's address.
 type deployment struct {
 	name, scheme, hostsAndPath string
+	adminQuery, tenantQuery    string
 	nodes                      []string
+	sentinels                  []string
 	restart                    func(t *testing.T)
 }
 
-func (d deployment) url(user, password string) string {
-	return d.scheme + "://" + url.PathEscape(user) + ":" + url.PathEscape(password) + "@" + d.hostsAndPath
+func (d deployment) url(user, password, query string) string {
+	return d.scheme + "://" + url.PathEscape(user) + ":" + url.PathEscape(password) + "@" + d.hostsAndPath + query
 }
 
-func (d deployment) admin() string { return d.url("", adminPassword) }
+func (d deployment) admin() string { return d.url("", adminPassword, d.adminQuery) }
 
 // adminNode is a client of node i as the admin.
 func (d deployment) adminNode(i int) *redis.Client {
@@ -51,12 +58,12 @@ func (d deployment) adminNode(i int) *redis.Client {
 }
 
 func (d deployment) tenant(ns string) string {
-	return d.url(limiter.TenantUserName(ns), tenantPasswords[ns])
+	return d.url(limiter.TenantUserName(ns), tenantPasswords[ns], d.tenantQuery)
 }
 
 // tenantDeployments starts a single server, a Sentinel group (master and
-// replica) and a Cluster of three masters with a replica each, all asking
-// for the admin password.
+// replica, and a Sentinel with a password of its own) and a Cluster of
+// three masters with a replica each, all asking for the admin password.
 func tenantDeployments(t *testing.T) []deployment {
 	redistest.SkipIfMissing(t, startError)
 	single, err := redistest.StartWith("--requirepass", adminPassword)
@@ -64,7 +71,8 @@ func tenantDeployments(t *testing.T) []deployment {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = single.Close() })
-	sn, err := redistest.StartSentinel("tenants")
+	sentinelFile := writeFile(t, "sentinel-admin", sentinelPassword)
+	sn, err := redistest.StartSentinel("tenants", "requirepass "+sentinelPassword)
 	if err == nil {
 		t.Cleanup(func() { _ = sn.Close() })
 		err = sn.RequirePassword(adminPassword)
@@ -91,7 +99,8 @@ func tenantDeployments(t *testing.T) []deployment {
 	return []deployment{
 		{name: "single", scheme: "redis", hostsAndPath: single.Addr + "/0", nodes: []string{single.Addr}, restart: restart},
 		{name: "sentinel", scheme: "redis+sentinel", hostsAndPath: sn.Sentinel.Addr + "/" + sn.MasterName,
-			nodes: []string{sn.Master.Addr, sn.Replica.Addr}},
+			adminQuery: "?sentinel_password_file=" + url.QueryEscape(sentinelFile),
+			nodes:      []string{sn.Master.Addr, sn.Replica.Addr}, sentinels: []string{sn.Sentinel.Addr}},
 		{name: "cluster", scheme: "redis+cluster", hostsAndPath: strings.Join(c.Addrs(), ","), nodes: c.Addrs()},
 	}
 }
@@ -108,6 +117,9 @@ func TestTenantUsersAreIsolated(t *testing.T) {
 			admin := putTenantUsers(t, d)
 			for _, addr := range d.nodes {
 				expectNodeRefuses(t, addr)
+			}
+			if len(d.sentinels) > 0 {
+				d.tenantQuery = expectSentinelUserFindsOnly(t, d, admin)
 			}
 			adminStore := openStore(t, d.admin()).(*store.Redis)
 			for _, ns := range []string{nsA, nsB} {
@@ -173,6 +185,47 @@ func expectNodeRefuses(t *testing.T, addr string) {
 		expectNoPerm(t, "node "+addr, c.Do(ctx, cmd...).Err(), cmd...)
 	}
 	expectNoCodeOfItsOwn(t, c, addr)
+}
+
+// expectSentinelUserFindsOnly: tenants log in to the Sentinels as the
+// Sentinel user, whose password is not the Sentinels' own, and which may
+// find the master and hear of failovers but not change a Sentinel. It
+// returns the query of a tenant's URL, as the manager injects it.
+func expectSentinelUserFindsOnly(t *testing.T, d deployment, admin *store.ACLAdmin) string {
+	t.Helper()
+	ctx := context.Background()
+	password, err := admin.SentinelPassword(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if password == "" || password == sentinelPassword || password == adminPassword {
+		t.Fatalf("the Sentinel user's password is %q", password)
+	}
+	for _, addr := range d.sentinels {
+		c := redis.NewClient(&redis.Options{Addr: addr, Username: store.SentinelUserName, Password: password, Protocol: 2})
+		defer func() { _ = c.Close() }()
+		master, err := c.Do(ctx, "sentinel", "get-master-addr-by-name", "tenants").StringSlice()
+		if err != nil || len(master) != 2 || net.JoinHostPort(master[0], master[1]) != d.nodes[0] {
+			t.Fatalf("sentinel %s: the Sentinel user finds %v, %v; want %s", addr, master, err, d.nodes[0])
+		}
+		for _, cmd := range [][]any{{"sentinel", "failover", "tenants"}, {"sentinel", "set", "tenants", "quorum", "5"},
+			{"sentinel", "remove", "tenants"}, {"sentinel", "monitor", "other", "127.0.0.1", "1", "1"},
+			{"sentinel", "reset", "*"}, {"sentinel", "config", "set", "resolve-hostnames", "yes"},
+			{"sentinel", "debug"}, {"acl", "list"}, {"client", "kill", "type", "normal"}, {"shutdown"}} {
+			expectNoPerm(t, "sentinel "+addr, c.Do(ctx, cmd...).Err(), cmd...)
+		}
+	}
+	return "?sentinel_username=" + store.SentinelUserName + "&sentinel_password_file=" +
+		url.QueryEscape(writeFile(t, "sentinel-password", password))
+}
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // expectBoundedWork: what a namespace's user sends the library directly is

@@ -80,6 +80,10 @@ type ACLAdmin struct {
 	users   map[string]ACLUser
 	written map[string]string // node address → run_id the users were written under
 	clients map[string]*redis.Client
+	// sentinels and sentinelsWritten are the same for the Sentinels of a
+	// Sentinel group, which keep SentinelUserName.
+	sentinels        map[string]*redis.Client
+	sentinelsWritten map[string]string
 
 	// build makes the library for a seal; seal, source and digest are
 	// the library last built, store the client that keeps the seal.
@@ -94,7 +98,8 @@ func NewACLAdmin(loc *Location) (*ACLAdmin, error) {
 	if loc.Redis == nil {
 		return nil, errors.New("the memory store has no users")
 	}
-	return &ACLAdmin{loc: loc, users: map[string]ACLUser{}, written: map[string]string{}, clients: map[string]*redis.Client{}}, nil
+	return &ACLAdmin{loc: loc, users: map[string]ACLUser{}, written: map[string]string{}, clients: map[string]*redis.Client{},
+		sentinels: map[string]*redis.Client{}, sentinelsWritten: map[string]string{}}, nil
 }
 
 // Put writes u to every node and remembers it for Resync.
@@ -145,42 +150,44 @@ func (a *ACLAdmin) KeepLibrary(build func(seal string) (source, digest string, e
 
 // Resync loads the library on each master that lacks it (or holds another
 // build), and writes every user again to each node that restarted (its
-// run_id changed) or joined since the last write. A Redis older than 7.0
-// is an error that says so.
+// run_id changed) or joined since the last write, and SentinelUserName to
+// each such Sentinel. A Redis older than 7.0 is an error that says so.
 func (a *ACLAdmin) Resync(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := a.ensureSeal(ctx); err != nil {
 		return fmt.Errorf("keeping the store's seal: %w", err)
 	}
-	return a.eachNode(ctx, func(c *redis.Client) error {
-		info, err := c.Info(ctx, "server", "replication").Result()
-		if err != nil {
-			return err
-		}
-		if err := CheckVersion(info); err != nil {
-			return err
-		}
-		if err := a.ensureLibrary(ctx, c, info); err != nil {
-			return fmt.Errorf("loading the functions library: %w", err)
-		}
-		id := infoField(info, "run_id")
-		if id == "" {
-			return errors.New("INFO server has no run_id")
-		}
-		if a.written[c.Options().Addr] == id {
-			return nil
-		}
-		pipe := c.Pipeline()
-		for _, u := range a.users {
-			pipe.Do(ctx, u.rules(a.seal)...)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return err
-		}
-		a.written[c.Options().Addr] = id
+	return errors.Join(a.eachNode(ctx, func(c *redis.Client) error { return a.resyncNode(ctx, c) }), a.resyncSentinels(ctx))
+}
+
+func (a *ACLAdmin) resyncNode(ctx context.Context, c *redis.Client) error {
+	info, err := c.Info(ctx, "server", "replication").Result()
+	if err != nil {
+		return err
+	}
+	if err := CheckVersion(info); err != nil {
+		return err
+	}
+	if err := a.ensureLibrary(ctx, c, info); err != nil {
+		return fmt.Errorf("loading the functions library: %w", err)
+	}
+	id := infoField(info, "run_id")
+	if id == "" {
+		return errors.New("INFO server has no run_id")
+	}
+	if a.written[c.Options().Addr] == id {
 		return nil
-	})
+	}
+	pipe := c.Pipeline()
+	for _, u := range a.users {
+		pipe.Do(ctx, u.rules(a.seal)...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return err
+	}
+	a.written[c.Options().Addr] = id
+	return nil
 }
 
 // ensureSeal reads the store's seal, writing the one it knows (or a new
@@ -206,8 +213,10 @@ func (a *ACLAdmin) ensureSeal(ctx context.Context) error {
 		return err
 	}
 	a.seal, a.source, a.digest = seal, source, digest
-	// The users' selectors name the seal: write them all again.
+	// The users' selectors, and the Sentinel user's password, come from
+	// the seal: write them all again.
 	clear(a.written)
+	clear(a.sentinelsWritten)
 	return nil
 }
 
@@ -275,8 +284,7 @@ func (a *ACLAdmin) nodeAddrs(ctx context.Context) ([]string, error) {
 
 func (a *ACLAdmin) sentinelNodes(ctx context.Context, addr string) ([]string, error) {
 	o := a.loc.Redis
-	s := redis.NewSentinelClient(&redis.Options{Addr: addr, Username: o.SentinelUsername, Password: o.SentinelPassword,
-		TLSConfig: o.TLSConfig, DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, WriteTimeout: o.WriteTimeout, Protocol: 2})
+	s := redis.NewSentinelClient(a.sentinelOptions(addr))
 	defer func() { _ = s.Close() }()
 	master, err := s.GetMasterAddrByName(ctx, o.MasterName).Result()
 	if err != nil {
@@ -342,9 +350,11 @@ func (a *ACLAdmin) client(addr string) *redis.Client {
 func (a *ACLAdmin) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for addr, c := range a.clients {
-		_ = c.Close()
-		delete(a.clients, addr)
+	for _, m := range []map[string]*redis.Client{a.clients, a.sentinels} {
+		for addr, c := range m {
+			_ = c.Close()
+			delete(m, addr)
+		}
 	}
 	if a.store != nil {
 		_ = a.store.Close()

@@ -2,22 +2,46 @@
 // user names). Raw subjects never reach store keys, status, logs or
 // metrics: their hash does. The limiter keys counters by it and the config
 // compiler hashes quota overrides with it, so both must use this one
-// function.
+// function, with one key.
+//
+// The hash is an HMAC keyed with the install's subject key, which the
+// manager keeps in a Secret and hands to sidecars and the gateway service
+// with their store credentials. Whoever sees a hash (in status, metrics,
+// a dashboard) but not the key cannot test guesses against it, as one
+// could test every IPv4 address against a plain SHA-256.
 package subject
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"sync/atomic"
 )
 
 // HashLen is how many hex digits a hash has.
 const HashLen = 32
 
-// Hash returns 32 hex digits of SHA-256 over the values, each length
-// prefixed so that ("ab","c") and ("a","bc") differ.
+// key is the process's subject key: one per install, so one per process,
+// set once at start (UseKey) before anything is hashed. Nil: the empty
+// key, as with the memory store, whose sidecars get no Secret.
+var key atomic.Pointer[[]byte]
+
+// UseKey makes k the key of every hash this process computes.
+func UseKey(k []byte) {
+	c := append([]byte(nil), k...)
+	key.Store(&c)
+}
+
+// Hash returns 32 hex digits of HMAC-SHA256, under the process's key,
+// over the values, each length prefixed so that ("ab","c") and ("a","bc")
+// differ.
 func Hash(values ...string) string {
-	h := sha256.New()
+	var k []byte
+	if p := key.Load(); p != nil {
+		k = *p
+	}
+	h := hmac.New(sha256.New, k)
 	var n [8]byte
 	for _, v := range values {
 		binary.BigEndian.PutUint64(n[:], uint64(len(v)))

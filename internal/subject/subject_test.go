@@ -1,6 +1,10 @@
 package subject
 
-import "testing"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+)
 
 // A hash has the form IsHash checks; anything else does not.
 func TestIsHash(t *testing.T) {
@@ -24,5 +28,30 @@ func TestIsHash(t *testing.T) {
 				t.Fatalf("IsHash(%q) = %v; want %v", tt.s, got, tt.want)
 			}
 		})
+	}
+}
+
+// The hash is keyed: without the install's key, a guess (every IPv4
+// address, a list of e-mail addresses) cannot be tested against it. Two
+// keys give two hashes, neither of them SHA-256 of the value.
+func TestHashIsKeyed(t *testing.T) {
+	t.Cleanup(func() { UseKey(nil) })
+	plain := sha256.Sum256(append(make([]byte, 7), 8, '1', '0', '.', '0', '.', '0', '.', '7'))
+	UseKey([]byte("install-one"))
+	one := Hash("10.0.0.7")
+	UseKey([]byte("install-two"))
+	two := Hash("10.0.0.7")
+	if one == two || one == hex.EncodeToString(plain[:16]) || !IsHash(one) || !IsHash(two) {
+		t.Fatalf("hashes %s and %s under two keys (plain SHA-256 %x)", one, two, plain[:16])
+	}
+	UseKey([]byte("install-one"))
+	if again := Hash("10.0.0.7"); again != one {
+		t.Fatalf("the same key hashes the same value to %s, then %s", one, again)
+	}
+	// HMAC-SHA256 with key "k" over the length-prefixed value "v", as
+	// Python's hmac module computes it.
+	UseKey([]byte("k"))
+	if got, want := Hash("v"), "f2f29e0aa347fcaf817ca3ac16efb66e"; got != want {
+		t.Fatalf(`Hash("v") under key "k" = %s; want %s`, got, want)
 	}
 }

@@ -23,6 +23,11 @@ const (
 	AnnotationInject = "quotaops.dev/inject"
 	// LabelInject on a namespace: "enabled" opts its pods in.
 	LabelInject = "quotaops.dev/inject"
+	// LabelSidecar marks a pod the webhook gave the sidecar, so that a
+	// selector can name such pods: the Redis NetworkPolicy admits them.
+	// It admits a connection only; Redis still asks for the namespace's
+	// own user.
+	LabelSidecar = "quotaops.dev/sidecar"
 	// AnnotationUpstreamPort names the app's port (a number or a port name).
 	AnnotationUpstreamPort = "quotaops.dev/upstream-port"
 	// AnnotationProxyPort overrides the sidecar's proxy port (default 8000).
@@ -72,6 +77,9 @@ const (
 	// StoreSecretDir is where the sidecar finds its namespace's store
 	// Secret.
 	StoreSecretDir = "/etc/quota-store"
+	// SubjectKeyFile is the key of that Secret (and its file) holding
+	// the install's subject key, which keys every subject hash.
+	SubjectKeyFile = "subject-key"
 )
 
 // Config is what the operator puts into every sidecar.
@@ -132,6 +140,10 @@ func Inject(pod *corev1.Pod, namespaceOptedIn bool, cfg Config) (bool, error) {
 		app.rename(AppPortName)
 	}
 	addVolumes(pod, &c, cfg)
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	pod.Labels[LabelSidecar] = "injected"
 	if cfg.NativeSidecar {
 		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		pod.Spec.InitContainers = append(pod.Spec.InitContainers, c)
@@ -260,12 +272,15 @@ func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 }
 
 // addCredentials mounts the namespace's store Secret into the sidecar
-// only. It is not optional: the manager creates it when the first pod with
-// a sidecar appears, and the kubelet waits for it.
+// only: its user, the install's subject key and the files the store URL
+// names. It is not optional: the manager creates it when the first pod
+// with a sidecar appears, and the kubelet waits for it.
 func addCredentials(pod *corev1.Pod, c *corev1.Container, cfg Config) {
-	c.Args = append(c.Args, "--store-username-file="+StoreSecretDir+"/username", "--store-password-file="+StoreSecretDir+"/password")
+	c.Args = append(c.Args, "--store-username-file="+StoreSecretDir+"/username", "--store-password-file="+StoreSecretDir+"/password",
+		"--subject-key-file="+StoreSecretDir+"/"+SubjectKeyFile)
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: storeVolume, MountPath: StoreSecretDir, ReadOnly: true})
-	items := []corev1.KeyToPath{{Key: "username", Path: "username"}, {Key: "password", Path: "password"}}
+	items := []corev1.KeyToPath{{Key: "username", Path: "username"}, {Key: "password", Path: "password"},
+		{Key: SubjectKeyFile, Path: SubjectKeyFile}}
 	for _, key := range cfg.CredentialsFiles {
 		items = append(items, corev1.KeyToPath{Key: key, Path: key})
 	}

@@ -82,6 +82,9 @@ func TestInject(t *testing.T) {
 				}
 				checkShape(t, p, native)
 				checkSidecar(t, p, tt.upstream, tt.proxy, tt.proxyName, tt.cpu, tt.memory)
+				if got := p.Labels[LabelSidecar]; got != "injected" || len(p.Labels) != len(tt.pod.Labels)+1 {
+					t.Fatalf("labels %v; want the pod's and %s=injected", p.Labels, LabelSidecar)
+				}
 				// Idempotent: a second pass changes nothing.
 				before := p.DeepCopy()
 				if again, err := Inject(p, tt.nsOptedIn, c); again || err != nil || !reflect.DeepEqual(before, p) {
@@ -129,7 +132,7 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, pro
 	t.Helper()
 	c := sidecarOf(t, p)
 	wantArgs := []string{"sidecar", "--listen=:" + itoa(proxy), upstream, "--pod-labels-file=/etc/quota/labels", "--store=redis://redis.quota:6379/0", "--health-listen=:9902",
-		"--store-username-file=/etc/quota-store/username", "--store-password-file=/etc/quota-store/password"}
+		"--store-username-file=/etc/quota-store/username", "--store-password-file=/etc/quota-store/password", "--subject-key-file=/etc/quota-store/subject-key"}
 	wantPorts := []corev1.ContainerPort{{Name: proxyName, ContainerPort: proxy, Protocol: corev1.ProtocolTCP},
 		{Name: HealthPortName, ContainerPort: 9902, Protocol: corev1.ProtocolTCP}}
 	if c.Image != cfg.Image || !reflect.DeepEqual(c.Args, wantArgs) || !reflect.DeepEqual(c.Ports, wantPorts) {
@@ -153,7 +156,7 @@ func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, pro
 func checkCredentials(t *testing.T, p *corev1.Pod, c corev1.Container) {
 	t.Helper()
 	want := corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "quota-store", DefaultMode: ptr.To[int32](0o444),
-		Items: []corev1.KeyToPath{{Key: "username", Path: "username"}, {Key: "password", Path: "password"}}}}
+		Items: []corev1.KeyToPath{{Key: "username", Path: "username"}, {Key: "password", Path: "password"}, {Key: "subject-key", Path: "subject-key"}}}}
 	i := slices.IndexFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == "quota-store-credentials" })
 	if i < 0 || !reflect.DeepEqual(p.Spec.Volumes[i].VolumeSource, want) {
 		t.Fatalf("volumes %+v lack the store Secret", p.Spec.Volumes)

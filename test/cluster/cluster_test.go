@@ -648,7 +648,9 @@ func redisCLI(t *testing.T, pod string, args ...string) (string, error) {
 // aggregation (its APIService, the manager's certificate and RBAC as
 // shipped), and a support user bound to the usage viewer role in the
 // workload's namespace sees, with kubectl quota, that tenant-d used all 7
-// of its requests, consuming nothing.
+// of its requests, consuming nothing. Hashing the subject needs the
+// install's subject key, which the platform team hands over as a file:
+// the support user may read no Secret, and without the key is refused.
 func expectPluginCheck(t *testing.T) {
 	kubectl(t, "wait", "--for=condition=Available", "--timeout=60s", "apiservice/v1alpha1.usage.quotaops.dev")
 	kubectl(t, "-n", appNS, "create", "rolebinding", "support-usage", "--clusterrole=quota-operator-usage-viewer", "--user=support-sam")
@@ -659,9 +661,22 @@ func expectPluginCheck(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	check := []string{"--kubeconfig", env.kubeconfig, "--as", "support-sam", "-n", appNS,
+		"check", "rlp/per-tenant", "--limit", "per-tenant", "--subject", "tenant-d"}
+	out, err := exec.Command(bin, check...).CombinedOutput()
+	if want := "hashing a subject needs the install's subject key, from the Secret " + appNS + "/quota-operator-store"; err == nil || !strings.Contains(string(out), want) {
+		t.Fatalf("kubectl quota check without the subject key: %v\n%s\nwant %q", err, out, want)
+	}
+	key, err := base64.StdEncoding.DecodeString(kubectl(t, "-n", operatorNS, "get", "secret", "quota-operator-subject-key", "-o", "jsonpath={.data.subject-key}"))
+	keyFile := filepath.Join(t.TempDir(), "subject-key")
+	if err == nil {
+		err = os.WriteFile(keyFile, key, 0o600)
+	}
+	if err != nil || len(key) != 64 {
+		t.Fatalf("the install's subject key (%d bytes): %v", len(key), err)
+	}
 	for range 2 { // twice: the first check consumed nothing
-		out, err := exec.Command(bin, "--kubeconfig", env.kubeconfig, "--as", "support-sam", "-n", appNS,
-			"check", "rlp/per-tenant", "--limit", "per-tenant", "--subject", "tenant-d").CombinedOutput()
+		out, err := exec.Command(bin, append(check, "--subject-key-file", keyFile)...).CombinedOutput()
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		if err != nil || len(lines) != 3 || lines[0] != "Denied: a request now would get 429 Too Many Requests (nothing was consumed)" {
 			t.Fatalf("kubectl quota check: %v\n%s", err, out)

@@ -153,7 +153,7 @@ func TestHelmChartValues(t *testing.T) {
 		{"cert-manager", map[string]any{"certManager": map[string]any{"enabled": true}}, []string{"kind: Certificate", "kind: Issuer",
 			"cert-manager.io/inject-ca-from: quota-operator-system/quota-operator-serving-cert", "secretName: quota-operator-webhook-server-cert"}},
 		{"gateway", map[string]any{"gateway": map[string]any{"enabled": true, "namespaces": "team-a,team-b", "replicaCount": 4}}, []string{
-			"name: quota-operator-ratelimit\n  namespace: quota-operator-system\nspec:\n  replicas: 4", `value: "team-a,team-b"`,
+			"name: quota-operator-ratelimit\n  namespace: quota-operator-system\nspec:\n  replicas: 4", `namespaces: "team-a,team-b"`, "--gateway-namespaces=$(GATEWAY_NAMESPACES)", "name: GATEWAY_NAMESPACES\n          value: \"team-a,team-b\"",
 			"- ratelimit\n", "appProtocol: kubernetes.io/h2c"}},
 	}
 	for _, tt := range tests {

@@ -133,7 +133,7 @@ func (sn *Sentinel) RequirePassword(password string) error {
 	if err := RequirePassword(password, sn.Master.Addr, sn.Replica.Addr); err != nil {
 		return err
 	}
-	c := redis.NewSentinelClient(&redis.Options{Addr: sn.Sentinel.Addr})
+	c := redis.NewSentinelClient(&redis.Options{Addr: sn.Sentinel.Addr, Password: sn.password})
 	defer func() { _ = c.Close() }()
 	return c.Set(context.Background(), sn.MasterName, "auth-pass", password).Err()
 }

@@ -74,7 +74,9 @@ func (s *subjectFlags) useKey(ctx context.Context, cl client.Reader, ns string) 
 		err = fmt.Errorf("it has no key %q", subjectKey)
 	}
 	if err != nil {
-		return fmt.Errorf("hashing a subject needs the install's subject key, from the Secret %s/%s (%w): give --subject-key-file, or name the subject by --subject-hash", ns, storeSecret, err)
+		// Not wrapped: the API's error would be printed in place of this
+		// one, which says what to do.
+		return fmt.Errorf("hashing a subject needs the install's subject key, from the Secret %s/%s (%s): give --subject-key-file, or name the subject by --subject-hash", ns, storeSecret, err.Error())
 	}
 	subject.UseKey(sec.Data[subjectKey])
 	return nil

@@ -729,7 +729,7 @@ func expectSecretsFenced(t *testing.T) {
 	for name, doc := range map[string]string{
 		"not kubernetes.io/service-account-token": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"` + storeSecret +
 			`","namespace":"kube-system","labels":{"app.kubernetes.io/managed-by":"quota-operator"},"annotations":{"kubernetes.io/service-account.name":"coredns"}},"type":"kubernetes.io/service-account-token"}`,
-		"quota-operator-webhook-cert, not someone-elses": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"someone-elses",` +
+		"quota-operator-subject-key, not someone-elses": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"someone-elses",` +
 			`"namespace":"kube-system","labels":{"app.kubernetes.io/managed-by":"quota-operator"}},"type":"Opaque"}`,
 	} {
 		out, err := runStdin(doc, "create", "--as="+managerSA, "-f", "-")

@@ -122,27 +122,31 @@ func (r *StoreSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.forget(req.Namespace)
 		return ctrl.Result{}, r.Users.Delete(ctx, user)
 	}
-	password, err := r.ensureSecret(ctx, client.ObjectKey{Namespace: req.Namespace, Name: r.Name}, user)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	digests, wait := r.digests(req.Namespace, password)
-	if err := r.Users.Put(ctx, limiter.TenantUser(req.Namespace, digests...)); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{RequeueAfter: min(wait, r.Recheck)}, nil
+	return r.keepUser(ctx, client.ObjectKey{Namespace: req.Namespace, Name: r.Name}, req.Namespace, user,
+		func(digests ...string) store.ACLUser { return limiter.TenantUser(req.Namespace, digests...) })
 }
 
 // reconcileGateway keeps the gateway's user and its Secret, as a
 // namespace's, for as long as the manager runs with one.
 func (r *StoreSecretReconciler) reconcileGateway(ctx context.Context) (ctrl.Result, error) {
-	password, err := r.ensureSecret(ctx, r.Gateway.Secret, limiter.GatewayUserName)
+	g := r.Gateway
+	// Its passwords are keyed apart from every namespace's: a key holds a
+	// "/", a namespace's name not.
+	return r.keepUser(ctx, g.Secret, g.Secret.String(), limiter.GatewayUserName,
+		func(digests ...string) store.ACLUser { return limiter.GatewayUser(g.Namespaces, digests...) })
+}
+
+// keepUser keeps the Secret at secret naming user, and the store user acl
+// builds with the passwords it accepts (id keys them for the rotation
+// grace), and says when to look again.
+func (r *StoreSecretReconciler) keepUser(ctx context.Context, secret client.ObjectKey, id, user string,
+	acl func(digests ...string) store.ACLUser) (ctrl.Result, error) {
+	password, err := r.ensureSecret(ctx, secret, user)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// Keyed apart from every namespace's: a key holds a "/", a name not.
-	digests, wait := r.digests(r.Gateway.Secret.String(), password)
-	if err := r.Users.Put(ctx, limiter.GatewayUser(r.Gateway.Namespaces, digests...)); err != nil {
+	digests, wait := r.digests(id, password)
+	if err := r.Users.Put(ctx, acl(digests...)); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: min(wait, r.Recheck)}, nil

@@ -75,6 +75,15 @@ func asUser(c credentials) *redis.Client {
 // user with a password other than old, which Redis accepts.
 func expectWorkingSecret(t *testing.T, key client.ObjectKey, old string) credentials {
 	t.Helper()
+	return expectUserSecret(t, key, limiter.TenantUserName(key.Namespace), old, func(r *store.Redis) error {
+		return r.Set(ctx, limiter.AppKey(key.Namespace, "k"), []byte("v"), time.Minute)
+	})
+}
+
+// expectUserSecret waits for the Secret at key to name user with a
+// password other than old, and the shared files, as which probe works.
+func expectUserSecret(t *testing.T, key client.ObjectKey, user, old string, probe func(*store.Redis) error) credentials {
+	t.Helper()
 	var c credentials
 	eventually(t, 10*time.Second, "a Secret whose user Redis accepts", func() error {
 		var s corev1.Secret
@@ -82,12 +91,12 @@ func expectWorkingSecret(t *testing.T, key client.ObjectKey, old string) credent
 			return err
 		}
 		c = credentials{string(s.Data["username"]), string(s.Data["password"])}
-		if c.user != limiter.TenantUserName(key.Namespace) || len(c.password) != 64 || c.password == old || string(s.Data["ca.crt"]) != sharedCA {
+		if c.user != user || len(c.password) != 64 || c.password == old || string(s.Data["ca.crt"]) != sharedCA {
 			return fmt.Errorf("user %q, a password of %d bytes (the old one: %v), ca.crt %q", c.user, len(c.password), c.password == old, s.Data["ca.crt"])
 		}
 		r := store.NewRedis(asUser(c))
 		defer func() { _ = r.Close() }()
-		return r.Set(ctx, limiter.AppKey(key.Namespace, "k"), []byte("v"), time.Minute)
+		return probe(r)
 	})
 	return c
 }
@@ -136,18 +145,8 @@ func TestTenantUserBackAfterRestart(t *testing.T) {
 // the namespaces it serves (counters, app keys, config) and refuses it
 // every other namespace.
 func TestGatewayUserReachesItsNamespacesOnly(t *testing.T) {
-	var c credentials
-	eventually(t, 10*time.Second, "the gateway's Secret", func() error {
-		var s corev1.Secret
-		if err := k8s.Get(ctx, gatewaySecret, &s); err != nil {
-			return err
-		}
-		c = credentials{string(s.Data["username"]), string(s.Data["password"])}
-		if c.user != limiter.GatewayUserName || len(c.password) != 64 || string(s.Data["ca.crt"]) != sharedCA {
-			return fmt.Errorf("user %q, a password of %d bytes, ca.crt %q", c.user, len(c.password), s.Data["ca.crt"])
-		}
-		return nil
-	})
+	// Redis has the user once it accepts it (the Secret is written first).
+	c := expectUserSecret(t, gatewaySecret, limiter.GatewayUserName, "", func(r *store.Redis) error { return r.Client().Ping(ctx).Err() })
 	gw := asUser(c)
 	defer func() { _ = gw.Close() }()
 	r := store.NewRedis(gw)

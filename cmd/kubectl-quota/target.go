@@ -47,8 +47,9 @@ type subjectFlags struct {
 }
 
 // storeSecret is the Secret the operator keeps in each namespace with
-// sidecars; it holds the install's subject key, as subjectKey.
-const storeSecret, subjectKey = "quota-operator-store", "subject-key"
+// sidecars; it holds the install's subject key, under
+// subject.SecretKey.
+const storeSecret = "quota-operator-store"
 
 func (s *subjectFlags) bind(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.keyFile, "subject-key-file", os.Getenv("QUOTA_SUBJECT_KEY_FILE"), "file holding the install's subject key, to hash --subject values as sidecars do (default: read from the namespace's Secret "+storeSecret+")")
@@ -70,15 +71,15 @@ func (s *subjectFlags) useKey(ctx context.Context, cl client.Reader, ns string) 
 	}
 	var sec corev1.Secret
 	err := cl.Get(ctx, client.ObjectKey{Namespace: ns, Name: storeSecret}, &sec)
-	if err == nil && len(sec.Data[subjectKey]) == 0 {
-		err = fmt.Errorf("it has no key %q", subjectKey)
+	if err == nil && len(sec.Data[subject.SecretKey]) == 0 {
+		err = fmt.Errorf("it has no key %q", subject.SecretKey)
 	}
 	if err != nil {
 		// Not wrapped: the API's error would be printed in place of this
 		// one, which says what to do.
 		return fmt.Errorf("hashing a subject needs the install's subject key, from the Secret %s/%s (%s): give --subject-key-file, or name the subject by --subject-hash", ns, storeSecret, err.Error())
 	}
-	subject.UseKey(sec.Data[subjectKey])
+	subject.UseKey(sec.Data[subject.SecretKey])
 	return nil
 }
 

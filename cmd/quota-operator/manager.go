@@ -85,7 +85,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.sidecarMemory, "sidecar-memory", "64Mi", "memory request and limit of injected sidecars (a pod's quotaops.dev/sidecar-memory wins)")
 	fs.StringVar(&c.sidecarFailurePolicy, "sidecar-failure-policy", "", "Open or Closed: overrides every policy's failurePolicy in injected sidecars (a pod's quotaops.dev/failure-policy wins); empty: each policy's own")
 	fs.StringVar(&c.storePasswordSecret, "store-password-secret", "", "Secret in --namespace whose \"password\" key holds the store password; the manager creates it with a random password when it does not exist (config/default: Redis's own password, never in Git)")
-	fs.StringVar(&c.subjectKeySecret, "subject-key-secret", "quota-operator-subject-key", "with Redis, the Secret in --namespace whose \"key\" keys every subject hash (created at random when missing, and copied to sidecars and the gateway with their store users). Never change it: counters are keyed by these hashes")
+	fs.StringVar(&c.subjectKeySecret, "subject-key-secret", "quota-operator-subject-key", "with Redis, the Secret in --namespace whose \"subject-key\" keys every subject hash (created at random when missing, and copied to sidecars and the gateway with their store users). Never change it: counters are keyed by these hashes")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount (they cannot reach the manager's memory)")
 	fs.Func("gateway-namespaces", "comma-separated namespaces the gateway rate-limit service serves: the manager keeps its own store user, which reaches those namespaces only, in --gateway-secret", namespaceList(&c.gatewayNamespaces))
@@ -197,7 +197,7 @@ func useSubjectKey(ctx context.Context, c *managerConfig, loc *store.Location) e
 	if c.namespace == "" {
 		return errors.New("--subject-key-secret needs --namespace (or POD_NAMESPACE); or give --subject-key-file")
 	}
-	key, err := generatedSecret(ctx, c, "--subject-key-secret", c.subjectKeySecret, subjectKeyKey)
+	key, err := generatedSecret(ctx, c, "--subject-key-secret", c.subjectKeySecret, webhook.SubjectKeyFile)
 	if err != nil {
 		return err
 	}
@@ -205,10 +205,6 @@ func useSubjectKey(ctx context.Context, c *managerConfig, loc *store.Location) e
 	subject.UseKey(c.subjectKey)
 	return nil
 }
-
-// subjectKeyKey holds the subject key in its Secret and, as a file, in the
-// Secrets of sidecars and the gateway.
-const subjectKeyKey = webhook.SubjectKeyFile
 
 // runManagerOn runs the controllers on an open store until ctx ends.
 func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s store.Store, loc *store.Location) error {
@@ -375,6 +371,9 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 	return (&webhook.PodInjector{Namespaces: mgr.GetAPIReader(), Config: cfg}).SetupWithManager(mgr)
 }
 
+// setupWebhooksAndUsers serves the webhooks and keeps the store users:
+// the namespaces' (who have sidecars only with the webhook) and the
+// gateway's.
 func setupWebhooksAndUsers(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin) error {
 	if err := setupWebhooks(ctx, mgr, c, loc); err != nil {
 		return err
@@ -450,12 +449,11 @@ var storeFiles = []struct {
 
 // sharedStoreFiles reads the files the manager's store URL names, for the
 // namespaces' Secrets, and adds the subject key and the Sentinel user's
-// password. The client
-// key is shared: Redis authorises by ACL user, and a client certificate
-// only admits the connection.
+// password. The client key is shared: Redis authorises by ACL user, and a
+// client certificate only admits the connection.
 func sharedStoreFiles(loc *store.Location, users *store.ACLAdmin, subjectKey []byte) func(context.Context) (map[string][]byte, error) {
 	return func(ctx context.Context) (map[string][]byte, error) {
-		out := map[string][]byte{subjectKeyKey: subjectKey}
+		out := map[string][]byte{webhook.SubjectKeyFile: subjectKey}
 		for _, f := range storeFiles {
 			path := *f.path(&loc.Files)
 			if path == "" {

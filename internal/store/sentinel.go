@@ -66,9 +66,12 @@ func (a *ACLAdmin) SentinelPassword(ctx context.Context) (string, error) {
 	if a.seal == "" {
 		return "", errors.New("the store has no seal: the functions library is not kept")
 	}
-	// Given out once a Sentinel has the user; Resync brings the others.
-	if err := a.resyncSentinels(ctx); err != nil && len(a.sentinelsWritten) == 0 {
-		return "", err
+	// Given out once a Sentinel has the user; Resync brings the others,
+	// so a namespace's reconcile asks the Sentinels nothing after that.
+	if len(a.sentinelsWritten) == 0 {
+		if err := a.resyncSentinels(ctx); err != nil && len(a.sentinelsWritten) == 0 {
+			return "", err
+		}
 	}
 	return SentinelPassword(a.seal), nil
 }

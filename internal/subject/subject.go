@@ -19,6 +19,11 @@ import (
 	"sync/atomic"
 )
 
+// SecretKey is the key, in the Secrets of sidecars and the gateway (and
+// the manager's own), that holds the install's subject key; the sidecar
+// mounts it as a file of that name.
+const SecretKey = "subject-key"
+
 // HashLen is how many hex digits a hash has.
 const HashLen = 32
 

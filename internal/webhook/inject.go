@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/quotaops/quota-operator/internal/subject"
 )
 
 // Names in the contract (DESIGN §5).
@@ -79,7 +81,7 @@ const (
 	StoreSecretDir = "/etc/quota-store"
 	// SubjectKeyFile is the key of that Secret (and its file) holding
 	// the install's subject key, which keys every subject hash.
-	SubjectKeyFile = "subject-key"
+	SubjectKeyFile = subject.SecretKey
 )
 
 // Config is what the operator puts into every sidecar.

@@ -16,6 +16,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"hash"
+	"sync"
 	"sync/atomic"
 )
 
@@ -27,34 +29,57 @@ const SecretKey = "subject-key"
 // HashLen is how many hex digits a hash has.
 const HashLen = 32
 
-// key is the process's subject key: one per install, so one per process,
-// set once at start (UseKey) before anything is hashed. Nil: the empty
-// key, as with the memory store, whose sidecars get no Secret.
-var key atomic.Pointer[[]byte]
+// hasher is the process's subject key with a pool of HMACs keyed with
+// it: one per install, so one per process, set once at start (UseKey)
+// before anything is hashed. A sidecar hashes a subject per decision, and
+// a new HMAC per hash cost 12 allocations and two compressions of the key
+// pads; a pooled one is Reset to its keyed state.
+type hasher struct {
+	key  []byte
+	pool sync.Pool // of *keyedHMAC
+}
+
+type keyedHMAC struct {
+	h   hash.Hash
+	buf []byte // the message, built in place
+	sum [sha256.Size]byte
+}
+
+func newHasher(k []byte) *hasher {
+	hs := &hasher{key: append([]byte(nil), k...)}
+	hs.pool.New = func() any { return &keyedHMAC{h: hmac.New(sha256.New, hs.key)} }
+	return hs
+}
+
+// current is the process's hasher; the empty key until UseKey, as with the
+// memory store, whose sidecars get no Secret.
+var current atomic.Pointer[hasher]
+
+func init() { current.Store(newHasher(nil)) }
 
 // UseKey makes k the key of every hash this process computes.
-func UseKey(k []byte) {
-	c := append([]byte(nil), k...)
-	key.Store(&c)
-}
+func UseKey(k []byte) { current.Store(newHasher(k)) }
 
 // Hash returns 32 hex digits of HMAC-SHA256, under the process's key,
 // over the values, each length prefixed so that ("ab","c") and ("a","bc")
 // differ.
 func Hash(values ...string) string {
-	var k []byte
-	if p := key.Load(); p != nil {
-		k = *p
-	}
-	h := hmac.New(sha256.New, k)
-	var n [8]byte
+	hs := current.Load()
+	m := hs.pool.Get().(*keyedHMAC)
+	m.buf = m.buf[:0]
 	for _, v := range values {
-		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
-		h.Write(n[:])
-		h.Write([]byte(v))
+		m.buf = binary.BigEndian.AppendUint64(m.buf, uint64(len(v)))
+		m.buf = append(m.buf, v...)
 	}
-	sum := h.Sum(nil)
-	return hex.EncodeToString(sum[:16])
+	m.h.Reset()
+	m.h.Write(m.buf)
+	sum := m.h.Sum(m.sum[:0])
+	var out [HashLen]byte
+	hex.Encode(out[:], sum[:HashLen/2])
+	if cap(m.buf) <= 4096 { // a huge subject's buffer is not kept
+		hs.pool.Put(m)
+	}
+	return string(out[:])
 }
 
 // IsHash reports whether s has the form of a Hash: 32 lowercase hex

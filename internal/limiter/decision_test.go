@@ -360,3 +360,82 @@ func TestRemainingNeverNegative(t *testing.T) {
 		}
 	}
 }
+
+// One fixed window, the commonest decision, counts first and takes the
+// count back when it is over the limit (one command, not a read and a
+// write, for the decisions that pass). A denied decision still leaves the
+// counter and its TTL as they were; a cost the limit can never admit
+// creates no key; a new window gets its TTL; a dry run counts past the
+// limit.
+func TestFixedWindowDenialLeavesNothing(t *testing.T) {
+	for _, be := range backends(t) {
+		if be.raw == nil {
+			continue // Redis only: the memory engine decides in Go
+		}
+		t.Run(be.name, func(t *testing.T) {
+			clock := fakeclock.New(epoch.Add(10 * time.Second))
+			l, _ := simulated(t, be, clock)
+			lim := limiter.Limit{Key: key(t, "one", "alice"), Algorithm: limiter.FixedWindow, Rates: rate(3, time.Minute), Cost: 1}
+			w := fixedWindowOn{t: t, be: be, l: l, name: be.sealed(fixedKey(lim.Key, time.Minute, epoch))}
+			ttl := w.fill(lim)
+			clock.Advance(5 * time.Second)
+			w.denials(lim, ttl)
+			huge := lim
+			huge.Key, huge.Cost = key(t, "one", "bob"), 4
+			if d := decide(t, l, huge); d.Allowed {
+				t.Fatalf("a cost of 4 under a limit of 3: %+v", d)
+			}
+			if n := be.raw().Exists(context.Background(), be.sealed(fixedKey(huge.Key, time.Minute, epoch))).Val(); n != 0 {
+				t.Fatal("a cost the limit can never admit created its key")
+			}
+			dry := lim
+			dry.DryRun = true
+			if d := decide(t, l, dry); !d.Allowed || d.Results[0].Allowed {
+				t.Fatalf("dry run over the limit: %+v; want allowed overall, over in its result", d)
+			}
+			w.expectCount("after a dry run over the limit", "4")
+		})
+	}
+}
+
+// fixedWindowOn reads one fixed window's counter in Redis.
+type fixedWindowOn struct {
+	t    *testing.T
+	be   backend
+	l    *limiter.Limiter
+	name string
+}
+
+// fill takes the limit of 3 and returns the window's TTL.
+func (w fixedWindowOn) fill(lim limiter.Limit) time.Duration {
+	for i := range 3 {
+		if d := decide(w.t, w.l, lim); !d.Allowed || d.Results[0].Remaining != int64(2-i) {
+			w.t.Fatalf("request %d: %+v", i, d)
+		}
+	}
+	ttl := w.be.raw().PTTL(context.Background(), w.name).Val()
+	if ttl <= 0 || ttl > 50*time.Second {
+		w.t.Fatalf("the window's TTL is %v; want the 50 s to its end", ttl)
+	}
+	return ttl
+}
+
+// denials expects three denials that move neither the count nor the TTL.
+func (w fixedWindowOn) denials(lim limiter.Limit, ttl time.Duration) {
+	for range 3 {
+		if d := decide(w.t, w.l, lim); d.Allowed || d.Results[0].Remaining != 0 {
+			w.t.Fatalf("over the limit: %+v", d)
+		}
+	}
+	w.expectCount("after three denials", "3")
+	if after := w.be.raw().PTTL(context.Background(), w.name).Val(); after > ttl || after <= 0 {
+		w.t.Fatalf("TTL %v after the denials, was %v: a denial moved it", after, ttl)
+	}
+}
+
+func (w fixedWindowOn) expectCount(when, want string) {
+	w.t.Helper()
+	if v := w.be.raw().Get(context.Background(), w.name).Val(); v != want {
+		w.t.Fatalf("counter %q %s; want %s", v, when, want)
+	}
+}

@@ -231,14 +231,29 @@ local function fixed_one(a, k, n, peek)
     out[o + 1] = -1
     return o + 1
   end
-  local raw = call('GET', K[k])
-  local used, reset = int(raw), start + win - now_ms
+  local reset, dry, used = start + win - now_ms, A[a + 4] == '1'
+  if peek or cost > max and not dry then
+    -- A peek writes nothing, and a cost over the limit never passes: read.
+    used = int(call('GET', K[k]))
+  else
+    -- Most decisions pass: count first, one command where a read and a
+    -- write were two, and take it back when it is over the limit. The
+    -- script is atomic, so no one sees the count in between.
+    local after = pcall_redis('INCRBY', K[k], A[a + 3])
+    if type(after) == 'table' then
+      if after.err and match(after.err, 'not an integer') then
+        error({err = 'ERR quota-operator: a limiter counter is not an integer'})
+      end
+      error(after)
+    end
+    -- A new window (or one refunded to 0) gets its TTL, even when the
+    -- count is taken back: no key without one.
+    if after == cost then call('PEXPIRE', K[k], ttl(reset)) end
+    used = after - cost
+    if used + cost > max and not dry then call('DECRBY', K[k], A[a + 3]) end
+  end
   local ok, rem, retry = used + cost <= max, max - used, 0
   if ok then rem = rem - cost elseif cost > max then retry = -1 else retry = reset end
-  if (ok or A[a + 4] == '1') and not peek then
-    call('INCRBY', K[k], A[a + 3])
-    if not raw then call('PEXPIRE', K[k], ttl(reset)) end
-  end
   local allowed = 0
   if ok then allowed = 1 end
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = allowed, rem, reset, retry

@@ -20,8 +20,8 @@ local DIGEST = '{{DIGEST}}'
 -- no tonumber, no math, no redis.call. The functions bind these locals
 -- (cheaper than a global lookup at each use) at their first call, from
 -- globals(), which is defined before the locals and so sees the globals.
-local function globals() return redis.call, tonumber, math.floor, math.ceil, string.match, string.sub end
-local call, tonumber, floor, ceil, match, sub
+local function globals() return redis.call, redis.pcall, tonumber, math.floor, math.ceil, string.match, string.sub end
+local call, pcall_redis, tonumber, floor, ceil, match, sub
 
 -- Bounds every caller gets, whatever it sends.
 local MAX_TTL = 45 * 24 * 3600 * 1000 -- ms: no key outlives this
@@ -82,7 +82,7 @@ end
 local RO = {'no-writes'}
 local function fn(name, callback, flags)
   local function run(keys, args)
-    if not call then call, tonumber, floor, ceil, match, sub = globals() end
+    if not call then call, pcall_redis, tonumber, floor, ceil, match, sub = globals() end
     return callback(keys, args)
   end
   redis.register_function{function_name = name, callback = run, flags = flags or {}}

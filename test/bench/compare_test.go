@@ -15,6 +15,7 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/store/storetest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -76,7 +77,7 @@ func publish(tb testing.TB, s *store.Redis, p *v1alpha1.RateLimitPolicy) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := s.PutConfig(context.Background(), benchNS, doc.ID(), raw); err != nil {
+	if _, err := storetest.PutConfig(context.Background(), s, benchNS, doc.ID(), raw); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -88,17 +89,31 @@ func BenchmarkCompare(b *testing.B) {
 	redisS = redistest.StartOrSkip(b)
 	w := newWorld(b)
 	rep := &report{}
-	only := os.Getenv("BENCH_ONLY") // grpc or proxy: one half, to profile it
+	// BENCH_ONLY: grpc or proxy, one half, to profile it; ab, only the
+	// A/B against BASELINE_BIN.
+	only := os.Getenv("BENCH_ONLY")
+	if only == "ab" && w.baseline == nil {
+		b.Fatal("BENCH_ONLY=ab needs BASELINE_BIN")
+	}
+	var ab map[string][]abRound
 	for range b.N {
-		if only != "proxy" {
+		if only == "" || only == "grpc" {
 			rep.grpc = runGRPCCases(b, w)
 		}
-		if only != "grpc" {
+		if only == "" || only == "proxy" {
 			rep.proxy = runProxyCases(b, w)
 		}
+		if w.baseline != nil {
+			ab = runAB(b, w)
+		}
 	}
-	rep.print(os.Stdout, w.anchor != nil)
-	rep.metrics(b)
+	if only != "ab" {
+		rep.print(os.Stdout, w.anchor != nil)
+		rep.metrics(b)
+	}
+	if ab != nil {
+		b.ReportMetric(float64(printAB(os.Stdout, ab)), "ab-worse")
+	}
 	if n := rep.failedOpen(); n > 0 {
 		fmt.Printf("\nTHIS RUN DOES NOT COUNT: %d decisions failed open\n", n)
 	}

@@ -36,6 +36,9 @@ type world struct {
 	store    *store.Redis
 	upstream string
 	sidecar  proc
+	// baseline is BASELINE_BIN's sidecar, when set: another build of
+	// quota-operator measured beside this one (abReport).
+	baseline *proc
 	gateway  proc
 	floor    proc
 	bare     proc
@@ -50,7 +53,15 @@ func newWorld(b *testing.B) *world {
 	b.Cleanup(func() { _ = s.Close() })
 	w := &world{store: s.(*store.Redis), upstream: startUpstream(b)}
 	publish(b, w.store, benchPolicy())
-	w.sidecar = startSidecar(b, w.upstream)
+	bin, err := bintest.Build()
+	if err != nil {
+		b.Fatalf("build: %v", err)
+	}
+	w.sidecar = startSidecar(b, "sidecar", bin, w.upstream)
+	if base := os.Getenv("BASELINE_BIN"); base != "" {
+		p := startSidecar(b, "baseline", base, w.upstream)
+		w.baseline = &p
+	}
 	w.gateway = startGateway(b)
 	addr, pid := startRole(b, "floor", "")
 	w.floor = proc{name: "floor", grpc: addr, pid: pid}
@@ -80,13 +91,9 @@ func startUpstream(b *testing.B) string {
 	return "http://" + l.Addr().String()
 }
 
-// startSidecar runs `quota-operator sidecar` as a pod runs it, with its
-// defaults, and waits until it enforces the published policy.
-func startSidecar(b *testing.B, upstream string) proc {
-	bin, err := bintest.Build()
-	if err != nil {
-		b.Fatalf("build: %v", err)
-	}
+// startSidecar runs bin's `quota-operator sidecar` as a pod runs it, with
+// its defaults, and waits until it enforces the published policy.
+func startSidecar(b *testing.B, name, bin, upstream string) proc {
 	listen, admin, health, grpcAddr := localtest.FreeAddr(b), localtest.FreeAddr(b), localtest.FreeAddr(b), localtest.FreeAddr(b)
 	cmd := exec.Command(bin, "sidecar", "--listen", listen, "--admin-listen", admin, "--health-listen", health,
 		"--grpc-listen", grpcAddr, "--upstream", upstream, "--store", redisS.URL, "--namespace", benchNS)
@@ -95,7 +102,7 @@ func startSidecar(b *testing.B, upstream string) proc {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() })
-	p := proc{name: "sidecar", grpc: grpcAddr, proxy: "http://" + listen, pid: cmd.Process.Pid, metrics: "http://" + admin + "/metrics"}
+	p := proc{name: name, grpc: grpcAddr, proxy: "http://" + listen, pid: cmd.Process.Pid, metrics: "http://" + admin + "/metrics"}
 	want := fmt.Sprintf("quota_config_revision{namespace=%q} 1", benchNS)
 	localtest.WaitFor(b, 20*time.Second, "the sidecar enforcing the policy", func() error {
 		body, err := scrape(p.metrics)

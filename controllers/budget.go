@@ -70,20 +70,45 @@ func (p publisher) checkBudget(ctx context.Context, obj client.Object) error {
 	if err != nil {
 		return err
 	}
+	var over error
+	walkBudget(items, func(it budgetItem, older int, fits bool) bool {
+		if it.obj.GetUID() != obj.GetUID() {
+			return true
+		}
+		if !fits {
+			over = &budgetError{namespace: obj.GetNamespace(), older: older, entries: it.entries}
+		}
+		return false
+	})
+	return over // nil too when not listed yet (a cache behind the write): counted at its next reconcile
+}
+
+// walkBudget calls each with the items, oldest first, the rates the older
+// items that fit hold, and whether the item fits after them, until each
+// returns false.
+func walkBudget(items []budgetItem, each func(it budgetItem, older int, fits bool) bool) {
 	used := 0
 	for _, it := range items {
 		fits := used+it.entries <= limiter.MaxDecisionEntries
-		if it.obj.GetUID() == obj.GetUID() {
-			if fits {
-				return nil
-			}
-			return &budgetError{namespace: obj.GetNamespace(), older: used, entries: it.entries}
+		if !each(it, used, fits) {
+			return
 		}
 		if fits {
 			used += it.entries
 		}
 	}
-	return nil // not listed yet (a cache behind the write): counted at its next reconcile
+}
+
+// withinBudgetItems are the items that fit the budget.
+func withinBudgetItems(items []budgetItem) []budgetItem {
+	var out []budgetItem
+	walkBudget(items, func(it budgetItem, _ int, fits bool) bool {
+		if fits {
+			out = append(out, it)
+		}
+		return true
+	})
+	return out
 }
 
 // namespaceItems lists namespace's policies and quotas, oldest first.

@@ -37,6 +37,12 @@ type ConfigWriter interface {
 	DeleteConfig(ctx context.Context, namespace, id string) (int64, error)
 }
 
+// ConfigCreator is a ConfigWriter that answers store.ErrNoConfig where a
+// namespace has no config, and then takes the namespace's config whole.
+type ConfigCreator interface {
+	CreateConfigs(ctx context.Context, namespace string, docs map[string][]byte) (int64, error)
+}
+
 // programmedDescriber is a ConfigWriter that words, for Programmed, what
 // it wrote where.
 type programmedDescriber interface {
@@ -137,7 +143,7 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	}
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	rev, err := p.Store.PutConfig(sctx, obj.GetNamespace(), compiled.ID(), doc)
+	rev, err := p.put(sctx, obj.GetNamespace(), compiled.ID(), doc)
 	if err != nil {
 		setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonStoreUnavailable,
 			"The store cannot be written; retrying: "+err.Error())

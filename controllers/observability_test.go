@@ -27,6 +27,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/store/storetest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 )
@@ -74,7 +75,7 @@ func sidecarMetrics(t *testing.T) string {
 		t.Fatal(err)
 	}
 	raw, _ := rlp.Encode()
-	if _, err := mem.PutConfig(ctx, ns, rlp.ID(), raw); err != nil {
+	if _, err := storetest.PutConfig(ctx, mem, ns, rlp.ID(), raw); err != nil {
 		t.Fatal(err)
 	}
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))

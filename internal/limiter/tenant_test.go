@@ -19,6 +19,7 @@ import (
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/store/storetest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
@@ -123,7 +124,7 @@ func TestTenantUsersAreIsolated(t *testing.T) {
 			}
 			adminStore := openStore(t, d.admin()).(*store.Redis)
 			for _, ns := range []string{nsA, nsB} {
-				if _, err := adminStore.PutConfig(ctx, ns, "RateLimitPolicy/api", []byte(`{"ns":"`+ns+`"}`)); err != nil {
+				if _, err := storetest.PutConfig(ctx, adminStore, ns, "RateLimitPolicy/api", []byte(`{"ns":"`+ns+`"}`)); err != nil {
 					t.Fatal(err)
 				}
 			}

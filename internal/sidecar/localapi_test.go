@@ -15,6 +15,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/store/storetest"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
@@ -46,7 +47,7 @@ func (r running) publishQuota(t *testing.T, q *v1alpha1.UsageQuota) {
 		t.Fatal(err)
 	}
 	raw, _ := doc.Encode()
-	if _, err := r.store.PutConfig(context.Background(), q.Namespace, doc.ID(), raw); err != nil {
+	if _, err := storetest.PutConfig(context.Background(), r.store, q.Namespace, doc.ID(), raw); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strconv"
@@ -31,13 +32,37 @@ func ConfigChannel(namespace string) string {
 	return channel
 }
 
+// ErrNoConfig: the namespace's config is not in the store, because it was
+// never written or the store lost it (a flush, a restart without its data,
+// a failover to an empty replica). One document alone would then be a
+// revision that holds part of the namespace's policies, and sidecars would
+// enforce only that part: the writer must write the namespace whole
+// (CreateConfigs).
+var ErrNoConfig = errors.New("the namespace's config is not in the store; it is written whole, not one document at a time")
+
+// putConfig answers -1 when the namespace has no revision (ErrNoConfig).
 var putConfig = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  return tonumber(redis.call('GET', KEYS[2]) or '0')
+  return tonumber(redis.call('GET', KEYS[2]))
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local rev = redis.call('INCR', KEYS[2])
 redis.call('PUBLISH', ARGV[3], rev)
+return rev
+`)
+
+// createConfig writes a namespace's first revision, holding every
+// document (ARGV[2..], id and document pairs), or answers -1 when the
+// namespace has a revision already. No documents write nothing: an empty
+// revision would tell sidecars every policy was deleted.
+var createConfig = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if #ARGV == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local rev = redis.call('INCR', KEYS[2])
+redis.call('PUBLISH', ARGV[1], rev)
 return rev
 `)
 
@@ -72,9 +97,36 @@ func (r *Redis) BumpConfig(ctx context.Context, namespace string) (int64, error)
 
 // PutConfig stores doc as id in namespace's config and returns the
 // revision. An unchanged document changes nothing and announces nothing.
+// A namespace without config is ErrNoConfig: write it whole with CreateConfigs.
 func (r *Redis) PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error) {
 	docs, rev, channel := configKeys(namespace)
 	n, err := putConfig.Run(ctx, r.c, []string{docs, rev}, id, doc, channel).Int64()
+	if err == nil && n < 0 {
+		return 0, ErrNoConfig
+	}
+	return n, redisError(err)
+}
+
+// ErrConfigExists: CreateConfigs found the namespace's config already
+// written; change it one document at a time (PutConfig).
+var ErrConfigExists = errors.New("the namespace's config is in the store already")
+
+// CreateConfigs writes docs (by id) as namespace's whole config, in its
+// first revision, which it returns. Where the namespace has config it
+// writes nothing and answers ErrConfigExists, so that two writers that
+// both found none cannot replace each other's newer documents. No
+// documents write nothing and return 0.
+func (r *Redis) CreateConfigs(ctx context.Context, namespace string, docs map[string][]byte) (int64, error) {
+	docsKey, rev, channel := configKeys(namespace)
+	args := make([]any, 0, 1+2*len(docs))
+	args = append(args, channel)
+	for id, doc := range docs {
+		args = append(args, id, doc)
+	}
+	n, err := createConfig.Run(ctx, r.c, []string{docsKey, rev}, args...).Int64()
+	if err == nil && n < 0 {
+		return 0, ErrConfigExists
+	}
 	return n, redisError(err)
 }
 
@@ -192,13 +244,43 @@ func (m *Memory) PutConfig(ctx context.Context, namespace, id string, doc []byte
 	if err := m.usable(ctx); err != nil {
 		return 0, err
 	}
-	return m.configs.change(namespace, func(docs map[string][]byte) bool {
+	absent := false
+	rev := m.configs.change(namespace, func(docs map[string][]byte) bool {
+		if absent = m.configs.rev[namespace] == 0; absent {
+			return false
+		}
 		if old, ok := docs[id]; ok && string(old) == string(doc) {
 			return false
 		}
 		docs[id] = append([]byte{}, doc...)
 		return true
-	}), nil
+	})
+	if absent {
+		return 0, ErrNoConfig
+	}
+	return rev, nil
+}
+
+// CreateConfigs writes docs as namespace's first revision, as Redis does.
+func (m *Memory) CreateConfigs(ctx context.Context, namespace string, docs map[string][]byte) (int64, error) {
+	if err := m.usable(ctx); err != nil {
+		return 0, err
+	}
+	exists := false
+	rev := m.configs.change(namespace, func(cur map[string][]byte) bool {
+		if exists = m.configs.rev[namespace] > 0; exists || len(docs) == 0 {
+			return false
+		}
+		clear(cur)
+		for id, doc := range docs {
+			cur[id] = bytes.Clone(doc)
+		}
+		return true
+	})
+	if exists {
+		return 0, ErrConfigExists
+	}
+	return rev, nil
 }
 
 func (m *Memory) DeleteConfig(ctx context.Context, namespace, id string) (int64, error) {

@@ -170,7 +170,7 @@ func TestBumpConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.PutConfig(ctx, ns, "UsageQuota/q", []byte(`{}`)); err != nil {
+			if _, err := storetest.PutConfig(ctx, s, ns, "UsageQuota/q", []byte(`{}`)); err != nil {
 				t.Fatal(err)
 			}
 			<-changes

@@ -10,6 +10,7 @@ import (
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/store/storetest"
 )
 
 // Run serves a sidecar with o on s, on loopback ports, until the test ends
@@ -43,13 +44,8 @@ func Run(t testing.TB, o sidecar.Options, s store.Store) (proxy, admin string, s
 	return "http://" + lns[0].Addr().String(), "http://" + lns[1].Addr().String(), stop
 }
 
-// ConfigWriter is the store as the operator writes config to it.
-type ConfigWriter interface {
-	PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error)
-}
-
 // Publish compiles p and writes it to s as the operator would.
-func Publish(t testing.TB, s ConfigWriter, p *v1alpha1.RateLimitPolicy) {
+func Publish(t testing.TB, s storetest.ConfigWriter, p *v1alpha1.RateLimitPolicy) {
 	t.Helper()
 	doc, err := config.CompileRateLimitPolicy(p)
 	if err != nil {
@@ -59,7 +55,7 @@ func Publish(t testing.TB, s ConfigWriter, p *v1alpha1.RateLimitPolicy) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutConfig(context.Background(), p.Namespace, doc.ID(), raw); err != nil {
+	if _, err := storetest.PutConfig(context.Background(), s, p.Namespace, doc.ID(), raw); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -27,10 +27,15 @@ var (
 	storeMaxMemory = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "quota_store_maxmemory_bytes", Help: "maxmemory of that Redis master (0: none).",
 	})
+	// Losses of a namespace's counters the manager found.
+	storeDataLost = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "quota_store_data_lost_total",
+		Help: "Times the store was found without a namespace's config and counters that it held (a flush, a restart without its data, a failover to an empty replica).",
+	}, []string{"namespace"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(usageSubjects, usageMaxSubjects, usageConsumed, usageTopUsedRatio, storeUsedMemory, storeMaxMemory)
+	metrics.Registry.MustRegister(usageSubjects, usageMaxSubjects, usageConsumed, usageTopUsedRatio, storeUsedMemory, storeMaxMemory, storeDataLost)
 }
 
 func recordUsage(namespace, name string, subjects, maxSubjects, consumed int64, topUsedRatio float64) {

@@ -134,7 +134,7 @@ func (e exported) addManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"quota_usage_subjects", "quota_usage_max_subjects", "quota_usage_consumed", "quota_usage_top_used_ratio",
-		"quota_store_used_memory_bytes", "quota_store_maxmemory_bytes"}
+		"quota_store_used_memory_bytes", "quota_store_maxmemory_bytes", "quota_store_data_lost_total"}
 	eventually(t, 10*time.Second, "the manager's quota metrics", func() error {
 		families, err := ctrlmetrics.Registry.Gather()
 		if err != nil {

@@ -126,11 +126,34 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 		return 0, fmt.Errorf("read usage: %w", err)
 	}
 	q.Status.Usage = targets.UsageStatus(q.Spec, u)
-	setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionUsageReported, metav1.ConditionTrue, v1alpha1.ReasonFromStore,
-		"status.usage is read from the store every refresh")
+	if err := r.reportUsageSource(sctx, q, start); err != nil {
+		return 0, err
+	}
 	setSubjectBound(q, u.Subjects, quota.Bound(), end)
 	recordUsage(q.Namespace, q.Name, u.Subjects, quota.Bound(), u.Total, topUsedRatio(q.Status.Usage))
 	return min(r.Interval, end.Sub(now)+time.Second), nil
+}
+
+// reportUsageSource sets UsageReported: True, or False with CountersLost
+// while the current period began before the store lost the namespace's
+// counters (its usage then counts only from the loss on).
+func (r *UsageQuotaReconciler) reportUsageSource(ctx context.Context, q *v1alpha1.UsageQuota, start time.Time) error {
+	var lost time.Time
+	if lr, ok := r.Store.(LossRecorder); ok {
+		var err error
+		if lost, err = lr.LostAt(ctx, q.Namespace); err != nil {
+			return fmt.Errorf("read when counters were lost: %w", err)
+		}
+	}
+	if lost.IsZero() || lost.Before(start) {
+		setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionUsageReported, metav1.ConditionTrue, v1alpha1.ReasonFromStore,
+			"status.usage is read from the store every refresh")
+		return nil
+	}
+	setCondition(&q.Status.PolicyStatus, q.Generation, v1alpha1.ConditionUsageReported, metav1.ConditionFalse, v1alpha1.ReasonCountersLost,
+		fmt.Sprintf("The store lost this namespace's counters in this period (found at %s: a flush, a restart without its data, or a failover to an empty replica): status.usage counts the period from then on only, and what was used before is admitted again until the period ends at %s",
+			lost.UTC().Format(time.RFC3339), q.Status.Period.End.UTC().Format(time.RFC3339)))
+	return nil
 }
 
 // setSubjectBound warns from 90% of spec.maxSubjects, before new subjects

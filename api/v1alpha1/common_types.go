@@ -114,11 +114,15 @@ const (
 	ReasonNoMaxmemory      = "NoMaxmemory"
 	ReasonPerPodCounters   = "PerPodCounters"
 	ReasonFromStore        = "FromStore"
-	ReasonEnforced         = "Enforced"
-	ReasonLagging          = "Lagging"
-	ReasonUnprotected      = "Unprotected"
-	ReasonNoPods           = "NoPods"
-	ReasonCannotReport     = "CannotReport"
+	// ReasonCountersLost (UsageReported False): the store lost the
+	// namespace's counters during the current period, so status.usage
+	// counts it only from then on.
+	ReasonCountersLost = "CountersLost"
+	ReasonEnforced     = "Enforced"
+	ReasonLagging      = "Lagging"
+	ReasonUnprotected  = "Unprotected"
+	ReasonNoPods       = "NoPods"
+	ReasonCannotReport = "CannotReport"
 )
 
 // PolicyStatus is what both kinds report.

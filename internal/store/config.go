@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -105,6 +106,36 @@ func (r *Redis) PutConfig(ctx context.Context, namespace, id string, doc []byte)
 		return 0, ErrNoConfig
 	}
 	return n, redisError(err)
+}
+
+// A namespace whose config the store lost lost its counters with it:
+// they live in the same Redis, and config keys have no TTL, so they vanish
+// only with a flush, a restart without data or a failover to an empty
+// replica. The manager records when (RecordLoss) beside the config, for as
+// long as a quota period that began before it can last, and reports the
+// usage of those periods as incomplete (LostAt).
+func lossKey(namespace string) string { return configTag(namespace) + ":lost" }
+
+// RecordLoss notes that namespace's counters were lost at at, for keep.
+func (r *Redis) RecordLoss(ctx context.Context, namespace string, at time.Time, keep time.Duration) error {
+	return redisError(r.c.Set(ctx, lossKey(namespace), strconv.FormatInt(at.UnixMilli(), 10), keep).Err())
+}
+
+// LostAt is when namespace's counters were last lost; zero when no loss
+// is on record.
+func (r *Redis) LostAt(ctx context.Context, namespace string) (time.Time, error) {
+	v, err := r.c.Get(ctx, lossKey(namespace)).Result()
+	if errors.Is(err, redis.Nil) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, redisError(err)
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return time.Time{}, ErrNotInteger
+	}
+	return time.UnixMilli(ms), nil
 }
 
 // ErrConfigExists: CreateConfigs found the namespace's config already

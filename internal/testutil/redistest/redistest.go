@@ -321,6 +321,51 @@ func (s *Server) Stop() error {
 	return nil
 }
 
+// RestartWithData saves the server's data (SAVE), kills it and starts it
+// again, which loads what it saved, as a Redis with persistence does. The
+// snapshot is then removed, so a later Start begins empty again.
+func (s *Server) RestartWithData() error {
+	if s.external {
+		return errors.New("an external server cannot be restarted")
+	}
+	c := s.Client()
+	err := c.Save(context.Background()).Err()
+	_ = c.Close()
+	if err != nil {
+		return err
+	}
+	if err := s.Stop(); err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		return err
+	}
+	return s.removeSnapshot()
+}
+
+// RestartEmpty kills the server and starts it with no data, as a Redis
+// without persistence, or whose volume was lost, comes back.
+func (s *Server) RestartEmpty() error {
+	if s.external {
+		return errors.New("an external server cannot be restarted")
+	}
+	if err := s.Stop(); err != nil {
+		return err
+	}
+	if err := s.removeSnapshot(); err != nil {
+		return err
+	}
+	return s.Start()
+}
+
+func (s *Server) removeSnapshot() error {
+	err := os.Remove(filepath.Join(s.dir, "dump.rdb"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // Pause freezes the server (SIGSTOP): connections stay open but nothing
 // answers, as with a hung server or a network partition. Resume undoes it.
 func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }

@@ -324,6 +324,55 @@ redis_version() { redis-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p'; }
 
 load() { ctr --address "${CONTAINERD_SOCK}" -n k8s.io images import --no-unpack=false "$1" >&2; }
 
+# make_volumes gives the node what a cluster's storage gives it: a default
+# StorageClass, "local", and VOLUMES local PersistentVolumes (directories
+# under CLUSTER_DIR/volumes) for it, as a static local-volume provisioner
+# offers them. A claim binds one when its pod is scheduled
+# (WaitForFirstConsumer); a released one is not reused (Retain), and down
+# removes them all. Redis keeps its data on them, never on an emptyDir.
+VOLUMES="${VOLUMES:-16}"
+make_volumes() {
+  local i dir
+  {
+    cat <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+  annotations:
+    storageclass.kubernetes.io/is-default-class: "true"
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+EOF
+    for i in $(seq 1 "${VOLUMES}"); do
+      dir="${CLUSTER_DIR}/volumes/pv${i}"
+      mkdir -p "${dir}"
+      # The pods that use them run as their own users; fsGroup gives them
+      # the group, and the mode lets any of them in.
+      chmod 0777 "${dir}"
+      cat <<EOF
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: local-pv${i}
+  labels: {quotaops.dev/volume: local}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local
+  local: {path: "${dir}"}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: kubernetes.io/hostname, operator: In, values: ["${NODE_NAME}"]}
+EOF
+    done
+  } | kubectl_admin apply -f - >&2
+}
+
 node_ip() {
   ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1
 }
@@ -354,6 +403,7 @@ up() {
   sed "s|@COREDNS_IMAGE@|quotaops.local/coredns:v${COREDNS_VERSION}|; s|@DNS_SVC_IP@|${DNS_SVC_IP}|" \
     "${HACK_DIR}/cluster/coredns.yaml" | kubectl_admin apply -f - >&2
   wait_for "CoreDNS" 120 kubectl_admin -n kube-system rollout status deployment/coredns --timeout=2s
+  make_volumes
   log "node ${NODE_NAME} is Ready; KUBECONFIG=${KUBECONFIG_ADMIN}"
   echo "${KUBECONFIG_ADMIN}"
 }

@@ -190,14 +190,31 @@ func withValues(kind, name, text string) string {
 	switch {
 	case kind == "Deployment" && name == "quota-operator-controller-manager":
 		return managerTemplate(text)
-	case kind == "Deployment" && name == "quota-operator-redis":
-		return replaceLine(text, "image: ", `image: {{ .Values.redis.image | quote }}`)
+	case kind == "StatefulSet" && name == "quota-operator-redis":
+		return redisTemplate(text)
 	case kind == "Deployment" && name == "quota-operator-ratelimit":
 		return gatewayTemplate(text)
 	case kind == "ConfigMap" && name == "quota-operator-gateway":
 		return replaceLine(text, "namespaces: ", `namespaces: {{ required "gateway.namespaces: the namespaces the rate-limit service serves" .Values.gateway.namespaces | quote }}`)
 	}
 	return text
+}
+
+// redisTemplate sets the bundled Redis's image and its volume's size and
+// StorageClass (none: the cluster's default).
+func redisTemplate(text string) string {
+	text = replaceLine(text, "image: ", `image: {{ .Values.redis.image | quote }}`)
+	text = replaceLine(text, "storage: ", `storage: {{ .Values.redis.persistence.size | quote }}`)
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		if trimmed := strings.TrimLeft(line, " "); trimmed == "accessModes:" {
+			indent := line[:len(line)-len(trimmed)]
+			class := indent + "{{- with .Values.redis.persistence.storageClass }}\n" + indent + "storageClassName: {{ . | quote }}\n" + indent + "{{- end }}"
+			lines = append(lines[:i], append([]string{class}, lines[i:]...)...)
+			break
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // gatewayTemplate sets the gateway rate-limit service's image, replicas

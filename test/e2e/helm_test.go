@@ -139,7 +139,10 @@ func TestHelmChartValues(t *testing.T) {
 		vals map[string]any
 		want []string
 	}{
-		{"defaults", nil, []string{`value: "redis://quota-operator-redis.quota-operator-system.svc:6379/0"`, "kind: Deployment\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis"}},
+		{"defaults", nil, []string{`value: "redis://quota-operator-redis.quota-operator-system.svc:6379/0"`, "kind: StatefulSet\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis",
+			"storage: \"1Gi\"", "- --appendonly\n        - \"yes\"", "kind: PodDisruptionBudget"}},
+		{"redis-volume", map[string]any{"redis": map[string]any{"persistence": map[string]any{"size": "20Gi", "storageClass": "fast-ssd"}}},
+			[]string{"storage: \"20Gi\"", "storageClassName: \"fast-ssd\""}},
 		{"external-redis-monitors-dashboard-sidecar-defaults", map[string]any{
 			"image":        map[string]any{"repository": "registry.example.com/quota-operator", "tag": "v9.9.9"},
 			"redis":        map[string]any{"enabled": false},
@@ -164,7 +167,7 @@ func TestHelmChartValues(t *testing.T) {
 					t.Errorf("rendered chart lacks %q", w)
 				}
 			}
-			if tt.name == "external-redis-monitors-dashboard-sidecar-defaults" && strings.Contains(rendered, "kind: Deployment\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis") {
+			if tt.name == "external-redis-monitors-dashboard-sidecar-defaults" && strings.Contains(rendered, "app.kubernetes.io/name: quota-operator-redis\n  name: quota-operator-redis") {
 				t.Error("redis.enabled=false still renders Redis")
 			}
 			file := filepath.Join(t.TempDir(), "chart.yaml")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -93,4 +94,82 @@ func (w *ConfigMapWriter) change(ctx context.Context, namespace string, edit fun
 	}
 	cm.Annotations[RevisionAnnotation] = strconv.FormatInt(rev, 10)
 	return rev, w.Client.Update(ctx, &cm)
+}
+
+// copyingWriter writes config to the store, then a copy to the ConfigMap
+// (Redis, with a copy for sidecars that start while Redis cannot be
+// read). The store is the truth: its revision and its words go into
+// Programmed, and a copy that cannot be written is retried as a store
+// write is.
+type copyingWriter struct {
+	store interface {
+		ConfigWriter
+		ConfigCreator
+	}
+	copy *ConfigMapWriter
+}
+
+// WithCopy is s with a copy of every change in cm.
+func WithCopy(s interface {
+	ConfigWriter
+	ConfigCreator
+}, cm *ConfigMapWriter) ConfigWriter {
+	return copyingWriter{store: s, copy: cm}
+}
+
+func (w copyingWriter) PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error) {
+	rev, err := w.store.PutConfig(ctx, namespace, id, doc)
+	if err != nil {
+		return rev, err
+	}
+	_, err = w.copy.PutConfig(ctx, namespace, id, doc)
+	return rev, copyError(err)
+}
+
+func (w copyingWriter) CreateConfigs(ctx context.Context, namespace string, docs map[string][]byte) (int64, error) {
+	rev, err := w.store.CreateConfigs(ctx, namespace, docs)
+	if err != nil {
+		return rev, err
+	}
+	_, err = w.copy.change(ctx, namespace, func(data map[string]string) bool {
+		changed := false
+		for id, doc := range docs {
+			if key := configMapKey(id); data[key] != string(doc) {
+				data[key], changed = string(doc), true
+			}
+		}
+		return changed
+	})
+	return rev, copyError(err)
+}
+
+func (w copyingWriter) DeleteConfig(ctx context.Context, namespace, id string) (int64, error) {
+	rev, err := w.store.DeleteConfig(ctx, namespace, id)
+	if err != nil {
+		return rev, err
+	}
+	_, err = w.copy.DeleteConfig(ctx, namespace, id)
+	return rev, copyError(err)
+}
+
+// RecordLoss and LostAt reach the store through the copy.
+func (w copyingWriter) RecordLoss(ctx context.Context, namespace string, at time.Time, keep time.Duration) error {
+	if r, ok := w.store.(LossRecorder); ok {
+		return r.RecordLoss(ctx, namespace, at, keep)
+	}
+	return nil
+}
+
+func (w copyingWriter) LostAt(ctx context.Context, namespace string) (time.Time, error) {
+	if r, ok := w.store.(LossRecorder); ok {
+		return r.LostAt(ctx, namespace)
+	}
+	return time.Time{}, nil
+}
+
+func copyError(err error) error {
+	if err != nil {
+		return fmt.Errorf("copy the config into the namespace's ConfigMap: %w", err)
+	}
+	return nil
 }

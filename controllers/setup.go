@@ -10,6 +10,7 @@ import (
 // Store is what the controllers need of the store.
 type Store interface {
 	ConfigWriter
+	ConfigCreator
 	MarkerStore
 }
 

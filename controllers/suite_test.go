@@ -39,6 +39,9 @@ var (
 // The store Secret the operator keeps in namespaces with sidecars.
 const storeSecret = "quota-operator-store"
 
+// policyConfigMap holds each namespace's copy of its compiled config.
+const policyConfigMap = "quota-policies"
+
 // The gateway rate-limit service's user: its Secret, and the namespaces it
 // serves.
 var (
@@ -121,7 +124,10 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	users.KeepLibrary(limiter.Library) // as the manager does
-	if err := controllers.Setup(mgr, controllers.Options{Store: st, Usage: lim, Users: users, Enforcement: st,
+	// As the manager runs with Redis: config in Redis, a copy in each
+	// namespace's ConfigMap.
+	copied := controllers.WithCopy(st, &controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: policyConfigMap})
+	if err := controllers.Setup(mgr, controllers.Options{Store: st, Config: copied, Usage: lim, Users: users, Enforcement: st,
 		Adjust: lim, Announce: st, UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
 		return nil, err
 	}

@@ -7,13 +7,16 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/sidecar"
@@ -158,4 +161,42 @@ func watchRevisions(t *testing.T, ns string, want int) func() []string {
 	}
 	t.Cleanup(func() { finish() })
 	return finish
+}
+
+// With Redis the manager keeps a copy of each namespace's config in its
+// ConfigMap, which sidecars enforce when they start while Redis cannot be
+// read: the same documents, under Kind.name.json, following every change.
+func TestConfigMapCopiesTheStore(t *testing.T) {
+	ns := namespace(t)
+	for i := range 2 {
+		if err := k8s.Create(ctx, rateLimitPolicy(ns, fmt.Sprintf("p%d", i), 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "the ConfigMap equal to the store", func() error { return copyMatches(ns, 2) })
+	if err := k8s.Delete(ctx, rateLimitPolicy(ns, "p0", 10)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the deleted policy gone from the ConfigMap", func() error { return copyMatches(ns, 1) })
+}
+
+// copyMatches: ns's ConfigMap holds exactly the store's n documents.
+func copyMatches(ns string, n int) error {
+	_, docs, err := st.Configs(ctx, ns)
+	if err != nil {
+		return err
+	}
+	var cm corev1.ConfigMap
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: policyConfigMap}, &cm); err != nil {
+		return err
+	}
+	if len(docs) != n || len(cm.Data) != n {
+		return fmt.Errorf("%d documents in the store, %d in the ConfigMap; want %d", len(docs), len(cm.Data), n)
+	}
+	for id, doc := range docs {
+		if key := strings.Replace(id, "/", ".", 1) + ".json"; cm.Data[key] != string(doc) {
+			return fmt.Errorf("%s: %q in the ConfigMap, %q in the store", key, cm.Data[key], doc)
+		}
+	}
+	return nil
 }

@@ -87,7 +87,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.storePasswordSecret, "store-password-secret", "", "Secret in --namespace whose \"password\" key holds the store password; the manager creates it with a random password when it does not exist (config/default: Redis's own password, never in Git)")
 	fs.StringVar(&c.subjectKeySecret, "subject-key-secret", "quota-operator-subject-key", "with Redis, the Secret in --namespace whose \"subject-key\" keys every subject hash (created at random when missing, and copied to sidecars and the gateway with their store users). Never change it: counters are keyed by these hashes")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
-	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "with the memory store, the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount (they cannot reach the manager's memory)")
+	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount: with the memory store their policies (they cannot reach the manager's memory); with Redis the config they enforce when Redis cannot be read at their start; empty: none")
 	fs.Func("gateway-namespaces", "comma-separated namespaces the gateway rate-limit service serves: the manager keeps its own store user, which reaches those namespaces only, in --gateway-secret", namespaceList(&c.gatewayNamespaces))
 	fs.StringVar(&c.gatewaySecret, "gateway-secret", "quota-operator-ratelimit-store", "Secret in --namespace holding the username and password of the gateway rate-limit service's store user")
 	fs.StringVar(&c.certSecret, "webhook-cert-secret", "", "Secret, in --namespace, where the manager keeps a self-signed CA and the webhook's serving certificate, renewing both and setting the webhook configuration's caBundle; empty: the certificate comes from elsewhere (cert-manager)")
@@ -230,12 +230,17 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 		return err
 	}
 	opts := controllers.Options{Store: st, Usage: lim, UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}
-	if loc.Redis == nil && c.policyConfigMap != "" {
+	switch cm := (&controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.policyConfigMap}); {
+	case c.policyConfigMap == "":
+	case loc.Redis == nil:
 		// The manager's memory is its own: sidecars read a ConfigMap, and
 		// each counts alone, so usage across pods cannot be read. (The demo
 		// runs its sidecar in the manager's process, on the same memory.)
-		opts.Config = &controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.policyConfigMap}
-		opts.Usage = nil
+		opts.Config, opts.Usage = cm, nil
+	default:
+		// Redis holds the config; the ConfigMap is the copy a sidecar that
+		// starts while Redis is unreachable enforces.
+		opts.Config = controllers.WithCopy(st, cm)
 	}
 	if r, ok := s.(controllers.EnforcementReader); ok {
 		opts.Enforcement = r
@@ -428,7 +433,7 @@ func injectionConfig(c *managerConfig, loc *store.Location) webhook.Config {
 		bare.Files.SentinelPassword = webhook.StoreSecretDir + "/" + sentinelPasswordKey
 		cfg.CredentialsFiles = append(cfg.CredentialsFiles, sentinelPasswordKey)
 	}
-	cfg.Store, cfg.CredentialsSecret = bare.String(), c.storeSecretName
+	cfg.Store, cfg.CredentialsSecret, cfg.FallbackConfigMap = bare.String(), c.storeSecretName, c.policyConfigMap
 	return cfg
 }
 

@@ -26,7 +26,7 @@ type sidecarConfig struct {
 	healthListen                              string
 	store                                     storeFlags
 	namespace, podName, podLabelsFile         string
-	policyFile                                string
+	policyFile, fallbackPolicyFile            string
 	trustedProxies                            string
 	deciding
 	zap zap.Options
@@ -80,6 +80,7 @@ func parseSidecarFlags(args []string, stderr io.Writer, getenv func(string) stri
 	fs.StringVar(&c.podName, "pod-name", "", "the pod's name, reported with the config revision it enforces (Redis only)")
 	fs.StringVar(&c.podLabelsFile, "pod-labels-file", "", "downward API file of the pod's labels")
 	fs.StringVar(&c.policyFile, "policy-file", "", "YAML file or folder of RateLimitPolicy/UsageQuota objects: run without the operator")
+	fs.StringVar(&c.fallbackPolicyFile, "fallback-policy-file", "", "folder of the manager's compiled policies (its ConfigMap), enforced when the store cannot be read at start, each policy's failurePolicy answering, until it can")
 	fs.StringVar(&c.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed")
 	c.bind(fs, " in this pod")
 	c.zap.BindFlags(fs)
@@ -175,7 +176,8 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 		"listen", ln.Proxy.Addr().String(), "admin", ln.Admin.Addr().String(), "health", c.healthListen, "upstream", c.upstream)
 	return sidecar.Serve(ctx, sidecar.Options{
 		Upstream: upstream, Namespace: c.namespace, PodName: c.podName, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
-		Trusted: trusted, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout, Log: log,
+		FallbackPolicyFile: c.fallbackPolicyFile,
+		Trusted:            trusted, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout, Log: log,
 		FailurePolicy: c.failurePolicy,
 	}, s, ln)
 }

@@ -31,7 +31,11 @@ type Options struct {
 	// PolicyFile, when set, is the config (no operator); the store then
 	// holds counters only.
 	PolicyFile string
-	Trusted    []netip.Prefix
+	// FallbackPolicyFile, when set, is a folder of the manager's compiled
+	// documents (its ConfigMap), enforced when the store cannot be read at
+	// start (Source.Fallback).
+	FallbackPolicyFile string
+	Trusted            []netip.Prefix
 	// Timeout bounds each store call.
 	Timeout time.Duration
 	// Resync is how often config is re-read besides change announcements.
@@ -111,7 +115,8 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	}
 	// Every new revision may come from an adjustment (a reset or a grant)
 	// that lowered counters this limiter knows to be over.
-	src := &Source{Namespace: o.Namespace, LabelsFile: o.LabelsFile, Log: o.Log.WithName("config"), Metrics: metrics, OnRevision: lim.ForgetKnown}
+	src := &Source{Namespace: o.Namespace, LabelsFile: o.LabelsFile, Log: o.Log.WithName("config"), Metrics: metrics, OnRevision: lim.ForgetKnown,
+		Fallback: o.FallbackPolicyFile}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	switch cs, ok := s.(sidecarStore); {

@@ -43,8 +43,16 @@ type Source struct {
 	// EveryPolicy serves every policy of the namespace, whatever its
 	// selector (the gateway); LabelsFile is then unused.
 	EveryPolicy bool
+	// Fallback, when set, is a folder of the compiled documents the manager
+	// also keeps in a ConfigMap: the config RunStore installs when it
+	// cannot read the store at start, so that a pod starting during a
+	// Redis outage becomes Ready and each policy's failurePolicy answers,
+	// instead of the pod waiting for Redis.
+	Fallback string
 
 	current atomic.Pointer[Policies]
+	// fromFallback: the current config came from Fallback, not the store.
+	fromFallback bool
 	// docs are the last valid documents by id, so an invalid document never
 	// replaces a valid one.
 	docs map[string]*config.Policy
@@ -94,12 +102,13 @@ func (s *Source) loadStore(ctx context.Context, r ConfigReader) {
 	rev, raw, err := r.Configs(ctx, s.Namespace)
 	if err != nil {
 		s.Log.V(1).Info("Config not read; keeping the current one", "error", err.Error())
+		s.loadFallback(err)
 		return
 	}
 	// Revision 0 means nothing was ever written: a store that was flushed
 	// or restarted empty. Deleting every policy leaves a revision above 0.
 	// Until the operator writes the config back, the last one stays.
-	if cur := s.current.Load(); rev == 0 && cur != nil && cur.Revision > 0 {
+	if cur := s.current.Load(); rev == 0 && cur != nil && (cur.Revision > 0 || s.fromFallback) {
 		s.Log.V(1).Info("Store holds no config; keeping the current one until the operator writes it back")
 		return
 	}
@@ -119,8 +128,22 @@ func (s *Source) loadStore(ctx context.Context, r ConfigReader) {
 		next[id] = p
 	}
 	if err := s.install(rev, next); err == nil {
-		s.docs = next
+		s.docs, s.fromFallback = next, false
 	}
+}
+
+// loadFallback installs the Fallback folder's config when nothing is
+// loaded yet: the store could not be read (why) at start.
+func (s *Source) loadFallback(why error) {
+	if s.Fallback == "" || s.Ready() {
+		return
+	}
+	if err := s.loadFile(s.Fallback); err != nil {
+		return
+	}
+	s.fromFallback = true
+	s.Log.Info("The store cannot be read; enforcing the manager's copy of the config until it can, each policy's failurePolicy deciding",
+		"path", s.Fallback, "error", why.Error())
 }
 
 // install builds and publishes the config from docs.

@@ -105,6 +105,11 @@ type Config struct {
 	// --policy-file). Without Redis the manager's memory is out of the
 	// sidecars' reach, so this is where their policies come from.
 	PolicyConfigMap string
+	// FallbackConfigMap, when set (with Redis), names the ConfigMap in the
+	// pod's namespace where the manager keeps a copy of the compiled
+	// policies: the sidecar enforces it when Redis cannot be read at its
+	// start (--fallback-policy-file), so a pod can start during an outage.
+	FallbackConfigMap string
 	// CPU and Memory are the sidecar's request (and memory limit) unless
 	// a pod's annotations say otherwise; zero: 50m and 64Mi.
 	CPU, Memory resource.Quantity
@@ -260,15 +265,24 @@ func addVolumes(pod *corev1.Pod, c *corev1.Container, cfg Config) {
 	if cfg.CredentialsSecret != "" {
 		addCredentials(pod, c, cfg)
 	}
-	if cfg.PolicyConfigMap == "" {
-		return
+	switch {
+	case cfg.PolicyConfigMap != "":
+		c.Args = append(c.Args, "--policy-file="+policyDir)
+		mountPolicies(pod, c, cfg.PolicyConfigMap)
+	case cfg.FallbackConfigMap != "":
+		c.Args = append(c.Args, "--fallback-policy-file="+policyDir)
+		mountPolicies(pod, c, cfg.FallbackConfigMap)
 	}
-	c.Args = append(c.Args, "--policy-file="+policyDir)
+}
+
+// mountPolicies mounts the ConfigMap name, the manager's compiled
+// policies, into the sidecar as its policy folder.
+func mountPolicies(pod *corev1.Pod, c *corev1.Container, name string) {
 	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: policyVolume, MountPath: policyDir, ReadOnly: true})
 	// Optional: a namespace without the ConfigMap gets no policies, not a
 	// pod stuck in ContainerCreating.
 	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: policyVolume, VolumeSource: corev1.VolumeSource{
-		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: cfg.PolicyConfigMap},
+		ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name},
 			Optional: ptr.To(true)},
 	}})
 }

@@ -294,6 +294,28 @@ func TestInjectOverridesAndPolicyConfigMap(t *testing.T) {
 	}
 }
 
+// With Redis, the ConfigMap is the manager's copy of the config: mounted
+// optional and named by --fallback-policy-file, which the sidecar enforces
+// only while Redis cannot be read at its start.
+func TestInjectFallbackConfigMap(t *testing.T) {
+	p := pod(map[string]string{AnnotationInject: "true"}, corev1.ContainerPort{ContainerPort: 8080})
+	redis := Config{Image: "img", Store: "redis://redis:6379/0", FallbackConfigMap: "quota-policies"}
+	if changed, err := Inject(p, false, redis); !changed || err != nil {
+		t.Fatalf("changed %v, %v", changed, err)
+	}
+	c := p.Spec.Containers[1]
+	if got := c.Args[len(c.Args)-1]; got != "--fallback-policy-file=/etc/quota-policies" || slices.Contains(c.Args, "--policy-file=/etc/quota-policies") {
+		t.Fatalf("args %q; want --fallback-policy-file last, no --policy-file", c.Args)
+	}
+	vol := p.Spec.Volumes[len(p.Spec.Volumes)-1]
+	if vol.ConfigMap == nil || vol.ConfigMap.Name != "quota-policies" || !*vol.ConfigMap.Optional ||
+		!slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return reflect.DeepEqual(m, corev1.VolumeMount{Name: vol.Name, MountPath: "/etc/quota-policies", ReadOnly: true})
+		}) {
+		t.Fatalf("policy volume %+v, mounts %+v", vol, c.VolumeMounts)
+	}
+}
+
 // The manager's sidecar defaults (resources and a failure policy) apply
 // to every injected pod; a pod's own annotations win over them.
 func TestInjectClusterDefaults(t *testing.T) {

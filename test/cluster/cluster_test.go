@@ -114,7 +114,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("metrics are read from the sidecar's health port from another pod", expectMetrics)
 	t.Run("the manager's metrics are for those allowed to read them", expectManagerMetrics)
 	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
-	t.Run("a pod is not Ready while Redis is unreachable at its start", expectNotReadyWithoutStore)
+	t.Run("a pod that starts while Redis is down is Ready and fails open or closed as each policy says", expectStartDuringOutage)
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
 	t.Run("helm install gives an operator that limits the traffic exactly", expectHelmInstall)
 }
@@ -251,9 +251,13 @@ func expectInFlightKept(t *testing.T) {
 	kubectl(t, "-n", appNS, "rollout", "status", "deployment/api", "--timeout="+rolloutTimeout)
 }
 
-// expectNotReadyWithoutStore starts a pod while Redis is down: its sidecar
-// has no config, so the pod stays out of the Service until Redis is back.
-func expectNotReadyWithoutStore(t *testing.T) {
+// expectStartDuringOutage starts a pod while Redis is down. Its sidecar
+// enforces the copy of the config the manager keeps in the namespace's
+// ConfigMap, so the pod is Ready within 15 s of its app's start; the
+// per-tenant policy (Open) passes, the metered quota (Closed) answers 503
+// with Retry-After. When Redis is back, the quota counts on from what was
+// used. (Before, the pod stayed unready until Redis came back.)
+func expectStartDuringOutage(t *testing.T) {
 	kubectl(t, "-n", operatorNS, "scale", "statefulset/"+redisSts, "--replicas=0")
 	kubectl(t, "-n", operatorNS, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name="+redisSts, "--timeout=60s")
 	before := apiPods(t)
@@ -268,14 +272,18 @@ func expectNotReadyWithoutStore(t *testing.T) {
 		}
 		return errors.New("none yet")
 	})
-	for range 8 {
-		if ready := podCondition(t, appNS, fresh, "Ready"); ready != "False" {
-			t.Fatalf("pod %s is Ready=%q while Redis is down", fresh, ready)
-		}
-		time.Sleep(time.Second)
+	kubectl(t, "-n", appNS, "wait", "--for=condition=Ready", "pod/"+fresh, "--timeout=15s")
+	base := "http://" + apiPods(t)[fresh] + ":8000/"
+	if got, err := clientRun(base, "outage-open", 1, false); err != nil || got[0].Status != 200 {
+		t.Fatalf("the Open policy through the new pod during the outage: %+v, %v", got, err)
+	}
+	got, err := clientRunHeader(base+"metered", "X-Api-Key=sk-kept", 1, false)
+	if err != nil || got[0].Status != 503 || got[0].Header["Retry-After"] == "" {
+		t.Fatalf("the Closed quota through the new pod during the outage: %+v, %v; want 503 with Retry-After", got, err)
 	}
 	kubectl(t, "-n", operatorNS, "scale", "statefulset/"+redisSts, "--replicas=1")
-	kubectl(t, "-n", appNS, "wait", "--for=condition=Ready", "pod/"+fresh, "--timeout=90s")
+	kubectl(t, "-n", operatorNS, "rollout", "status", "statefulset/"+redisSts, "--timeout="+rolloutTimeout)
+	meteredAnswer(t, "sk-kept", "990")
 	kubectl(t, "-n", appNS, "scale", "deployment/api", "--replicas=2")
 }
 
@@ -580,7 +588,7 @@ func expectLeaderFailover(t *testing.T) {
 // nothing: usage started again from 0.)
 func expectUsageKeptAcrossRedisRestarts(t *testing.T) {
 	applyYAML(t, fmt.Sprintf(meteredQuota, appNS))
-	meteredAnswer(t, "probe-0", "1000") // in force
+	meteredAnswer(t, "probe-0", "999") // in force
 	for i := range 7 {
 		if got := meteredGet(t, "sk-kept"); got.Status != 200 || got.Header["X-RateLimit-Remaining"] != strconv.Itoa(999-i) {
 			t.Fatalf("request %d of the quota: %+v", i+1, got)
@@ -628,6 +636,7 @@ spec:
   selector: {matchLabels: {app: demo-api}}
   subject: {source: Header, name: X-Api-Key}
   match: {pathPrefix: /metered}
+  failurePolicy: Closed
   limit: 1000
   period: Month
   timeZone: Europe/Berlin

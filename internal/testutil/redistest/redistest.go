@@ -111,6 +111,16 @@ func SkipIfMissing(tb testing.TB, err error) {
 	tb.Skipf("SKIPPING REDIS TESTS: %v", err)
 }
 
+// StartInDir starts a private redis-server with its files in dir, which
+// may hold data to load (a dump.rdb, an append-only directory), and extra
+// arguments. Close removes dir.
+func StartInDir(dir string, extra ...string) (*Server, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, ErrNoRedis
+	}
+	return startNewIn(dir, Server{extra: extra}, false)
+}
+
 // startNew starts a server like proto (its conf, extra arguments and TLS)
 // in a new data dir.
 func startNew(proto Server, cluster bool) (*Server, error) {

@@ -2,10 +2,12 @@ package sidecar_test
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +30,59 @@ import (
 // came back, so no new pod took traffic during an outage.)
 func TestFallbackConfigWhileStoreIsDown(t *testing.T) {
 	redistest.SkipIfMissing(t, startError)
+	t.Run("refused", func(t *testing.T) { expectFallback(t, localtest.FreeAddr(t), func() {}) })
+	// A store that takes connections and never answers (a hung Redis, or
+	// a network that drops packets): before, the first subscription waited
+	// out every dial and read timeout before the config was read at all.
+	t.Run("silent", func(t *testing.T) {
+		addr, stop := silentListener(t)
+		expectFallback(t, addr, stop)
+	})
+}
+
+// silentListener accepts connections and says nothing until stop, which
+// closes it and them: then its address is free to forward from.
+func silentListener(t *testing.T) (addr string, stop func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = ln.Close()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range conns {
+				_ = c.Close()
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), stop
+}
+
+// expectFallback runs a sidecar whose store, at storeAddr, cannot be read
+// at its start, then (after unblock frees the address) forwards storeAddr
+// to Redis.
+func expectFallback(t *testing.T, storeAddr string, unblock func()) {
 	ns := namespace(t)
 	policies := []*v1alpha1.RateLimitPolicy{pathPolicy(ns, "open", v1alpha1.FailOpen), pathPolicy(ns, "closed", v1alpha1.FailClosed)}
 	dir := t.TempDir()
@@ -36,7 +91,6 @@ func TestFallbackConfigWhileStoreIsDown(t *testing.T) {
 		sidecartest.Publish(t, redisStore(t), p) // what the manager wrote to Redis
 	}
 
-	storeAddr := localtest.FreeAddr(t) // nothing listens there yet
 	started := time.Now()
 	proxy, health := startWithHealth(t, "redis://"+storeAddr+"/0", sidecar.Options{Namespace: ns, FallbackPolicyFile: dir})
 	localtest.WaitOK(t, 15*time.Second, health+"/readyz")
@@ -48,6 +102,7 @@ func TestFallbackConfigWhileStoreIsDown(t *testing.T) {
 		t.Fatalf("a Closed policy while Redis is unreachable: %s %v; want 503 with Retry-After", got.Status, got.Header)
 	}
 
+	unblock()
 	forward(t, storeAddr, redisS.Addr)
 	var first answer
 	localtest.WaitFor(t, 30*time.Second, "a decision from Redis", func() error {

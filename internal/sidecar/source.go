@@ -70,6 +70,12 @@ func (s *Source) Ready() bool { return s.current.Load() != nil }
 func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Duration) {
 	var changes <-chan int64
 	for {
+		if !s.Ready() {
+			// A config (or the Fallback) first: subscribing to a store
+			// that does not answer can take its dial timeouts and retries,
+			// 15 s and more, and the pod is not Ready meanwhile.
+			s.loadStore(ctx, r)
+		}
 		if changes == nil {
 			if ch, err := r.WatchConfigs(ctx, s.Namespace); err == nil {
 				changes = ch
@@ -98,8 +104,14 @@ func (s *Source) nextLoad(resync time.Duration) time.Duration {
 	return min(resync, time.Second)
 }
 
+// configReadTimeout bounds one read of the config: a store that does not
+// answer is given up on soon enough for the Fallback to make the pod Ready.
+const configReadTimeout = 3 * time.Second
+
 func (s *Source) loadStore(ctx context.Context, r ConfigReader) {
-	rev, raw, err := r.Configs(ctx, s.Namespace)
+	rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
+	defer cancel()
+	rev, raw, err := r.Configs(rctx, s.Namespace)
 	if err != nil {
 		s.Log.V(1).Info("Config not read; keeping the current one", "error", err.Error())
 		s.loadFallback(err)

@@ -588,19 +588,19 @@ func expectLeaderFailover(t *testing.T) {
 // nothing: usage started again from 0.)
 func expectUsageKeptAcrossRedisRestarts(t *testing.T) {
 	applyYAML(t, fmt.Sprintf(meteredQuota, appNS))
-	meteredAnswer(t, "probe-0", "999") // in force
+	meteredAnswer(t, "probe-0", "999") // in force; 1 used by the probe
 	for i := range 7 {
 		if got := meteredGet(t, "sk-kept"); got.Status != 200 || got.Header["X-RateLimit-Remaining"] != strconv.Itoa(999-i) {
 			t.Fatalf("request %d of the quota: %+v", i+1, got)
 		}
 	}
-	expectUsed(t, 7)
+	expectUsed(t, 8) // kubectl shows what every subject used
 
 	old := redisPod(t)
 	kubectl(t, "-n", operatorNS, "delete", "pod", old)
 	pod := newRedisPodReady(t, old)
 	expectConfigInRedis(t, pod)
-	expectUsed(t, 7)
+	expectUsed(t, 8)
 	if got := meteredAnswer(t, "sk-kept", "992"); got.Status != 200 {
 		t.Fatalf("the first request after the pod was deleted: %+v", got)
 	}
@@ -619,7 +619,7 @@ func expectUsageKeptAcrossRedisRestarts(t *testing.T) {
 		}
 		return nil
 	})
-	expectUsed(t, 8)
+	expectUsed(t, 9)
 	if got := meteredAnswer(t, "sk-kept", "991"); got.Status != 200 {
 		t.Fatalf("the first request after redis-server was killed: %+v", got)
 	}
@@ -671,7 +671,8 @@ func meteredAnswer(t *testing.T, key, remaining string) answer {
 	return got
 }
 
-// expectUsed waits until kubectl get uq shows the quota's usage as used.
+// expectUsed waits until kubectl get uq shows used, the units every
+// subject of the quota used, read from the store.
 func expectUsed(t *testing.T, used int) {
 	t.Helper()
 	localtest.WaitFor(t, 60*time.Second, fmt.Sprintf("kubectl get uq showing %d used", used), func() error {

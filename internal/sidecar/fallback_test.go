@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
@@ -133,15 +132,8 @@ func pathPolicy(ns, name string, fp v1alpha1.FailurePolicy) *v1alpha1.RateLimitP
 // holds it: Kind.name.json.
 func writeCompiled(t *testing.T, dir string, p *v1alpha1.RateLimitPolicy) {
 	t.Helper()
-	doc, err := config.CompileRateLimitPolicy(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := doc.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, strings.Replace(doc.ID(), "/", ".", 1)+".json"), raw, 0o600); err != nil {
+	id, raw := sidecartest.Compiled(t, p)
+	if err := os.WriteFile(filepath.Join(dir, strings.Replace(id, "/", ".", 1)+".json"), raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -47,6 +47,15 @@ func Run(t testing.TB, o sidecar.Options, s store.Store) (proxy, admin string, s
 // Publish compiles p and writes it to s as the operator would.
 func Publish(t testing.TB, s storetest.ConfigWriter, p *v1alpha1.RateLimitPolicy) {
 	t.Helper()
+	id, raw := Compiled(t, p)
+	if _, err := storetest.PutConfig(context.Background(), s, p.Namespace, id, raw); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Compiled is p's id and document as the operator compiles it.
+func Compiled(t testing.TB, p *v1alpha1.RateLimitPolicy) (string, []byte) {
+	t.Helper()
 	doc, err := config.CompileRateLimitPolicy(p)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +64,5 @@ func Publish(t testing.TB, s storetest.ConfigWriter, p *v1alpha1.RateLimitPolicy
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := storetest.PutConfig(context.Background(), s, p.Namespace, doc.ID(), raw); err != nil {
-		t.Fatal(err)
-	}
+	return doc.ID(), raw
 }

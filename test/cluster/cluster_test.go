@@ -597,8 +597,9 @@ func expectUsageKeptAcrossRedisRestarts(t *testing.T) {
 	expectUsed(t, 8) // kubectl shows what every subject used
 
 	old := redisPod(t)
+	oldUID := kubectl(t, "-n", operatorNS, "get", "pod", old, "-o", "jsonpath={.metadata.uid}")
 	kubectl(t, "-n", operatorNS, "delete", "pod", old)
-	pod := newRedisPodReady(t, old)
+	pod := newRedisPodReady(t, oldUID)
 	expectConfigInRedis(t, pod)
 	expectUsed(t, 8)
 	if got := meteredAnswer(t, "sk-kept", "992"); got.Status != 200 {
@@ -692,11 +693,10 @@ func redisPod(t *testing.T) string {
 	return kubectl(t, "-n", operatorNS, "get", "pods", "-l", "app.kubernetes.io/name="+redisSts, "-o", "jsonpath={.items[0].metadata.name}")
 }
 
-// newRedisPodReady waits for a Redis pod other than old (the StatefulSet
-// gives it old's name again, so old is its UID) to be Ready.
-func newRedisPodReady(t *testing.T, old string) string {
+// newRedisPodReady waits for a Redis pod other than the one of oldUID
+// (the StatefulSet gives the new one the old one's name) to be Ready.
+func newRedisPodReady(t *testing.T, oldUID string) string {
 	t.Helper()
-	oldUID := kubectl(t, "-n", operatorNS, "get", "pod", old, "--ignore-not-found", "-o", "jsonpath={.metadata.uid}")
 	var pod string
 	localtest.WaitFor(t, 120*time.Second, "a new Redis pod Ready", func() error {
 		out, err := run("-n", operatorNS, "get", "pods", "-l", "app.kubernetes.io/name="+redisSts,

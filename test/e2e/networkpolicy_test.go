@@ -63,7 +63,7 @@ func TestNetworkPoliciesAdmitOnlyTheOperatorsClients(t *testing.T) {
 }
 
 // builtPolicies are the NetworkPolicies kustomize builds from dir, by
-// name, and the labels of its Deployments' pods.
+// name, and the labels of its Deployments' and StatefulSets' pods.
 func builtPolicies(t *testing.T, dir string) (map[string]networkingv1.NetworkPolicy, map[string]labels.Set) {
 	t.Helper()
 	built, err := env.Kubectl("kustomize", dir)
@@ -83,7 +83,8 @@ func builtPolicies(t *testing.T, dir string) (map[string]networkingv1.NetworkPol
 				t.Fatal(err)
 			}
 			policies[p.Name] = p
-		case "Deployment":
+		case "Deployment", "StatefulSet":
+			// Both keep their pod template at spec.template.
 			var d appsv1.Deployment
 			if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
 				t.Fatal(err)

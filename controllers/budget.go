@@ -46,6 +46,10 @@ type budgetItem struct {
 	entries int
 	// accepted is the object's Accepted condition, if any.
 	accepted *metav1.Condition
+	// programmed: its status says its config is in the store.
+	programmed bool
+	// compile compiles the object as its reconcile does.
+	compile func() (*config.Policy, error)
 }
 
 // withinBudget is compileErr, or, for a valid spec, the *budgetError of
@@ -129,12 +133,16 @@ func namespaceItems(ctx context.Context, c client.Reader, namespace string) ([]b
 			n += len(l.Rates)
 		}
 		items = append(items, budgetItem{obj: p, kind: config.KindRateLimitPolicy, entries: n,
-			accepted: apimeta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted)})
+			accepted:   apimeta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted),
+			programmed: apimeta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionProgrammed),
+			compile:    func() (*config.Policy, error) { return config.CompileRateLimitPolicy(p) }})
 	}
 	for i := range quotas.Items {
 		q := &quotas.Items[i]
 		items = append(items, budgetItem{obj: q, kind: config.KindUsageQuota, entries: 1,
-			accepted: apimeta.FindStatusCondition(q.Status.Conditions, v1alpha1.ConditionAccepted)})
+			accepted:   apimeta.FindStatusCondition(q.Status.Conditions, v1alpha1.ConditionAccepted),
+			programmed: apimeta.IsStatusConditionTrue(q.Status.Conditions, v1alpha1.ConditionProgrammed),
+			compile:    func() (*config.Policy, error) { return config.CompileUsageQuota(q) }})
 	}
 	// Objects being deleted do not count: their config is on its way out.
 	items = slices.DeleteFunc(items, func(it budgetItem) bool { return !it.obj.GetDeletionTimestamp().IsZero() })

@@ -35,13 +35,20 @@ type ConfigMapWriter struct {
 // PutConfig stores doc under id and returns the ConfigMap's revision; an
 // unchanged document changes nothing.
 func (w *ConfigMapWriter) PutConfig(ctx context.Context, namespace, id string, doc []byte) (int64, error) {
+	return w.putDocs(ctx, namespace, map[string][]byte{id: doc})
+}
+
+// putDocs stores each of docs under its id, in one change; unchanged
+// documents change nothing.
+func (w *ConfigMapWriter) putDocs(ctx context.Context, namespace string, docs map[string][]byte) (int64, error) {
 	return w.change(ctx, namespace, func(data map[string]string) bool {
-		key := configMapKey(id)
-		if data[key] == string(doc) {
-			return false
+		changed := false
+		for id, doc := range docs {
+			if key := configMapKey(id); data[key] != string(doc) {
+				data[key], changed = string(doc), true
+			}
 		}
-		data[key] = string(doc)
-		return true
+		return changed
 	})
 }
 
@@ -131,15 +138,7 @@ func (w copyingWriter) CreateConfigs(ctx context.Context, namespace string, docs
 	if err != nil {
 		return rev, err
 	}
-	_, err = w.copy.change(ctx, namespace, func(data map[string]string) bool {
-		changed := false
-		for id, doc := range docs {
-			if key := configMapKey(id); data[key] != string(doc) {
-				data[key], changed = string(doc), true
-			}
-		}
-		return changed
-	})
+	_, err = w.copy.putDocs(ctx, namespace, docs)
 	return rev, copyError(err)
 }
 
@@ -152,7 +151,7 @@ func (w copyingWriter) DeleteConfig(ctx context.Context, namespace, id string) (
 	return rev, copyError(err)
 }
 
-// RecordLoss and LostAt reach the store through the copy.
+// RecordLoss and LostAt are the store's: the copy keeps no losses.
 func (w copyingWriter) RecordLoss(ctx context.Context, namespace string, at time.Time, keep time.Duration) error {
 	if r, ok := w.store.(LossRecorder); ok {
 		return r.RecordLoss(ctx, namespace, at, keep)

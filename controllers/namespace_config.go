@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/store"
 )
 
@@ -80,15 +79,8 @@ func (p publisher) put(ctx context.Context, namespace, id string, doc []byte) (i
 func publishable(items []budgetItem) (map[string][]byte, error) {
 	docs := map[string][]byte{}
 	for _, it := range withinBudgetItems(items) {
-		var compiled *config.Policy
-		var err error
-		switch o := it.obj.(type) {
-		case *v1alpha1.RateLimitPolicy:
-			compiled, err = config.CompileRateLimitPolicy(o)
-		case *v1alpha1.UsageQuota:
-			compiled, err = config.CompileUsageQuota(o)
-		}
-		if err != nil || compiled == nil {
+		compiled, err := it.compile()
+		if err != nil {
 			continue // invalid: its reconcile reports it and publishes nothing
 		}
 		raw, err := compiled.Encode()
@@ -103,19 +95,7 @@ func publishable(items []budgetItem) (map[string][]byte, error) {
 // heldBefore reports whether the store held any of items' config: one
 // says it was programmed there.
 func heldBefore(items []budgetItem) bool {
-	for _, it := range items {
-		var st *v1alpha1.PolicyStatus
-		switch o := it.obj.(type) {
-		case *v1alpha1.RateLimitPolicy:
-			st = &o.Status.PolicyStatus
-		case *v1alpha1.UsageQuota:
-			st = &o.Status.PolicyStatus
-		}
-		if st != nil && apimeta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionProgrammed) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(items, func(it budgetItem) bool { return it.programmed })
 }
 
 // reportLoss says that the store lost namespace's counters: a metric, an

@@ -68,8 +68,7 @@ func statsOf(rounds []abRound, metric func(sample) float64) ratioStats {
 		ratios = append(ratios, metric(r.this)/metric(r.base))
 		this, base = append(this, metric(r.this)), append(base, metric(r.base))
 	}
-	slices.Sort(ratios)
-	return ratioStats{median: median(ratios), lo: ratios[0], hi: ratios[len(ratios)-1], this: median(this), base: median(base)}
+	return ratioStats{median: median(ratios), lo: slices.Min(ratios), hi: slices.Max(ratios), this: median(this), base: median(base)}
 }
 
 func median(xs []float64) float64 {

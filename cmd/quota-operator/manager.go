@@ -47,6 +47,7 @@ type managerConfig struct {
 	webhookPort                  int
 	storeSecretName              string
 	storePasswordSecret          string
+	storeSentinelPasswordSecret  string
 	subjectKeySecret             string
 	sidecarCPU, sidecarMemory    string
 	sidecarFailurePolicy         string
@@ -85,6 +86,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.sidecarMemory, "sidecar-memory", "64Mi", "memory request and limit of injected sidecars (a pod's quotaops.dev/sidecar-memory wins)")
 	fs.StringVar(&c.sidecarFailurePolicy, "sidecar-failure-policy", "", "Open or Closed: overrides every policy's failurePolicy in injected sidecars (a pod's quotaops.dev/failure-policy wins); empty: each policy's own")
 	fs.StringVar(&c.storePasswordSecret, "store-password-secret", "", "Secret in --namespace whose \"password\" key holds the store password; the manager creates it with a random password when it does not exist (config/default: Redis's own password, never in Git)")
+	fs.StringVar(&c.storeSentinelPasswordSecret, "store-sentinel-password-secret", "", "with redis+sentinel://, a Secret in --namespace whose \"password\" key the manager logs in to the Sentinels with (created at random when missing, as --store-password-secret's; overlays/redis-ha: the same Secret, whose password the Sentinels and Redis share); empty: the URL's sentinel_password_file, or none")
 	fs.StringVar(&c.subjectKeySecret, "subject-key-secret", "quota-operator-subject-key", "with Redis, the Secret in --namespace whose \"subject-key\" keys every subject hash (created at random when missing, and copied to sidecars and the gateway with their store users). Never change it: counters are keyed by these hashes")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount: with the memory store their policies (they cannot reach the manager's memory); with Redis the config they enforce when Redis cannot be read at their start; empty: none")
@@ -113,8 +115,8 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	if err := c.checkSidecarDefaults(); err != nil {
 		return nil, err
 	}
-	if c.storePasswordSecret != "" && c.namespace == "" {
-		return nil, errors.New("--store-password-secret needs --namespace (or POD_NAMESPACE)")
+	if (c.storePasswordSecret != "" || c.storeSentinelPasswordSecret != "") && c.namespace == "" {
+		return nil, errors.New("--store-password-secret and --store-sentinel-password-secret need --namespace (or POD_NAMESPACE)")
 	}
 	if len(c.gatewayNamespaces) > 0 && (c.namespace == "" || c.gatewaySecret == "" || c.gatewaySecret == c.storeSecretName) {
 		return nil, errors.New("--gateway-namespaces needs --namespace (or POD_NAMESPACE) and a --gateway-secret other than --store-secret-name")
@@ -168,6 +170,13 @@ func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, geten
 			return err
 		}
 		getenv = withEnv(getenv, passwordEnv, password)
+	}
+	if c.storeSentinelPasswordSecret != "" {
+		password, err := generatedSecret(ctx, c, "--store-sentinel-password-secret", c.storeSentinelPasswordSecret, "password")
+		if err != nil {
+			return err
+		}
+		getenv = withEnv(getenv, sentinelPasswordEnv, password)
 	}
 	s, loc, err := openStore(c.store, getenv)
 	if err != nil {

@@ -378,3 +378,39 @@ func expectOK(t *testing.T, url string) {
 		t.Fatalf("%s: %s", url, resp.Status)
 	}
 }
+
+// --store-sentinel-password-secret's password (QUOTA_STORE_SENTINEL_PASSWORD)
+// logs the manager in to Sentinels that ask for one, as the URL's
+// sentinel_password_file would; it is refused for any other store.
+func TestSentinelPasswordFromTheEnvironment(t *testing.T) {
+	sn, err := redistest.StartSentinel("main", "requirepass sentinel-pa55")
+	if err != nil {
+		redistest.SkipIfMissing(t, err)
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sn.Close() })
+	url := "redis+sentinel://" + sn.Sentinel.Addr + "/main?dial_timeout=1s&max_retries=0"
+	for _, c := range []struct {
+		name, password, want string
+	}{
+		{"with the password, the master is found", "sentinel-pa55", ""},
+		{"without it, the Sentinel refuses", "", "NOAUTH"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			getenv := withEnv(func(string) string { return "" }, sentinelPasswordEnv, c.password)
+			s, _, err := openStore(storeFlags{url: url}, getenv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = s.Close() }()
+			_, err = s.Has(context.Background(), "qo:test:sentinel-password")
+			if (c.want == "" && err != nil) || (c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want))) {
+				t.Fatalf("a read through the Sentinel: %v, want %q", err, c.want)
+			}
+		})
+	}
+	getenv := withEnv(func(string) string { return "" }, sentinelPasswordEnv, "sentinel-pa55")
+	if _, _, err := openStore(storeFlags{url: sn.Master.URL}, getenv); err == nil || !strings.Contains(err.Error(), "not redis+sentinel://") {
+		t.Fatalf("a Sentinel password for redis://: %v, want refused", err)
+	}
+}

@@ -23,6 +23,11 @@ import (
 // from a Secret, or this variable from a secretKeyRef, does not.
 const passwordEnv = "QUOTA_STORE_PASSWORD"
 
+// sentinelPasswordEnv holds the Sentinels' own password when the URL
+// names no sentinel_password_file (the manager sets it from
+// --store-sentinel-password-secret).
+const sentinelPasswordEnv = "QUOTA_STORE_SENTINEL_PASSWORD"
+
 // storeFlags are --store and the files that hold its credentials, which
 // the manager and the sidecar share.
 type storeFlags struct {
@@ -53,6 +58,14 @@ func openStore(f storeFlags, getenv func(string) string, memoryOpts ...store.Mem
 			return nil, nil, err
 		}
 		subject.UseKey([]byte(key))
+	}
+	if p := getenv(sentinelPasswordEnv); p != "" {
+		if loc.Kind != "sentinel" {
+			return nil, nil, errors.New("a Sentinel password was given for a store that is not redis+sentinel://")
+		}
+		if loc.Files.SentinelPassword == "" {
+			loc.Redis.SentinelPassword = p
+		}
 	}
 	given := f.usernameFile != "" || f.passwordFile != "" || getenv(passwordEnv) != ""
 	if given && loc.Kind == "memory" {

@@ -144,3 +144,10 @@ func (sn *Sentinel) Close() error {
 	_ = sn.Replica.Close()
 	return sn.Master.Close()
 }
+
+// StartSentinelConf starts a Sentinel (redis-server --sentinel) on a free
+// port with the config file conf, which it rewrites as Sentinels do. Stop
+// and Start keep the file and the port; Close removes conf's directory.
+func StartSentinelConf(conf string) (*Server, error) {
+	return startNewIn(filepath.Dir(conf), Server{conf: conf, extra: []string{"--sentinel"}}, false)
+}

@@ -86,9 +86,9 @@ manifests: controller-gen ## Generate CRDs, RBAC and webhook manifests, and the 
 .PHONY: chart
 chart: kustomize ## Generate charts/quota-operator's crds/ and templates from config/ (hack/chartgen).
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	for part in base redis prometheus grafana gateway; do $(KUSTOMIZE) build config/$$part > "$$tmp/$$part.yaml" || exit 1; done; \
+	for part in base redis redis-ha prometheus grafana gateway; do $(KUSTOMIZE) build config/$$part > "$$tmp/$$part.yaml" || exit 1; done; \
 	$(KUSTOMIZE) build config/overlays/cert-manager > "$$tmp/cert-manager.yaml" || exit 1; \
-	go run ./hack/chartgen --base "$$tmp/base.yaml" --redis "$$tmp/redis.yaml" --prometheus "$$tmp/prometheus.yaml" \
+	go run ./hack/chartgen --base "$$tmp/base.yaml" --redis "$$tmp/redis.yaml" --redis-ha "$$tmp/redis-ha.yaml" --prometheus "$$tmp/prometheus.yaml" \
 		--grafana "$$tmp/grafana.yaml" --gateway "$$tmp/gateway.yaml" --cert-manager "$$tmp/cert-manager.yaml" --out charts/quota-operator
 
 .PHONY: verify

@@ -5,7 +5,7 @@
 // (part of `make manifests`) runs it; Chart.yaml, values.yaml and
 // _helpers.tpl are written by hand.
 //
-//	chartgen --base base.yaml --redis redis.yaml --prometheus prometheus.yaml --grafana grafana.yaml --gateway gateway.yaml --out charts/quota-operator
+//	chartgen --base base.yaml --redis redis.yaml --redis-ha redis-ha.yaml --prometheus prometheus.yaml --grafana grafana.yaml --gateway gateway.yaml --out charts/quota-operator
 package main
 
 import (
@@ -28,17 +28,18 @@ const operatorNamespace = "quota-operator-system"
 // managerEnv are the manager's environment variables that values set, and
 // the template expressions that set them.
 var managerEnv = map[string]string{
-	"SIDECAR_IMAGE":          `{{ include "quota-operator.image" . | quote }}`,
-	"STORE_URL":              `{{ include "quota-operator.storeURL" . | quote }}`,
-	"STORE_PASSWORD_SECRET":  `{{ include "quota-operator.storePasswordSecret" . | quote }}`,
-	"SIDECAR_CPU":            `{{ .Values.sidecar.resources.cpu | quote }}`,
-	"SIDECAR_MEMORY":         `{{ .Values.sidecar.resources.memory | quote }}`,
-	"SIDECAR_FAILURE_POLICY": `{{ .Values.sidecar.failurePolicy | quote }}`,
-	"GATEWAY_NAMESPACES":     `{{ if .Values.gateway.enabled }}{{ .Values.gateway.namespaces | quote }}{{ else }}""{{ end }}`,
+	"SIDECAR_IMAGE":                  `{{ include "quota-operator.image" . | quote }}`,
+	"STORE_URL":                      `{{ include "quota-operator.storeURL" . | quote }}`,
+	"STORE_PASSWORD_SECRET":          `{{ include "quota-operator.storePasswordSecret" . | quote }}`,
+	"STORE_SENTINEL_PASSWORD_SECRET": `{{ include "quota-operator.storeSentinelPasswordSecret" . | quote }}`,
+	"SIDECAR_CPU":                    `{{ .Values.sidecar.resources.cpu | quote }}`,
+	"SIDECAR_MEMORY":                 `{{ .Values.sidecar.resources.memory | quote }}`,
+	"SIDECAR_FAILURE_POLICY":         `{{ .Values.sidecar.failurePolicy | quote }}`,
+	"GATEWAY_NAMESPACES":             `{{ if .Values.gateway.enabled }}{{ .Values.gateway.namespaces | quote }}{{ else }}""{{ end }}`,
 }
 
 func main() {
-	in := map[string]*string{"base": new(string), "redis": new(string), "prometheus": new(string), "grafana": new(string),
+	in := map[string]*string{"base": new(string), "redis": new(string), "redis-ha": new(string), "prometheus": new(string), "grafana": new(string),
 		"gateway": new(string), "cert-manager": new(string)}
 	for name, p := range in {
 		flag.StringVar(p, name, "", "kustomize output of config/"+name)
@@ -55,7 +56,8 @@ func main() {
 // shown when its condition (empty: always) holds.
 var parts = []struct{ input, file, condition string }{
 	{"base", "operator.yaml", ""},
-	{"redis", "redis.yaml", ".Values.redis.enabled"},
+	{"redis", "redis.yaml", "and .Values.redis.enabled (not .Values.redis.ha.enabled)"},
+	{"redis-ha", "redis-ha.yaml", "and .Values.redis.enabled .Values.redis.ha.enabled"},
 	{"prometheus", "prometheus.yaml", ".Values.metrics.prometheus.enabled"},
 	{"grafana", "grafana.yaml", ".Values.metrics.grafanaDashboard.enabled"},
 	{"gateway", "gateway.yaml", ".Values.gateway.enabled"},
@@ -84,7 +86,13 @@ func run(in map[string]*string, out string) error {
 		for _, o := range objects {
 			seen[key(o)] = true
 		}
-		if err := writePart(out, p.file, p.condition, objects, alt); err != nil {
+		// The cert-manager install holds config/default's Redis, not the
+		// HA one: only its own objects have another form there.
+		a := alt
+		if p.input == "redis-ha" {
+			a = nil
+		}
+		if err := writePart(out, p.file, p.condition, objects, a); err != nil {
 			return err
 		}
 	}
@@ -165,8 +173,12 @@ func writePart(out, file, condition string, objects []map[string]any, alt map[st
 				strings.TrimRight(templated(kind, name, string(otherRaw)), "\n"), strings.TrimRight(templated(kind, name, string(raw)), "\n"))
 			continue
 		}
+		text := templated(kind, name, string(raw))
+		if strings.Contains(text, "image: controller:") || strings.Contains(text, "image: redis:") {
+			return fmt.Errorf("%s %s: an image that no value sets (chartgen's withImages knows config/'s tags)", kind, name)
+		}
 		b.WriteString("---\n")
-		b.WriteString(templated(kind, name, string(raw)))
+		b.WriteString(text)
 	}
 	if condition != "" {
 		b.WriteString("{{- end }}\n")
@@ -192,6 +204,8 @@ func withValues(kind, name, text string) string {
 		return managerTemplate(text)
 	case kind == "StatefulSet" && name == "quota-operator-redis":
 		return redisTemplate(text)
+	case kind == "StatefulSet" && name == "quota-operator-redis-sentinel":
+		return withStorageClass(withImages(text))
 	case kind == "Deployment" && name == "quota-operator-ratelimit":
 		return gatewayTemplate(text)
 	case kind == "ConfigMap" && name == "quota-operator-gateway":
@@ -200,11 +214,24 @@ func withValues(kind, name, text string) string {
 	return text
 }
 
-// redisTemplate sets the bundled Redis's image and its volume's size and
+// redisTemplate sets the bundled Redis's images and its volume's size and
 // StorageClass (none: the cluster's default).
 func redisTemplate(text string) string {
-	text = replaceLine(text, "image: ", `image: {{ .Values.redis.image | quote }}`)
+	text = withImages(text)
 	text = replaceLine(text, "storage: ", `storage: {{ .Values.redis.persistence.size | quote }}`)
+	return withStorageClass(text)
+}
+
+// withImages sets Redis's image, and the operator's where an init
+// container runs it (overlays/redis-ha).
+func withImages(text string) string {
+	text = strings.ReplaceAll(text, "image: redis:7.4-alpine", `image: {{ .Values.redis.image | quote }}`)
+	return strings.ReplaceAll(text, "image: controller:latest", `image: {{ include "quota-operator.image" . | quote }}`)
+}
+
+// withStorageClass adds the volume claim's StorageClass from values (none:
+// the cluster's default).
+func withStorageClass(text string) string {
 	lines := strings.Split(text, "\n")
 	for i, line := range lines {
 		if trimmed := strings.TrimLeft(line, " "); trimmed == "accessModes:" {
@@ -222,7 +249,7 @@ func redisTemplate(text string) string {
 func gatewayTemplate(text string) string {
 	text = replaceLine(text, "image: ", `image: {{ include "quota-operator.image" . | quote }}`)
 	text = replaceLine(text, "replicas: ", "replicas: {{ .Values.gateway.replicaCount }}")
-	return replaceLine(text, "value: redis://", `value: {{ include "quota-operator.storeURL" . | quote }}`)
+	return replaceLine(text, "value: redis://", `value: {{ include "quota-operator.gatewayStoreURL" . | quote }}`)
 }
 
 // managerTemplate sets the manager's image, replicas, resources and the

@@ -116,6 +116,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
 	t.Run("a pod that starts while Redis is down is Ready and fails open or closed as each policy says", expectStartDuringOutage)
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
+	t.Run("overlays/redis-ha fails over when the primary's pod is deleted under load", expectRedisHAFailover)
 	t.Run("helm install gives an operator that limits the traffic exactly", expectHelmInstall)
 }
 
@@ -490,6 +491,7 @@ type answer struct {
 	Header map[string]string `json:"header"`
 	Body   string            `json:"body"`
 	Error  string            `json:"error"`
+	Millis int64             `json:"ms"`
 }
 
 // clientGet sends n requests as tenant from the client pod through the
@@ -519,10 +521,12 @@ func clientRun(url, tenant string, n int, body bool) ([]answer, error) {
 	return clientRunHeader(url, header, n, body)
 }
 
-// clientRunHeader is clientRun with any one header, K=V.
-func clientRunHeader(url, header string, n int, body bool) ([]answer, error) {
+// clientRunHeader is clientRun with any one header, K=V, and more of
+// testapp get's flags.
+func clientRunHeader(url, header string, n int, body bool, flags ...string) ([]answer, error) {
 	args := []string{"-n", clientNS, "exec", "client", "--", "/testapp", "get", "--url=" + url, "--n=" + strconv.Itoa(n),
 		"--body=" + strconv.FormatBool(body)}
+	args = append(args, flags...)
 	if header != "" {
 		args = append(args, "--header="+header)
 	}
@@ -800,13 +804,20 @@ func expectTenantUser(t *testing.T) {
 
 func redisCLI(t *testing.T, pod string, args ...string) (string, error) {
 	t.Helper()
+	return run(append([]string{"-n", operatorNS, "exec", pod, "-c", "redis", "--", "/usr/local/bin/redis-cli",
+		"--no-auth-warning", "--user", "default", "--pass", redisPassword(t)}, args...)...)
+}
+
+// redisPassword is the admin password of the bundled Redis (and of its
+// Sentinels), from the Secret the manager generated.
+func redisPassword(t *testing.T) string {
+	t.Helper()
 	enc := kubectl(t, "-n", operatorNS, "get", "secret", "quota-operator-redis", "-o", "jsonpath={.data.password}")
 	password, err := base64.StdEncoding.DecodeString(enc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return run(append([]string{"-n", operatorNS, "exec", pod, "--", "/usr/local/bin/redis-cli",
-		"--no-auth-warning", "--user", "default", "--pass", string(password)}, args...)...)
+	return string(password)
 }
 
 // expectPluginCheck: the usage API is available through the API server's

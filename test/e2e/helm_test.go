@@ -96,7 +96,8 @@ func sortEnv(obj map[string]any) {
 
 // The chart passes `helm lint`, and with its default values it installs
 // exactly the objects of config/default (but the Namespace, which is the
-// release's): the chart is generated from config/ by `make chart`.
+// release's), and with redis.ha.enabled those of config/overlays/redis-ha:
+// the chart is generated from config/ by `make chart`.
 func TestHelmChartIsConfigDefault(t *testing.T) {
 	lint := action.NewLint()
 	lint.Strict = true
@@ -109,21 +110,33 @@ func TestHelmChartIsConfigDefault(t *testing.T) {
 	if len(res.Errors) > 0 {
 		t.Fatalf("helm lint: %v", res.Errors)
 	}
-	chart := objectsByKey(t, renderChart(t, nil))
-	built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", "default"))
+	for _, c := range []struct {
+		config string
+		vals   map[string]any
+	}{
+		{"default", nil},
+		{"overlays/redis-ha", map[string]any{"redis": map[string]any{"ha": map[string]any{"enabled": true}}}},
+	} {
+		t.Run(c.config, func(t *testing.T) { expectChartIs(t, c.vals, c.config) })
+	}
+}
+
+func expectChartIs(t *testing.T, vals map[string]any, config string) {
+	chart := objectsByKey(t, renderChart(t, vals))
+	built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", config))
 	if err != nil {
 		t.Fatalf("kustomize: %v\n%s", err, built)
 	}
 	want := objectsByKey(t, built)
 	delete(want, "Namespace//quota-operator-system")
 	if len(chart) != len(want) {
-		t.Errorf("the chart renders %d objects, config/default %d", len(chart), len(want))
+		t.Errorf("the chart renders %d objects, config/%s %d", len(chart), config, len(want))
 	}
 	for key, obj := range want {
 		if !reflect.DeepEqual(chart[key], obj) {
 			got, _ := json.MarshalIndent(chart[key], "", " ")
 			w, _ := json.MarshalIndent(obj, "", " ")
-			t.Errorf("%s differs:\nchart: %s\nconfig/default: %s", key, got, w)
+			t.Errorf("%s differs:\nchart: %s\nconfig/%s: %s", key, got, config, w)
 		}
 	}
 }
@@ -155,6 +168,12 @@ func TestHelmChartValues(t *testing.T) {
 			"kind: PrometheusRule", "kind: PodMonitor", "grafana_dashboard"}},
 		{"cert-manager", map[string]any{"certManager": map[string]any{"enabled": true}}, []string{"kind: Certificate", "kind: Issuer",
 			"cert-manager.io/inject-ca-from: quota-operator-system/quota-operator-serving-cert", "secretName: quota-operator-webhook-server-cert"}},
+		{"redis-ha-gateway", map[string]any{"redis": map[string]any{"ha": map[string]any{"enabled": true}},
+			"gateway": map[string]any{"enabled": true, "namespaces": "team-a"}}, []string{
+			"replicas: 3", "name: quota-operator-redis-sentinel\n", "- --min-replicas-to-write",
+			`value: "redis+sentinel://quota-operator-redis-sentinel-0.quota-operator-redis-sentinel.quota-operator-system.svc:26379,quota-operator-redis-sentinel-1.quota-operator-redis-sentinel.quota-operator-system.svc:26379,quota-operator-redis-sentinel-2.quota-operator-redis-sentinel.quota-operator-system.svc:26379/quota/0"`,
+			"/quota/0?sentinel_username=quota-sentinel&sentinel_password_file=/etc/quota-store/sentinel-password\"",
+			"name: STORE_SENTINEL_PASSWORD_SECRET\n          value: \"quota-operator-redis\""}},
 		{"gateway", map[string]any{"gateway": map[string]any{"enabled": true, "namespaces": "team-a,team-b", "replicaCount": 4}}, []string{
 			"name: quota-operator-ratelimit\n  namespace: quota-operator-system\nspec:\n  replicas: 4", `namespaces: "team-a,team-b"`, "--gateway-namespaces=$(GATEWAY_NAMESPACES)", "name: GATEWAY_NAMESPACES\n          value: \"team-a,team-b\"",
 			"- ratelimit\n", "appProtocol: kubernetes.io/h2c"}},

@@ -43,7 +43,7 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 	installCertManagerCRDs(t)
 	installMonitoringCRDs(t)
 	for _, dir := range []string{"default", "base", "redis", "webhook", "overlays/redis-less", "overlays/cert-manager", "prometheus",
-		"gateway", "overlays/gateway"} {
+		"gateway", "overlays/gateway", "redis-ha", "overlays/redis-ha"} {
 		t.Run(dir, func(t *testing.T) {
 			built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 			if err != nil {
@@ -136,7 +136,9 @@ func installModuleFiles(t *testing.T, module string, files, crds []string) {
 // sidecar's image (SIDECAR_IMAGE) follows the manager's.
 func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
 	const img = "registry.example.com/team/quota-operator:v9.9.9"
-	for _, dir := range []string{"default", "base", "overlays/redis-less", "overlays/cert-manager"} {
+	// overlays/redis-ha runs the image in two init containers too: the
+	// Redis pods' and the Sentinels'.
+	for dir, uses := range map[string]int{"default": 1, "base": 1, "overlays/redis-less": 1, "overlays/cert-manager": 1, "overlays/redis-ha": 3} {
 		t.Run(dir, func(t *testing.T) {
 			top := t.TempDir()
 			base, err := filepath.Rel(top, filepath.Join(kubeenv.ModuleRoot(), "config", dir))
@@ -151,10 +153,11 @@ func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
 			if err != nil {
 				t.Fatalf("kustomize: %v\n%s", err, built)
 			}
-			for _, want := range []string{"image: " + img, "- name: SIDECAR_IMAGE\n          value: " + img} {
-				if strings.Count(built, want) != 1 {
-					t.Errorf("want %q once in:\n%s", want, managerDeployment(built))
-				}
+			if got := strings.Count(built, "image: "+img); got != uses {
+				t.Errorf("the image is used %d times, want %d, in:\n%s", got, uses, managerDeployment(built))
+			}
+			if want := "- name: SIDECAR_IMAGE\n          value: " + img; strings.Count(built, want) != 1 {
+				t.Errorf("want %q once in:\n%s", want, managerDeployment(built))
 			}
 			if strings.Contains(built, "controller:latest") {
 				t.Errorf("controller:latest is left in:\n%s", managerDeployment(built))
@@ -167,7 +170,8 @@ func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
 // Redis's password at install time, and every other Secret at run time.
 // Before, overlays/redis shipped "change-me-before-production".
 func TestNoPasswordInConfig(t *testing.T) {
-	for _, dir := range []string{"default", "base", "redis", "overlays/redis-less", "overlays/cert-manager", "prometheus", "overlays/gateway"} {
+	for _, dir := range []string{"default", "base", "redis", "overlays/redis-less", "overlays/cert-manager", "prometheus", "overlays/gateway",
+		"redis-ha", "overlays/redis-ha"} {
 		built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 		if err != nil {
 			t.Fatalf("%s: kustomize: %v\n%s", dir, err, built)

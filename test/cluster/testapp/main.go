@@ -5,10 +5,13 @@
 //	                                 ?sleep=DURATION if asked; on SIGTERM it
 //	                                 finishes the requests in flight, as a
 //	                                 well-behaved app does
-//	testapp get --url U --header K=V --n N [--body] [--insecure]
-//	                                 sends N GETs, one after another, and
-//	                                 prints one JSON line per answer: its
-//	                                 status, the rate-limit headers and,
+//	testapp get --url U --header K=V --n N [--body] [--insecure] [--every D]
+//	                                 sends N GETs, one after another (with
+//	                                 --every, the i-th at i*D from the
+//	                                 start: a steady load), and prints one
+//	                                 JSON line per answer: its status, the
+//	                                 rate-limit headers, the milliseconds
+//	                                 from the start it was sent at and,
 //	                                 with --body, the body
 package main
 
@@ -33,6 +36,8 @@ type answer struct {
 	Header map[string]string `json:"header"`
 	Body   string            `json:"body,omitempty"`
 	Error  string            `json:"error,omitempty"`
+	// Millis is when the request was sent, from the first one's start.
+	Millis int64 `json:"ms"`
 }
 
 var shownHeaders = []string{"Retry-After", "RateLimit-Policy", "RateLimit",
@@ -91,14 +96,20 @@ func get(args []string) error {
 	n := fs.Int("n", 1, "how many requests")
 	body := fs.Bool("body", false, "show the body too")
 	insecure := fs.Bool("insecure", false, "accept any TLS certificate (a self-signed one)")
+	every := fs.Duration("every", 0, "send the i-th request at i times this from the start (0: each when the last is answered)")
 	_ = fs.Parse(args)
 	client := &http.Client{Timeout: 10 * time.Second}
 	if *insecure {
 		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // asked for
 	}
 	enc := json.NewEncoder(os.Stdout)
-	for range *n {
-		if err := enc.Encode(once(client, *url, *header, *body)); err != nil {
+	start := time.Now()
+	for i := range *n {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * *every)))
+		sent := time.Since(start).Milliseconds()
+		a := once(client, *url, *header, *body)
+		a.Millis = sent
+		if err := enc.Encode(a); err != nil {
 			return err
 		}
 	}

@@ -351,6 +351,41 @@ func cleanup(t *testing.T) {
 	if out, err := makeTarget("undeploy"); err != nil {
 		t.Logf("make undeploy: %v\n%s", err, out)
 	}
+	recycleVolumes(t)
+}
+
+// recycleVolumes empties the node's volumes that an uninstalled Redis
+// released and makes them available again, as a cluster's provisioner
+// would delete them and make new ones: the test installs Redis several
+// times (with overlays/redis-ha, six claims), more than hack/cluster.sh's
+// volumes would hold once each.
+func recycleVolumes(t *testing.T) {
+	localtest.WaitFor(t, 60*time.Second, "the operator's volumes released", func() error {
+		out, err := run("get", "pv", "-l", "quotaops.dev/volume=local", "-o",
+			`jsonpath={range .items[?(@.status.phase=="Bound")]}{.spec.claimRef.namespace}{"\n"}{end}`)
+		if err != nil || strings.Contains(out, operatorNS) {
+			return fmt.Errorf("bound to claims of %s: %v", operatorNS, err)
+		}
+		return nil
+	})
+	out := kubectl(t, "get", "pv", "-l", "quotaops.dev/volume=local", "-o",
+		`jsonpath={range .items[?(@.status.phase=="Released")]}{.metadata.name} {.spec.local.path}{"\n"}{end}`)
+	for _, line := range strings.Split(out, "\n") {
+		name, dir, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("volume %s: %v", name, err)
+		}
+		for _, e := range entries {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		kubectl(t, "patch", "pv", name, "--type=json", `-p=[{"op":"remove","path":"/spec/claimRef"}]`)
+	}
 }
 
 func prefixed(prefix string, names []string) []string {

@@ -211,7 +211,7 @@ uninstall: ## Remove the CRDs, and with them every policy and quota.
 	$(KUBECTL) delete --ignore-not-found -k config/crd
 
 .PHONY: deploy
-deploy: ## Deploy the operator with IMG (and REDIS_IMG, if set) from config/$(DEPLOY) (default: with Redis; or overlays/redis-less, overlays/cert-manager).
+deploy: ## Deploy the operator with IMG (and REDIS_IMG, if set) from config/$(DEPLOY) (default: with Redis; or overlays/redis-ha, overlays/redis-less, overlays/cert-manager, overlays/gateway).
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(MAKE) --no-print-directory build-installer INSTALLER="$$tmp/install.yaml" >/dev/null && \
 	$(KUBECTL) apply --server-side -f "$$tmp/install.yaml"

@@ -109,27 +109,35 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	if c.usageInterval <= 0 || c.storeCheckInterval <= 0 {
-		return nil, errors.New("--usage-interval and --store-check-interval must be positive")
-	}
-	if err := c.checkSidecarDefaults(); err != nil {
+	if err := c.check(); err != nil {
 		return nil, err
 	}
+	return c, nil
+}
+
+// check refuses flags that do not go together.
+func (c *managerConfig) check() error {
+	if c.usageInterval <= 0 || c.storeCheckInterval <= 0 {
+		return errors.New("--usage-interval and --store-check-interval must be positive")
+	}
+	if err := c.checkSidecarDefaults(); err != nil {
+		return err
+	}
 	if (c.storePasswordSecret != "" || c.storeSentinelPasswordSecret != "") && c.namespace == "" {
-		return nil, errors.New("--store-password-secret and --store-sentinel-password-secret need --namespace (or POD_NAMESPACE)")
+		return errors.New("--store-password-secret and --store-sentinel-password-secret need --namespace (or POD_NAMESPACE)")
 	}
 	if len(c.gatewayNamespaces) > 0 && (c.namespace == "" || c.gatewaySecret == "" || c.gatewaySecret == c.storeSecretName) {
-		return nil, errors.New("--gateway-namespaces needs --namespace (or POD_NAMESPACE) and a --gateway-secret other than --store-secret-name")
+		return errors.New("--gateway-namespaces needs --namespace (or POD_NAMESPACE) and a --gateway-secret other than --store-secret-name")
 	}
 	if c.certSecret != "" {
 		if c.namespace == "" {
-			return nil, errors.New("--webhook-cert-secret needs --namespace (or POD_NAMESPACE)")
+			return errors.New("--webhook-cert-secret needs --namespace (or POD_NAMESPACE)")
 		}
 		if c.webhookCertDir == "" {
 			c.webhookCertDir = filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs")
 		}
 	}
-	return c, nil
+	return nil
 }
 
 func runManager(args []string, _, stderr io.Writer) int {

@@ -364,7 +364,7 @@ func recycleVolumes(t *testing.T) {
 		out, err := run("get", "pv", "-l", "quotaops.dev/volume=local", "-o",
 			`jsonpath={range .items[?(@.status.phase=="Bound")]}{.spec.claimRef.namespace}{"\n"}{end}`)
 		if err != nil || strings.Contains(out, operatorNS) {
-			return fmt.Errorf("bound to claims of %s: %v", operatorNS, err)
+			return fmt.Errorf("bound to claims of %s: %w", operatorNS, err)
 		}
 		return nil
 	})

@@ -78,6 +78,8 @@ func expectRedisHAFailover(t *testing.T) {
 		t.Errorf("deleting the primary's pod lost %d of %d admitted increments, want none", lost, admitted)
 	}
 	expectReplicaAgain(t, primary, uid)
+	// The new pod started without users; the manager gives it them.
+	expectTenantUserOnEveryNode(t)
 
 	restarts := redisRestarts(t, promoted)
 	admitted = underLoad(t, "sk-ha-kill", func() {
@@ -140,15 +142,15 @@ func expectReplicaAgain(t *testing.T, pod, oldUID string) {
 	localtest.WaitFor(t, 120*time.Second, pod+" back as a replica", func() error {
 		out, err := run("-n", operatorNS, "get", "pod", pod, "-o", `jsonpath={.metadata.uid} {.status.conditions[?(@.type=="Ready")].status}`)
 		if err != nil || out == oldUID+" True" || !strings.HasSuffix(out, " True") {
-			return fmt.Errorf("%s: %q: %v", pod, out, err)
+			return fmt.Errorf("%s: %q: %w", pod, out, err)
 		}
 		info, err := redisCLI(t, pod, "INFO", "replication")
 		if err != nil || !strings.Contains(info, "role:slave") || !strings.Contains(info, "master_link_status:up") {
-			return fmt.Errorf("%s: %v: %s", pod, err, info)
+			return fmt.Errorf("%s: %w: %s", pod, err, info)
 		}
 		info, err = redisCLI(t, sentinelPrimary(t), "INFO", "replication")
 		if err != nil || !strings.Contains(info, "connected_slaves:2") {
-			return fmt.Errorf("the primary: %v: %s", err, info)
+			return fmt.Errorf("the primary: %w: %s", err, info)
 		}
 		return nil
 	})
@@ -167,7 +169,7 @@ func deployRedisHA(t *testing.T) {
 	localtest.WaitFor(t, 60*time.Second, "a primary with two replicas", func() error {
 		out, err := redisCLI(t, sentinelPrimary(t), "INFO", "replication")
 		if err != nil || !strings.Contains(out, "connected_slaves:2") {
-			return fmt.Errorf("%v: %s", err, out)
+			return fmt.Errorf("%w: %s", err, out)
 		}
 		return nil
 	})
@@ -207,7 +209,7 @@ func expectTenantUserOnEveryNode(t *testing.T) {
 		localtest.WaitFor(t, 30*time.Second, "the tenant user on "+pod, func() error {
 			out, err := redisCLI(t, pod, "ACL", "USERS")
 			if err != nil || !strings.Contains(out, "quota-ns-"+appNS) {
-				return fmt.Errorf("ACL USERS: %v: %q", err, out)
+				return fmt.Errorf("ACL USERS: %w: %q", err, out)
 			}
 			return nil
 		})

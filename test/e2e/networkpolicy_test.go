@@ -23,42 +23,68 @@ import (
 // cluster's CNI does not enforce policies: this checks what they select.)
 func TestNetworkPoliciesAdmitOnlyTheOperatorsClients(t *testing.T) {
 	policies, pods := builtPolicies(t, filepath.Join(kubeenv.ModuleRoot(), "config", "overlays", "gateway"))
-	sidecarPod := labels.Set{"app": "web", webhook.LabelSidecar: "injected"}
-	plainPod := labels.Set{"app": "web"}
-	gatewayClient := labels.Set{"app": "envoy", "quotaops.dev/ratelimit-client": "true"}
-	for _, tt := range []struct {
-		policy, selects string
-		port            string
-		admits, refuses []labels.Set
-	}{
+	for _, c := range []policyCase{
 		{"quota-operator-redis", "quota-operator-redis", "redis",
 			[]labels.Set{pods["quota-operator-controller-manager"], pods["quota-operator-ratelimit"], sidecarPod},
-			[]labels.Set{plainPod, gatewayClient}},
+			[]labels.Set{otherPod, gatewayClient}},
 		{"quota-operator-ratelimit", "quota-operator-ratelimit", "grpc",
-			[]labels.Set{gatewayClient}, []labels.Set{plainPod, sidecarPod, pods["quota-operator-controller-manager"]}},
+			[]labels.Set{gatewayClient}, []labels.Set{otherPod, sidecarPod, pods["quota-operator-controller-manager"]}},
 	} {
-		t.Run(tt.policy, func(t *testing.T) {
-			p, ok := policies[tt.policy]
-			if !ok {
-				t.Fatalf("no NetworkPolicy %s in config/overlays/gateway", tt.policy)
-			}
-			if !matches(t, &p.Spec.PodSelector, pods[tt.selects]) || len(p.Spec.PolicyTypes) != 1 || p.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
-				t.Fatalf("it does not guard %s's pods (%v) for ingress", tt.selects, pods[tt.selects])
-			}
-			for _, pod := range tt.admits {
-				if !admitted(t, p, tt.port, pod) {
-					t.Errorf("port %s refuses a pod labelled %v", tt.port, pod)
-				}
-			}
-			for _, pod := range tt.refuses {
-				if admitted(t, p, tt.port, pod) {
-					t.Errorf("port %s admits a pod labelled %v", tt.port, pod)
-				}
-			}
-		})
+		t.Run(c.policy, func(t *testing.T) { expectPolicy(t, policies, pods, c) })
 	}
-	if !admitted(t, policies["quota-operator-ratelimit"], "health", plainPod) {
+	if !admitted(t, policies["quota-operator-ratelimit"], "health", otherPod) {
 		t.Error("the gateway service's health port refuses probes and Prometheus")
+	}
+}
+
+// With overlays/redis-ha, Redis also admits its own pods (replicas reach
+// the primary) and the Sentinels; the Sentinels admit what Redis admits,
+// each other (they vote) and the Redis pods (their init containers ask
+// where the primary is), and no other pod.
+func TestRedisHANetworkPolicies(t *testing.T) {
+	policies, pods := builtPolicies(t, filepath.Join(kubeenv.ModuleRoot(), "config", "overlays", "redis-ha-gateway"))
+	operators := []labels.Set{pods["quota-operator-controller-manager"], pods["quota-operator-ratelimit"], sidecarPod,
+		pods["quota-operator-redis"], pods["quota-operator-redis-sentinel"]}
+	for _, c := range []policyCase{
+		{"quota-operator-redis", "quota-operator-redis", "redis", operators, []labels.Set{otherPod, gatewayClient}},
+		{"quota-operator-redis-sentinel", "quota-operator-redis-sentinel", "sentinel", operators, []labels.Set{otherPod, gatewayClient}},
+	} {
+		t.Run(c.policy, func(t *testing.T) { expectPolicy(t, policies, pods, c) })
+	}
+}
+
+var (
+	sidecarPod    = labels.Set{"app": "web", webhook.LabelSidecar: "injected"}
+	otherPod      = labels.Set{"app": "web"}
+	gatewayClient = labels.Set{"app": "envoy", "quotaops.dev/ratelimit-client": "true"}
+)
+
+// policyCase: the NetworkPolicy policy guards the pods of selects on
+// port, and admits and refuses pods with these labels.
+type policyCase struct {
+	policy, selects string
+	port            string
+	admits, refuses []labels.Set
+}
+
+func expectPolicy(t *testing.T, policies map[string]networkingv1.NetworkPolicy, pods map[string]labels.Set, c policyCase) {
+	t.Helper()
+	p, ok := policies[c.policy]
+	if !ok {
+		t.Fatalf("no NetworkPolicy %s", c.policy)
+	}
+	if !matches(t, &p.Spec.PodSelector, pods[c.selects]) || len(p.Spec.PolicyTypes) != 1 || p.Spec.PolicyTypes[0] != networkingv1.PolicyTypeIngress {
+		t.Fatalf("it does not guard %s's pods (%v) for ingress", c.selects, pods[c.selects])
+	}
+	for _, pod := range c.admits {
+		if !admitted(t, p, c.port, pod) {
+			t.Errorf("port %s refuses a pod labelled %v", c.port, pod)
+		}
+	}
+	for _, pod := range c.refuses {
+		if admitted(t, p, c.port, pod) {
+			t.Errorf("port %s admits a pod labelled %v", c.port, pod)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ func TestRun(t *testing.T) {
 		"  manager    run the operator: reconcile RateLimitPolicy and UsageQuota into the store\n" +
 		"  sidecar    run the sidecar: enforce the namespace's policies in front of an app\n" +
 		"  ratelimit  run the rate-limit service for gateways: Envoy's protocol, domains \"namespace/policy\"\n" +
+		"  redis-ha   write a Redis or Sentinel pod's config at its start, where the Sentinels say the primary is (config/overlays/redis-ha)\n" +
 		"  demo       run the manager and a sidecar locally against an API server, apply the samples and show what they do\n" +
 		"  version    print the version, the commit it was built from and the Go version\n"
 	tests := []struct {

@@ -626,7 +626,7 @@ func expectLeaderFailover(t *testing.T) {
 // count on from it, and the manager reports no loss. (Before, Redis kept
 // nothing: usage started again from 0.)
 func expectUsageKeptAcrossRedisRestarts(t *testing.T) {
-	applyYAML(t, fmt.Sprintf(meteredQuota, appNS))
+	applyYAML(t, fmt.Sprintf(meteredQuota, appNS, 1000))
 	meteredAnswer(t, "probe-0", "999") // in force; 1 used by the probe
 	for i := range 7 {
 		if got := meteredGet(t, "sk-kept"); got.Status != 200 || got.Header["X-RateLimit-Remaining"] != strconv.Itoa(999-i) {
@@ -677,7 +677,7 @@ spec:
   subject: {source: Header, name: X-Api-Key}
   match: {pathPrefix: /metered}
   failurePolicy: Closed
-  limit: 1000
+  limit: %d
   period: Month
   timeZone: Europe/Berlin
 `

@@ -21,21 +21,10 @@ const (
 	haRequests = 1500
 )
 
-// A quota no load of the test reaches: every request is decided by the
-// store, and refused (Closed) only while there is no primary.
-const haQuota = `
-apiVersion: policy.quotaops.dev/v1alpha1
-kind: UsageQuota
-metadata: {name: metered, namespace: %s}
-spec:
-  selector: {matchLabels: {app: demo-api}}
-  subject: {source: Header, name: X-Api-Key}
-  match: {pathPrefix: /metered}
-  failurePolicy: Closed
-  limit: 100000
-  period: Month
-  timeZone: Europe/Berlin
-`
+// haLimit is a quota no load of the test reaches: every request is
+// decided by the store, and refused (Closed) only while there is no
+// primary.
+const haLimit = 100000
 
 // expectRedisHAFailover installs config/overlays/redis-ha (three Redis
 // pods, three Sentinels) and, while a client sends a steady load through
@@ -51,9 +40,9 @@ spec:
 func expectRedisHAFailover(t *testing.T) {
 	deployRedisHA(t)
 	deployWorkload(t)
-	applyYAML(t, fmt.Sprintf(haQuota, appNS))
+	applyYAML(t, fmt.Sprintf(meteredQuota, appNS, haLimit))
 	localtest.WaitFor(t, 60*time.Second, "a request of the quota decided by the store", func() error {
-		if got := meteredGet(t, "sk-probe"); got.Header["X-RateLimit-Limit"] != "100000" {
+		if got := meteredGet(t, "sk-probe"); got.Header["X-RateLimit-Limit"] != strconv.Itoa(haLimit) {
 			return fmt.Errorf("%+v", got)
 		}
 		return nil
@@ -132,7 +121,7 @@ func countedFor(t *testing.T, key string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return 100000 - remaining - 1
+	return haLimit - remaining - 1
 }
 
 // expectReplicaAgain: the deleted primary's pod (a new UID, its name) is
@@ -225,7 +214,7 @@ func expectAnsweredByPolicy(t *testing.T, answers []answer) int {
 	var first, last int64 = -1, -1
 	for i, a := range answers {
 		switch {
-		case a.Status == 200 && a.Header["X-RateLimit-Limit"] == "100000":
+		case a.Status == 200 && a.Header["X-RateLimit-Limit"] == strconv.Itoa(haLimit):
 			admitted++
 		case a.Status == 503 && a.Header["Retry-After"] != "":
 			refused++

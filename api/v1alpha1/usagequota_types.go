@@ -36,14 +36,22 @@ type Subject struct {
 }
 
 // Override gives one subject its own limit.
+// +kubebuilder:validation:XValidation:rule="has(self.subject) != has(self.subjectHash)",message="set exactly one of subject (the raw identity) and subjectHash (its hash, from kubectl quota hash)"
 type Override struct {
 	// subject is the raw identity (an API key, a user name). The store and
 	// metrics only ever see its hash; status shows it because it is listed
-	// here.
-	// +required
+	// here. To keep a secret identity out of Git, give subjectHash instead.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
-	Subject string `json:"subject"`
+	Subject string `json:"subject,omitempty"`
+	// subjectHash is the subject's hash under the install's subject key, as
+	// `kubectl quota hash VALUE` prints it: the override without the raw
+	// identity. Status shows the hash.
+	// +optional
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{32}$`
+	// +kubebuilder:validation:MaxLength=32
+	SubjectHash string `json:"subjectHash,omitempty"`
 	// limit for this subject per period.
 	// +required
 	// +kubebuilder:validation:Minimum=1
@@ -102,11 +110,11 @@ type UsageQuotaSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10000000
 	MaxSubjects int32 `json:"maxSubjects,omitempty"`
-	// overrides give single subjects their own limit.
+	// overrides give single subjects their own limit, each named once.
 	// +optional
-	// +listType=map
-	// +listMapKey=subject
+	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, (has(a.subject) && has(b.subject) && a.subject == b.subject) || (has(a.subjectHash) && has(b.subjectHash) && a.subjectHash == b.subjectHash)))",message="each subject (and each subjectHash) may have one override only"
 	Overrides []Override `json:"overrides,omitempty"`
 }
 

@@ -131,7 +131,15 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"uq feature not a name", uqHead, "spec:\n" + sel + okQuota + "  feature: Exports!\n", []string{`spec.feature: Invalid value: "Exports!"`}},
 		{"uq max subjects 0", uqHead, "spec:\n" + sel + okQuota + "  maxSubjects: 0\n", []string{"spec.maxSubjects: Invalid value: 0", "greater than or equal to 1"}},
 		{"uq max subjects above 10 million", uqHead, "spec:\n" + sel + okQuota + "  maxSubjects: 10000001\n", []string{"spec.maxSubjects: Invalid value: 10000001", "less than or equal to 10000000"}},
-		{"uq override twice", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, limit: 5}, {subject: k1, limit: 6}]\n", []string{`spec.overrides[1]: Duplicate value: {"subject":"k1"}`}},
+		{"uq override twice", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, limit: 5}, {subject: k1, limit: 6}]\n", []string{"spec.overrides: Invalid value", "each subject (and each subjectHash) may have one override only"}},
+		{"uq override hash twice", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subjectHash: " + strings.Repeat("ab", 16) + ", limit: 5}, {subjectHash: " + strings.Repeat("ab", 16) + ", limit: 6}]\n",
+			[]string{"spec.overrides: Invalid value", "each subject (and each subjectHash) may have one override only"}},
+		{"uq override with subject and hash", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, subjectHash: " + strings.Repeat("ab", 16) + ", limit: 5}]\n",
+			[]string{"spec.overrides[0]: Invalid value", "set exactly one of subject (the raw identity) and subjectHash (its hash, from kubectl quota hash)"}},
+		{"uq override naming nobody", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{limit: 5}]\n",
+			[]string{"spec.overrides[0]: Invalid value", "set exactly one of subject (the raw identity) and subjectHash"}},
+		{"uq override hash not a hash", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subjectHash: ACME, limit: 5}]\n",
+			[]string{`spec.overrides[0].subjectHash: Invalid value: "ACME"`, "should match '^[0-9a-f]{32}$'"}},
 		{"uq override limit 0", uqHead, "spec:\n" + sel + okQuota + "  overrides: [{subject: k1, limit: 0}]\n", []string{"spec.overrides[0].limit: Invalid value: 0"}},
 		{"uq 65 overrides", uqHead, "spec:\n" + sel + okQuota + "  overrides:\n" + repeat(65, func(i int) string {
 			return fmt.Sprintf("  - {subject: k%d, limit: 1}\n", i)

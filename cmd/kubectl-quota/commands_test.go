@@ -173,3 +173,48 @@ func monthBounds() (string, string) {
 	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 	return month.Format(time.RFC3339), month.AddDate(0, 1, 0).Format(time.RFC3339)
 }
+
+// kubectl quota hash prints what sidecars key a subject by, under the
+// install's key: an override that names acme by that hash alone gives
+// acme its own limit, and usage shows acme's hash with 3 - 1 remaining.
+// Without the key it is refused, as check is.
+func TestHashNamesAnOverride(t *testing.T) {
+	out, errOut, code := quota(t, "hash", "acme")
+	if code != 0 || errOut != "" || out != hash("acme")+"\n" {
+		t.Fatalf("kubectl quota hash acme: exit %d, %q %q; want %s", code, out, errOut, hash("acme"))
+	}
+	w.env.MustKubectl(t, "create", "namespace", "team-h")
+	quota := strings.ReplaceAll(quotaYAML, "team-a", "team-h") + "  overrides: [{subjectHash: " + strings.TrimSpace(out) + ", limit: 3}]\n"
+	apply(t, quota)
+	consume(t, quotaLimit(t, quota), "acme", 1)
+	monthStart, monthEnd := monthBounds()
+	for _, s := range []step{
+		{name: "usage under the override", args: []string{"usage", "uq/api-calls", "-n", "team-h"},
+			stdout: "UsageQuota team-h/api-calls: 10 per subject, period " + monthStart + " to " + monthEnd + "\n" +
+				"1 subjects consumed 1\n" + table([]string{"SUBJECT", "USED", "REMAINING"}, []string{hash("acme"), "1", "2"})},
+		{name: "no subject key", args: []string{"hash", "acme", "--subject-key-file", "", "-n", "team-h"},
+			stderr: "error: hashing a subject needs the install's subject key, from the Secret team-h/quota-operator-store (secrets \"quota-operator-store\" not found): give --subject-key-file, or name the subject by --subject-hash\n", code: 1},
+		{name: "no value", args: []string{"hash"}, stderr: "error: accepts 1 arg(s), received 0\n", code: 1},
+	} {
+		s.run(t)
+	}
+}
+
+// "-" reads the value from the first line of standard input, so it stays
+// out of the shell's history.
+func TestHashInput(t *testing.T) {
+	for _, c := range []struct {
+		arg, stdin, want, err string
+	}{
+		{"acme", "", "acme", ""},
+		{"-", "sk-live-1\n", "sk-live-1", ""},
+		{"-", "sk-live-2\r\nignored\n", "sk-live-2", ""},
+		{"-", "sk-no-newline", "sk-no-newline", ""},
+		{"-", "", "", "no value on standard input"},
+	} {
+		got, err := hashInput(c.arg, strings.NewReader(c.stdin))
+		if got != c.want || (err == nil) != (c.err == "") || (err != nil && err.Error() != c.err) {
+			t.Errorf("hashInput(%q, %q) = %q, %v; want %q, %q", c.arg, c.stdin, got, err, c.want, c.err)
+		}
+	}
+}

@@ -117,6 +117,6 @@ func newRoot(stdout io.Writer) *cobra.Command {
 	flags.AddFlags(root.PersistentFlags())
 	c := clients{flags: flags}
 	root.AddCommand(usageCommand(c, stdout), checkCommand(c, stdout), adjustCommand(c, stdout, v1alpha1.ActionReset),
-		adjustCommand(c, stdout, v1alpha1.ActionGrant))
+		adjustCommand(c, stdout, v1alpha1.ActionGrant), hashCommand(c, stdout))
 	return root
 }

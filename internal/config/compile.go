@@ -61,9 +61,18 @@ func CompileUsageQuota(q *v1alpha1.UsageQuota) (*Policy, error) {
 		MaxSubjects: int64(q.Spec.MaxSubjects),
 	}
 	for _, o := range q.Spec.Overrides {
-		out.Quota.Overrides = append(out.Quota.Overrides, Override{SubjectHash: subject.Hash(o.Subject), Limit: o.Limit})
+		out.Quota.Overrides = append(out.Quota.Overrides, Override{SubjectHash: OverrideHash(o), Limit: o.Limit})
 	}
 	return out, nil
+}
+
+// OverrideHash is the hash an override names its subject by: the one it
+// gives, or its raw subject's.
+func OverrideHash(o v1alpha1.Override) string {
+	if o.SubjectHash != "" {
+		return o.SubjectHash
+	}
+	return subject.Hash(o.Subject)
 }
 
 func header(kind string, meta metav1.ObjectMeta, sel metav1.LabelSelector, e v1alpha1.Enforcement, f v1alpha1.FailurePolicy) *Policy {

@@ -5,6 +5,7 @@
 package targets
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -16,7 +17,6 @@ import (
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/limits"
-	"github.com/quotaops/quota-operator/internal/subject"
 )
 
 // Target is a named limit as the limiter sees it.
@@ -104,13 +104,13 @@ func notFound(err error, kind, name string) error {
 func UsageStatus(spec v1alpha1.UsageQuotaSpec, u limiter.Usage) *v1alpha1.Usage {
 	named := make(map[string]v1alpha1.Override, len(spec.Overrides))
 	for _, o := range spec.Overrides {
-		named[subject.Hash(o.Subject)] = o
+		named[config.OverrideHash(o)] = o
 	}
 	out := &v1alpha1.Usage{Subjects: u.Subjects, Consumed: u.Total}
 	for _, c := range u.Top {
 		shown, limit := c.Subject, spec.Limit
 		if o, ok := named[c.Subject]; ok {
-			shown, limit = o.Subject, o.Limit
+			shown, limit = cmp.Or(o.Subject, c.Subject), o.Limit
 		}
 		// A grant (QuotaAdjustment) is a credit: what counts against the
 		// limit may be below 0, and what remains above the limit.

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -71,6 +72,13 @@ type publisher struct {
 	// Enforcement reads the sidecars' reports for Enforced; nil when they
 	// cannot report (no Redis).
 	Enforcement EnforcementReader
+	// FinalizeTimeout bounds how long a deleted object waits for its
+	// config to leave an unreachable store (0: forever); then its
+	// document is left to Left, which StoreWatch empties.
+	FinalizeTimeout time.Duration
+	Left            *LeftConfig
+	// Health shortens store calls while the store is known to be away.
+	Health *StoreHealth
 }
 
 // begin finalizes an object being deleted, or makes sure it has the
@@ -112,13 +120,28 @@ func (p publisher) finalize(ctx context.Context, obj client.Object, kind string)
 	if !controllerutil.ContainsFinalizer(obj, Finalizer) {
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	sctx, cancel := context.WithTimeout(ctx, p.Health.callTimeout())
 	defer cancel()
-	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), kind+"/"+obj.GetName()); err != nil {
-		return fmt.Errorf("remove config: %w", err)
+	id := kind + "/" + obj.GetName()
+	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), id); err != nil {
+		waited := time.Since(obj.GetDeletionTimestamp().Time)
+		if p.FinalizeTimeout <= 0 || p.Left == nil || waited < p.FinalizeTimeout {
+			return fmt.Errorf("remove config: %w", err)
+		}
+		// Stalling the deletion (a namespace's, a GitOps sync's) for as
+		// long as the store is away is worse than a document the store
+		// gets rid of when it is back.
+		p.Left.add(obj.GetNamespace(), id)
+		p.Events.Eventf(obj, nil, corev1.EventTypeWarning, ReasonConfigLeftInStore, "Delete",
+			"Deleted without removing its config: the store was unreachable for %v (%v); the manager removes the config when the store answers again, and its counters expire on their own",
+			waited.Round(time.Second), err)
 	}
 	return PatchFinalizer(ctx, p.Client, obj, false)
 }
+
+// ReasonConfigLeftInStore is the event of an object deleted while the
+// store was unreachable for longer than the finalizer waits.
+const ReasonConfigLeftInStore = "ConfigLeftInStore"
 
 // publish writes the compiled policy to the store and reports the outcome
 // (or why there is nothing to write) in st, obj's status. It returns the
@@ -141,7 +164,7 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	if err != nil {
 		return 0, err
 	}
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	sctx, cancel := context.WithTimeout(ctx, p.Health.callTimeout())
 	defer cancel()
 	rev, err := p.put(sctx, obj.GetNamespace(), compiled.ID(), doc)
 	if err != nil {
@@ -165,7 +188,7 @@ func (p publisher) refuseForBudget(ctx context.Context, obj client.Object, st *v
 	setCondition(st, gen, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonTooManyLimits, over.Error())
 	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionFalse, v1alpha1.ReasonTooManyLimits,
 		"Not programmed: the namespace's other policies and quotas take the rates one request may be decided against")
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	sctx, cancel := context.WithTimeout(ctx, p.Health.callTimeout())
 	defer cancel()
 	if _, err := p.Store.DeleteConfig(sctx, obj.GetNamespace(), id); err != nil {
 		return 0, fmt.Errorf("remove config: %w", err)
@@ -209,4 +232,30 @@ func recordTransition(events EventRecorder, obj client.Object, oldConds, newCond
 		eventType = corev1.EventTypeWarning
 	}
 	events.Eventf(obj, nil, eventType, cur.Reason, action, "%s", cur.Message)
+}
+
+// downTimeout bounds a reconcile's store call while StoreWatch's last
+// look at the store failed.
+const downTimeout = 500 * time.Millisecond
+
+// StoreHealth is what StoreWatch last saw of the store. While the store
+// is known to be away, each reconcile's store call gets downTimeout
+// instead of storeTimeout: one worker that waits 5 s for every object in
+// its queue would hold up those that can finish without the store, such
+// as a deletion past FinalizeTimeout. Its next look that reaches the
+// store gives calls their full time again.
+type StoreHealth struct{ down atomic.Bool }
+
+// callTimeout is the time a reconcile gives one store call now.
+func (h *StoreHealth) callTimeout() time.Duration {
+	if h != nil && h.down.Load() {
+		return downTimeout
+	}
+	return storeTimeout
+}
+
+func (h *StoreHealth) set(reachable bool) {
+	if h != nil {
+		h.down.Store(!reachable)
+	}
 }

@@ -331,6 +331,49 @@ func TestStoreOutageAndRecovery(t *testing.T) {
 	t.Logf("programmed again %v after the store was restarted", time.Since(restarted).Round(10*time.Millisecond))
 }
 
+// A policy deleted while the store does not answer (Redis stopped, its
+// data kept) goes after the finalize timeout, with a warning event, rather
+// than blocking its namespace's deletion for the whole outage; when the
+// store answers again, its config is removed from it. Before, the
+// finalizer waited for the store however long it took.
+func TestDeleteDuringOutageIsBounded(t *testing.T) {
+	ns := namespace(t)
+	p := rateLimitPolicy(ns, "gone", 100)
+	createProgrammed(t, p, func() *v1alpha1.PolicyStatus { return &p.Status.PolicyStatus })
+	if err := redisS.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = redisS.Resume()
+		}
+	}()
+	deleted := time.Now()
+	if err := k8s.Delete(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, finalizeAfter+15*time.Second, "the policy gone", func() error {
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(p), &v1alpha1.RateLimitPolicy{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there: %w", err)
+	})
+	t.Logf("deleted %v after the delete, the store unreachable", time.Since(deleted).Round(100*time.Millisecond))
+	eventually(t, 10*time.Second, "the warning event", func() error { return hasEvent(ns, "gone", "Warning", controllers.ReasonConfigLeftInStore) })
+	if err := redisS.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	eventually(t, 20*time.Second, "the config removed from the store", func() error {
+		if _, err := stored(ns, "RateLimitPolicy/gone"); err == nil || !strings.Contains(err.Error(), "not in the config") {
+			return fmt.Errorf("stored: %w", err)
+		}
+		return nil
+	})
+}
+
 func hasEvent(ns, name, kind, reason string) error {
 	var list eventsv1.EventList
 	if err := k8s.List(ctx, &list, client.InNamespace(ns)); err != nil {

@@ -62,7 +62,7 @@ func (p publisher) setEnforced(ctx context.Context, obj client.Object, st *v1alp
 		setCondition(st, gen, v1alpha1.ConditionEnforced, metav1.ConditionUnknown, v1alpha1.ReasonCannotReport, msg)
 		return recheckEnforced, nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	sctx, cancel := context.WithTimeout(ctx, p.Health.callTimeout())
 	defer cancel()
 	reported, err := p.Enforcement.Enforcing(sctx, obj.GetNamespace(), enforcementTTL)
 	if err != nil {

@@ -37,6 +37,9 @@ type Options struct {
 	UsageInterval time.Duration
 	// StoreCheckInterval is how often StoreWatch looks for lost config.
 	StoreCheckInterval time.Duration
+	// FinalizeTimeout bounds how long a deleted policy or quota waits for
+	// an unreachable store to remove its config (0: as long as it takes).
+	FinalizeTimeout time.Duration
 }
 
 // Setup adds the reconcilers and the StoreWatch that feeds them to mgr.
@@ -52,8 +55,12 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	rlp.Resync, rlp.Headroom, rlp.Enforcement = rlpResync, headroom, o.Enforcement
 	uq := NewUsageQuotaReconciler(mgr.GetClient(), writer, o.Usage, events, o.UsageInterval)
 	uq.Resync, uq.Headroom, uq.Enforcement = uqResync, headroom, o.Enforcement
+	left, health := &LeftConfig{}, &StoreHealth{}
+	for _, p := range []*publisher{&rlp.publisher, &uq.publisher} {
+		p.FinalizeTimeout, p.Left, p.Health = o.FinalizeTimeout, left, health
+	}
 	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval, Headroom: headroom, Users: o.Users,
-		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Log: ctrl.Log.WithName("storewatch")}
+		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Left: left, Configs: writer, Health: health, Log: ctrl.Log.WithName("storewatch")}
 	if err := rlp.SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/config"
 )
 
 // markerKey is a key the operator keeps in the store (with a TTL) to
@@ -43,7 +44,14 @@ type StoreWatch struct {
 	// Headroom, when the store reports its memory, is updated at every
 	// look; a change has every object reconciled, to report it.
 	Headroom *Headroom
-	Log      logr.Logger
+	// Left holds the config documents of objects deleted while the store
+	// was unreachable; each look that reaches the store removes them
+	// (through Configs).
+	Left    *LeftConfig
+	Configs ConfigDeleter
+	// Health is told whether each look reached the store.
+	Health *StoreHealth
+	Log    logr.Logger
 }
 
 // NeedLeaderElection: only the leader writes config.
@@ -81,6 +89,7 @@ func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration
 	sctx, cancel := context.WithTimeout(ctx, markerTimeout)
 	defer cancel()
 	lost, err := w.Store.SetIfAbsent(sctx, markerKey, marker, ttl)
+	w.Health.set(err == nil)
 	if err != nil {
 		// The reconcilers report an unreachable store in status.
 		w.Log.V(1).Info("Store unreachable", "error", err.Error())
@@ -88,6 +97,7 @@ func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration
 	}
 	if !lost {
 		_, _ = w.Store.Expire(sctx, markerKey, ttl)
+		w.sweepLeft(ctx)
 		return
 	}
 	if err := w.resync(ctx); err != nil {
@@ -96,6 +106,18 @@ func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration
 		return
 	}
 	w.Log.Info("Store holds no operator marker; wrote every object's config back")
+}
+
+// sweepLeft removes the config of objects deleted while the store was
+// away. (After a loss there is nothing to remove.)
+func (w *StoreWatch) sweepLeft(ctx context.Context) {
+	if w.Left == nil || w.Configs == nil {
+		return
+	}
+	resync := map[string]chan<- event.GenericEvent{config.KindRateLimitPolicy: w.RateLimitPolicies, config.KindUsageQuota: w.UsageQuotas}
+	if err := w.Left.sweep(ctx, w.Configs, w.Client, resync); err != nil {
+		w.Log.Error(err, "Removing the config of objects deleted while the store was unreachable")
+	}
 }
 
 func (w *StoreWatch) checkMemory(ctx context.Context) {

@@ -55,9 +55,12 @@ const sharedCA = "-----BEGIN CERTIFICATE-----"
 // Settings the tests shorten.
 const (
 	storeCheckEvery = 500 * time.Millisecond
-	usageEvery      = time.Second
-	secretRecheck   = 500 * time.Millisecond
-	rotationGrace   = 2 * time.Second
+	// finalizeAfter is the suite manager's --finalize-timeout: a deleted
+	// object waits this long for an unreachable store.
+	finalizeAfter = 3 * time.Second
+	usageEvery    = time.Second
+	secretRecheck = 500 * time.Millisecond
+	rotationGrace = 2 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -128,7 +131,8 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 	// namespace's ConfigMap.
 	copied := controllers.WithCopy(st, &controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: policyConfigMap})
 	if err := controllers.Setup(mgr, controllers.Options{Store: st, Config: copied, Usage: lim, Users: users, Enforcement: st,
-		Adjust: lim, Announce: st, UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery}); err != nil {
+		Adjust: lim, Announce: st, UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery,
+		FinalizeTimeout: finalizeAfter}); err != nil {
 		return nil, err
 	}
 	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret,

@@ -117,7 +117,7 @@ func (r *UsageQuotaReconciler) refreshUsage(ctx context.Context, q *v1alpha1.Usa
 			"Usage is unknown: without Redis each sidecar counts alone, so no one sees the quota's usage across pods")
 		return min(r.Interval, end.Sub(now)+time.Second), nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	sctx, cancel := context.WithTimeout(ctx, r.Health.callTimeout())
 	defer cancel()
 	u, err := r.Usage.Usage(sctx, limiter.QuotaKey(q.Namespace, q.Name, quota.Feature), start, topConsumers)
 	if err != nil {

@@ -42,6 +42,7 @@ type managerConfig struct {
 	leaderElect, metricsSecure         bool
 	store                              storeFlags
 	usageInterval, storeCheckInterval  time.Duration
+	finalizeTimeout                    time.Duration
 	// The sidecar injection webhook, on when sidecarImage is set.
 	sidecarImage, webhookCertDir string
 	webhookPort                  int
@@ -79,6 +80,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	bindStoreFlags(fs, &c.store)
 	fs.DurationVar(&c.usageInterval, "usage-interval", 30*time.Second, "how often UsageQuota status.usage is refreshed")
 	fs.DurationVar(&c.storeCheckInterval, "store-check-interval", 2*time.Second, "how often the store is checked for lost config")
+	fs.DurationVar(&c.finalizeTimeout, "finalize-timeout", time.Minute, "how long a deleted policy or quota waits for an unreachable store to remove its config before it goes anyway (a warning event; the config is removed when the store is back); 0: as long as it takes")
 	fs.StringVar(&c.sidecarImage, "sidecar-image", "", "image of the injected sidecar (the manager's own); the webhooks are off when empty")
 	fs.IntVar(&c.webhookPort, "webhook-port", 9443, "port of the webhook server")
 	fs.StringVar(&c.webhookCertDir, "webhook-cert-dir", "", "directory of the webhook server's tls.crt and tls.key (default: controller-runtime's)")
@@ -117,6 +119,9 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 
 // check refuses flags that do not go together.
 func (c *managerConfig) check() error {
+	if c.finalizeTimeout < 0 {
+		return errors.New("--finalize-timeout must not be negative")
+	}
 	if c.usageInterval <= 0 || c.storeCheckInterval <= 0 {
 		return errors.New("--usage-interval and --store-check-interval must be positive")
 	}
@@ -246,7 +251,8 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 	if err != nil {
 		return err
 	}
-	opts := controllers.Options{Store: st, Usage: lim, UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval}
+	opts := controllers.Options{Store: st, Usage: lim, UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval,
+		FinalizeTimeout: c.finalizeTimeout}
 	switch cm := (&controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.policyConfigMap}); {
 	case c.policyConfigMap == "":
 	case loc.Redis == nil:

@@ -125,12 +125,17 @@ type Config struct {
 // Inject adds the sidecar to pod when it opted in, and reports whether it
 // changed the pod. A pod that has the sidecar already is left as it is, so
 // a second pass changes nothing.
+//
+// A pod its namespace opted in that has no HTTP port (a Job, a database)
+// gets ErrNoHTTPPort: the webhook admits it without a sidecar, with a
+// warning. A pod that asked by annotation is refused whatever the reason.
 func Inject(pod *corev1.Pod, namespaceOptedIn bool, cfg Config) (bool, error) {
 	in, err := optedIn(pod, namespaceOptedIn)
 	if err != nil || !in || HasSidecar(pod) {
 		return false, err
 	}
-	app, err := findAppPort(pod)
+	_, asked := pod.Annotations[AnnotationInject]
+	app, err := findAppPort(pod, asked)
 	if err != nil {
 		return false, err
 	}
@@ -393,16 +398,31 @@ func appHandlers(c *corev1.Container) []handler {
 	return hs
 }
 
+// ErrNoHTTPPort: the pod has no port the sidecar can stand in front of.
+var ErrNoHTTPPort = errors.New("no HTTP port to put the sidecar in front of")
+
 // findAppPort resolves the annotation (a number or the name of an app
-// container's port), else the first port of the first container.
-func findAppPort(pod *corev1.Pod) (appPort, error) {
+// container's port), else the first HTTP port (isHTTP) of the pod's
+// containers. A pod that asked for the sidecar by annotation (asked)
+// falls back to the first port of the first container, as it always did;
+// one opted in by its namespace alone never does, so a Postgres pod keeps
+// its port and a Job with no port starts as it is.
+func findAppPort(pod *corev1.Pod, asked bool) (appPort, error) {
 	want, set := pod.Annotations[AnnotationUpstreamPort]
 	number, numErr := annotationPort(pod, AnnotationUpstreamPort, 0)
+	var first *appPort
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
 		for j, p := range c.Ports {
-			if !set || p.Name == want || numErr == nil && p.ContainerPort == number {
+			match := isHTTP(p)
+			if set {
+				match = p.Name == want || numErr == nil && p.ContainerPort == number
+			}
+			if match {
 				return appPort{number: p.ContainerPort, container: c, index: j}, nil
+			}
+			if first == nil {
+				first = &appPort{number: p.ContainerPort, container: c, index: j}
 			}
 		}
 	}
@@ -411,8 +431,19 @@ func findAppPort(pod *corev1.Pod) (appPort, error) {
 		return appPort{number: number}, nil
 	case set:
 		return appPort{}, fmt.Errorf("annotation %s: %q is neither a port number nor the name of a container port", AnnotationUpstreamPort, want)
+	case asked && first != nil:
+		return *first, nil
 	}
-	return appPort{}, fmt.Errorf("no container port to put the sidecar in front of: set the %s annotation", AnnotationUpstreamPort)
+	return appPort{}, fmt.Errorf("%w: name the app's port http (or http-..., http2...), or set the %s annotation",
+		ErrNoHTTPPort, AnnotationUpstreamPort)
+}
+
+// isHTTP: the port's name says it speaks plain HTTP: "http", or a name
+// that starts with "http-" or "http2" (Istio's convention; not "https",
+// which the sidecar cannot read). A container port has no appProtocol
+// (Kubernetes puts that on Service ports), so the name is what a pod has.
+func isHTTP(p corev1.ContainerPort) bool {
+	return p.Name == "http" || strings.HasPrefix(p.Name, "http-") || strings.HasPrefix(p.Name, "http2")
 }
 
 func annotationPort(pod *corev1.Pod, key string, def int32) (int32, error) {

@@ -116,6 +116,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("deleting a pod drops no request in flight", expectInFlightKept)
 	t.Run("a pod that starts while Redis is down is Ready and fails open or closed as each policy says", expectStartDuringOutage)
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
+	t.Run("a labelled namespace keeps its Jobs, TCP pods and opted-out pods", expectOtherPodsKept)
 	t.Run("overlays/redis-ha fails over when the primary's pod is deleted under load", expectRedisHAFailover)
 	t.Run("helm install gives an operator that limits the traffic exactly", expectHelmInstall)
 }

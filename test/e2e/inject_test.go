@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/types"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -168,11 +169,70 @@ func expectInjection(t *testing.T, metrics string, touches *atomic.Int32, ports 
 	if n := sidecarCount(createPod(t, plainPod("plain", "e2e-labelled"))); n != 1 {
 		t.Fatalf("a pod in a labelled namespace: %d sidecars", n)
 	}
+	expectLabelledNamespaceKeepsOtherPods(t, calls)
 	if strings.Contains(mustJSON(t, pod), storePassword) {
 		t.Fatal("the store password is in the pod spec")
 	}
 	expectInjectTypoRefused(t)
 	return pod
+}
+
+// expectLabelledNamespaceKeepsOtherPods: in a labelled namespace, a pod
+// without an HTTP port is created as it is, with a warning kubectl prints
+// and, when a controller owns it, an event on the owner; a pod opted out
+// by annotation never reaches the webhook. Before, both were refused ("no
+// container port") or, with a TCP port, given a proxy in front of it.
+func expectLabelledNamespaceKeepsOtherPods(t *testing.T, calls func() int) {
+	t.Helper()
+	const warning = "Warning: quota-operator: no sidecar: no HTTP port to put the sidecar in front of"
+	kubectl(t, "create", "job", "export", "-n", "e2e-labelled", "--image=app:1")
+	jobUID := kubectl(t, "get", "job", "export", "-n", "e2e-labelled", "-o", "jsonpath={.metadata.uid}")
+	job := plainPod("export-1", "e2e-labelled")
+	job.Spec.Containers[0].Ports = nil
+	job.OwnerReferences = []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "Job", Name: "export", UID: types.UID(jobUID), Controller: ptr.To(true)}}
+	db := plainPod("postgres", "e2e-labelled")
+	db.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "postgres", ContainerPort: 5432}}
+	for _, pod := range []*corev1.Pod{job, db} {
+		file := filepath.Join(t.TempDir(), "pod.json")
+		if err := os.WriteFile(file, []byte(mustJSON(t, pod)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := env.Kubectl("create", "-f", file)
+		if err != nil || !strings.Contains(out, warning) {
+			t.Fatalf("%s in a labelled namespace: %v\n%s\nwant created with %q", pod.Name, err, out, warning)
+		}
+		var created corev1.Pod
+		if err := json.Unmarshal([]byte(kubectl(t, "get", "pod", pod.Name, "-n", "e2e-labelled", "-o", "json")), &created); err != nil {
+			t.Fatal(err)
+		}
+		if n := sidecarCount(&created); n != 0 || portsOf(created) != portsOf(*pod) {
+			t.Fatalf("%s: %d sidecars, ports %v; want none and its own ports", pod.Name, n, created.Spec.Containers[0].Ports)
+		}
+	}
+	localtest.WaitFor(t, 10*time.Second, "the NoSidecar event on the Job", func() error {
+		out, err := env.Kubectl("get", "events.events.k8s.io", "-n", "e2e-labelled", "--field-selector=regarding.name=export,reason=NoSidecar", "-o", "name")
+		if err != nil || out == "" {
+			return fmt.Errorf("events: %w %q", err, out)
+		}
+		return nil
+	})
+	before := calls()
+	out := plainPod("opted-out", "e2e-labelled")
+	out.Annotations = map[string]string{webhook.AnnotationInject: "false"}
+	if n := sidecarCount(createPod(t, out)); n != 0 || calls() != before {
+		t.Fatalf("a pod opted out in a labelled namespace: %d sidecars, %d webhook calls; want none", n, calls()-before)
+	}
+}
+
+// portsOf names a pod's container ports and their numbers.
+func portsOf(pod corev1.Pod) string {
+	var b strings.Builder
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			fmt.Fprintf(&b, "%s/%s=%d ", c.Name, p.Name, p.ContainerPort)
+		}
+	}
+	return b.String()
 }
 
 // expectInjectTypoRefused: a pod annotated inject "True", outside any
@@ -352,7 +412,7 @@ func appPod(name, ns string, ports map[string]string) *corev1.Pod {
 
 func plainPod(name, ns string) *corev1.Pod {
 	return &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1", Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}}}}
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}}}
 }
 
 // createPod creates pod with kubectl and returns it as the API server

@@ -13,6 +13,11 @@ import (
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	// Public CA roots, used when the system has none: the image holds
+	// nothing but this binary, and a managed Redis (rediss://) presents a
+	// certificate from a public CA. A system bundle or tls_ca_file wins.
+	_ "golang.org/x/crypto/x509roots/fallback"
 )
 
 // version and commit are set at build time with -ldflags "-X

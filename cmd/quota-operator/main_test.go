@@ -2,6 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -60,5 +64,23 @@ func TestVersionText(t *testing.T) {
 				t.Fatalf("%q; want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// The image holds no CA bundle: with no system roots (SSL_CERT_FILE and
+// SSL_CERT_DIR naming nothing), the program still trusts the public CAs
+// (x509roots/fallback), so rediss:// to a managed Redis needs no
+// tls_ca_file. Before, its pool was empty there.
+func TestPublicRootsWithoutSystemRoots(t *testing.T) {
+	if os.Getenv("QO_PRINT_ROOTS") == "1" {
+		pool, err := x509.SystemCertPool()
+		fmt.Println(err == nil && !pool.Equal(x509.NewCertPool()))
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPublicRootsWithoutSystemRoots$")
+	cmd.Env = append(os.Environ(), "QO_PRINT_ROOTS=1", "SSL_CERT_FILE=/nonexistent/ca.pem", "SSL_CERT_DIR=/nonexistent")
+	out, err := cmd.Output()
+	if err != nil || !strings.HasPrefix(string(out), "true\n") {
+		t.Fatalf("roots without the system's: %v\n%s", err, out)
 	}
 }

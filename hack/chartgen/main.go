@@ -268,6 +268,18 @@ func managerTemplate(text string) string {
 			i++
 			continue
 		}
+		if trimmed == "volumeMounts:" || trimmed == "volumes:" {
+			helper := map[string]string{"volumeMounts:": "storeTLSMounts", "volumes:": "storeTLSVolumes"}[trimmed]
+			// The store's CA (store.tls.ca), after the list's own items.
+			end := i + 1
+			for end < len(lines) && (strings.HasPrefix(lines[end], indent+"- ") || strings.HasPrefix(lines[end], indent+"  ")) {
+				end++
+			}
+			out = append(out, lines[i:end]...)
+			out = append(out, fmt.Sprintf(`%s{{- with include "quota-operator.%s" . }}{{ . | nindent %d }}{{- end }}`, indent, helper, len(indent)))
+			i = end - 1
+			continue
+		}
 		if trimmed == "resources:" && len(indent) >= 8 {
 			out = append(out, line, fmt.Sprintf("%s  {{- toYaml .Values.resources | nindent %d }}", indent, len(indent)+2))
 			for i+1 < len(lines) && strings.HasPrefix(lines[i+1], indent+" ") {

@@ -168,6 +168,18 @@ func TestHelmChartValues(t *testing.T) {
 			"kind: PrometheusRule", "kind: PodMonitor", "grafana_dashboard"}},
 		{"cert-manager", map[string]any{"certManager": map[string]any{"enabled": true}}, []string{"kind: Certificate", "kind: Issuer",
 			"cert-manager.io/inject-ca-from: quota-operator-system/quota-operator-serving-cert", "secretName: quota-operator-webhook-server-cert"}},
+		{"store-ca-secret", map[string]any{"redis": map[string]any{"enabled": false},
+			"store": map[string]any{"url": "rediss://redis.example.com:6380/0", "tls": map[string]any{"ca": map[string]any{"secret": "redis-ca"}}},
+			"gateway": map[string]any{"enabled": true, "namespaces": "team-a"}}, []string{
+			`value: "rediss://redis.example.com:6380/0?tls_ca_file=/etc/quota-store-tls/ca.crt"`,
+			"- name: store-tls-ca\n          mountPath: /etc/quota-store-tls\n          readOnly: true",
+			"- name: store-tls-ca\n        secret:\n          secretName: \"redis-ca\"\n          items:\n            - key: \"ca.crt\"\n              path: ca.crt",
+			// The gateway reads the copy in its own Secret.
+			`value: "rediss://redis.example.com:6380/0?tls_ca_file=/etc/quota-store/ca.crt"`}},
+		{"store-ca-configmap", map[string]any{"redis": map[string]any{"enabled": false},
+			"store": map[string]any{"url": "rediss://redis.example.com:6380/0?dial_timeout=1s", "tls": map[string]any{"ca": map[string]any{"configMap": "redis-ca", "key": "server-ca.pem"}}}}, []string{
+			`value: "rediss://redis.example.com:6380/0?dial_timeout=1s&tls_ca_file=/etc/quota-store-tls/ca.crt"`,
+			"configMap:\n          name: \"redis-ca\"\n          items:\n            - key: \"server-ca.pem\""}},
 		{"redis-ha-gateway", map[string]any{"redis": map[string]any{"ha": map[string]any{"enabled": true}},
 			"gateway": map[string]any{"enabled": true, "namespaces": "team-a"}}, []string{
 			"replicas: 3", "name: quota-operator-redis-sentinel\n", "- --min-replicas-to-write",

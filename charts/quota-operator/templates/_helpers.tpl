@@ -19,8 +19,49 @@ redis+sentinel://{{ include "quota-operator.sentinels" . }}/quota/0
 {{- else if .Values.redis.enabled -}}
 redis://quota-operator-redis.{{ .Release.Namespace }}.svc:6379/0
 {{- else -}}
-{{ .Values.store.url }}
+{{ .Values.store.url }}{{ include "quota-operator.storeCAParam" (list . "/etc/quota-store-tls/ca.crt") }}
 {{- end -}}
+{{- end -}}
+
+{{/* Whether store.tls.ca names a CA to trust. */}}
+{{- define "quota-operator.storeCA" -}}
+{{- if and (not .Values.redis.enabled) (or .Values.store.tls.ca.secret .Values.store.tls.ca.configMap) }}true{{ end -}}
+{{- end -}}
+
+{{/* The URL option that names the store's CA file at the given path. */}}
+{{- define "quota-operator.storeCAParam" -}}
+{{- $ := index . 0 -}}
+{{- if include "quota-operator.storeCA" $ -}}
+{{ if contains "?" $.Values.store.url }}&{{ else }}?{{ end }}tls_ca_file={{ index . 1 }}
+{{- end -}}
+{{- end -}}
+
+{{/* The manager's mount of the store's CA. */}}
+{{- define "quota-operator.storeTLSMounts" -}}
+{{- if include "quota-operator.storeCA" . }}
+- name: store-tls-ca
+  mountPath: /etc/quota-store-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* The store's CA, from a Secret or a ConfigMap of the release's namespace. */}}
+{{- define "quota-operator.storeTLSVolumes" -}}
+{{- if include "quota-operator.storeCA" . }}
+{{- with .Values.store.tls.ca }}
+- name: store-tls-ca
+{{- if .secret }}
+  secret:
+    secretName: {{ .secret | quote }}
+{{- else }}
+  configMap:
+    name: {{ .configMap | quote }}
+{{- end }}
+    items:
+      - key: {{ .key | quote }}
+        path: ca.crt
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* The gateway's store: the manager's, logging in to the bundled
@@ -28,6 +69,8 @@ Sentinels as the discovery-only user whose password its Secret holds. */}}
 {{- define "quota-operator.gatewayStoreURL" -}}
 {{- if and .Values.redis.enabled .Values.redis.ha.enabled -}}
 {{ include "quota-operator.storeURL" . }}?sentinel_username=quota-sentinel&sentinel_password_file=/etc/quota-store/sentinel-password
+{{- else if include "quota-operator.storeCA" . -}}
+{{ .Values.store.url }}{{ include "quota-operator.storeCAParam" (list . "/etc/quota-store/ca.crt") }}
 {{- else -}}
 {{ include "quota-operator.storeURL" . }}
 {{- end -}}

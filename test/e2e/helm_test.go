@@ -169,7 +169,7 @@ func TestHelmChartValues(t *testing.T) {
 		{"cert-manager", map[string]any{"certManager": map[string]any{"enabled": true}}, []string{"kind: Certificate", "kind: Issuer",
 			"cert-manager.io/inject-ca-from: quota-operator-system/quota-operator-serving-cert", "secretName: quota-operator-webhook-server-cert"}},
 		{"store-ca-secret", map[string]any{"redis": map[string]any{"enabled": false},
-			"store": map[string]any{"url": "rediss://redis.example.com:6380/0", "tls": map[string]any{"ca": map[string]any{"secret": "redis-ca"}}},
+			"store":   map[string]any{"url": "rediss://redis.example.com:6380/0", "tls": map[string]any{"ca": map[string]any{"secret": "redis-ca"}}},
 			"gateway": map[string]any{"enabled": true, "namespaces": "team-a"}}, []string{
 			`value: "rediss://redis.example.com:6380/0?tls_ca_file=/etc/quota-store-tls/ca.crt"`,
 			"- name: store-tls-ca\n          mountPath: /etc/quota-store-tls\n          readOnly: true",

@@ -56,7 +56,11 @@ type (
 func newEngine(s store.Store) (engine, error) {
 	switch s := s.(type) {
 	case redisStore:
-		return newRedisEngine(s.Client()), nil
+		e := newRedisEngine(s.Client())
+		if sb, ok := s.(interface{ OneSlotPerCall() bool }); ok && sb.OneSlotPerCall() {
+			e.cluster = true
+		}
+		return e, nil
 	case memoryStore:
 		return memoryEngine{s}, nil
 	}

@@ -34,10 +34,11 @@ func Library(seal string) (source, digest string, err error) {
 }
 
 // redisEngine runs each step as one call of a library function. On a single server or
-// Sentinel group a decision is always one script. In a Cluster, keys of one
-// limit and subject share a slot; a decision whose keys span slots runs one
-// script per hash tag, concurrently, and refunds the slots that committed
-// when another denied.
+// Sentinel group a decision is always one script. In a Cluster (or behind
+// one endpoint that refuses calls across slots: the URL's cross_slot=false),
+// keys of one limit and subject share a slot; a decision whose keys span
+// slots runs one script per hash tag, concurrently, and refunds the slots
+// that committed when another denied.
 type redisEngine struct {
 	c       redis.UniversalClient
 	cluster bool

@@ -16,6 +16,9 @@ import (
 // node owns that key's slot.
 type Redis struct {
 	c redis.UniversalClient
+	// oneSlotPerCall: the server refuses a call across hash slots
+	// (a Cluster, or one endpoint in front of shards).
+	oneSlotPerCall bool
 }
 
 // NewRedis wraps c. Close closes c.
@@ -26,6 +29,13 @@ func NewRedis(c redis.UniversalClient) *Redis {
 // Client returns the underlying client, for callers that call the
 // library's other functions on the same connections.
 func (r *Redis) Client() redis.UniversalClient { return r.c }
+
+// OneSlotPerCall reports whether each call must name keys of one hash
+// slot only: a Cluster client, or a URL with cross_slot=false.
+func (r *Redis) OneSlotPerCall() bool {
+	_, cluster := r.c.(*redis.ClusterClient)
+	return cluster || r.oneSlotPerCall
+}
 
 func (r *Redis) call(ctx context.Context, fn, key string, args ...any) *redis.Cmd {
 	return r.c.FCall(ctx, fn, []string{key}, args...)

@@ -109,6 +109,9 @@ func (l *Location) printQuery() string {
 	if l.Redis.SentinelUsername != "" {
 		q.Set("sentinel_username", l.Redis.SentinelUsername)
 	}
+	if l.OneSlotPerCall {
+		q.Set("cross_slot", "false")
+	}
 	if len(q) == 0 {
 		return ""
 	}

@@ -33,6 +33,11 @@ type Location struct {
 	MaxEntries int64
 	// Files are the files the URL names.
 	Files LocationFiles
+	// OneSlotPerCall: no call names keys of two hash slots, as on a Redis
+	// Cluster, though the URL is one endpoint (URL option cross_slot=false):
+	// ElastiCache Serverless, Redis Enterprise and cluster proxies answer
+	// CROSSSLOT otherwise. Always so for redis+cluster://.
+	OneSlotPerCall bool
 	// serverName overrides the TLS server name.
 	serverName string
 	// scheme is kept to print the location back.
@@ -206,6 +211,15 @@ func (l *Location) parseQuery(q url.Values) error {
 			l.serverName = v
 		case "sentinel_username":
 			opts.SentinelUsername = v
+		case "cross_slot":
+			switch v {
+			case "true":
+				l.OneSlotPerCall = false
+			case "false":
+				l.OneSlotPerCall = true
+			default:
+				err = fmt.Errorf("%q is neither true nor false", v)
+			}
 		default:
 			if !l.parseFileOption(name, v) {
 				return fmt.Errorf("store URL option %q is unknown (known: %s)", name, strings.Join(knownOptions(), ", "))
@@ -219,7 +233,7 @@ func (l *Location) parseQuery(q url.Values) error {
 }
 
 func knownOptions() []string {
-	known := []string{"dial_timeout", "read_timeout", "write_timeout", "pool_size", "max_retries", "tls_server_name", "sentinel_username"}
+	known := []string{"dial_timeout", "read_timeout", "write_timeout", "pool_size", "max_retries", "tls_server_name", "sentinel_username", "cross_slot"}
 	for _, o := range fileOptions {
 		known = append(known, o.name)
 	}
@@ -306,5 +320,7 @@ func (l *Location) Open(memoryOpts ...MemoryOption) Store {
 	if l.Kind == "memory" {
 		return NewMemory(append([]MemoryOption{WithMaxEntries(l.MaxEntries)}, memoryOpts...)...)
 	}
-	return NewRedis(redis.NewUniversalClient(l.Redis))
+	r := NewRedis(redis.NewUniversalClient(l.Redis))
+	r.oneSlotPerCall = l.OneSlotPerCall || l.Kind == "cluster"
+	return r
 }

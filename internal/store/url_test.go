@@ -34,6 +34,9 @@ func TestParseLocation(t *testing.T) {
 		{raw: "rediss+cluster://n1:7000/?pool_size=50&dial_timeout=100ms", kind: "cluster", addrs: []string{"n1:7000"}, tls: true, printed: "rediss+cluster://n1:7000"},
 		{raw: "rediss://h?tls_server_name=r.example", kind: "redis", addrs: []string{"h:6379"}, tls: true, printed: "rediss://h:6379/0?tls_server_name=r.example"},
 		{raw: "redis+sentinel://s/m?sentinel_username=watcher", kind: "sentinel", addrs: []string{"s:26379"}, master: "m", printed: "redis+sentinel://s:26379/m/0?sentinel_username=watcher"},
+		// Printed, so sidecars get it with the rest of the manager's URL.
+		{raw: "rediss://serverless.example:6379?cross_slot=false", kind: "redis", addrs: []string{"serverless.example:6379"}, tls: true, printed: "rediss://serverless.example:6379/0?cross_slot=false"},
+		{raw: "redis://h?cross_slot=true", kind: "redis", addrs: []string{"h:6379"}, printed: "redis://h:6379/0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
@@ -93,6 +96,7 @@ func TestParseLocationErrors(t *testing.T) {
 		{"redis+sentinel://s1", "needs the master name"},
 		{"redis+cluster://n1/1", "no database number"},
 		{"redis://h?pool=5", `option "pool" is unknown`},
+		{"redis://h?cross_slot=no", `store URL option cross_slot: "no" is neither true nor false`},
 		{"redis://h?pool_size=0", "pool_size"},
 		{"redis://h?dial_timeout=-1s", "dial_timeout"},
 		{"redis://u:bad%zz@h", "password is not valid percent-encoding"},

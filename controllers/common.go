@@ -57,10 +57,17 @@ type EventRecorder interface {
 
 // options are the controller settings both kinds share: failures retry
 // from 100ms, doubling to at most 10s, so a store that comes back is
-// noticed within seconds.
+// noticed within seconds. Several workers, so objects that wait for an
+// unreachable store do not hold up those that can finish without it (a
+// deletion past FinalizeTimeout); each object is still reconciled by one
+// worker at a time.
 func options() controller.Options {
-	return controller.Options{RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 10*time.Second)}
+	return controller.Options{MaxConcurrentReconciles: reconcileWorkers,
+		RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, 10*time.Second)}
 }
+
+// reconcileWorkers is how many objects of a kind are reconciled at once.
+const reconcileWorkers = 4
 
 // publisher runs the steps both reconcilers share.
 type publisher struct {

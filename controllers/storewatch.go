@@ -63,6 +63,7 @@ func (w *StoreWatch) Start(ctx context.Context) error {
 	_, _ = rand.Read(id[:])
 	marker := []byte(hex.EncodeToString(id[:]))
 	ttl := max(10*w.Interval, 10*time.Second)
+	go w.probe(ctx)
 	t := time.NewTicker(w.Interval)
 	defer t.Stop()
 	for {
@@ -89,7 +90,6 @@ func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration
 	sctx, cancel := context.WithTimeout(ctx, markerTimeout)
 	defer cancel()
 	lost, err := w.Store.SetIfAbsent(sctx, markerKey, marker, ttl)
-	w.Health.set(err == nil)
 	if err != nil {
 		// The reconcilers report an unreachable store in status.
 		w.Log.V(1).Info("Store unreachable", "error", err.Error())
@@ -106,6 +106,33 @@ func (w *StoreWatch) check(ctx context.Context, marker []byte, ttl time.Duration
 		return
 	}
 	w.Log.Info("Store holds no operator marker; wrote every object's config back")
+}
+
+// Pinger answers whether the store is reachable now.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// probe tells Health, every Interval, whether the store answers: on its
+// own, since a look of the loop above can wait seconds on a store that
+// went away (its users' writes, say), and reconciles should know at once.
+func (w *StoreWatch) probe(ctx context.Context) {
+	p, ok := w.Store.(Pinger)
+	if !ok || w.Health == nil {
+		return
+	}
+	t := time.NewTicker(w.Interval)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, markerTimeout)
+		w.Health.set(p.Ping(pctx) == nil)
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // sweepLeft removes the config of objects deleted while the store was

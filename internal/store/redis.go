@@ -30,6 +30,15 @@ func NewRedis(c redis.UniversalClient) *Redis {
 // library's other functions on the same connections.
 func (r *Redis) Client() redis.UniversalClient { return r.c }
 
+// Ping asks the server (a Cluster's every master) for an answer: whether
+// it is reachable now, whatever the functions library holds.
+func (r *Redis) Ping(ctx context.Context) error {
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+	}
+	return r.c.Ping(ctx).Err()
+}
+
 // OneSlotPerCall reports whether each call must name keys of one hash
 // slot only: a Cluster client, or a URL with cross_slot=false.
 func (r *Redis) OneSlotPerCall() bool {

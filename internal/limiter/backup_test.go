@@ -70,16 +70,23 @@ func TestSnapshotRestoresUsage(t *testing.T) {
 
 func decideOn(t *testing.T, url string, lim limiter.Limit) limiter.Decision {
 	t.Helper()
+	return decide(t, limiterAt(t, url), lim)
+}
+
+// limiterAt is a limiter on the store url names, opened through its URL
+// as a sidecar does, and closed when the test ends.
+func limiterAt(t *testing.T, url string) *limiter.Limiter {
+	t.Helper()
 	s, err := store.Open(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = s.Close() }()
+	t.Cleanup(func() { _ = s.Close() })
 	l, err := limiter.New(s)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return decide(t, l, lim)
+	return l
 }
 
 // writeAppendOnlyFile turns the append-only file on in a Redis that

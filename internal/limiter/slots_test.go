@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
-	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
@@ -63,28 +62,11 @@ func TestOneSlotPerCallBehindOneEndpoint(t *testing.T) {
 		}
 	}
 	t.Run("without cross_slot=false, CROSSSLOT", func(t *testing.T) {
-		s, err := store.Open(srv.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = s.Close() }()
-		l, err := limiter.New(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := l.Decide(context.Background(), limiter.Request{Limits: limits("probe")}); err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		if _, err := limiterAt(t, srv.URL).Decide(context.Background(), limiter.Request{Limits: limits("probe")}); err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
 			t.Fatalf("a decision across two slots: %v; want CROSSSLOT", err)
 		}
 	})
-	s, err := store.Open(srv.URL + "?cross_slot=false")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	l, err := limiter.New(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := limiterAt(t, srv.URL+"?cross_slot=false")
 	const callers, each, subjects = 50, 40, 20
 	var mu sync.Mutex
 	allowed := map[string]int{}

@@ -3,12 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 )
 
 func TestRedisHAFlags(t *testing.T) {
@@ -34,12 +35,7 @@ func TestRedisHAFlags(t *testing.T) {
 // the primary, another replicates it, and a Sentinel monitors the first;
 // the config files say so, and an empty password is refused.
 func TestRedisHAWritesConfig(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	nobody := ln.Addr().String()
-	_ = ln.Close()
+	nobody := localtest.FreeAddr(t) // nothing listens there
 	dir := t.TempDir()
 	write := func(role, self, password string) (string, error) {
 		c, err := parseRedisHAFlags([]string{role, "--config=" + filepath.Join(dir, role+"-"+self+".conf"), "--self=" + self,

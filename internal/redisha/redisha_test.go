@@ -11,25 +11,14 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
 
 const password = "group-password"
 
-// closedAddr is a loopback address nothing listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 func TestDecideWithoutSentinels(t *testing.T) {
-	group := Group{Sentinels: []string{closedAddr(t)}, MasterName: "quota", Password: password}
+	group := Group{Sentinels: []string{localtest.FreeAddr(t)}, MasterName: "quota", Password: password}
 	for _, c := range []struct {
 		name, self, want string
 	}{
@@ -56,7 +45,7 @@ func TestDecideWithSentinel(t *testing.T) {
 	sn, err := redistest.StartSentinel("quota", "requirepass "+password)
 	redistest.SkipIfMissing(t, err)
 	t.Cleanup(func() { _ = sn.Close() })
-	group := Group{Sentinels: []string{closedAddr(t), sn.Sentinel.Addr}, MasterName: "quota", Password: password}
+	group := Group{Sentinels: []string{localtest.FreeAddr(t), sn.Sentinel.Addr}, MasterName: "quota", Password: password}
 	decide := func(t *testing.T, self string, wait time.Duration) Start {
 		t.Helper()
 		n := Node{Group: group, Self: self, First: "unused:6379", Wait: wait, Poll: 100 * time.Millisecond}

@@ -86,6 +86,11 @@ type publisher struct {
 	Left            *LeftConfig
 	// Health shortens store calls while the store is known to be away.
 	Health *StoreHealth
+	// Problems says which namespaces' sidecars have no store user, for
+	// Enforced; ProgrammedNote ends every Programmed message (what the
+	// store tenancy gives up).
+	Problems       *TenantProblems
+	ProgrammedNote string
 }
 
 // begin finalizes an object being deleted, or makes sure it has the
@@ -183,7 +188,7 @@ func (p publisher) publish(ctx context.Context, obj client.Object, st *v1alpha1.
 	if d, ok := p.Store.(programmedDescriber); ok {
 		msg = d.Programmed(obj.GetNamespace(), rev)
 	}
-	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, msg)
+	setCondition(st, gen, v1alpha1.ConditionProgrammed, metav1.ConditionTrue, v1alpha1.ReasonProgrammed, msg+p.ProgrammedNote)
 	p.Headroom.apply(st, gen)
 	return rev, nil
 }
@@ -223,6 +228,12 @@ func (p publisher) patchStatus(ctx context.Context, before, obj client.Object, o
 		return nil
 	}
 	recordTransition(p.Events, obj, oldConds, newConds, v1alpha1.ConditionProgrammed, "Publish")
+	if c := apimeta.FindStatusCondition(newConds, v1alpha1.ConditionEnforced); c != nil &&
+		(c.Reason == v1alpha1.ReasonStoreUserRefused || c.Reason == v1alpha1.ReasonStoreUserMissing) {
+		// Only these: Enforced moves with every rollout, and an event each
+		// time would drown the ones that ask for an administrator.
+		recordTransition(p.Events, obj, oldConds, newConds, v1alpha1.ConditionEnforced, "Enforce")
+	}
 	return p.Status().Patch(ctx, obj, client.MergeFrom(before))
 }
 

@@ -54,6 +54,10 @@ func (p publisher) setEnforced(ctx context.Context, obj client.Object, st *v1alp
 		return 0, err
 	}
 	st.EnforcedPods = ""
+	if problem, ok := p.Problems.get(obj.GetNamespace()); ok {
+		conditionForProblem(st, gen, e, problem)
+		return recheckLagging, nil
+	}
 	if p.Enforcement == nil {
 		msg := noReportsMessage
 		if len(e.unprotected) > 0 {

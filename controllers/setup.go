@@ -37,6 +37,10 @@ type Options struct {
 	UsageInterval time.Duration
 	// StoreCheckInterval is how often StoreWatch looks for lost config.
 	StoreCheckInterval time.Duration
+	// Problems is where the StoreSecretReconciler says which namespaces'
+	// sidecars have no store user; ProgrammedNote ends Programmed.
+	Problems       *TenantProblems
+	ProgrammedNote string
 	// FinalizeTimeout bounds how long a deleted policy or quota waits for
 	// an unreachable store to remove its config (0: as long as it takes).
 	FinalizeTimeout time.Duration
@@ -58,6 +62,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	left, health := &LeftConfig{}, &StoreHealth{}
 	for _, p := range []*publisher{&rlp.publisher, &uq.publisher} {
 		p.FinalizeTimeout, p.Left, p.Health = o.FinalizeTimeout, left, health
+		p.Problems, p.ProgrammedNote = o.Problems, o.ProgrammedNote
 	}
 	watch := &StoreWatch{Client: mgr.GetClient(), Store: o.Store, Interval: o.StoreCheckInterval, Headroom: headroom, Users: o.Users,
 		RateLimitPolicies: rlpResync, UsageQuotas: uqResync, Left: left, Configs: writer, Health: health, Log: ctrl.Log.WithName("storewatch")}

@@ -75,6 +75,14 @@ type StoreSecretReconciler struct {
 	Shared func(context.Context) (map[string][]byte, error)
 	// Gateway, when set, is the gateway rate-limit service's own user.
 	Gateway *GatewayUser
+	// Tenancy is how namespaces get their user: with TenancyProvided and
+	// TenancyShared their credentials are copied from the Secret at
+	// ProvidedUsers, and Users is not called.
+	Tenancy       Tenancy
+	ProvidedUsers client.ObjectKey
+	// Problems, when set, learns which namespaces' sidecars have no user,
+	// and why.
+	Problems *TenantProblems
 	// RotationGrace is how long the old password still works after a
 	// rotation: the kubelet needs up to about a minute to update the
 	// mounted Secret, and sidecars open new connections meanwhile.
@@ -106,47 +114,95 @@ type retiredPassword struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",resources=secrets,resourceNames=quota-operator-store,verbs=get;update
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-ratelimit-store,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-store-users,verbs=get
 
-// Reconcile handles one namespace: its user exists, with the Secret's
-// password, while a pod there has the sidecar, and is removed after.
+// Reconcile handles one namespace: while a pod there has the sidecar, its
+// Secret names a store user Redis knows (the manager's with
+// TenancyManaged, removed after the last such pod; the administrator's
+// otherwise).
 func (r *StoreSecretReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	if r.Gateway != nil && req.NamespacedName == r.Gateway.Secret {
 		return r.reconcileGateway(ctx)
 	}
-	user := limiter.TenantUserName(req.Namespace)
-	inUse, err := r.hasSidecars(ctx, req.Namespace)
+	ns := req.Namespace
+	inUse, err := r.hasSidecars(ctx, ns)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if !inUse {
-		r.forget(req.Namespace)
-		return ctrl.Result{}, r.Users.Delete(ctx, user)
+		r.forget(ns)
+		r.Problems.set(ns, nil)
+		if r.provided() {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, r.Users.Delete(ctx, limiter.TenantUserName(ns))
 	}
-	return r.keepUser(ctx, client.ObjectKey{Namespace: req.Namespace, Name: r.Name}, req.Namespace, user,
-		func(digests ...string) store.ACLUser { return limiter.TenantUser(req.Namespace, digests...) })
+	key := client.ObjectKey{Namespace: ns, Name: r.Name}
+	if r.provided() {
+		missing, err := r.keepProvided(ctx, key, ns, ns)
+		return r.after(missing), err
+	}
+	result, err := r.keepUser(ctx, key, ns, limiter.TenantUserName(ns),
+		func(digests ...string) store.ACLUser { return limiter.TenantUser(ns, digests...) })
+	if store.IsACLRefused(err) {
+		// Not an error to retry every few seconds: nothing changes until
+		// the store or the manager's flags do.
+		r.Problems.set(ns, refusedProblem(ns, err))
+		return ctrl.Result{RequeueAfter: r.Recheck}, nil
+	}
+	if err == nil {
+		r.Problems.set(ns, nil)
+	}
+	return result, err
 }
+
+// provided says whether users come from the users Secret.
+func (r *StoreSecretReconciler) provided() bool {
+	return r.Tenancy == TenancyProvided || r.Tenancy == TenancyShared
+}
+
+// after is when to read the users Secret again: soon while an entry is
+// missing, since the manager cannot watch it.
+func (r *StoreSecretReconciler) after(missing bool) ctrl.Result {
+	if missing {
+		return ctrl.Result{RequeueAfter: min(missingRecheck, r.Recheck)}
+	}
+	return ctrl.Result{RequeueAfter: r.Recheck}
+}
+
+// missingRecheck is how often a missing entry of the users Secret is
+// looked for.
+const missingRecheck = 10 * time.Second
 
 // reconcileGateway keeps the gateway's user and its Secret, as a
 // namespace's, for as long as the manager runs with one.
 func (r *StoreSecretReconciler) reconcileGateway(ctx context.Context) (ctrl.Result, error) {
 	g := r.Gateway
+	if r.provided() {
+		missing, err := r.keepProvided(ctx, g.Secret, "", gatewayEntry)
+		return r.after(missing), err
+	}
 	// Its passwords are keyed apart from every namespace's: a key holds a
 	// "/", a namespace's name not.
 	return r.keepUser(ctx, g.Secret, g.Secret.String(), limiter.GatewayUserName,
 		func(digests ...string) store.ACLUser { return limiter.GatewayUser(g.Namespaces, digests...) })
 }
 
-// keepUser keeps the Secret at secret naming user, and the store user acl
-// builds with the passwords it accepts (id keys them for the rotation
-// grace), and says when to look again.
+// keepUser keeps the store user acl builds with the passwords it accepts
+// (id keys them for the rotation grace), and then the Secret at secret
+// naming it, and says when to look again. The user comes first: a Secret
+// never names a user Redis refused to make.
 func (r *StoreSecretReconciler) keepUser(ctx context.Context, secret client.ObjectKey, id, user string,
 	acl func(digests ...string) store.ACLUser) (ctrl.Result, error) {
-	password, err := r.ensureSecret(ctx, secret, user)
+	password, err := r.currentPassword(ctx, secret, user)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	digests, wait := r.digests(id, password)
 	if err := r.Users.Put(ctx, acl(digests...)); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.writeSecret(ctx, secret, user, password); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: min(wait, r.Recheck)}, nil
@@ -165,36 +221,39 @@ func (r *StoreSecretReconciler) hasSidecars(ctx context.Context, namespace strin
 	return false, nil
 }
 
-// ensureSecret returns the password in the Secret at key, making a new
-// one when the Secret is missing (deleted to rotate it) or does not name
-// the user, and keeps the Shared files in it.
-func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, key client.ObjectKey, user string) (string, error) {
-	data, err := r.sharedData(ctx)
-	if err != nil {
-		return "", err
-	}
+// currentPassword is the password of the Secret at key, or a new one when
+// the Secret is missing (deleted to rotate it) or does not name user.
+func (r *StoreSecretReconciler) currentPassword(ctx context.Context, key client.ObjectKey, user string) (string, error) {
 	var s corev1.Secret
-	err = r.Reader.Get(ctx, key, &s)
+	err := r.Reader.Get(ctx, key, &s)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return "", err
 	}
-	password := ""
-	if err == nil && string(s.Data[secretKeyUsername]) == user {
-		password = string(s.Data[secretKeyPassword])
+	if err == nil && string(s.Data[secretKeyUsername]) == user && len(s.Data[secretKeyPassword]) > 0 {
+		return string(s.Data[secretKeyPassword]), nil
 	}
-	if password == "" {
-		if password, err = NewPassword(); err != nil {
-			return "", err
-		}
+	return NewPassword()
+}
+
+// writeSecret keeps the Secret at key holding user, password and the
+// Shared files.
+func (r *StoreSecretReconciler) writeSecret(ctx context.Context, key client.ObjectKey, user, password string) error {
+	data, err := r.sharedData(ctx)
+	if err != nil {
+		return err
 	}
 	data[secretKeyUsername], data[secretKeyPassword] = []byte(user), []byte(password)
+	var s corev1.Secret
+	err = r.Reader.Get(ctx, key, &s)
 	switch {
-	case s.ResourceVersion == "":
+	case apierrors.IsNotFound(err):
 		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
 			Labels: ManagedLabels()}, Data: data}
-		return password, r.Create(ctx, &s)
+		return r.Create(ctx, &s)
+	case err != nil:
+		return err
 	case reflect.DeepEqual(s.Data, data):
-		return password, nil
+		return nil
 	}
 	s.Data = data
 	// Its label too: the admission policy lets the manager write only
@@ -203,7 +262,7 @@ func (r *StoreSecretReconciler) ensureSecret(ctx context.Context, key client.Obj
 		s.Labels = map[string]string{}
 	}
 	maps.Copy(s.Labels, ManagedLabels())
-	return password, r.Update(ctx, &s)
+	return r.Update(ctx, &s)
 }
 
 // sharedData is a fresh map holding the Shared files.

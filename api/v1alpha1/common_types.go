@@ -123,6 +123,13 @@ const (
 	ReasonUnprotected  = "Unprotected"
 	ReasonNoPods       = "NoPods"
 	ReasonCannotReport = "CannotReport"
+	// ReasonStoreUserRefused (Enforced False): the store refuses the
+	// operator ACL commands, so with store tenancy managed the
+	// namespace's sidecars have no user.
+	ReasonStoreUserRefused = "StoreUserRefused"
+	// ReasonStoreUserMissing (Enforced False): with store tenancy provided
+	// or shared, the users Secret has no credentials for the namespace.
+	ReasonStoreUserMissing = "StoreUserMissing"
 )
 
 // PolicyStatus is what both kinds report.

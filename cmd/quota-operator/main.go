@@ -40,6 +40,7 @@ func commands() []command {
 		{"manager", "run the operator: reconcile RateLimitPolicy and UsageQuota into the store", runManager},
 		{"sidecar", "run the sidecar: enforce the namespace's policies in front of an app", runSidecar},
 		{"ratelimit", "run the rate-limit service for gateways: Envoy's protocol, domains \"namespace/policy\"", runRatelimit},
+		{"tenant-acl", "print the ACL rule of a namespace's store user, for an administrator who makes the users (--store-tenancy=provided)", runTenantACL},
 		{"redis-ha", "write a Redis or Sentinel pod's config at its start, where the Sentinels say the primary is (config/overlays/redis-ha)", runRedisHA},
 		{"demo", "run the manager and a sidecar locally against an API server, apply the samples and show what they do", runDemo},
 		{"version", "print the version, the commit it was built from and the Go version", func(_ []string, stdout, _ io.Writer) int {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +48,8 @@ type managerConfig struct {
 	sidecarImage, webhookCertDir string
 	webhookPort                  int
 	storeSecretName              string
+	storeTenancy                 controllers.Tenancy
+	storeUsersSecret             string
 	storePasswordSecret          string
 	storeSentinelPasswordSecret  string
 	subjectKeySecret             string
@@ -91,6 +94,15 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.storeSentinelPasswordSecret, "store-sentinel-password-secret", "", "with redis+sentinel://, a Secret in --namespace whose \"password\" key the manager logs in to the Sentinels with (created at random when missing, as --store-password-secret's; overlays/redis-ha: the same Secret, whose password the Sentinels and Redis share); empty: the URL's sentinel_password_file, or none")
 	fs.StringVar(&c.subjectKeySecret, "subject-key-secret", "quota-operator-subject-key", "with Redis, the Secret in --namespace whose \"subject-key\" keys every subject hash (created at random when missing, and copied to sidecars and the gateway with their store users). Never change it: counters are keyed by these hashes")
 	fs.StringVar(&c.storeSecretName, "store-secret-name", "quota-operator-store", "Secret the operator keeps, in each namespace with sidecars, holding the username and password of that namespace's own Redis user")
+	c.storeTenancy = controllers.TenancyManaged
+	fs.Func("store-tenancy", "how each namespace's sidecars get a store user: managed (the manager keeps one ACL user per namespace; its store user needs ACL SETUSER), provided (an administrator makes each user with the rule `quota-operator tenant-acl NAMESPACE` prints and puts NAMESPACE.username and NAMESPACE.password in --store-users-secret) or shared (every namespace gets the username and password of --store-users-secret: no isolation in Redis). Default managed", func(v string) error {
+		if !slices.Contains(controllers.Tenancies, controllers.Tenancy(v)) {
+			return fmt.Errorf("%q is not managed, provided or shared", v)
+		}
+		c.storeTenancy = controllers.Tenancy(v)
+		return nil
+	})
+	fs.StringVar(&c.storeUsersSecret, "store-users-secret", "quota-operator-store-users", "with --store-tenancy provided or shared, the Secret in --namespace holding the store users an administrator made")
 	fs.StringVar(&c.policyConfigMap, "policy-configmap", "quota-policies", "the ConfigMap the manager keeps in each namespace with the compiled policies, which sidecars mount: with the memory store their policies (they cannot reach the manager's memory); with Redis the config they enforce when Redis cannot be read at their start; empty: none")
 	fs.Func("gateway-namespaces", "comma-separated namespaces the gateway rate-limit service serves: the manager keeps its own store user, which reaches those namespaces only, in --gateway-secret", namespaceList(&c.gatewayNamespaces))
 	fs.StringVar(&c.gatewaySecret, "gateway-secret", "quota-operator-ratelimit-store", "Secret in --namespace holding the username and password of the gateway rate-limit service's store user")
@@ -128,11 +140,8 @@ func (c *managerConfig) check() error {
 	if err := c.checkSidecarDefaults(); err != nil {
 		return err
 	}
-	if (c.storePasswordSecret != "" || c.storeSentinelPasswordSecret != "") && c.namespace == "" {
-		return errors.New("--store-password-secret and --store-sentinel-password-secret need --namespace (or POD_NAMESPACE)")
-	}
-	if len(c.gatewayNamespaces) > 0 && (c.namespace == "" || c.gatewaySecret == "" || c.gatewaySecret == c.storeSecretName) {
-		return errors.New("--gateway-namespaces needs --namespace (or POD_NAMESPACE) and a --gateway-secret other than --store-secret-name")
+	if err := c.checkNamespaced(); err != nil {
+		return err
 	}
 	if c.certSecret != "" {
 		if c.namespace == "" {
@@ -251,8 +260,32 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 	if err != nil {
 		return err
 	}
+	opts := controllerOptions(mgr, c, st, lim, loc)
+	if users != nil {
+		defer func() { _ = users.Close() }()
+		opts.Users = users
+	}
+	if err := controllers.Setup(mgr, opts); err != nil {
+		return err
+	}
+	if err := setupWebhooksAndUsers(ctx, mgr, c, loc, users, opts.Problems); err != nil {
+		return err
+	}
+	if err := setupUsageAPI(mgr, c, s, loc, log); err != nil {
+		return err
+	}
+	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
+	return mgr.Start(ctx)
+}
+
+// controllerOptions wire the controllers to the store: where config goes,
+// and what of usage and enforcement can be read back.
+func controllerOptions(mgr ctrl.Manager, c *managerConfig, st operatorStore, lim *limiter.Limiter, loc *store.Location) controllers.Options {
 	opts := controllers.Options{Store: st, Usage: lim, UsageInterval: c.usageInterval, StoreCheckInterval: c.storeCheckInterval,
-		FinalizeTimeout: c.finalizeTimeout}
+		FinalizeTimeout: c.finalizeTimeout, Problems: &controllers.TenantProblems{}}
+	if c.storeTenancy == controllers.TenancyShared && loc.Redis != nil {
+		opts.ProgrammedNote = controllers.SharedNote
+	}
 	switch cm := (&controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.policyConfigMap}); {
 	case c.policyConfigMap == "":
 	case loc.Redis == nil:
@@ -265,27 +298,13 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 		// starts while Redis is unreachable enforces.
 		opts.Config = controllers.WithCopy(st, cm)
 	}
-	if r, ok := s.(controllers.EnforcementReader); ok {
+	if r, ok := st.(controllers.EnforcementReader); ok {
 		opts.Enforcement = r
 	}
-	if a, ok := s.(controllers.RevisionAnnouncer); ok && loc.Redis != nil {
+	if a, ok := st.(controllers.RevisionAnnouncer); ok && loc.Redis != nil {
 		opts.Adjust, opts.Announce = lim, a
 	}
-	if users != nil {
-		defer func() { _ = users.Close() }()
-		opts.Users = users
-	}
-	if err := controllers.Setup(mgr, opts); err != nil {
-		return err
-	}
-	if err := setupWebhooksAndUsers(ctx, mgr, c, loc, users); err != nil {
-		return err
-	}
-	if err := setupUsageAPI(mgr, c, s, loc, log); err != nil {
-		return err
-	}
-	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
-	return mgr.Start(ctx)
+	return opts
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -346,6 +365,21 @@ func metricsOptions(c *managerConfig) metricsserver.Options {
 	return o
 }
 
+// checkNamespaced refuses flags that name objects of --namespace without
+// one.
+func (c *managerConfig) checkNamespaced() error {
+	if (c.storePasswordSecret != "" || c.storeSentinelPasswordSecret != "") && c.namespace == "" {
+		return errors.New("--store-password-secret and --store-sentinel-password-secret need --namespace (or POD_NAMESPACE)")
+	}
+	if c.storeTenancy != controllers.TenancyManaged && (c.namespace == "" || c.storeUsersSecret == "") {
+		return errors.New("--store-tenancy provided and shared need --namespace (or POD_NAMESPACE) and --store-users-secret")
+	}
+	if len(c.gatewayNamespaces) > 0 && (c.namespace == "" || c.gatewaySecret == "" || c.gatewaySecret == c.storeSecretName) {
+		return errors.New("--gateway-namespaces needs --namespace (or POD_NAMESPACE) and a --gateway-secret other than --store-secret-name")
+	}
+	return nil
+}
+
 // checkSidecarDefaults refuses defaults every injected pod would fail on.
 func (c *managerConfig) checkSidecarDefaults() error {
 	for flagName, v := range map[string]string{"--sidecar-cpu": c.sidecarCPU, "--sidecar-memory": c.sidecarMemory} {
@@ -402,22 +436,24 @@ func setupWebhooks(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc 
 // setupWebhooksAndUsers serves the webhooks and keeps the store users:
 // the namespaces' (who have sidecars only with the webhook) and the
 // gateway's.
-func setupWebhooksAndUsers(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin) error {
+func setupWebhooksAndUsers(ctx context.Context, mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin,
+	problems *controllers.TenantProblems) error {
 	if err := setupWebhooks(ctx, mgr, c, loc); err != nil {
 		return err
 	}
-	return setupStoreUsers(mgr, c, loc, users)
+	return setupStoreUsers(mgr, c, loc, users, problems)
 }
 
 // setupStoreUsers, with Redis, gives each namespace with sidecars its own
 // store user and the Secret that holds it, and so to the gateway
 // rate-limit service with --gateway-namespaces.
-func setupStoreUsers(mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin) error {
+func setupStoreUsers(mgr ctrl.Manager, c *managerConfig, loc *store.Location, users *store.ACLAdmin, problems *controllers.TenantProblems) error {
 	if users == nil || (c.sidecarImage == "" && len(c.gatewayNamespaces) == 0) {
 		return nil
 	}
 	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: c.storeSecretName,
-		Users: users, Shared: sharedStoreFiles(loc, users, c.subjectKey)}
+		Users: users, Shared: sharedStoreFiles(loc, users, c.subjectKey), Problems: problems,
+		Tenancy: c.storeTenancy, ProvidedUsers: client.ObjectKey{Namespace: c.namespace, Name: c.storeUsersSecret}}
 	if len(c.gatewayNamespaces) > 0 {
 		secrets.Gateway = &controllers.GatewayUser{Secret: client.ObjectKey{Namespace: c.namespace, Name: c.gatewaySecret},
 			Namespaces: c.gatewayNamespaces}

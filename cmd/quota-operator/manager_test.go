@@ -38,6 +38,8 @@ func TestManagerFlags(t *testing.T) {
 		{[]string{"--sidecar-memory", "lots"}, `--sidecar-memory: "lots" is not a positive quantity`},
 		{[]string{"--sidecar-cpu", "0"}, `--sidecar-cpu: "0" is not a positive quantity`},
 		{[]string{"--sidecar-failure-policy", "open"}, `--sidecar-failure-policy: "open" is neither Open nor Closed`},
+		{[]string{"--store-tenancy", "none"}, `invalid value "none" for flag -store-tenancy: "none" is not managed, provided or shared`},
+		{[]string{"--store-tenancy", "provided", "--namespace", ""}, "--store-tenancy provided and shared need --namespace (or POD_NAMESPACE) and --store-users-secret"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -35,6 +35,7 @@ var managerEnv = map[string]string{
 	"SIDECAR_CPU":                    `{{ .Values.sidecar.resources.cpu | quote }}`,
 	"SIDECAR_MEMORY":                 `{{ .Values.sidecar.resources.memory | quote }}`,
 	"SIDECAR_FAILURE_POLICY":         `{{ .Values.sidecar.failurePolicy | quote }}`,
+	"STORE_TENANCY":                  `{{ .Values.store.tenancy | quote }}`,
 	"GATEWAY_NAMESPACES":             `{{ if .Values.gateway.enabled }}{{ .Values.gateway.namespaces | quote }}{{ else }}""{{ end }}`,
 }
 

@@ -77,3 +77,26 @@ func GatewayUser(namespaces []string, passwordSHA256 ...string) store.ACLUser {
 	}
 	return u
 }
+
+// SharedUserName is the Redis user the rule SharedUser builds is meant
+// for: the one store user every namespace's sidecars share with
+// --store-tenancy=shared.
+const SharedUserName = "quota-shared"
+
+// SharedUser is what every namespace's user may do, on every namespace's
+// keys and channels: the rule of the one user all sidecars share when
+// Redis cannot keep a user per namespace. It keeps tenants from the
+// admin's keys and from writing without the library, not from each other.
+func SharedUser(passwordSHA256 ...string) store.ACLUser {
+	keys := []string{keyPrefix + "{*", keyPrefix + "app:{*"}
+	return store.ACLUser{
+		Name:           SharedUserName,
+		PasswordSHA256: passwordSHA256,
+		Keys:           keys,
+		ReadKeys:       []string{store.ConfigKeyPattern("*")},
+		Channels:       []string{store.ConfigChannel("*")},
+		Commands:       tenantCommands,
+		SealedKeys:     keys,
+		SealedCommands: tenantSealedCommands,
+	}
+}

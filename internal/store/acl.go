@@ -64,6 +64,35 @@ func (u ACLUser) rules(seal string) []any {
 	return append(args, "("+strings.Join(sel, " ")+")")
 }
 
+// AccessString is the rule of u for seal, as an administrator gives it
+// to a user of their own making: the words after "ACL SETUSER <name> on
+// >password", which ElastiCache and Redis Enterprise also take as an
+// access string. It starts from no commands; a new user has no keys and
+// no channels.
+func (u ACLUser) AccessString(seal string) string {
+	rules := u.rules(seal)
+	words := []string{"-@all"}
+	for _, r := range rules[5:] { // acl setuser <name> reset on
+		w := r.(string)
+		if !strings.HasPrefix(w, "#") {
+			words = append(words, w)
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+// IsACLRefused says whether err is a store refusing ACL commands to the
+// operator's user: NOPERM where the user lacks +acl, or an unknown
+// command where the provider removed ACL SETUSER (ElastiCache,
+// Memorystore).
+func IsACLRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "NOPERM") || strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown subcommand")
+}
+
 // ACLAdmin keeps ACL users on every node of a Redis deployment: the one
 // server, the master and replicas a Sentinel knows, or every master and
 // replica of a Cluster. Redis neither replicates nor persists ACL SETUSER
@@ -113,9 +142,14 @@ func (a *ACLAdmin) Put(ctx context.Context, u ACLUser) error {
 			return fmt.Errorf("keeping the store's seal: %w", err)
 		}
 	}
-	return a.eachNode(ctx, func(c *redis.Client) error {
+	err := a.eachNode(ctx, func(c *redis.Client) error {
 		return c.Do(ctx, u.rules(a.seal)...).Err()
 	})
+	if IsACLRefused(err) {
+		// Resync would only be refused again, at every store check.
+		delete(a.users, u.Name)
+	}
+	return err
 }
 
 // Delete removes the user from every node, which also disconnects its

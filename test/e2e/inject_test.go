@@ -365,6 +365,12 @@ func touchWebhook(t *testing.T) *atomic.Int32 {
 // environment. It returns the metrics URL once the manager is ready.
 func startManager(t *testing.T, bin, storeURL, webhookAddr string, environ ...string) string {
 	t.Helper()
+	return startManagerWith(t, bin, storeURL, webhookAddr, nil, environ)
+}
+
+// startManagerWith is startManager with more flags.
+func startManagerWith(t *testing.T, bin, storeURL, webhookAddr string, flags, environ []string) string {
+	t.Helper()
 	kubeconfig, err := env.Kubeconfig()
 	if err != nil {
 		t.Fatal(err)
@@ -376,6 +382,7 @@ func startManager(t *testing.T, bin, storeURL, webhookAddr string, environ ...st
 		"--sidecar-image", "quota-operator:e2e", "--webhook-port", port,
 		"--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", t.TempDir(),
 		"--webhook-cert-hosts", "127.0.0.1", "--namespace", operatorNS)
+	cmd.Args = append(cmd.Args, flags...)
 	cmd.Env = append(os.Environ(), environ...)
 	startProcess(t, cmd, func(logs string) {
 		if strings.Contains(logs, storePassword) {

@@ -35,6 +35,7 @@ var managerEnv = map[string]string{
 	"SIDECAR_CPU":                    `{{ .Values.sidecar.resources.cpu | quote }}`,
 	"SIDECAR_MEMORY":                 `{{ .Values.sidecar.resources.memory | quote }}`,
 	"SIDECAR_FAILURE_POLICY":         `{{ .Values.sidecar.failurePolicy | quote }}`,
+	"STORE_PASSWORD_FILE":            `{{ include "quota-operator.storePasswordFile" . | quote }}`,
 	"STORE_TENANCY":                  `{{ .Values.store.tenancy | quote }}`,
 	"GATEWAY_NAMESPACES":             `{{ if .Values.gateway.enabled }}{{ .Values.gateway.namespaces | quote }}{{ else }}""{{ end }}`,
 }
@@ -270,8 +271,9 @@ func managerTemplate(text string) string {
 			continue
 		}
 		if trimmed == "volumeMounts:" || trimmed == "volumes:" {
-			helper := map[string]string{"volumeMounts:": "storeTLSMounts", "volumes:": "storeTLSVolumes"}[trimmed]
-			// The store's CA (store.tls.ca), after the list's own items.
+			helper := map[string]string{"volumeMounts:": "storeMounts", "volumes:": "storeVolumes"}[trimmed]
+			// The store's CA (store.tls.ca) and password (store.passwordSecret),
+			// after the list's own items.
 			end := i + 1
 			for end < len(lines) && (strings.HasPrefix(lines[end], indent+"- ") || strings.HasPrefix(lines[end], indent+"  ")) {
 				end++

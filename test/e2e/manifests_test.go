@@ -43,7 +43,8 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 	installCertManagerCRDs(t)
 	installMonitoringCRDs(t)
 	for _, dir := range []string{"default", "base", "redis", "webhook", "overlays/redis-less", "overlays/cert-manager", "prometheus",
-		"gateway", "overlays/gateway", "redis-ha", "overlays/redis-ha", "overlays/redis-ha-gateway"} {
+		"gateway", "overlays/gateway", "redis-ha", "overlays/redis-ha", "overlays/redis-ha-gateway",
+		"samples/install/external-redis"} {
 		t.Run(dir, func(t *testing.T) {
 			built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 			if err != nil {
@@ -171,7 +172,8 @@ func TestImagesEntrySetsManagerAndSidecar(t *testing.T) {
 // Before, overlays/redis shipped "change-me-before-production".
 func TestNoPasswordInConfig(t *testing.T) {
 	for _, dir := range []string{"default", "base", "redis", "overlays/redis-less", "overlays/cert-manager", "prometheus", "overlays/gateway",
-		"redis-ha", "overlays/redis-ha", "overlays/redis-ha-gateway"} {
+		"redis-ha", "overlays/redis-ha", "overlays/redis-ha-gateway",
+		"samples/install/external-redis"} {
 		built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", dir))
 		if err != nil {
 			t.Fatalf("%s: kustomize: %v\n%s", dir, err, built)

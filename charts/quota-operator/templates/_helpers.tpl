@@ -36,17 +36,33 @@ redis://quota-operator-redis.{{ .Release.Namespace }}.svc:6379/0
 {{- end -}}
 {{- end -}}
 
-{{/* The manager's mount of the store's CA. */}}
-{{- define "quota-operator.storeTLSMounts" -}}
+{{/* The manager's mounts of the store's CA and password. */}}
+{{- define "quota-operator.storeMounts" -}}
 {{- if include "quota-operator.storeCA" . }}
 - name: store-tls-ca
   mountPath: /etc/quota-store-tls
   readOnly: true
 {{- end }}
+{{- if include "quota-operator.storePasswordFile" . }}
+- name: store-password
+  mountPath: /etc/quota-store-password
+  readOnly: true
+{{- end }}
 {{- end -}}
 
-{{/* The store's CA, from a Secret or a ConfigMap of the release's namespace. */}}
-{{- define "quota-operator.storeTLSVolumes" -}}
+{{/* The store's CA, from a Secret or a ConfigMap of the release's
+namespace, and an external store's password Secret (store.passwordSecret),
+which the kubelet waits for: the manager never generates it and needs no
+RBAC on it, whatever its name. */}}
+{{- define "quota-operator.storeVolumes" -}}
+{{- if include "quota-operator.storePasswordFile" . }}
+- name: store-password
+  secret:
+    secretName: {{ .Values.store.passwordSecret | quote }}
+    items:
+      - key: password
+        path: password
+{{- end }}
 {{- if include "quota-operator.storeCA" . }}
 {{- with .Values.store.tls.ca }}
 - name: store-tls-ca
@@ -83,11 +99,18 @@ quota-operator-redis
 {{- end -}}
 {{- end -}}
 
-{{/* The Secret holding the store's password. */}}
+{{/* The Secret holding the bundled Redis's password, which the manager
+generates when missing. */}}
 {{- define "quota-operator.storePasswordSecret" -}}
 {{- if .Values.redis.enabled -}}
 quota-operator-redis
-{{- else -}}
-{{ .Values.store.passwordSecret }}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the manager reads an external store's password
+(store.passwordSecret, mounted). */}}
+{{- define "quota-operator.storePasswordFile" -}}
+{{- if and (not .Values.redis.enabled) .Values.store.passwordSecret -}}
+/etc/quota-store-password/password
 {{- end -}}
 {{- end -}}

@@ -176,6 +176,11 @@ func writePart(out, file, condition string, objects []map[string]any, alt map[st
 			continue
 		}
 		text := templated(kind, name, string(raw))
+		if cond, ok := objectConditions[kind+"/"+name]; ok {
+			text = fmt.Sprintf("{{- if %s }}\n---\n%s{{- end }}\n", cond, text)
+			b.WriteString(text)
+			continue
+		}
 		if strings.Contains(text, "image: controller:") || strings.Contains(text, "image: redis:") {
 			return fmt.Errorf("%s %s: an image that no value sets (chartgen's withImages knows config/'s tags)", kind, name)
 		}
@@ -186,6 +191,12 @@ func writePart(out, file, condition string, objects []map[string]any, alt map[st
 		b.WriteString("{{- end }}\n")
 	}
 	return os.WriteFile(filepath.Join(out, "templates", file), b.Bytes(), 0o644)
+}
+
+// objectConditions render an object only when its condition holds.
+var objectConditions = map[string]string{
+	// One replica and a PDB of minAvailable 1 would block every drain.
+	"PodDisruptionBudget/quota-operator-controller-manager": "gt (int .Values.replicaCount) 1",
 }
 
 // escaped keeps braces that config/ holds (the alert rules' own
@@ -210,18 +221,64 @@ func withValues(kind, name, text string) string {
 		return withStorageClass(withImages(text))
 	case kind == "Deployment" && name == "quota-operator-ratelimit":
 		return gatewayTemplate(text)
+	case kind == "ServiceMonitor" || kind == "PodMonitor" || kind == "PrometheusRule":
+		return withMetadataLabels(text, ".Values.metrics.prometheus.labels")
 	case kind == "ConfigMap" && name == "quota-operator-gateway":
 		return replaceLine(text, "namespaces: ", `namespaces: {{ required "gateway.namespaces: the namespaces the rate-limit service serves" .Values.gateway.namespaces | quote }}`)
 	}
 	return text
 }
 
-// redisTemplate sets the bundled Redis's images and its volume's size and
-// StorageClass (none: the cluster's default).
+// redisTemplate sets the bundled Redis's images, maxmemory and resources,
+// and its volume's size and StorageClass (none: the cluster's default).
 func redisTemplate(text string) string {
 	text = withImages(text)
 	text = replaceLine(text, "storage: ", `storage: {{ .Values.redis.persistence.size | quote }}`)
+	text = strings.Replace(text, "- --maxmemory\n        - 200mb\n", "- --maxmemory\n        - {{ .Values.redis.maxmemory | quote }}\n", 1)
+	text = containerResources(text, "redis", ".Values.redis.resources")
 	return withStorageClass(text)
+}
+
+// containerResources puts values in place of the resources of the
+// container named name.
+func containerResources(text, name, values string) string {
+	lines := strings.Split(text, "\n")
+	indent := ""
+	for i, line := range lines {
+		trimmed := strings.TrimLeft(line, " ")
+		if trimmed == "name: "+name && indent == "" { // the container's; a port may have the name too
+			indent = line[:len(line)-len(trimmed)]
+			continue
+		}
+		if indent == "" || line != indent+"resources:" {
+			continue
+		}
+		end := i + 1
+		for end < len(lines) && strings.HasPrefix(lines[end], indent+" ") {
+			end++
+		}
+		with := fmt.Sprintf("%s  {{- toYaml %s | nindent %d }}", indent, values, len(indent)+2)
+		return strings.Join(append(lines[:i+1], append([]string{with}, lines[end:]...)...), "\n")
+	}
+	return text
+}
+
+// withMetadataLabels adds the labels of values to an object's own.
+func withMetadataLabels(text, values string) string {
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		if line != "  labels:" {
+			continue
+		}
+		end := i + 1
+		for end < len(lines) && strings.HasPrefix(lines[end], "    ") {
+			end++
+		}
+		with := fmt.Sprintf("    {{- with %s }}{{ toYaml . | nindent 4 }}{{- end }}", values)
+		return strings.Join(append(lines[:end:end], append([]string{with}, lines[end:]...)...), "\n")
+	}
+	labels := fmt.Sprintf("metadata:\n  {{- with %s }}\n  labels: {{- toYaml . | nindent 4 }}\n  {{- end }}", values)
+	return strings.Replace(text, "metadata:", labels, 1)
 }
 
 // withImages sets Redis's image, and the operator's where an init
@@ -270,8 +327,30 @@ func managerTemplate(text string) string {
 			i++
 			continue
 		}
+		if line == "      labels:" && strings.TrimSpace(lines[i-1]) == "metadata:" && len(lines[i-1])-len(strings.TrimLeft(lines[i-1], " ")) == 4 {
+			end := i + 1
+			for end < len(lines) && strings.HasPrefix(lines[end], "        ") {
+				end++
+			}
+			out = append(out, lines[i:end]...)
+			out = append(out, "        {{- with .Values.podLabels }}{{ toYaml . | nindent 8 }}{{- end }}",
+				"      {{- with .Values.podAnnotations }}", "      annotations: {{- toYaml . | nindent 8 }}", "      {{- end }}")
+			i = end - 1
+			continue
+		}
+		if line == "      serviceAccountName: quota-operator-controller-manager" {
+			out = append(out, podScheduling...)
+		}
+		if line == "      topologySpreadConstraints:" {
+			// config/'s soft spread is values.yaml's default, set above.
+			for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], "      - ") || strings.HasPrefix(lines[i+1], "        ")) {
+				i++
+			}
+			continue
+		}
 		if trimmed == "volumeMounts:" || trimmed == "volumes:" {
 			helper := map[string]string{"volumeMounts:": "storeMounts", "volumes:": "storeVolumes"}[trimmed]
+			extra := map[string]string{"volumeMounts:": "extraVolumeMounts", "volumes:": "extraVolumes"}[trimmed]
 			// The store's CA (store.tls.ca) and password (store.passwordSecret),
 			// after the list's own items.
 			end := i + 1
@@ -279,7 +358,8 @@ func managerTemplate(text string) string {
 				end++
 			}
 			out = append(out, lines[i:end]...)
-			out = append(out, fmt.Sprintf(`%s{{- with include "quota-operator.%s" . }}{{ . | nindent %d }}{{- end }}`, indent, helper, len(indent)))
+			out = append(out, fmt.Sprintf(`%s{{- with include "quota-operator.%s" . }}{{ . | nindent %d }}{{- end }}`, indent, helper, len(indent)),
+				fmt.Sprintf(`%s{{- with .Values.%s }}{{ toYaml . | nindent %d }}{{- end }}`, indent, extra, len(indent)))
 			i = end - 1
 			continue
 		}
@@ -293,6 +373,15 @@ func managerTemplate(text string) string {
 		out = append(out, line)
 	}
 	return strings.Join(out, "\n")
+}
+
+// podScheduling are the manager pod's fields values set where it runs.
+var podScheduling = []string{
+	"      {{- with .Values.nodeSelector }}", "      nodeSelector: {{- toYaml . | nindent 8 }}", "      {{- end }}",
+	"      {{- with .Values.tolerations }}", "      tolerations: {{- toYaml . | nindent 8 }}", "      {{- end }}",
+	"      {{- with .Values.affinity }}", "      affinity: {{- toYaml . | nindent 8 }}", "      {{- end }}",
+	"      {{- with .Values.topologySpreadConstraints }}", "      topologySpreadConstraints: {{- toYaml . | nindent 8 }}", "      {{- end }}",
+	"      {{- with .Values.priorityClassName }}", "      priorityClassName: {{ . | quote }}", "      {{- end }}",
 }
 
 func envName(trimmed string) (string, bool) {

@@ -25,6 +25,20 @@ func chartDir() string { return filepath.Join(kubeenv.ModuleRoot(), "charts", "q
 // CRDs included, through Helm's Go module.
 func renderChart(t *testing.T, vals map[string]any) string {
 	t.Helper()
+	rel, err := installChart(t, vals)
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	r, ok := rel.(*release.Release)
+	if !ok {
+		t.Fatalf("release of type %T", rel)
+	}
+	return r.Manifest
+}
+
+// installChart runs helm install --dry-run=client of the chart.
+func installChart(t *testing.T, vals map[string]any) (any, error) {
+	t.Helper()
 	chrt, err := loader.Load(chartDir())
 	if err != nil {
 		t.Fatal(err)
@@ -36,15 +50,14 @@ func renderChart(t *testing.T, vals map[string]any) string {
 	if install.KubeVersion, err = common.ParseKubeVersion("v1.37.2"); err != nil {
 		t.Fatal(err)
 	}
-	rel, err := install.Run(chrt, vals)
-	if err != nil {
-		t.Fatalf("helm template: %v", err)
-	}
-	r, ok := rel.(*release.Release)
-	if !ok {
-		t.Fatalf("release of type %T", rel)
-	}
-	return r.Manifest
+	return install.Run(chrt, vals)
+}
+
+// chartInstallError is what helm install says of vals.
+func chartInstallError(t *testing.T, vals map[string]any) error {
+	t.Helper()
+	_, err := installChart(t, vals)
+	return err
 }
 
 // objectsByKey parses a YAML stream into objects by kind/namespace/name.
@@ -188,6 +201,21 @@ func TestHelmChartValues(t *testing.T) {
 			`value: "redis+sentinel://quota-operator-redis-sentinel-0.quota-operator-redis-sentinel.quota-operator-system.svc:26379,quota-operator-redis-sentinel-1.quota-operator-redis-sentinel.quota-operator-system.svc:26379,quota-operator-redis-sentinel-2.quota-operator-redis-sentinel.quota-operator-system.svc:26379/quota/0"`,
 			"/quota/0?sentinel_username=quota-sentinel&sentinel_password_file=/etc/quota-store/sentinel-password\"",
 			"name: STORE_SENTINEL_PASSWORD_SECRET\n          value: \"quota-operator-redis\""}},
+		{"production", map[string]any{
+			"replicaCount": 3, "nodeSelector": map[string]any{"pool": "system"}, "priorityClassName": "system-cluster-critical",
+			"tolerations":       []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}},
+			"affinity":          map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "pool", "operator": "In", "values": []any{"system"}}}}}}}},
+			"podLabels":         map[string]any{"team": "platform"}, "podAnnotations": map[string]any{"example.com/scrape": "false"},
+			"extraVolumes":      []any{map[string]any{"name": "extra", "emptyDir": map[string]any{}}},
+			"extraVolumeMounts": []any{map[string]any{"name": "extra", "mountPath": "/extra"}},
+			"redis":             map[string]any{"maxmemory": "1gb", "resources": map[string]any{"requests": map[string]any{"cpu": "500m", "memory": "2Gi"}, "limits": map[string]any{"memory": "2500Mi"}}},
+			"metrics":           map[string]any{"prometheus": map[string]any{"enabled": true, "labels": map[string]any{"release": "kube-prometheus-stack"}}},
+		}, []string{"nodeSelector:\n        pool: system", "priorityClassName: \"system-cluster-critical\"", "tolerations:\n        - effect: NoSchedule",
+			"affinity:\n        nodeAffinity:", "labels:\n        control-plane: controller-manager\n        team: platform",
+			"annotations:\n        example.com/scrape: \"false\"", "- emptyDir: {}\n        name: extra", "- mountPath: /extra\n          name: extra",
+			"- --maxmemory\n        - \"1gb\"", "requests:\n            cpu: 500m\n            memory: 2Gi", "limits:\n            memory: 2500Mi",
+			"name: quota-sidecars\n", "release: kube-prometheus-stack\n  name: quota-sidecars", "release: kube-prometheus-stack\n  name: quota-operator\n",
+			"kind: PodDisruptionBudget", "topologySpreadConstraints:\n        - labelSelector:"}},
 		{"gateway", map[string]any{"gateway": map[string]any{"enabled": true, "namespaces": "team-a,team-b", "replicaCount": 4}}, []string{
 			"name: quota-operator-ratelimit\n  namespace: quota-operator-system\nspec:\n  replicas: 4", `namespaces: "team-a,team-b"`, "--gateway-namespaces=$(GATEWAY_NAMESPACES)", "name: GATEWAY_NAMESPACES\n          value: \"team-a,team-b\"",
 			"- ratelimit\n", "appProtocol: kubernetes.io/h2c"}},
@@ -199,6 +227,9 @@ func TestHelmChartValues(t *testing.T) {
 				if !strings.Contains(rendered, w) {
 					t.Errorf("rendered chart lacks %q", w)
 				}
+			}
+			if tt.name == "production" && strings.Contains(rendered, "whenUnsatisfiable: DoNotSchedule") {
+				t.Error("the default spread is hard")
 			}
 			if tt.name == "external-redis-monitors-dashboard-sidecar-defaults" && strings.Contains(rendered, "app.kubernetes.io/name: quota-operator-redis\n  name: quota-operator-redis") {
 				t.Error("redis.enabled=false still renders Redis")
@@ -213,6 +244,46 @@ func TestHelmChartValues(t *testing.T) {
 			}
 			if objects, applied := len(topLevelKind.FindAllString(rendered, -1)), strings.Count(out, "(server dry run)"); applied != objects {
 				t.Fatalf("%d objects rendered, %d applied:\n%s", objects, applied, out)
+			}
+		})
+	}
+}
+
+// One manager replica gets no PodDisruptionBudget (minAvailable 1 would
+// block every drain); the default spreads replicas over nodes softly.
+func TestHelmChartOneReplicaNoPDB(t *testing.T) {
+	rendered := renderChart(t, map[string]any{"replicaCount": 1})
+	if strings.Contains(rendered, "kind: PodDisruptionBudget\nmetadata:\n  name: quota-operator-controller-manager") {
+		t.Error("one replica renders the manager's PodDisruptionBudget")
+	}
+	if !strings.Contains(rendered, "topologyKey: kubernetes.io/hostname\n          whenUnsatisfiable: ScheduleAnyway") {
+		t.Error("no soft spread across nodes by default")
+	}
+}
+
+// values.schema.json refuses a misspelled key and a wrong type, naming
+// them, where Helm alone installed both without a word.
+func TestHelmChartSchemaRefusesTypos(t *testing.T) {
+	tests := []struct {
+		name string
+		vals map[string]any
+		want []string
+	}{
+		{"unknown key", map[string]any{"bogusKey": 1}, []string{"bogusKey"}},
+		{"misspelled nested key", map[string]any{"store": map[string]any{"passwordSecrt": "x"}}, []string{"passwordSecrt"}},
+		{"wrong type", map[string]any{"replicaCount": "one"}, []string{"replicaCount", "string"}},
+		{"unknown tenancy", map[string]any{"store": map[string]any{"tenancy": "isolated"}}, []string{"/store/tenancy", "managed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := chartInstallError(t, tt.vals)
+			if err == nil {
+				t.Fatal("installed")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
 			}
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -318,61 +319,102 @@ func managerTemplate(text string) string {
 	text = replaceLine(text, "replicas: ", "replicas: {{ .Values.replicaCount }}")
 	lines := strings.Split(text, "\n")
 	var out []string
-	for i := 0; i < len(lines); i++ {
-		line := lines[i]
-		trimmed := strings.TrimSpace(line)
-		indent := line[:len(line)-len(strings.TrimLeft(line, " "))]
-		if v, ok := envName(trimmed); ok && i+1 < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[i+1]), "value:") {
-			out = append(out, line, indent+"  value: "+v)
-			i++
-			continue
-		}
-		if line == "      labels:" && strings.TrimSpace(lines[i-1]) == "metadata:" && len(lines[i-1])-len(strings.TrimLeft(lines[i-1], " ")) == 4 {
-			end := i + 1
-			for end < len(lines) && strings.HasPrefix(lines[end], "        ") {
-				end++
+	for i := 0; i < len(lines); {
+		matched := false
+		for _, rule := range managerRules {
+			if emit, end, ok := rule(lines, i); ok {
+				out, i, matched = append(out, emit...), end, true
+				break
 			}
-			out = append(out, lines[i:end]...)
-			out = append(out, "        {{- with .Values.podLabels }}{{ toYaml . | nindent 8 }}{{- end }}",
-				"      {{- with .Values.podAnnotations }}", "      annotations: {{- toYaml . | nindent 8 }}", "      {{- end }}")
-			i = end - 1
-			continue
 		}
-		if line == "      serviceAccountName: quota-operator-controller-manager" {
-			out = append(out, podScheduling...)
+		if !matched {
+			out, i = append(out, lines[i]), i+1
 		}
-		if line == "      topologySpreadConstraints:" {
-			// config/'s soft spread is values.yaml's default, set above.
-			for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], "      - ") || strings.HasPrefix(lines[i+1], "        ")) {
-				i++
-			}
-			continue
-		}
-		if trimmed == "volumeMounts:" || trimmed == "volumes:" {
-			helper := map[string]string{"volumeMounts:": "storeMounts", "volumes:": "storeVolumes"}[trimmed]
-			extra := map[string]string{"volumeMounts:": "extraVolumeMounts", "volumes:": "extraVolumes"}[trimmed]
-			// The store's CA (store.tls.ca) and password (store.passwordSecret),
-			// after the list's own items.
-			end := i + 1
-			for end < len(lines) && (strings.HasPrefix(lines[end], indent+"- ") || strings.HasPrefix(lines[end], indent+"  ")) {
-				end++
-			}
-			out = append(out, lines[i:end]...)
-			out = append(out, fmt.Sprintf(`%s{{- with include "quota-operator.%s" . }}{{ . | nindent %d }}{{- end }}`, indent, helper, len(indent)),
-				fmt.Sprintf(`%s{{- with .Values.%s }}{{ toYaml . | nindent %d }}{{- end }}`, indent, extra, len(indent)))
-			i = end - 1
-			continue
-		}
-		if trimmed == "resources:" && len(indent) >= 8 {
-			out = append(out, line, fmt.Sprintf("%s  {{- toYaml .Values.resources | nindent %d }}", indent, len(indent)+2))
-			for i+1 < len(lines) && strings.HasPrefix(lines[i+1], indent+" ") {
-				i++
-			}
-			continue
-		}
-		out = append(out, line)
 	}
 	return strings.Join(out, "\n")
+}
+
+// A lineRule rewrites the block of lines that starts at i, when it is
+// the block it knows: it returns what to write instead and where the
+// block ends.
+type lineRule func(lines []string, i int) (emit []string, end int, ok bool)
+
+var managerRules = []lineRule{managerEnvValue, podMetadata, podSchedulingFields, configSpread, podVolumes, managerResources}
+
+func indentOf(line string) string { return line[:len(line)-len(strings.TrimLeft(line, " "))] }
+
+// blockEnd is the first line after i that does not start with one of
+// prefixes.
+func blockEnd(lines []string, i int, prefixes ...string) int {
+	end := i + 1
+	for end < len(lines) && slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(lines[end], p) }) {
+		end++
+	}
+	return end
+}
+
+// managerEnvValue: an environment variable values set.
+func managerEnvValue(lines []string, i int) ([]string, int, bool) {
+	v, ok := envName(strings.TrimSpace(lines[i]))
+	if !ok || i+1 >= len(lines) || !strings.HasPrefix(strings.TrimSpace(lines[i+1]), "value:") {
+		return nil, 0, false
+	}
+	return []string{lines[i], indentOf(lines[i]) + "  value: " + v}, i + 2, true
+}
+
+// podMetadata: the pod template's labels, then podLabels and
+// podAnnotations.
+func podMetadata(lines []string, i int) ([]string, int, bool) {
+	if lines[i] != "      labels:" || i == 0 || lines[i-1] != "    metadata:" {
+		return nil, 0, false
+	}
+	end := blockEnd(lines, i, "        ")
+	emit := append(slices.Clone(lines[i:end]), "        {{- with .Values.podLabels }}{{ toYaml . | nindent 8 }}{{- end }}",
+		"      {{- with .Values.podAnnotations }}", "      annotations: {{- toYaml . | nindent 8 }}", "      {{- end }}")
+	return emit, end, true
+}
+
+// podSchedulingFields: where the pod runs, before its service account.
+func podSchedulingFields(lines []string, i int) ([]string, int, bool) {
+	if lines[i] != "      serviceAccountName: quota-operator-controller-manager" {
+		return nil, 0, false
+	}
+	return append(slices.Clone(podScheduling), lines[i]), i + 1, true
+}
+
+// configSpread: config/'s soft spread is values.yaml's default, which
+// podSchedulingFields writes.
+func configSpread(lines []string, i int) ([]string, int, bool) {
+	if lines[i] != "      topologySpreadConstraints:" {
+		return nil, 0, false
+	}
+	return nil, blockEnd(lines, i, "      - ", "        "), true
+}
+
+// podVolumes: after the lists' own items, the store's CA and password
+// (store.tls.ca, store.passwordSecret) and extraVolumes or
+// extraVolumeMounts.
+func podVolumes(lines []string, i int) ([]string, int, bool) {
+	trimmed, indent := strings.TrimSpace(lines[i]), indentOf(lines[i])
+	helper, ok := map[string]string{"volumeMounts:": "storeMounts", "volumes:": "storeVolumes"}[trimmed]
+	if !ok {
+		return nil, 0, false
+	}
+	extra := map[string]string{"volumeMounts:": "extraVolumeMounts", "volumes:": "extraVolumes"}[trimmed]
+	end := blockEnd(lines, i, indent+"- ", indent+"  ")
+	return append(slices.Clone(lines[i:end]),
+		fmt.Sprintf(`%s{{- with include "quota-operator.%s" . }}{{ . | nindent %d }}{{- end }}`, indent, helper, len(indent)),
+		fmt.Sprintf(`%s{{- with .Values.%s }}{{ toYaml . | nindent %d }}{{- end }}`, indent, extra, len(indent))), end, true
+}
+
+// managerResources: the container's resources from values.
+func managerResources(lines []string, i int) ([]string, int, bool) {
+	indent := indentOf(lines[i])
+	if strings.TrimSpace(lines[i]) != "resources:" || len(indent) < 8 {
+		return nil, 0, false
+	}
+	return []string{lines[i], fmt.Sprintf("%s  {{- toYaml .Values.resources | nindent %d }}", indent, len(indent)+2)},
+		blockEnd(lines, i, indent+" "), true
 }
 
 // podScheduling are the manager pod's fields values set where it runs.

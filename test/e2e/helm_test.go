@@ -203,9 +203,9 @@ func TestHelmChartValues(t *testing.T) {
 			"name: STORE_SENTINEL_PASSWORD_SECRET\n          value: \"quota-operator-redis\""}},
 		{"production", map[string]any{
 			"replicaCount": 3, "nodeSelector": map[string]any{"pool": "system"}, "priorityClassName": "system-cluster-critical",
-			"tolerations":       []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}},
-			"affinity":          map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "pool", "operator": "In", "values": []any{"system"}}}}}}}},
-			"podLabels":         map[string]any{"team": "platform"}, "podAnnotations": map[string]any{"example.com/scrape": "false"},
+			"tolerations": []any{map[string]any{"key": "dedicated", "operator": "Equal", "value": "platform", "effect": "NoSchedule"}},
+			"affinity":    map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "pool", "operator": "In", "values": []any{"system"}}}}}}}},
+			"podLabels":   map[string]any{"team": "platform"}, "podAnnotations": map[string]any{"example.com/scrape": "false"},
 			"extraVolumes":      []any{map[string]any{"name": "extra", "emptyDir": map[string]any{}}},
 			"extraVolumeMounts": []any{map[string]any{"name": "extra", "mountPath": "/extra"}},
 			"redis":             map[string]any{"maxmemory": "1gb", "resources": map[string]any{"requests": map[string]any{"cpu": "500m", "memory": "2Gi"}, "limits": map[string]any{"memory": "2500Mi"}}},

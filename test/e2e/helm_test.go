@@ -277,6 +277,7 @@ func TestHelmChartSchemaRefusesTypos(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := chartInstallError(t, tt.vals)
+			t.Logf("helm install: %v", err)
 			if err == nil {
 				t.Fatal("installed")
 			}

@@ -73,13 +73,20 @@ func expectCondition(t *testing.T, obj, condition, want string) {
 
 func expectConditionIn(t *testing.T, namespace, obj, condition, want string) {
 	t.Helper()
+	expectConditionMatching(t, namespace, obj, condition, func(out string) bool { return out == want })
+}
+
+// expectConditionMatching waits for a condition whose "status message"
+// matches.
+func expectConditionMatching(t *testing.T, namespace, obj, condition string, matches func(string) bool) {
+	t.Helper()
 	localtest.WaitFor(t, 15*time.Second, obj+" "+condition, func() error {
 		out, err := env.Kubectl("get", obj, "-n", namespace, "-o",
 			`jsonpath={.status.conditions[?(@.type=="`+condition+`")].status} {.status.conditions[?(@.type=="`+condition+`")].message}`)
 		if err != nil {
 			return fmt.Errorf("%q: %w", out, err)
 		}
-		if strings.TrimSpace(out) != want {
+		if !matches(strings.TrimSpace(out)) {
 			return errors.New(out)
 		}
 		return nil

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,10 +64,7 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 	t.Run("managed", func(t *testing.T) {
 		run("managed")
 		ns := "tenancy-managed"
-		injectedPodIn(t, ns)
-		want := "False Namespace tenancy-managed's sidecars have no store user: the store refuses the operator's user ACL SETUSER"
-		expectConditionPrefix(t, ns, "ratelimitpolicy/per-ip", "Enforced", want)
-		expectEvent(t, ns, "per-ip", "StoreUserRefused")
+		expectToldWhy(t, ns, "StoreUserRefused", "Namespace tenancy-managed's sidecars have no store user: the store refuses the operator's user ACL SETUSER")
 		if out, err := env.Kubectl("get", "secret", "quota-operator-store", "-n", ns, "-o", "name"); err == nil {
 			t.Fatalf("a Secret names a user Redis refused to make: %s", out)
 		}
@@ -86,11 +82,8 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 		}
 		putUsersSecret(t, made)
 		run("provided")
-		missing := "tenancy-d"
-		injectedPodIn(t, missing)
-		want := "False Namespace tenancy-d's sidecars have no store user: Secret quota-operator-system/quota-operator-store-users has no keys tenancy-d.username and tenancy-d.password."
-		expectConditionPrefix(t, missing, "ratelimitpolicy/per-ip", "Enforced", want)
-		expectEvent(t, missing, "per-ip", "StoreUserMissing")
+		expectToldWhy(t, "tenancy-d", "StoreUserMissing",
+			"Namespace tenancy-d's sidecars have no store user: Secret quota-operator-system/quota-operator-store-users has no keys tenancy-d.username and tenancy-d.password.")
 		expectEnforcingAs(t, bin, "tenancy-b", "tenant-tenancy-b", "tenancy-b-pa55")
 		b := redis.NewClient(&redis.Options{Addr: r.Addr, Username: "tenant-tenancy-b", Password: "tenancy-b-pa55", Protocol: 2})
 		defer func() { _ = b.Close() }()
@@ -208,21 +201,14 @@ func subscribeErr(ctx context.Context, c *redis.Client, channel string) error {
 	return err
 }
 
-// expectConditionPrefix waits for a condition whose "status message"
-// starts with want.
-func expectConditionPrefix(t *testing.T, namespace, obj, condition, want string) {
+// expectToldWhy: in namespace ns, with an injected pod, the sample
+// policy's Enforced is False with a message that starts with want, and an
+// event of reason says so.
+func expectToldWhy(t *testing.T, ns, reason, want string) {
 	t.Helper()
-	localtest.WaitFor(t, 15*time.Second, obj+" "+condition, func() error {
-		out, err := env.Kubectl("get", obj, "-n", namespace, "-o",
-			`jsonpath={.status.conditions[?(@.type=="`+condition+`")].status} {.status.conditions[?(@.type=="`+condition+`")].message}`)
-		if err != nil {
-			return fmt.Errorf("%q: %w", out, err)
-		}
-		if !strings.HasPrefix(out, want) {
-			return errors.New(out)
-		}
-		return nil
-	})
+	injectedPodIn(t, ns)
+	expectConditionMatching(t, ns, "ratelimitpolicy/per-ip", "Enforced", func(out string) bool { return strings.HasPrefix(out, "False "+want) })
+	expectEvent(t, ns, "per-ip", reason)
 }
 
 // expectEvent waits for an event of reason about the object name.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -411,23 +412,11 @@ func (s *Server) Client() *redis.Client {
 // freePort finds a free loopback port. A cluster node also needs port+10000
 // for its bus.
 func freePort(cluster bool) (int, error) {
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		_ = l.Close()
-		if !cluster {
-			return port, nil
-		}
-		if port+10000 > 65535 {
-			continue
-		}
-		if bus, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000))); err == nil {
-			_ = bus.Close()
-			return port, nil
-		}
+	if cluster {
+		return localtest.FreePort(clusterBusOffset)
 	}
-	return 0, errors.New("no free port pair for a cluster node")
+	return localtest.FreePort(0)
 }
+
+// clusterBusOffset is where a Cluster node's bus listens, from its port.
+const clusterBusOffset = 10000

@@ -22,10 +22,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"helm.sh/helm/v4/pkg/action"
-	"helm.sh/helm/v4/pkg/chart/v2/loader"
-	"helm.sh/helm/v4/pkg/kube"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,6 +114,8 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("the manager needs no more than it is granted", expectLeastPrivilege)
 	t.Run("a labelled namespace keeps its Jobs, TCP pods and opted-out pods", expectOtherPodsKept)
 	t.Run("overlays/redis-ha fails over when the primary's pod is deleted under load", expectRedisHAFailover)
+	t.Run("a kustomization with namespace platform-quotas on top of config/default installs there and limits exactly", expectKustomizeInAnotherNamespace)
+	t.Run("helm install in platform-quotas on a TLS Redis of the team's own, its CA and password from the chart's values, limits exactly", expectHelmInAnotherNamespace)
 	t.Run("helm install gives an operator that limits the traffic exactly", expectHelmInstall)
 }
 
@@ -126,23 +124,9 @@ func TestOperatorOnTheNode(t *testing.T) {
 // the workload again: exactly the limit passes.
 func expectHelmInstall(t *testing.T) {
 	cleanup(t)
-	flags := genericclioptions.NewConfigFlags(false)
-	flags.KubeConfig, flags.Namespace = &env.kubeconfig, ptrTo(operatorNS)
-	cfg := action.NewConfiguration()
-	if err := cfg.Init(flags, operatorNS, "secret"); err != nil {
-		t.Fatal(err)
-	}
-	chrt, err := loader.Load(filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	install := action.NewInstall(cfg)
-	install.ReleaseName, install.Namespace, install.CreateNamespace = "quota-operator", operatorNS, true
-	install.WaitStrategy, install.Timeout = kube.StatusWatcherStrategy, 4*time.Minute
 	i := strings.LastIndex(env.img, ":")
-	repo, tag := env.img[:i], env.img[i+1:]
 	start := time.Now()
-	if _, err := install.Run(chrt, map[string]any{"image": map[string]any{"repository": repo, "tag": tag},
+	if err := helmInstall(operatorNS, map[string]any{"image": map[string]any{"repository": env.img[:i], "tag": env.img[i+1:]},
 		"redis": map[string]any{"image": env.redisImg}}); err != nil {
 		t.Fatalf("helm install: %v", err)
 	}
@@ -344,11 +328,7 @@ func makeTarget(target string, vars ...string) (string, error) {
 // cleanup removes what the test made, namespaces first so the manager is
 // still there to take its finalizers off the policies.
 func cleanup(t *testing.T) {
-	for _, ns := range []string{appNS, clientNS} {
-		if out, err := run("delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"); err != nil {
-			t.Logf("delete namespace %s: %v\n%s", ns, err, out)
-		}
-	}
+	removeWorkload(t)
 	if out, err := makeTarget("undeploy"); err != nil {
 		t.Logf("make undeploy: %v\n%s", err, out)
 	}
@@ -364,8 +344,8 @@ func recycleVolumes(t *testing.T) {
 	localtest.WaitFor(t, 60*time.Second, "the operator's volumes released", func() error {
 		out, err := run("get", "pv", "-l", "quotaops.dev/volume=local", "-o",
 			`jsonpath={range .items[?(@.status.phase=="Bound")]}{.spec.claimRef.namespace}{"\n"}{end}`)
-		if err != nil || strings.Contains(out, operatorNS) {
-			return fmt.Errorf("bound to claims of %s: %w", operatorNS, err)
+		if err != nil || strings.Contains(out, operatorNS) || strings.Contains(out, platformNS) {
+			return fmt.Errorf("bound to claims of %s or %s: %w", operatorNS, platformNS, err)
 		}
 		return nil
 	})

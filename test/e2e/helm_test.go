@@ -165,7 +165,7 @@ func TestHelmChartValues(t *testing.T) {
 		vals map[string]any
 		want []string
 	}{
-		{"defaults", nil, []string{`value: "redis://quota-operator-redis.quota-operator-system.svc:6379/0"`, "kind: StatefulSet\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis",
+		{"defaults", nil, []string{`value: "redis://quota-operator-redis.$(POD_NAMESPACE).svc:6379/0"`, "kind: StatefulSet\nmetadata:\n  labels:\n    app.kubernetes.io/name: quota-operator-redis",
 			"storage: \"1Gi\"", "- --appendonly\n        - \"yes\"", "kind: PodDisruptionBudget"}},
 		{"redis-volume", map[string]any{"redis": map[string]any{"persistence": map[string]any{"size": "20Gi", "storageClass": "fast-ssd"}}},
 			[]string{"storage: \"20Gi\"", "storageClassName: \"fast-ssd\""}},
@@ -198,7 +198,7 @@ func TestHelmChartValues(t *testing.T) {
 		{"redis-ha-gateway", map[string]any{"redis": map[string]any{"ha": map[string]any{"enabled": true}},
 			"gateway": map[string]any{"enabled": true, "namespaces": "team-a"}}, []string{
 			"replicas: 3", "name: quota-operator-redis-sentinel\n", "- --min-replicas-to-write",
-			`value: "redis+sentinel://quota-operator-redis-sentinel-0.quota-operator-redis-sentinel.quota-operator-system.svc:26379,quota-operator-redis-sentinel-1.quota-operator-redis-sentinel.quota-operator-system.svc:26379,quota-operator-redis-sentinel-2.quota-operator-redis-sentinel.quota-operator-system.svc:26379/quota/0"`,
+			`value: "redis+sentinel://quota-operator-redis-sentinel-0.quota-operator-redis-sentinel.$(POD_NAMESPACE).svc:26379,quota-operator-redis-sentinel-1.quota-operator-redis-sentinel.$(POD_NAMESPACE).svc:26379,quota-operator-redis-sentinel-2.quota-operator-redis-sentinel.$(POD_NAMESPACE).svc:26379/quota/0"`,
 			"/quota/0?sentinel_username=quota-sentinel&sentinel_password_file=/etc/quota-store/sentinel-password\"",
 			"name: STORE_SENTINEL_PASSWORD_SECRET\n          value: \"quota-operator-redis\""}},
 		{"production", map[string]any{

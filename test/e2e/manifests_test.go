@@ -244,3 +244,45 @@ func TestBuildInstaller(t *testing.T) {
 		t.Fatalf("%d objects built, %d applied:\n%s", objects, applied, out)
 	}
 }
+
+// Every folder of config/ works under a kustomization that sets another
+// namespace: nothing of quota-operator-system is left (the webhooks'
+// exclusion, cert-manager's names, store URLs, monitors), and the result
+// passes a server-side dry run in that namespace.
+func TestManifestsFollowAnotherNamespace(t *testing.T) {
+	const ns = "platform-quotas"
+	ensureNamespace(t, ns)
+	installCertManagerCRDs(t)
+	installMonitoringCRDs(t)
+	for _, dir := range []string{"default", "base", "overlays/redis-less", "overlays/cert-manager", "prometheus", "grafana",
+		"gateway", "overlays/gateway", "overlays/redis-ha", "overlays/redis-ha-gateway", "samples/install/external-redis"} {
+		t.Run(dir, func(t *testing.T) {
+			top := t.TempDir()
+			// kustomize takes a base by a relative path only.
+			base, err := filepath.Rel(top, filepath.Join(kubeenv.ModuleRoot(), "config", dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			kustomization := "namespace: " + ns + "\nresources:\n  - " + base + "\n"
+			if err := os.WriteFile(filepath.Join(top, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			built, err := env.Kubectl("kustomize", top)
+			if err != nil {
+				t.Fatalf("kustomize: %v\n%s", err, built)
+			}
+			for i, line := range strings.Split(built, "\n") {
+				if strings.Contains(line, "quota-operator-system") {
+					t.Errorf("line %d still names quota-operator-system: %s", i+1, strings.TrimSpace(line))
+				}
+			}
+			file := filepath.Join(t.TempDir(), "built.yaml")
+			if err := os.WriteFile(file, []byte(built), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := env.Kubectl("apply", "--dry-run=server", "-f", file); err != nil {
+				t.Fatalf("apply --dry-run=server: %v\n%s", err, out)
+			}
+		})
+	}
+}

@@ -3,11 +3,11 @@
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
 
-{{/* The bundled Sentinels (redis.ha.enabled), host:port each. */}}
+{{/* The bundled Sentinels (redis.ha.enabled), host:port each, in the
+namespace the container's POD_NAMESPACE names, as config/ writes them. */}}
 {{- define "quota-operator.sentinels" -}}
-{{- $ns := .Release.Namespace -}}
 {{- range $i := until 3 -}}
-{{- if $i }},{{ end }}quota-operator-redis-sentinel-{{ $i }}.quota-operator-redis-sentinel.{{ $ns }}.svc:26379
+{{- if $i }},{{ end }}quota-operator-redis-sentinel-{{ $i }}.quota-operator-redis-sentinel.$(POD_NAMESPACE).svc:26379
 {{- end -}}
 {{- end -}}
 
@@ -17,7 +17,7 @@ with redis.ha.enabled), or store.url. */}}
 {{- if and .Values.redis.enabled .Values.redis.ha.enabled -}}
 redis+sentinel://{{ include "quota-operator.sentinels" . }}/quota/0
 {{- else if .Values.redis.enabled -}}
-redis://quota-operator-redis.{{ .Release.Namespace }}.svc:6379/0
+redis://quota-operator-redis.$(POD_NAMESPACE).svc:6379/0
 {{- else -}}
 {{ .Values.store.url }}{{ include "quota-operator.storeCAParam" (list . "/etc/quota-store-tls/ca.crt") }}
 {{- end -}}

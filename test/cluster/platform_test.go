@@ -1,0 +1,234 @@
+//go:build cluster
+
+package cluster
+
+import (
+	"crypto/x509"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/kube"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
+	"github.com/quotaops/quota-operator/internal/testutil/testpki"
+)
+
+// The namespace a platform team installs into, and the one its own Redis
+// runs in.
+const (
+	platformNS      = "platform-quotas"
+	platformRedisNS = "platform-redis"
+)
+
+// expectKustomizeInAnotherNamespace installs config/default under a
+// kustomization that sets namespace platform-quotas, as a GitOps
+// repository would, and the workload is limited exactly: the store URL,
+// the webhooks' exclusion and everything else followed the namespace.
+func expectKustomizeInAnotherNamespace(t *testing.T) {
+	cleanup(t)
+	top := t.TempDir()
+	base, err := filepath.Rel(top, filepath.Join(kubeenv.ModuleRoot(), "config", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.LastIndex(env.img, ":")
+	j := strings.LastIndex(env.redisImg, ":")
+	writeFile(t, filepath.Join(top, "kustomization.yaml"), fmt.Sprintf(`namespace: %s
+resources:
+  - %s
+images:
+  - {name: controller, newName: %s, newTag: %q}
+  - {name: redis, newName: %s, newTag: %q}
+`, platformNS, base, env.img[:i], env.img[i+1:], env.redisImg[:j], env.redisImg[j+1:]))
+	built := kubectl(t, "kustomize", top)
+	if strings.Contains(built, "quota-operator-system") {
+		t.Fatal("the build still names quota-operator-system")
+	}
+	installed := filepath.Join(t.TempDir(), "install.yaml")
+	writeFile(t, installed, built)
+	kubectl(t, "apply", "--server-side", "-f", installed)
+	t.Cleanup(func() {
+		removeWorkload(t)
+		if out, err := run("delete", "--ignore-not-found", "--timeout=120s", "-f", installed); err != nil {
+			t.Logf("delete the install: %v\n%s", err, out)
+		}
+		recycleVolumes(t)
+	})
+	kubectl(t, "-n", platformNS, "rollout", "status", "statefulset/"+redisSts, "--timeout="+rolloutTimeout)
+	kubectl(t, "-n", platformNS, "rollout", "status", "deployment/"+managerDeploy, "--timeout="+rolloutTimeout)
+	if url := kubectl(t, "-n", platformNS, "get", "deployment", managerDeploy, "-o",
+		`jsonpath={.spec.template.spec.containers[0].env[?(@.name=="STORE_URL")].value}`); url != "redis://quota-operator-redis.$(POD_NAMESPACE).svc:6379/0" {
+		t.Fatalf("STORE_URL %q", url)
+	}
+	deployWorkload(t)
+	applyPolicy(t, 5)
+	expectExactly(t, "kustomize-tenant", 5)
+}
+
+// expectHelmInAnotherNamespace installs the chart into platform-quotas on
+// a Redis of the team's own: rediss:// in another namespace, its
+// certificate signed by a private CA given only through store.tls.ca, its
+// password in a Secret named platform-redis-password that appears only
+// after the install began. The manager waits for it (its pod does not
+// start without it; nothing generates it), then the workload is limited
+// exactly.
+func expectHelmInAnotherNamespace(t *testing.T) {
+	const password = "platform-pa55word"
+	deployTLSRedis(t, password)
+	kubectl(t, "create", "namespace", platformNS)
+	kubectl(t, "-n", platformNS, "create", "secret", "generic", "platform-redis-ca", "--from-file=ca.crt="+filepath.Join(tlsDir, "ca.crt"))
+	done := make(chan error, 1)
+	go func() { done <- helmInstall(platformNS, helmValuesOwnRedis()) }()
+	t.Cleanup(func() {
+		removeWorkload(t)
+		if err := helmUninstall(platformNS); err != nil {
+			t.Logf("helm uninstall: %v", err)
+		}
+		for _, ns := range []string{platformNS, platformRedisNS} {
+			if out, err := run("delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"); err != nil {
+				t.Logf("delete namespace %s: %v\n%s", ns, err, out)
+			}
+		}
+	})
+	expectManagerWaitsForSecret(t)
+	kubectl(t, "-n", platformNS, "create", "secret", "generic", "platform-redis-password", "--from-literal=password="+password)
+	if err := <-done; err != nil {
+		t.Fatalf("helm install: %v", err)
+	}
+	deployWorkload(t)
+	if got := kubectl(t, "-n", appNS, "get", "secret", storeSecret, "-o", "jsonpath={.data.ca\\.crt}"); got == "" {
+		t.Fatal("the namespace's Secret has no copy of the store's CA")
+	}
+	applyPolicy(t, 5)
+	expectExactly(t, "helm-own-redis-tenant", 5)
+}
+
+// tlsDir holds the CA and the certificate of the team's Redis.
+var tlsDir string
+
+// deployTLSRedis runs a Redis that speaks TLS only, with a certificate for
+// its Service's name signed by a new CA, and password from a Secret.
+func deployTLSRedis(t *testing.T, password string) {
+	t.Helper()
+	tlsDir = t.TempDir()
+	caKey, ca := testpki.NewCert(t, tlsDir, "ca", &x509.Certificate{IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil)
+	testpki.NewCert(t, tlsDir, "server", &x509.Certificate{DNSNames: []string{"redis." + platformRedisNS + ".svc", "redis." + platformRedisNS + ".svc.cluster.local"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, caKey)
+	kubectl(t, "create", "namespace", platformRedisNS)
+	kubectl(t, "-n", platformRedisNS, "create", "secret", "generic", "redis-tls", "--from-file=tls.crt="+filepath.Join(tlsDir, "server.crt"),
+		"--from-file=tls.key="+filepath.Join(tlsDir, "server.key"), "--from-file=ca.crt="+filepath.Join(tlsDir, "ca.crt"))
+	kubectl(t, "-n", platformRedisNS, "create", "secret", "generic", "redis-password", "--from-literal=password="+password)
+	applyYAML(t, fmt.Sprintf(tlsRedisYAML, platformRedisNS, env.redisImg, platformRedisNS))
+	kubectl(t, "-n", platformRedisNS, "rollout", "status", "deployment/redis", "--timeout="+rolloutTimeout)
+}
+
+const tlsRedisYAML = `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: redis, namespace: %s}
+spec:
+  selector: {matchLabels: {app: redis}}
+  template:
+    metadata: {labels: {app: redis}}
+    spec:
+      containers:
+        - name: redis
+          image: %s
+          args: [--port, "0", --tls-port, "6379", --tls-cert-file, /tls/tls.crt, --tls-key-file, /tls/tls.key,
+                 --tls-ca-cert-file, /tls/ca.crt, --tls-auth-clients, "no", --requirepass, $(REDIS_PASSWORD), --save, "", --appendonly, "no"]
+          env:
+            - name: REDIS_PASSWORD
+              valueFrom: {secretKeyRef: {name: redis-password, key: password}}
+          ports: [{name: redis, containerPort: 6379}]
+          volumeMounts: [{name: tls, mountPath: /tls, readOnly: true}]
+      volumes: [{name: tls, secret: {secretName: redis-tls, defaultMode: 0444}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: redis, namespace: %s}
+spec:
+  selector: {app: redis}
+  ports: [{name: redis, port: 6379, targetPort: redis}]
+`
+
+// helmValuesOwnRedis point the chart at the team's Redis.
+func helmValuesOwnRedis() map[string]any {
+	i := strings.LastIndex(env.img, ":")
+	return map[string]any{
+		"image": map[string]any{"repository": env.img[:i], "tag": env.img[i+1:]},
+		"redis": map[string]any{"enabled": false},
+		"store": map[string]any{"url": "rediss://redis." + platformRedisNS + ".svc:6379/0", "passwordSecret": "platform-redis-password",
+			"tls": map[string]any{"ca": map[string]any{"secret": "platform-redis-ca"}}},
+	}
+}
+
+// expectManagerWaitsForSecret: while the password Secret is missing, the
+// manager's pods are created but do not start, and no Secret of that name
+// is generated.
+func expectManagerWaitsForSecret(t *testing.T) {
+	t.Helper()
+	localtest.WaitFor(t, 60*time.Second, "the manager's pods waiting for the password Secret", func() error {
+		out, err := run("-n", platformNS, "get", "pods", "-l", "control-plane=controller-manager", "-o",
+			`jsonpath={range .items[*]}{.status.phase}{"\n"}{end}`)
+		if err != nil || strings.Count(out, "Pending") != 2 {
+			return fmt.Errorf("pods %q: %v", out, err)
+		}
+		return nil
+	})
+	time.Sleep(5 * time.Second)
+	if out, err := run("-n", platformNS, "get", "secret", "platform-redis-password", "-o", "name"); err == nil {
+		t.Fatalf("the password Secret was generated: %s", out)
+	}
+}
+
+// helmInstall installs the chart as `helm install --wait` does.
+func helmInstall(ns string, values map[string]any) error {
+	cfg, err := helmConfig(ns)
+	if err != nil {
+		return err
+	}
+	chrt, err := loader.Load(filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"))
+	if err != nil {
+		return err
+	}
+	install := action.NewInstall(cfg)
+	install.ReleaseName, install.Namespace, install.CreateNamespace = "quota-operator", ns, true
+	install.WaitStrategy, install.Timeout = kube.StatusWatcherStrategy, 4*time.Minute
+	_, err = install.Run(chrt, values)
+	return err
+}
+
+func helmUninstall(ns string) error {
+	cfg, err := helmConfig(ns)
+	if err != nil {
+		return err
+	}
+	uninstall := action.NewUninstall(cfg)
+	uninstall.WaitStrategy, uninstall.Timeout = kube.StatusWatcherStrategy, 2*time.Minute
+	_, err = uninstall.Run("quota-operator")
+	return err
+}
+
+func helmConfig(ns string) (*action.Configuration, error) {
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig, flags.Namespace = &env.kubeconfig, ptrTo(ns)
+	cfg := action.NewConfiguration()
+	return cfg, cfg.Init(flags, ns, "secret")
+}
+
+// removeWorkload deletes the workload's namespaces while the manager is
+// still there to take the finalizers off their policies.
+func removeWorkload(t *testing.T) {
+	for _, ns := range []string{appNS, clientNS} {
+		if out, err := run("delete", "namespace", ns, "--ignore-not-found", "--timeout=120s"); err != nil {
+			t.Logf("delete namespace %s: %v\n%s", ns, err, out)
+		}
+	}
+}

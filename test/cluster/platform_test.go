@@ -178,7 +178,7 @@ func expectManagerWaitsForSecret(t *testing.T) {
 		out, err := run("-n", platformNS, "get", "pods", "-l", "control-plane=controller-manager", "-o",
 			`jsonpath={range .items[*]}{.status.phase}{"\n"}{end}`)
 		if err != nil || strings.Count(out, "Pending") != 2 {
-			return fmt.Errorf("pods %q: %v", out, err)
+			return fmt.Errorf("pods %q: %w", out, err)
 		}
 		return nil
 	})

@@ -223,6 +223,7 @@ func TestHelmChartValues(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rendered := renderChart(t, tt.vals)
+			expectEnvReferencesDefined(t, rendered)
 			for _, w := range tt.want {
 				if !strings.Contains(rendered, w) {
 					t.Errorf("rendered chart lacks %q", w)

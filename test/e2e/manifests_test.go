@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 )
 
@@ -58,6 +61,7 @@ func TestManifestsPassServerDryRun(t *testing.T) {
 			if err != nil {
 				t.Fatalf("apply --dry-run=server: %v\n%s", err, out)
 			}
+			expectEnvReferencesDefined(t, built)
 			objects := len(topLevelKind.FindAllString(built, -1))
 			if applied := strings.Count(out, "(server dry run)"); objects < 10 && dir == "default" || applied != objects {
 				t.Fatalf("%d objects built, %d applied:\n%s", objects, applied, out)
@@ -284,5 +288,50 @@ func TestManifestsFollowAnotherNamespace(t *testing.T) {
 				t.Fatalf("apply --dry-run=server: %v\n%s", err, out)
 			}
 		})
+	}
+}
+
+var envReference = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// expectEnvReferencesDefined: Kubernetes expands $(VAR) in a container's
+// env values only from variables defined before it in the list, and in
+// its args from any of them; a reference it cannot expand stays as text.
+// A strategic merge patch once moved STORE_URL, which names
+// $(POD_NAMESPACE), before POD_NAMESPACE, and the manager dialled
+// "quota-operator-redis.$(POD_NAMESPACE).svc".
+func expectEnvReferencesDefined(t *testing.T, built string) {
+	t.Helper()
+	for _, doc := range strings.Split(built, "\n---\n") {
+		var obj struct {
+			Kind     string
+			Metadata struct{ Name string }
+			Spec     struct {
+				Template struct {
+					Spec struct{ Containers, InitContainers []corev1.Container }
+				}
+			}
+		}
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatal(err)
+		}
+		pod := obj.Spec.Template.Spec
+		for _, c := range append(pod.InitContainers, pod.Containers...) {
+			defined := map[string]bool{}
+			for _, e := range c.Env {
+				for _, m := range envReference.FindAllStringSubmatch(e.Value, -1) {
+					if !defined[m[1]] {
+						t.Errorf("%s %s, container %s: env %s names $(%s), which is not defined before it", obj.Kind, obj.Metadata.Name, c.Name, e.Name, m[1])
+					}
+				}
+				defined[e.Name] = true
+			}
+			for _, a := range append(append([]string{}, c.Command...), c.Args...) {
+				for _, m := range envReference.FindAllStringSubmatch(a, -1) {
+					if !defined[m[1]] {
+						t.Errorf("%s %s, container %s: argument %q names $(%s), which its env lacks", obj.Kind, obj.Metadata.Name, c.Name, a, m[1])
+					}
+				}
+			}
+		}
 	}
 }

@@ -3,13 +3,9 @@
 package cluster
 
 import (
-	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 )
 
 // expectOtherPodsKept: the workload's namespace is labelled for injection,
@@ -17,7 +13,7 @@ import (
 // (a pod without ports) gets no sidecar and completes; a TCP-only pod
 // keeps its port and gets no sidecar, with a warning kubectl prints; with
 // the manager scaled to 0, a pod opted out by annotation is still created
-// (it never reaches the webhook), and a namespace is still deleted. Before, the Job and the TCP pod were
+// (it never reaches the webhook). Before, the Job and the TCP pod were
 // refused ("no container port"), or the TCP pod's port was taken by the
 // HTTP proxy, and the opted-out pod was refused while the manager was down.
 func expectOtherPodsKept(t *testing.T) {
@@ -40,36 +36,12 @@ func expectOtherPodsKept(t *testing.T) {
 	opted := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"opted-out","annotations":{"quotaops.dev/inject":"false"}},` +
 		`"spec":{"containers":[{"name":"app","image":"` + env.testappImg + `","args":["serve","--listen=:8080"],"ports":[{"name":"http","containerPort":8080}]}]}}`
 	out, err = runStdin(opted, "-n", appNS, "create", "-f", "-")
-	expectNamespaceDeletedWithoutManager(t)
 	kubectl(t, "-n", operatorNS, "scale", "deployment/"+managerDeploy, "--replicas=2")
 	if err != nil {
 		t.Fatalf("an opted-out pod with the manager down: %v\n%s", err, out)
 	}
 	kubectl(t, "-n", operatorNS, "rollout", "status", "deployment/"+managerDeploy, "--timeout="+rolloutTimeout)
 	kubectl(t, "-n", appNS, "delete", "pod", "tcp", "opted-out", "--wait=false")
-}
-
-// expectNamespaceDeletedWithoutManager: with no manager running, its
-// aggregated APIService is unavailable, and a namespace (of anyone's) is
-// still deleted: the namespace controller deletes only resources that
-// take "delete", which the usage API's do not, and the API server keeps
-// serving the group's last discovery while it is away. (An unavailable
-// aggregated API stalled namespace deletion cluster-wide in Kubernetes
-// releases before aggregated discovery.)
-func expectNamespaceDeletedWithoutManager(t *testing.T) {
-	t.Helper()
-	localtest.WaitFor(t, 60*time.Second, "the usage APIService unavailable", func() error {
-		if got := kubectl(t, "get", "apiservice", "v1alpha1.usage.quotaops.dev", "-o",
-			`jsonpath={.status.conditions[?(@.type=="Available")].status}`); got != "False" {
-			return fmt.Errorf("Available %q", got)
-		}
-		return nil
-	})
-	kubectl(t, "create", "namespace", "deleted-while-down")
-	kubectl(t, "-n", "deleted-while-down", "create", "configmap", "something", "--from-literal=k=v")
-	start := time.Now()
-	kubectl(t, "delete", "namespace", "deleted-while-down", "--timeout=60s")
-	t.Logf("namespace deleted in %v with the usage APIService unavailable", time.Since(start).Round(100*time.Millisecond))
 }
 
 // runCombined runs kubectl and returns what it printed on both outputs

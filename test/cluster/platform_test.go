@@ -4,7 +4,10 @@ package cluster
 
 import (
 	"crypto/x509"
+	"encoding/base64"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"helm.sh/helm/v4/pkg/kube"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 
+	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/testpki"
@@ -73,12 +77,15 @@ images:
 }
 
 // expectHelmInAnotherNamespace installs the chart into platform-quotas on
-// a Redis of the team's own: rediss:// in another namespace, its
-// certificate signed by a private CA given only through store.tls.ca, its
-// password in a Secret named platform-redis-password that appears only
+// a Redis of the team's own, as a managed Redis is: rediss:// in another
+// namespace, its certificate signed by a private CA given only through
+// store.tls.ca; the operator's user there lacks +acl and +config; its
+// password is in a Secret named platform-redis-password that appears only
 // after the install began. The manager waits for it (its pod does not
-// start without it; nothing generates it), then the workload is limited
-// exactly.
+// start without it; nothing generates it). With store.tenancy provided,
+// the administrator makes the namespace's user from `quota-operator
+// tenant-acl`'s rule and hands it over in quota-operator-store-users; the
+// workload's sidecars log in as that user and limit exactly.
 func expectHelmInAnotherNamespace(t *testing.T) {
 	const password = "platform-pa55word"
 	deployTLSRedis(t, password)
@@ -102,19 +109,69 @@ func expectHelmInAnotherNamespace(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("helm install: %v", err)
 	}
+	provideTenantUser(t, appNS, "shop-pa55word")
 	deployWorkload(t)
-	if got := kubectl(t, "-n", appNS, "get", "secret", storeSecret, "-o", "jsonpath={.data.ca\\.crt}"); got == "" {
-		t.Fatal("the namespace's Secret has no copy of the store's CA")
+	if got := kubectl(t, "-n", appNS, "get", "secret", storeSecret, "-o", "jsonpath={.data.ca\\.crt} {.data.username}"); got != base64.StdEncoding.EncodeToString(must(os.ReadFile(filepath.Join(tlsDir, "ca.crt"))))+" "+base64.StdEncoding.EncodeToString([]byte("team-"+appNS)) {
+		t.Fatalf("the namespace's Secret holds ca.crt and username %q; want the store's CA and the administrator's user", got)
 	}
 	applyPolicy(t, 5)
 	expectExactly(t, "helm-own-redis-tenant", 5)
 }
 
+// provideTenantUser does what an administrator of a managed Redis does
+// for namespace ns: makes its user with the rule `quota-operator
+// tenant-acl` prints for the store's seal, and puts its name and password
+// in the Secret quota-operator-store-users.
+func provideTenantUser(t *testing.T, ns, password string) {
+	t.Helper()
+	var seal string
+	localtest.WaitFor(t, 60*time.Second, "the store's seal, which the manager writes", func() error {
+		out, err := platformRedisCLI(t, "GET", "qo:seal")
+		if seal = strings.TrimSpace(out); err != nil || seal == "" {
+			return fmt.Errorf("GET qo:seal: %q: %w", out, err)
+		}
+		return nil
+	})
+	bin, err := bintest.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule, err := exec.Command(bin, "tenant-acl", "--seal", seal, ns).Output()
+	if err != nil {
+		t.Fatalf("tenant-acl: %v", err)
+	}
+	if out, err := platformRedisCLI(t, append([]string{"ACL", "SETUSER", "team-" + ns, "on", ">" + password}, strings.Fields(string(rule))...)...); err != nil || strings.TrimSpace(out) != "OK" {
+		t.Fatalf("ACL SETUSER with tenant-acl's rule: %q %v", out, err)
+	}
+	kubectl(t, "-n", platformNS, "create", "secret", "generic", "quota-operator-store-users",
+		"--from-literal="+ns+".username=team-"+ns, "--from-literal="+ns+".password="+password)
+}
+
+// platformRedisCLI runs redis-cli in the team's Redis as its admin.
+func platformRedisCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	return run(append([]string{"-n", platformRedisNS, "exec", "deploy/redis", "-c", "redis", "--", "/usr/local/bin/redis-cli",
+		"--tls", "--cacert", "/tls/ca.crt", "--no-auth-warning", "--user", "default", "--pass", platformAdminPassword}, args...)...)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// platformAdminPassword is the default user's password of the team's
+// Redis, which only the test (its administrator) uses; the operator logs
+// in as "operator", who may not run ACL or CONFIG.
+const platformAdminPassword = "platform-admin-pa55"
+
 // tlsDir holds the CA and the certificate of the team's Redis.
 var tlsDir string
 
 // deployTLSRedis runs a Redis that speaks TLS only, with a certificate for
-// its Service's name signed by a new CA, and password from a Secret.
+// its Service's name signed by a new CA, and a user "operator" with the
+// password from a Secret, who may do all but ACL and CONFIG.
 func deployTLSRedis(t *testing.T, password string) {
 	t.Helper()
 	tlsDir = t.TempDir()
@@ -125,7 +182,7 @@ func deployTLSRedis(t *testing.T, password string) {
 	kubectl(t, "-n", platformRedisNS, "create", "secret", "generic", "redis-tls", "--from-file=tls.crt="+filepath.Join(tlsDir, "server.crt"),
 		"--from-file=tls.key="+filepath.Join(tlsDir, "server.key"), "--from-file=ca.crt="+filepath.Join(tlsDir, "ca.crt"))
 	kubectl(t, "-n", platformRedisNS, "create", "secret", "generic", "redis-password", "--from-literal=password="+password)
-	applyYAML(t, fmt.Sprintf(tlsRedisYAML, platformRedisNS, env.redisImg, platformRedisNS))
+	applyYAML(t, fmt.Sprintf(tlsRedisYAML, platformRedisNS, env.redisImg, platformAdminPassword, platformRedisNS))
 	kubectl(t, "-n", platformRedisNS, "rollout", "status", "deployment/redis", "--timeout="+rolloutTimeout)
 }
 
@@ -142,7 +199,8 @@ spec:
         - name: redis
           image: %s
           args: [--port, "0", --tls-port, "6379", --tls-cert-file, /tls/tls.crt, --tls-key-file, /tls/tls.key,
-                 --tls-ca-cert-file, /tls/ca.crt, --tls-auth-clients, "no", --requirepass, $(REDIS_PASSWORD), --save, "", --appendonly, "no"]
+                 --tls-ca-cert-file, /tls/ca.crt, --tls-auth-clients, "no", --requirepass, %s, --save, "", --appendonly, "no",
+                 --user, operator, "on", ">$(REDIS_PASSWORD)", "~*", "&*", "+@all", "-acl", "-config"]
           env:
             - name: REDIS_PASSWORD
               valueFrom: {secretKeyRef: {name: redis-password, key: password}}
@@ -164,7 +222,7 @@ func helmValuesOwnRedis() map[string]any {
 	return map[string]any{
 		"image": map[string]any{"repository": env.img[:i], "tag": env.img[i+1:]},
 		"redis": map[string]any{"enabled": false},
-		"store": map[string]any{"url": "rediss://redis." + platformRedisNS + ".svc:6379/0", "passwordSecret": "platform-redis-password",
+		"store": map[string]any{"url": "rediss://operator@redis." + platformRedisNS + ".svc:6379/0", "passwordSecret": "platform-redis-password", "tenancy": "provided",
 			"tls": map[string]any{"ca": map[string]any{"secret": "platform-redis-ca"}}},
 	}
 }

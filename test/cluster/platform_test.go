@@ -5,6 +5,7 @@ package cluster
 import (
 	"crypto/x509"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -88,6 +89,7 @@ images:
 // workload's sidecars log in as that user and limit exactly.
 func expectHelmInAnotherNamespace(t *testing.T) {
 	const password = "platform-pa55word"
+	cleanup(t) // the install before this one has the cluster-wide objects
 	deployTLSRedis(t, password)
 	kubectl(t, "create", "namespace", platformNS)
 	kubectl(t, "-n", platformNS, "create", "secret", "generic", "platform-redis-ca", "--from-file=ca.crt="+filepath.Join(tlsDir, "ca.crt"))
@@ -127,8 +129,11 @@ func provideTenantUser(t *testing.T, ns, password string) {
 	var seal string
 	localtest.WaitFor(t, 60*time.Second, "the store's seal, which the manager writes", func() error {
 		out, err := platformRedisCLI(t, "GET", "qo:seal")
-		if seal = strings.TrimSpace(out); err != nil || seal == "" {
-			return fmt.Errorf("GET qo:seal: %q: %w", out, err)
+		if err != nil {
+			return err
+		}
+		if seal = strings.TrimSpace(out); seal == "" {
+			return errors.New("no qo:seal yet")
 		}
 		return nil
 	})
@@ -235,8 +240,11 @@ func expectManagerWaitsForSecret(t *testing.T) {
 	localtest.WaitFor(t, 60*time.Second, "the manager's pods waiting for the password Secret", func() error {
 		out, err := run("-n", platformNS, "get", "pods", "-l", "control-plane=controller-manager", "-o",
 			`jsonpath={range .items[*]}{.status.phase}{"\n"}{end}`)
-		if err != nil || strings.Count(out, "Pending") != 2 {
-			return fmt.Errorf("pods %q: %w", out, err)
+		if err != nil {
+			return err
+		}
+		if strings.Count(out, "Pending") != 2 {
+			return fmt.Errorf("pods in phases %q; want 2 Pending", out)
 		}
 		return nil
 	})

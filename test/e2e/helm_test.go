@@ -195,6 +195,14 @@ func TestHelmChartValues(t *testing.T) {
 			"store": map[string]any{"url": "rediss://redis.example.com:6380/0?dial_timeout=1s", "tls": map[string]any{"ca": map[string]any{"configMap": "redis-ca", "key": "server-ca.pem"}}}}, []string{
 			`value: "rediss://redis.example.com:6380/0?dial_timeout=1s&tls_ca_file=/etc/quota-store-tls/ca.crt"`,
 			"configMap:\n          name: \"redis-ca\"\n          items:\n            - key: \"server-ca.pem\""}},
+		{"store-client-cert", map[string]any{"redis": map[string]any{"enabled": false},
+			"store": map[string]any{"url": "rediss://redis.example.com:6380/0", "tls": map[string]any{
+				"ca": map[string]any{"secret": "redis-ca"}, "clientCert": map[string]any{"secret": "redis-client"}}},
+			"gateway": map[string]any{"enabled": true, "namespaces": "team-a"}}, []string{
+			`value: "rediss://redis.example.com:6380/0?tls_ca_file=/etc/quota-store-tls/ca.crt&tls_cert_file=/etc/quota-store-tls-client/tls.crt&tls_key_file=/etc/quota-store-tls-client/tls.key"`,
+			"- name: store-tls-client\n          mountPath: /etc/quota-store-tls-client\n          readOnly: true",
+			"- name: store-tls-client\n        secret:\n          secretName: \"redis-client\"",
+			`value: "rediss://redis.example.com:6380/0?tls_ca_file=/etc/quota-store/ca.crt&tls_cert_file=/etc/quota-store/tls.crt&tls_key_file=/etc/quota-store/tls.key"`}},
 		{"redis-ha-gateway", map[string]any{"redis": map[string]any{"ha": map[string]any{"enabled": true}},
 			"gateway": map[string]any{"enabled": true, "namespaces": "team-a"}}, []string{
 			"replicas: 3", "name: quota-operator-redis-sentinel\n", "- --min-replicas-to-write",

@@ -19,7 +19,7 @@ redis+sentinel://{{ include "quota-operator.sentinels" . }}/quota/0
 {{- else if .Values.redis.enabled -}}
 redis://quota-operator-redis.$(POD_NAMESPACE).svc:6379/0
 {{- else -}}
-{{ .Values.store.url }}{{ include "quota-operator.storeCAParam" (list . "/etc/quota-store-tls/ca.crt") }}
+{{ .Values.store.url }}{{ include "quota-operator.storeTLSParams" (list . "/etc/quota-store-tls/ca.crt" "/etc/quota-store-tls-client") }}
 {{- end -}}
 {{- end -}}
 
@@ -28,19 +28,38 @@ redis://quota-operator-redis.$(POD_NAMESPACE).svc:6379/0
 {{- if and (not .Values.redis.enabled) (or .Values.store.tls.ca.secret .Values.store.tls.ca.configMap) }}true{{ end -}}
 {{- end -}}
 
-{{/* The URL option that names the store's CA file at the given path. */}}
-{{- define "quota-operator.storeCAParam" -}}
+{{/* Whether store.tls.clientCert names a client certificate. */}}
+{{- define "quota-operator.storeClientCert" -}}
+{{- if and (not .Values.redis.enabled) .Values.store.tls.clientCert.secret }}true{{ end -}}
+{{- end -}}
+
+{{/* The URL options that name the store's CA file and the folder of the
+client certificate (tls.crt, tls.key): (list . caFile certDir). */}}
+{{- define "quota-operator.storeTLSParams" -}}
 {{- $ := index . 0 -}}
+{{- $params := list -}}
 {{- if include "quota-operator.storeCA" $ -}}
-{{ if contains "?" $.Values.store.url }}&{{ else }}?{{ end }}tls_ca_file={{ index . 1 }}
+{{- $params = append $params (printf "tls_ca_file=%s" (index . 1)) -}}
+{{- end -}}
+{{- if include "quota-operator.storeClientCert" $ -}}
+{{- $params = append $params (printf "tls_cert_file=%s/tls.crt&tls_key_file=%s/tls.key" (index . 2) (index . 2)) -}}
+{{- end -}}
+{{- if $params -}}
+{{ if contains "?" $.Values.store.url }}&{{ else }}?{{ end }}{{ join "&" $params }}
 {{- end -}}
 {{- end -}}
 
-{{/* The manager's mounts of the store's CA and password. */}}
+{{/* The manager's mounts of the store's CA, client certificate and
+password. */}}
 {{- define "quota-operator.storeMounts" -}}
 {{- if include "quota-operator.storeCA" . }}
 - name: store-tls-ca
   mountPath: /etc/quota-store-tls
+  readOnly: true
+{{- end }}
+{{- if include "quota-operator.storeClientCert" . }}
+- name: store-tls-client
+  mountPath: /etc/quota-store-tls-client
   readOnly: true
 {{- end }}
 {{- if include "quota-operator.storePasswordFile" . }}
@@ -63,6 +82,16 @@ RBAC on it, whatever its name. */}}
       - key: password
         path: password
 {{- end }}
+{{- if include "quota-operator.storeClientCert" . }}
+- name: store-tls-client
+  secret:
+    secretName: {{ .Values.store.tls.clientCert.secret | quote }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
 {{- if include "quota-operator.storeCA" . }}
 {{- with .Values.store.tls.ca }}
 - name: store-tls-ca
@@ -81,12 +110,13 @@ RBAC on it, whatever its name. */}}
 {{- end -}}
 
 {{/* The gateway's store: the manager's, logging in to the bundled
-Sentinels as the discovery-only user whose password its Secret holds. */}}
+Sentinels as the discovery-only user whose password its Secret holds, or
+with the copies of the CA and client certificate its Secret holds. */}}
 {{- define "quota-operator.gatewayStoreURL" -}}
 {{- if and .Values.redis.enabled .Values.redis.ha.enabled -}}
 {{ include "quota-operator.storeURL" . }}?sentinel_username=quota-sentinel&sentinel_password_file=/etc/quota-store/sentinel-password
-{{- else if include "quota-operator.storeCA" . -}}
-{{ .Values.store.url }}{{ include "quota-operator.storeCAParam" (list . "/etc/quota-store/ca.crt") }}
+{{- else if or (include "quota-operator.storeCA" .) (include "quota-operator.storeClientCert" .) -}}
+{{ .Values.store.url }}{{ include "quota-operator.storeTLSParams" (list . "/etc/quota-store/ca.crt" "/etc/quota-store") }}
 {{- else -}}
 {{ include "quota-operator.storeURL" . }}
 {{- end -}}

@@ -194,7 +194,11 @@ func (r *StoreSecretReconciler) reconcileGateway(ctx context.Context) (ctrl.Resu
 // never names a user Redis refused to make.
 func (r *StoreSecretReconciler) keepUser(ctx context.Context, secret client.ObjectKey, id, user string,
 	acl func(digests ...string) store.ACLUser) (ctrl.Result, error) {
-	password, err := r.currentPassword(ctx, secret, user)
+	have, err := r.readSecret(ctx, secret)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	password, err := passwordFor(have, user)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -202,7 +206,7 @@ func (r *StoreSecretReconciler) keepUser(ctx context.Context, secret client.Obje
 	if err := r.Users.Put(ctx, acl(digests...)); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.writeSecret(ctx, secret, user, password); err != nil {
+	if err := r.writeSecret(ctx, secret, have, user, password); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: min(wait, r.Recheck)}, nil
@@ -221,48 +225,51 @@ func (r *StoreSecretReconciler) hasSidecars(ctx context.Context, namespace strin
 	return false, nil
 }
 
-// currentPassword is the password of the Secret at key, or a new one when
-// the Secret is missing (deleted to rotate it) or does not name user.
-func (r *StoreSecretReconciler) currentPassword(ctx context.Context, key client.ObjectKey, user string) (string, error) {
+// readSecret is the Secret at key, or nil when there is none.
+func (r *StoreSecretReconciler) readSecret(ctx context.Context, key client.ObjectKey) (*corev1.Secret, error) {
 	var s corev1.Secret
-	err := r.Reader.Get(ctx, key, &s)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return "", err
+	if err := r.Reader.Get(ctx, key, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, err
 	}
-	if err == nil && string(s.Data[secretKeyUsername]) == user && len(s.Data[secretKeyPassword]) > 0 {
-		return string(s.Data[secretKeyPassword]), nil
+	return &s, nil
+}
+
+// passwordFor is the password of have, or a new one when have is missing
+// (deleted to rotate it) or does not name user.
+func passwordFor(have *corev1.Secret, user string) (string, error) {
+	if have != nil && string(have.Data[secretKeyUsername]) == user && len(have.Data[secretKeyPassword]) > 0 {
+		return string(have.Data[secretKeyPassword]), nil
 	}
 	return NewPassword()
 }
 
-// writeSecret keeps the Secret at key holding user, password and the
-// Shared files.
-func (r *StoreSecretReconciler) writeSecret(ctx context.Context, key client.ObjectKey, user, password string) error {
+// writeSecret keeps the Secret at key, have as read (nil: none), holding
+// user, password and the Shared files.
+func (r *StoreSecretReconciler) writeSecret(ctx context.Context, key client.ObjectKey, have *corev1.Secret, user, password string) error {
 	data, err := r.sharedData(ctx)
 	if err != nil {
 		return err
 	}
 	data[secretKeyUsername], data[secretKeyPassword] = []byte(user), []byte(password)
-	var s corev1.Secret
-	err = r.Reader.Get(ctx, key, &s)
 	switch {
-	case apierrors.IsNotFound(err):
-		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
+	case have == nil:
+		s := corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
 			Labels: ManagedLabels()}, Data: data}
 		return r.Create(ctx, &s)
-	case err != nil:
-		return err
-	case reflect.DeepEqual(s.Data, data):
+	case reflect.DeepEqual(have.Data, data):
 		return nil
 	}
-	s.Data = data
+	have.Data = data
 	// Its label too: the admission policy lets the manager write only
 	// Secrets that carry it (one written by hand may not).
-	if s.Labels == nil {
-		s.Labels = map[string]string{}
+	if have.Labels == nil {
+		have.Labels = map[string]string{}
 	}
-	maps.Copy(s.Labels, ManagedLabels())
-	return r.Update(ctx, &s)
+	maps.Copy(have.Labels, ManagedLabels())
+	return r.Update(ctx, have)
 }
 
 // sharedData is a fresh map holding the Shared files.

@@ -139,7 +139,11 @@ func (r *StoreSecretReconciler) keepProvided(ctx context.Context, secret client.
 		}
 		return true, nil
 	}
-	if err := r.writeSecret(ctx, secret, user, password); err != nil {
+	have, err := r.readSecret(ctx, secret)
+	if err != nil {
+		return false, err
+	}
+	if err := r.writeSecret(ctx, secret, have, user, password); err != nil {
 		return false, err
 	}
 	r.Problems.set(namespace, nil)

@@ -248,16 +248,13 @@ func containerResources(text, name, values string) string {
 	for i, line := range lines {
 		trimmed := strings.TrimLeft(line, " ")
 		if trimmed == "name: "+name && indent == "" { // the container's; a port may have the name too
-			indent = line[:len(line)-len(trimmed)]
+			indent = indentOf(line)
 			continue
 		}
 		if indent == "" || line != indent+"resources:" {
 			continue
 		}
-		end := i + 1
-		for end < len(lines) && strings.HasPrefix(lines[end], indent+" ") {
-			end++
-		}
+		end := blockEnd(lines, i, indent+" ")
 		with := fmt.Sprintf("%s  {{- toYaml %s | nindent %d }}", indent, values, len(indent)+2)
 		return strings.Join(append(lines[:i+1], append([]string{with}, lines[end:]...)...), "\n")
 	}
@@ -271,10 +268,7 @@ func withMetadataLabels(text, values string) string {
 		if line != "  labels:" {
 			continue
 		}
-		end := i + 1
-		for end < len(lines) && strings.HasPrefix(lines[end], "    ") {
-			end++
-		}
+		end := blockEnd(lines, i, "    ")
 		with := fmt.Sprintf("    {{- with %s }}{{ toYaml . | nindent 4 }}{{- end }}", values)
 		return strings.Join(append(lines[:end:end], append([]string{with}, lines[end:]...)...), "\n")
 	}

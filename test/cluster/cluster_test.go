@@ -124,9 +124,8 @@ func TestOperatorOnTheNode(t *testing.T) {
 // the workload again: exactly the limit passes.
 func expectHelmInstall(t *testing.T) {
 	cleanup(t)
-	i := strings.LastIndex(env.img, ":")
 	start := time.Now()
-	if err := helmInstall(operatorNS, map[string]any{"image": map[string]any{"repository": env.img[:i], "tag": env.img[i+1:]},
+	if err := helmInstall(operatorNS, map[string]any{"image": imageValues(env.img),
 		"redis": map[string]any{"image": env.redisImg}}); err != nil {
 		t.Fatalf("helm install: %v", err)
 	}

@@ -43,15 +43,15 @@ func expectKustomizeInAnotherNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	i := strings.LastIndex(env.img, ":")
-	j := strings.LastIndex(env.redisImg, ":")
+	img, tag := imageParts(env.img)
+	redisImg, redisTag := imageParts(env.redisImg)
 	writeFile(t, filepath.Join(top, "kustomization.yaml"), fmt.Sprintf(`namespace: %s
 resources:
   - %s
 images:
   - {name: controller, newName: %s, newTag: %q}
   - {name: redis, newName: %s, newTag: %q}
-`, platformNS, base, env.img[:i], env.img[i+1:], env.redisImg[:j], env.redisImg[j+1:]))
+`, platformNS, base, img, tag, redisImg, redisTag))
 	built := kubectl(t, "kustomize", top)
 	if strings.Contains(built, "quota-operator-system") {
 		t.Fatal("the build still names quota-operator-system")
@@ -223,9 +223,8 @@ spec:
 
 // helmValuesOwnRedis point the chart at the team's Redis.
 func helmValuesOwnRedis() map[string]any {
-	i := strings.LastIndex(env.img, ":")
 	return map[string]any{
-		"image": map[string]any{"repository": env.img[:i], "tag": env.img[i+1:]},
+		"image": imageValues(env.img),
 		"redis": map[string]any{"enabled": false},
 		"store": map[string]any{"url": "rediss://operator@redis." + platformRedisNS + ".svc:6379/0", "passwordSecret": "platform-redis-password", "tenancy": "provided",
 			"tls": map[string]any{"ca": map[string]any{"secret": "platform-redis-ca"}}},
@@ -252,6 +251,18 @@ func expectManagerWaitsForSecret(t *testing.T) {
 	if out, err := run("-n", platformNS, "get", "secret", "platform-redis-password", "-o", "name"); err == nil {
 		t.Fatalf("the password Secret was generated: %s", out)
 	}
+}
+
+// imageParts splits an image reference into its repository and tag.
+func imageParts(ref string) (repository, tag string) {
+	i := strings.LastIndex(ref, ":")
+	return ref[:i], ref[i+1:]
+}
+
+// imageValues is the chart's image values for ref.
+func imageValues(ref string) map[string]any {
+	repository, tag := imageParts(ref)
+	return map[string]any{"repository": repository, "tag": tag}
 }
 
 // helmInstall installs the chart as `helm install --wait` does.

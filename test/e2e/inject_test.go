@@ -209,13 +209,7 @@ func expectLabelledNamespaceKeepsOtherPods(t *testing.T, calls func() int) {
 			t.Fatalf("%s: %d sidecars, ports %v; want none and its own ports", pod.Name, n, created.Spec.Containers[0].Ports)
 		}
 	}
-	localtest.WaitFor(t, 10*time.Second, "the NoSidecar event on the Job", func() error {
-		out, err := env.Kubectl("get", "events.events.k8s.io", "-n", "e2e-labelled", "--field-selector=regarding.name=export,reason=NoSidecar", "-o", "name")
-		if err != nil || out == "" {
-			return fmt.Errorf("events: %w %q", err, out)
-		}
-		return nil
-	})
+	expectEvent(t, "e2e-labelled", "export", "NoSidecar")
 	before := calls()
 	out := plainPod("opted-out", "e2e-labelled")
 	out.Annotations = map[string]string{webhook.AnnotationInject: "false"}

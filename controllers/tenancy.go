@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -113,11 +111,8 @@ func entryPrefix(t Tenancy, id string) string {
 // providedCredentials reads id's username and password from the users
 // Secret; ok is false when either is missing or empty.
 func (r *StoreSecretReconciler) providedCredentials(ctx context.Context, id string) (user, password string, ok bool, err error) {
-	var s corev1.Secret
-	if err := r.Reader.Get(ctx, r.ProvidedUsers, &s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return "", "", false, nil
-		}
+	s, err := r.readSecret(ctx, r.ProvidedUsers)
+	if err != nil || s == nil {
 		return "", "", false, err
 	}
 	prefix := entryPrefix(r.Tenancy, id)
@@ -128,7 +123,7 @@ func (r *StoreSecretReconciler) providedCredentials(ctx context.Context, id stri
 // keepProvided copies id's credentials from the users Secret into the
 // Secret at secret, or reports the missing entry for namespace ("": the
 // gateway, which has no policies to tell).
-func (r *StoreSecretReconciler) keepProvided(ctx context.Context, secret client.ObjectKey, namespace, id string) (recheck bool, err error) {
+func (r *StoreSecretReconciler) keepProvided(ctx context.Context, secret client.ObjectKey, namespace, id string) (missing bool, err error) {
 	user, password, ok, err := r.providedCredentials(ctx, id)
 	if err != nil {
 		return false, err

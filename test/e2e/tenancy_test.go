@@ -52,7 +52,9 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 	kubectl(t, "apply", "-k", filepath.Join(kubeenv.ModuleRoot(), "config", "crd"))
 	kubectl(t, "wait", "--for=condition=Established", "--timeout=30s", "crd/ratelimitpolicies.policy.quotaops.dev")
 	storeURL := "redis://operator@" + r.Addr
-	run := func(tenancy string) {
+	// Each subtest's manager stops when that subtest ends (its t), so only
+	// one manager at a time writes the policies' status and the Secrets.
+	run := func(t *testing.T, tenancy string) {
 		webhookPort := localtest.FreeAddr(t)
 		for _, cfg := range deployedWebhookConfigurations(t, webhookPort) {
 			applyObject(t, cfg)
@@ -62,7 +64,7 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 	operator := tenantACLRunner{bin: bin, storeURL: storeURL, password: operatorPassword}
 
 	t.Run("managed", func(t *testing.T) {
-		run("managed")
+		run(t, "managed")
 		ns := "tenancy-managed"
 		expectToldWhy(t, ns, "StoreUserRefused", "Namespace tenancy-managed's sidecars have no store user: the store refuses the operator's user ACL SETUSER")
 		if out, err := env.Kubectl("get", "secret", "quota-operator-store", "-n", ns, "-o", "name"); err == nil {
@@ -81,7 +83,7 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 			makeUser(t, admin, "tenant-"+ns, ns+"-pa55", operator.rule(t, ns))
 		}
 		putUsersSecret(t, made)
-		run("provided")
+		run(t, "provided")
 		expectToldWhy(t, "tenancy-d", "StoreUserMissing",
 			"Namespace tenancy-d's sidecars have no store user: Secret quota-operator-system/quota-operator-store-users has no keys tenancy-d.username and tenancy-d.password.")
 		expectEnforcingAs(t, bin, "tenancy-b", "tenant-tenancy-b", "tenancy-b-pa55")
@@ -93,7 +95,7 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 	t.Run("shared", func(t *testing.T) {
 		makeUser(t, admin, limiter.SharedUserName, "shared-pa55", operator.rule(t, "--shared"))
 		putUsersSecret(t, map[string]string{"username": limiter.SharedUserName, "password": "shared-pa55"})
-		run("shared")
+		run(t, "shared")
 		ns := "tenancy-shared"
 		expectEnforcingAs(t, bin, ns, limiter.SharedUserName, "shared-pa55")
 		msg := kubectl(t, "get", "ratelimitpolicy", "per-ip", "-n", ns, "-o", `jsonpath={.status.conditions[?(@.type=="Programmed")].message}`)

@@ -33,6 +33,12 @@ type Options struct {
 	// each sidecar counts alone and adjustments report so.
 	Adjust   Adjuster
 	Announce RevisionAnnouncer
+	// Query answers QuotaQueries; nil without Redis, where each sidecar
+	// counts alone and queries report so.
+	Query QueryAnswerer
+	// QueryTTL is how long an answered QuotaQuery stays (0:
+	// DefaultQueryTTL).
+	QueryTTL time.Duration
 	// UsageInterval is how often UsageQuota usage is refreshed.
 	UsageInterval time.Duration
 	// StoreCheckInterval is how often StoreWatch looks for lost config.
@@ -74,6 +80,9 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	qadj := &QuotaAdjustmentReconciler{Client: mgr.GetClient(), Adjuster: o.Adjust, Announce: o.Announce, Events: events}
 	if err := qadj.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := (&QuotaQueryReconciler{Client: mgr.GetClient(), Answerer: o.Query, TTL: o.QueryTTL}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Add(watch)

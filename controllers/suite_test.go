@@ -21,6 +21,7 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/controllers"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/query"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
@@ -61,6 +62,8 @@ const (
 	usageEvery    = time.Second
 	secretRecheck = 500 * time.Millisecond
 	rotationGrace = 2 * time.Second
+	// queryTTL is how long an answered QuotaQuery stays.
+	queryTTL = 5 * time.Second
 )
 
 func TestMain(m *testing.M) {
@@ -127,12 +130,16 @@ func startManager(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	users.KeepLibrary(limiter.Library) // as the manager does
+	queryLim, err := limiter.New(st)   // queries have their own, as in the manager
+	if err != nil {
+		return nil, err
+	}
 	// As the manager runs with Redis: config in Redis, a copy in each
 	// namespace's ConfigMap.
 	copied := controllers.WithCopy(st, &controllers.ConfigMapWriter{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: policyConfigMap})
 	if err := controllers.Setup(mgr, controllers.Options{Store: st, Config: copied, Usage: lim, Users: users, Enforcement: st,
 		Adjust: lim, Announce: st, UsageInterval: usageEvery, StoreCheckInterval: storeCheckEvery,
-		FinalizeTimeout: finalizeAfter}); err != nil {
+		FinalizeTimeout: finalizeAfter, Query: &query.Answerer{Reader: mgr.GetClient(), Counters: queryLim}, QueryTTL: queryTTL}); err != nil {
 		return nil, err
 	}
 	secrets := &controllers.StoreSecretReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Name: storeSecret,

@@ -88,8 +88,8 @@ make_pki() {
   cert kube-proxy system:kube-proxy system:node-proxier
   cert kubelet "system:node:${NODE_NAME}" system:nodes
   cert kubelet-serving "${NODE_NAME}" "" "IP:${NODE_IP},IP:127.0.0.1,DNS:${NODE_NAME}"
-  # The front proxy (aggregated APIs, such as the operator's usage API)
-  # has its own CA, as kubeadm's: no other client certificate may pass
+  # The front proxy (aggregated APIs, such as metrics-server), as a real
+  # cluster has it, with its own CA, as kubeadm's: no other client certificate may pass
   # for the API server when it forwards a user.
   openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
     -subj "/CN=front-proxy-ca" -keyout "${PKI}/front-proxy-ca.key" -out "${PKI}/front-proxy-ca.crt" 2>/dev/null

@@ -59,6 +59,8 @@ const (
 	rlpHead  = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: RateLimitPolicy\nmetadata: {name: %s}\n"
 	uqHead   = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: UsageQuota\nmetadata: {name: %s}\n"
 	qadjHead = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: QuotaAdjustment\nmetadata: {name: %s}\n"
+	qqHead   = "apiVersion: policy.quotaops.dev/v1alpha1\nkind: QuotaQuery\nmetadata: {name: %s}\n"
+	aHash    = "0123456789abcdef0123456789abcdef"
 	toQuota  = "  target: {kind: UsageQuota, name: api-calls}\n"
 	toLimit  = "  target: {kind: RateLimitPolicy, name: api, limit: per-user}\n"
 	sel      = "  selector: {matchLabels: {app: a}}\n"
@@ -156,6 +158,19 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"qadj subject twice", qadjHead, "spec:\n" + toQuota + "  action: Reset\n  subject: {values: [alice], hash: 0123456789abcdef0123456789abcdef}\n", []string{"spec.subject: Invalid value", "give the subject as values or as hash, not both"}},
 		{"qadj hash not hex", qadjHead, "spec:\n" + toQuota + "  action: Reset\n  subject: {hash: alice}\n", []string{`spec.subject.hash: Invalid value: "alice"`}},
 		{"qadj nine values", qadjHead, "spec:\n" + toLimit + "  action: Reset\n  subject: {values: [a, b, c, d, e, f, g, h, i]}\n", []string{"spec.subject.values: Too many: 9: must have at most 8 items"}},
+		{"qq asking nothing", qqHead, "spec: {}\n", []string{"spec: Invalid value", "ask one question: set usage or check, not both and not neither"}},
+		{"qq asking twice", qqHead, "spec:\n  usage: {target: {kind: UsageQuota, name: q}}\n  check: {limits: [{target: {kind: UsageQuota, name: q}, subjectHash: " + aHash + "}]}\n",
+			[]string{"spec: Invalid value", "ask one question: set usage or check, not both and not neither"}},
+		{"qq top over 100", qqHead, "spec:\n  usage: {target: {kind: UsageQuota, name: q}, top: 101}\n", []string{"spec.usage.top: Invalid value: 101", "less than or equal to 100"}},
+		{"qq usage of a policy without limit", qqHead, "spec:\n  usage: {target: {kind: RateLimitPolicy, name: api}}\n", []string{"spec.usage.target: Invalid value", "required for a RateLimitPolicy, and only for it"}},
+		{"qq check of nothing", qqHead, "spec:\n  check: {limits: []}\n", []string{"spec.check.limits: Invalid value", "should have at least 1 items"}},
+		{"qq check of 17 limits", qqHead, "spec:\n  check:\n    limits:\n" + repeat(17, func(int) string {
+			return "    - {target: {kind: UsageQuota, name: q}, subjectHash: " + aHash + "}\n"
+		}), []string{"spec.check.limits: Too many: 17: must have at most 16 items"}},
+		{"qq check of a raw subject", qqHead, "spec:\n  check: {limits: [{target: {kind: UsageQuota, name: q}, subjectHash: acme}]}\n",
+			[]string{`spec.check.limits[0].subjectHash: Invalid value: "acme"`, "should match '^[0-9a-f]{32}$'"}},
+		{"qq check of cost 0", qqHead, "spec:\n  check: {limits: [{target: {kind: UsageQuota, name: q}, subjectHash: " + aHash + ", cost: 0}]}\n",
+			[]string{"spec.check.limits[0].cost: Invalid value: 0", "greater than or equal to 1"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -213,6 +228,26 @@ func TestQuotaAdjustmentIsImmutable(t *testing.T) {
 	}
 	err := c.Update(context.Background(), obj)
 	want := "a QuotaAdjustment cannot be changed once created; create another"
+	if err == nil || !strings.Contains(err.Error(), "spec: Invalid value") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("update: %v; want spec: Invalid value ... %q", err, want)
+	}
+}
+
+// A QuotaQuery is asked once: the API server refuses a change of its
+// question, so an answer in status always belongs to the spec beside it.
+func TestQuotaQueryIsImmutable(t *testing.T) {
+	obj := object(t, fmt.Sprintf(qqHead, "immutable")+"spec:\n  usage: {target: {kind: UsageQuota, name: q}}\n")
+	if err := c.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if top, _, _ := unstructured.NestedInt64(obj.Object, "spec", "usage", "top"); top != 10 {
+		t.Errorf("spec.usage.top defaulted to %d; want 10", top)
+	}
+	if err := unstructured.SetNestedField(obj.Object, "other", "spec", "usage", "target", "name"); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Update(context.Background(), obj)
+	want := "a QuotaQuery is answered once and cannot be changed; create another"
 	if err == nil || !strings.Contains(err.Error(), "spec: Invalid value") || !strings.Contains(err.Error(), want) {
 		t.Fatalf("update: %v; want spec: Invalid value ... %q", err, want)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,7 +17,6 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
-	"github.com/quotaops/quota-operator/internal/usageapi"
 )
 
 // checkFlags are a check's: a target and subject, or a request.
@@ -30,6 +28,7 @@ type checkFlags struct {
 	headers  []string
 	clientIP string
 	labels   string
+	wait     time.Duration
 }
 
 func checkCommand(c clients, stdout io.Writer) *cobra.Command {
@@ -54,17 +53,12 @@ func checkCommand(c clients, stdout io.Writer) *cobra.Command {
 				fmt.Fprintln(stdout, "No limit of namespace "+ns+" applies to this request: it would pass")
 				return nil
 			}
-			d, err := c.raw()
+			q, err := ask(cmd.Context(), cl, ns, v1alpha1.QuotaQuerySpec{Check: &spec}, f.wait)
 			if err != nil {
 				return err
 			}
-			body, _ := json.Marshal(&usageapi.Check{Spec: spec})
-			raw, err := do(cmd.Context(), d.RESTClient().Post().AbsPath(usageapi.Prefix, "namespaces", ns, "checks").
-				SetHeader("Content-Type", "application/json").Body(body))
-			if err != nil {
-				return err
-			}
-			return printCheck(stdout, raw, names)
+			printCheck(stdout, q.Status.Check, names)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&f.limit, "limit", "", "the RateLimitPolicy's limit")
@@ -73,30 +67,31 @@ func checkCommand(c clients, stdout io.Writer) *cobra.Command {
 	cmd.Flags().StringVar(&f.request, "request", "", "a request, 'METHOD PATH[?QUERY]': check every limit of the namespace it would meet")
 	cmd.Flags().StringArrayVarP(&f.headers, "header", "H", nil, "a header of --request, 'Name: value'; repeat it")
 	cmd.Flags().StringVar(&f.clientIP, "client-ip", "192.0.2.1", "the client address of --request, for limits keyed by ClientIP")
+	cmd.Flags().DurationVar(&f.wait, "wait", 30*time.Second, "how long to wait for the operator's answer")
 	cmd.Flags().StringVar(&f.labels, "pod-labels", "", "with --request: the labels of the pod it reaches, k=v,...; only policies selecting it apply (default: every policy, as at a gateway)")
 	return cmd
 }
 
 // spec builds the check, and names each limit for the output.
-func (f *checkFlags) spec(ctx context.Context, cl client.Reader, ns string, args []string) (usageapi.CheckSpec, []string, error) {
+func (f *checkFlags) spec(ctx context.Context, cl client.Reader, ns string, args []string) (v1alpha1.CheckQuestion, []string, error) {
 	if f.request != "" {
 		if len(args) > 0 || f.limit != "" || len(f.subject.values) > 0 || f.subject.hash != "" {
-			return usageapi.CheckSpec{}, nil, fmt.Errorf("--request checks every limit it meets: name no target, limit or subject")
+			return v1alpha1.CheckQuestion{}, nil, fmt.Errorf("--request checks every limit it meets: name no target, limit or subject")
 		}
 		return f.requestSpec(ctx, cl, ns)
 	}
 	if len(args) == 0 {
-		return usageapi.CheckSpec{}, nil, fmt.Errorf("name a usagequota/NAME or ratelimitpolicy/NAME and a --subject, or give --request")
+		return v1alpha1.CheckQuestion{}, nil, fmt.Errorf("name a usagequota/NAME or ratelimitpolicy/NAME and a --subject, or give --request")
 	}
 	t, err := parseTarget(args[0], f.limit)
 	if err != nil {
-		return usageapi.CheckSpec{}, nil, err
+		return v1alpha1.CheckQuestion{}, nil, err
 	}
 	hash, err := f.subject.subjectHash(ctx, cl, ns)
 	if err != nil {
-		return usageapi.CheckSpec{}, nil, err
+		return v1alpha1.CheckQuestion{}, nil, err
 	}
-	return usageapi.CheckSpec{Limits: []usageapi.CheckLimit{{Target: t, SubjectHash: hash, Cost: f.cost}}}, []string{targetName(t)}, nil
+	return v1alpha1.CheckQuestion{Limits: []v1alpha1.CheckLimit{{Target: t, SubjectHash: hash, Cost: f.cost}}}, []string{targetName(t)}, nil
 }
 
 func targetName(t v1alpha1.AdjustmentTarget) string {
@@ -108,31 +103,31 @@ func targetName(t v1alpha1.AdjustmentTarget) string {
 
 // requestSpec matches the request against the namespace's policies, as a
 // sidecar would, here: the subject's values are hashed before they leave.
-func (f *checkFlags) requestSpec(ctx context.Context, cl client.Reader, ns string) (usageapi.CheckSpec, []string, error) {
+func (f *checkFlags) requestSpec(ctx context.Context, cl client.Reader, ns string) (v1alpha1.CheckQuestion, []string, error) {
 	r, peer, err := f.httpRequest()
 	if err != nil {
-		return usageapi.CheckSpec{}, nil, err
+		return v1alpha1.CheckQuestion{}, nil, err
 	}
 	ps, err := f.policies(ctx, cl, ns)
 	if err != nil {
-		return usageapi.CheckSpec{}, nil, err
+		return v1alpha1.CheckQuestion{}, nil, err
 	}
 	if err := f.subject.useKey(ctx, cl, ns); err != nil {
-		return usageapi.CheckSpec{}, nil, err
+		return v1alpha1.CheckQuestion{}, nil, err
 	}
 	applied, err := ps.Match(r, peer)
 	if err != nil {
 		// What the sidecar would answer instead of deciding.
-		return usageapi.CheckSpec{}, nil, fmt.Errorf("the sidecar would refuse this request: %w", err)
+		return v1alpha1.CheckQuestion{}, nil, fmt.Errorf("the sidecar would refuse this request: %w", err)
 	}
-	var spec usageapi.CheckSpec
+	var spec v1alpha1.CheckQuestion
 	var names []string
 	for _, a := range applied {
 		t := v1alpha1.AdjustmentTarget{Kind: v1alpha1.TargetKind(a.Kind), Name: a.Policy}
 		if t.Kind == v1alpha1.TargetRateLimitPolicy {
 			t.Limit = a.Name
 		}
-		spec.Limits = append(spec.Limits, usageapi.CheckLimit{Target: t, SubjectHash: a.Limit.Key.SubjectHash(), Cost: a.Limit.Cost})
+		spec.Limits = append(spec.Limits, v1alpha1.CheckLimit{Target: t, SubjectHash: a.Limit.Key.SubjectHash(), Cost: a.Limit.Cost})
 		names = append(names, targetName(t))
 	}
 	return spec, names, nil
@@ -192,19 +187,15 @@ func (f *checkFlags) policies(ctx context.Context, cl client.Reader, ns string) 
 	return sidecar.NewPolicies(ns, podLabels, 0, docs)
 }
 
-func printCheck(w io.Writer, raw []byte, names []string) error {
-	var c usageapi.Check
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return err
-	}
-	if c.Status.Allowed {
+func printCheck(w io.Writer, c *v1alpha1.CheckAnswer, names []string) {
+	if c.Allowed {
 		fmt.Fprintln(w, "Allowed: a request now would pass (nothing was consumed)")
 	} else {
 		fmt.Fprintln(w, "Denied: a request now would get 429 Too Many Requests (nothing was consumed)")
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "LIMIT\tWINDOW\tUSED\tREMAINING\tALLOWED\tRESETS AT")
-	for _, r := range c.Status.Results {
+	for _, r := range c.Results {
 		window := shortDuration(r.Rate.Window)
 		if window == "" {
 			window = "period"
@@ -216,5 +207,5 @@ func printCheck(w io.Writer, raw []byte, names []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\t%s\n", names[r.Limit], window, r.Rate.Used, r.Rate.Limit, r.Rate.Remaining,
 			allowed, r.ResetAt.UTC().Format(time.RFC3339))
 	}
-	return tw.Flush()
+	_ = tw.Flush()
 }

@@ -1,16 +1,11 @@
 package main
 
 import (
-	"crypto/tls"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/quotaops/quota-operator/internal/usageapi"
 )
 
 const quotaYAML = `apiVersion: policy.quotaops.dev/v1alpha1
@@ -52,7 +47,8 @@ func (s step) run(t *testing.T) {
 	})
 }
 
-// The plugin, against a real API server and the manager's usage API:
+// The plugin, against a real API server and the manager answering its
+// QuotaQueries:
 // usage of a quota and of a rate limit, checks of subjects and of a request
 // that consume nothing, then a reset and a grant that the manager applies,
 // each with exactly what it prints.
@@ -106,9 +102,9 @@ func TestUsageCheckResetGrant(t *testing.T) {
 		{name: "grant on a rate limit", args: []string{"grant", "ratelimitpolicy/api", "--limit", "per-user", "--subject", "alice", "--units", "5", "--name", "grant-alice", "-n", "team-a"},
 			stderr: "Error from server (Invalid): QuotaAdjustment.policy.quotaops.dev \"grant-alice\" is invalid: spec: Invalid value: only a UsageQuota takes a Grant; a RateLimitPolicy limit can be Reset\n", code: 1},
 		{name: "missing quota", args: []string{"usage", "usagequota/nope", "-n", "team-a"},
-			stderr: "Error from server (NotFound): usagequotas.policy.quotaops.dev \"nope\" not found\n", code: 1},
+			stderr: "error: Not answered: UsageQuota nope does not exist\n", code: 1},
 		{name: "missing limit", args: []string{"check", "rlp/api", "--limit", "nope", "--subject", "alice", "-n", "team-a"},
-			stderr: "Error from server (BadRequest): RateLimitPolicy api has no limit \"nope\"\n", code: 1},
+			stderr: "error: Not answered: RateLimitPolicy api has no limit \"nope\"\n", code: 1},
 		{name: "not a target", args: []string{"usage", "deployment/web", "-n", "team-a"},
 			stderr: "error: \"deployment/web\": name a usagequota/NAME or a ratelimitpolicy/NAME\n", code: 1},
 		{name: "no subject", args: []string{"reset", "usagequota/api-calls", "-n", "team-a"},
@@ -123,8 +119,8 @@ func TestUsageCheckResetGrant(t *testing.T) {
 
 // Kubernetes RBAC decides who reads usage, per namespace: a user bound to
 // the shipped usage viewer role in team-b reads usage and checks requests
-// there and nowhere else, and may not reset anything; the manager's port itself admits only the
-// API server.
+// there and nowhere else, and may not reset anything; the queries it made
+// are gone when it is done.
 func TestUsageNeedsRBAC(t *testing.T) {
 	w.env.MustKubectl(t, "create", "namespace", "team-b")
 	apply(t, strings.ReplaceAll(quotaYAML, "team-a", "team-b"))
@@ -137,32 +133,22 @@ func TestUsageNeedsRBAC(t *testing.T) {
 			stdout: "Allowed: a request now would pass (nothing was consumed)\n" + table([]string{"LIMIT", "WINDOW", "USED", "REMAINING", "ALLOWED", "RESETS AT"},
 				[]string{"usagequota/api-calls", "period", "0/10", "10", "true", end})},
 		{name: "another namespace", args: []string{"usage", "uq/api-calls", "-n", "team-a", "--as", "dev-dana"},
-			stderr: "Error from server (Forbidden): usagequotas.usage.quotaops.dev \"api-calls\" is forbidden: User \"dev-dana\" cannot get resource \"usagequotas\" in API group \"usage.quotaops.dev\" in the namespace \"team-a\"\n", code: 1},
-		{name: "check", args: []string{"check", "uq/api-calls", "--subject", "x", "-n", "team-a", "--as", "dev-dana"},
-			stderr: "Error from server (Forbidden): checks.usage.quotaops.dev is forbidden: User \"dev-dana\" cannot create resource \"checks\" in API group \"usage.quotaops.dev\" in the namespace \"team-a\"\n", code: 1},
+			stderr: "Error from server (Forbidden): quotaqueries.policy.quotaops.dev is forbidden: User \"dev-dana\" cannot create resource \"quotaqueries\" in API group \"policy.quotaops.dev\" in the namespace \"team-a\"\n", code: 1},
+		{name: "check", args: []string{"check", "uq/api-calls", "--subject-hash", hash("x"), "-n", "team-a", "--as", "dev-dana"},
+			stderr: "Error from server (Forbidden): quotaqueries.policy.quotaops.dev is forbidden: User \"dev-dana\" cannot create resource \"quotaqueries\" in API group \"policy.quotaops.dev\" in the namespace \"team-a\"\n", code: 1},
 		{name: "reset", args: []string{"reset", "uq/api-calls", "--subject", "x", "-n", "team-b", "--as", "dev-dana"},
 			stderr: "Error from server (Forbidden): quotaadjustments.policy.quotaops.dev is forbidden: User \"dev-dana\" cannot create resource \"quotaadjustments\" in API group \"policy.quotaops.dev\" in the namespace \"team-b\"\n", code: 1},
 	} {
 		s.run(t)
 	}
-	t.Run("straight to the manager", func(t *testing.T) {
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		req, _ := http.NewRequest(http.MethodGet, "https://"+w.usageAddr+usageapi.Prefix+"/namespaces/team-b/usagequotas/api-calls", nil)
-		req.Header.Set("X-Remote-User", "system:admin")
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		body, _ := io.ReadAll(resp.Body)
-		want := `"message":"only the API server may call this API: no client certificate","reason":"Unauthorized","code":401`
-		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), want) {
-			t.Errorf("%d %s; want 401 with %s", resp.StatusCode, body, want)
+	t.Run("no query left behind", func(t *testing.T) {
+		if out := w.env.MustKubectl(t, "get", "quotaqueries", "-n", "team-b", "-o", "name"); out != "" {
+			t.Fatalf("QuotaQueries left in team-b: %q; want the plugin to have deleted its own", out)
 		}
 	})
 }
 
-// byHash orders rows of equal use as the usage API does: by subject hash.
+// byHash orders rows of equal use as the operator does: by subject hash.
 func byHash(rows ...[]string) [][]string {
 	slices.SortFunc(rows, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
 	return rows
@@ -216,5 +202,22 @@ func TestHashInput(t *testing.T) {
 		if got != c.want || (err == nil) != (c.err == "") || (err != nil && err.Error() != c.err) {
 			t.Errorf("hashInput(%q, %q) = %q, %v; want %q, %q", c.arg, c.stdin, got, err, c.want, c.err)
 		}
+	}
+}
+
+// The APIService an earlier release served kubectl quota's reads through
+// is gone once the manager runs: nothing serves it any more, and while it
+// stayed unavailable no namespace in the cluster could finish deleting.
+func TestLegacyAPIServiceRemoved(t *testing.T) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := w.env.Kubectl("get", "apiservice", "v1alpha1.usage.quotaops.dev", "-o", "name")
+		if err != nil && strings.Contains(out, "NotFound") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the legacy APIService is still there after 30s: %v %s", err, out)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

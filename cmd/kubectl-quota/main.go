@@ -1,13 +1,13 @@
 // Command kubectl-quota is the kubectl plugin of quota-operator
-// (`kubectl quota`): usage and checks read through the manager's usage API
-// (usage.quotaops.dev, behind the API server's authentication and RBAC);
-// reset and grant create QuotaAdjustments. Subjects are hashed here: raw
+// (`kubectl quota`): usage and checks create a QuotaQuery, which the
+// operator answers from the store; reset and grant create
+// QuotaAdjustments. Kubernetes RBAC decides who may do either, per
+// namespace. Subjects are hashed here: raw
 // values (API keys) never leave the terminal.
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,11 +17,8 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
@@ -81,29 +78,6 @@ func (c clients) kube() (client.Client, string, error) {
 	}
 	ns, _, err := c.flags.ToRawKubeConfigLoader().Namespace()
 	return cl, ns, err
-}
-
-// do sends a request to the usage API and returns the body; an error
-// from the server comes back as its Status, as kubectl shows it.
-func do(ctx context.Context, req *rest.Request) ([]byte, error) {
-	body, err := req.Do(ctx).Raw()
-	if err == nil {
-		return body, nil
-	}
-	var status metav1.Status
-	if json.Unmarshal(body, &status) == nil && status.Kind == "Status" && status.Message != "" {
-		return nil, &apierrors.StatusError{ErrStatus: status}
-	}
-	return nil, err
-}
-
-// raw is a client for the usage API's paths.
-func (c clients) raw() (*discovery.DiscoveryClient, error) {
-	cfg, err := c.flags.ToRESTConfig()
-	if err != nil {
-		return nil, err
-	}
-	return discovery.NewDiscoveryClientForConfig(cfg)
 }
 
 func newRoot(stdout io.Writer) *cobra.Command {

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,20 +20,19 @@ import (
 	"github.com/quotaops/quota-operator/internal/subject"
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 	"sigs.k8s.io/yaml"
 )
 
-// world is what every test of the plugin shares: an API server that
-// aggregates the usage API, a Redis, and the manager, run as its binary,
-// serving that API and applying QuotaAdjustments.
+// world is what every test of the plugin shares: an API server, a Redis,
+// and the manager, run as its binary, answering QuotaQueries and applying
+// QuotaAdjustments.
 type world struct {
 	env        *kubeenv.Env
 	kubeconfig string
 	store      *store.Redis
 	lim        *limiter.Limiter
-	// usageAddr is the manager's webhook server, which serves the API.
-	usageAddr string
 }
 
 var w world
@@ -54,7 +53,7 @@ func runWorld(m *testing.M) (int, error) {
 	}
 	defer func() { _ = r.Close() }()
 	root := kubeenv.ModuleRoot()
-	env, err := kubeenv.Start(kubeenv.Options{Aggregation: true, CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")}})
+	env, err := kubeenv.Start(kubeenv.Options{CRDDirectoryPaths: []string{filepath.Join(root, "config", "crd", "bases")}})
 	if err != nil {
 		return 0, err
 	}
@@ -79,6 +78,9 @@ func runWorld(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer func() { _ = os.Remove(keyFile) }()
+	if err := applyObjects(); err != nil {
+		return 0, err
+	}
 	stop, err := startManager(r.URL, keyFile)
 	if err != nil {
 		return 0, err
@@ -100,52 +102,19 @@ func writeSubjectKey(key string) (string, error) {
 	return f.Name(), os.Setenv("QUOTA_SUBJECT_KEY_FILE", f.Name())
 }
 
-// hostIP is an address of this machine the API server may proxy to: it
-// refuses endpoints on loopback.
-func hostIP() (string, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return "", err
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
-			return n.IP.String(), nil
-		}
-	}
-	return "", fmt.Errorf("no non-loopback IPv4 address: the API server cannot reach the manager")
-}
-
-// startManager runs `quota-operator manager` with the webhook server on
-// this machine's address, registers the shipped APIService with a Service
-// whose endpoint is that address, and waits until the API server finds the
-// usage API available.
+// startManager runs `quota-operator manager` and waits until it is ready.
 func startManager(redisURL, keyFile string) (func(), error) {
-	ip, err := hostIP()
-	if err != nil {
-		return nil, err
-	}
 	bin, err := bintest.Build()
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		return nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	w.usageAddr = fmt.Sprintf("%s:%d", ip, port)
-	if err := applyObjects(ip, port); err != nil {
-		return nil, err
-	}
-	certDir, err := os.MkdirTemp("", "kubectl-quota-certs-")
+	probe, err := localtest.FreePort(0)
 	if err != nil {
 		return nil, err
 	}
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "manager", "--kubeconfig", w.kubeconfig, "--store", redisURL, "--subject-key-file", keyFile, "--namespace", "quota-operator-system",
-		"--sidecar-image", "quota-operator:test", "--webhook-cert-secret", "quota-operator-webhook-cert", "--webhook-cert-dir", certDir,
-		"--webhook-port", fmt.Sprint(port), "--webhook-cert-hosts", ip, "--metrics-bind-address", "0", "--health-probe-bind-address", "0")
+		"--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probe))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -153,52 +122,50 @@ func startManager(redisURL, keyFile string) (func(), error) {
 	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		_ = cmd.Wait()
-		_ = os.RemoveAll(certDir)
 	}
-	if out, err := w.env.Kubectl("wait", "--for=condition=Available", "--timeout=60s", "apiservice/v1alpha1.usage.quotaops.dev"); err != nil {
-		stop()
-		apiservice, _ := w.env.Kubectl("get", "apiservice/v1alpha1.usage.quotaops.dev", "-o", "yaml")
-		return nil, fmt.Errorf("usage API not available: %w\n%s\n%s\nmanager:\n%s", err, out, apiservice, logs.String())
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return stop, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("the manager is not ready within a minute:\n%s", logs.String())
+		}
 	}
-	return stop, nil
 }
 
-// applyObjects creates the operator's namespace, the webhook Service
-// pointing at ip:port (no kube-proxy here), and, from config/ as shipped,
-// the APIService and the usage viewer role.
-func applyObjects(ip string, port int) error {
+// legacyAPIService is what releases before QuotaQuery registered: the
+// manager deletes it (TestLegacyAPIServiceRemoved).
+const legacyAPIService = `apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1alpha1.usage.quotaops.dev}
+spec:
+  group: usage.quotaops.dev
+  version: v1alpha1
+  groupPriorityMinimum: 1000
+  versionPriority: 15
+  insecureSkipTLSVerify: true
+  service: {name: quota-operator-webhook-service, namespace: quota-operator-system, port: 443}
+`
+
+// applyObjects creates the operator's namespace, from config/ as shipped
+// the usage viewer role, and the APIService an earlier release left.
+func applyObjects() error {
 	built, err := w.env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", "base"))
 	if err != nil {
 		return fmt.Errorf("kustomize: %w\n%s", err, built)
 	}
 	var docs []string
 	for _, doc := range strings.Split(built, "\n---\n") {
-		if strings.Contains(doc, "kind: APIService") || strings.Contains(doc, "name: quota-operator-usage-viewer") ||
-			strings.Contains(doc, "kind: Namespace") {
+		if strings.Contains(doc, "name: quota-operator-usage-viewer") || strings.Contains(doc, "kind: Namespace") {
 			docs = append(docs, doc)
 		}
 	}
-	docs = append(docs, fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: quota-operator-webhook-service, namespace: quota-operator-system}
-spec:
-  ports: [{name: https, port: 443, targetPort: %[2]d}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: quota-operator-webhook-service-1
-  namespace: quota-operator-system
-  labels: {kubernetes.io/service-name: quota-operator-webhook-service}
-addressType: IPv4
-ports: [{name: https, port: %[2]d, protocol: TCP}]
-endpoints: [{addresses: ["%[1]s"], conditions: {ready: true}}]
----
-apiVersion: v1
-kind: Endpoints
-metadata: {name: quota-operator-webhook-service, namespace: quota-operator-system}
-subsets: [{addresses: [{ip: "%[1]s"}], ports: [{name: https, port: %[2]d}]}]
-`, ip, port))
+	docs = append(docs, legacyAPIService)
 	file := filepath.Join(os.TempDir(), fmt.Sprintf("kubectl-quota-objects-%d.yaml", os.Getpid()))
 	defer func() { _ = os.Remove(file) }()
 	if err := os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {

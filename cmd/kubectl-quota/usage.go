@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,12 +10,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/usageapi"
 )
 
 func usageCommand(c clients, stdout io.Writer) *cobra.Command {
 	var limit string
-	var top int
+	var top int32
+	var limitWait time.Duration
 	cmd := &cobra.Command{
 		Use:   "usage (usagequota/NAME | ratelimitpolicy/NAME --limit LIMIT)",
 		Short: "Show a quota's or a limit's usage now: the subjects that used most, and what remains",
@@ -29,76 +27,63 @@ func usageCommand(c clients, stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, ns, err := c.kube()
+			cl, ns, err := c.kube()
 			if err != nil {
 				return err
 			}
-			d, err := c.raw()
-			if err != nil {
+			q, err := ask(cmd.Context(), cl, ns, v1alpha1.QuotaQuerySpec{Usage: &v1alpha1.UsageQuestion{Target: t, Top: &top}}, limitWait)
+			switch {
+			case err != nil:
 				return err
+			case q.Status.Quota != nil:
+				printQuotaUsage(stdout, ns, t, q.Status.Quota)
+			case q.Status.Limit != nil:
+				printLimitUsage(stdout, ns, t, q.Status.Limit)
 			}
-			req := d.RESTClient().Get().AbsPath(usageapi.Prefix, "namespaces", ns, usageapi.Resource(t.Kind), t.Name).Param("top", strconv.Itoa(top))
-			if t.Kind == v1alpha1.TargetRateLimitPolicy {
-				req = req.Param("limit", limit)
-			}
-			raw, err := do(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if t.Kind == v1alpha1.TargetUsageQuota {
-				return printQuotaUsage(stdout, raw)
-			}
-			return printLimitUsage(stdout, raw)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&limit, "limit", "", "the RateLimitPolicy's limit")
-	cmd.Flags().IntVar(&top, "top", 10, "how many subjects to show (at most 100)")
+	cmd.Flags().Int32Var(&top, "top", 10, "how many subjects to show (at most 100)")
+	cmd.Flags().DurationVar(&limitWait, "wait", 30*time.Second, "how long to wait for the operator's answer")
 	return cmd
 }
 
-func printQuotaUsage(w io.Writer, raw []byte) error {
-	var u usageapi.QuotaUsage
-	if err := json.Unmarshal(raw, &u); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "UsageQuota %s/%s: %d per subject, period %s to %s\n", u.Namespace, u.Name, u.Limit,
+func printQuotaUsage(w io.Writer, ns string, t v1alpha1.AdjustmentTarget, u *v1alpha1.QuotaUsageAnswer) {
+	fmt.Fprintf(w, "UsageQuota %s/%s: %d per subject, period %s to %s\n", ns, t.Name, u.Limit,
 		u.Period.Start.UTC().Format(time.RFC3339), u.Period.End.UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "%d subjects consumed %d\n", u.Usage.Subjects, u.Usage.Consumed)
-	if len(u.Usage.Top) == 0 {
-		return nil
+	fmt.Fprintf(w, "%d subjects consumed %d\n", u.Subjects, u.Consumed)
+	if len(u.Top) == 0 {
+		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "SUBJECT\tUSED\tREMAINING")
-	for _, c := range u.Usage.Top {
+	for _, c := range u.Top {
 		fmt.Fprintf(tw, "%s\t%d\t%d\n", c.Subject, c.Used, c.Remaining)
 	}
-	return tw.Flush()
+	_ = tw.Flush()
 }
 
-func printLimitUsage(w io.Writer, raw []byte) error {
-	var u usageapi.LimitUsage
-	if err := json.Unmarshal(raw, &u); err != nil {
-		return err
-	}
+func printLimitUsage(w io.Writer, ns string, t v1alpha1.AdjustmentTarget, u *v1alpha1.LimitUsageAnswer) {
 	var rates []string
 	for _, r := range u.Rates {
 		rates = append(rates, fmt.Sprintf("%d per %s", r.Limit, shortDuration(r.Window)))
 	}
-	fmt.Fprintf(w, "RateLimitPolicy %s/%s, limit %s: %s\n", u.Namespace, u.Name, u.Limit, strings.Join(rates, ", "))
+	fmt.Fprintf(w, "RateLimitPolicy %s/%s, limit %s: %s\n", ns, t.Name, t.Limit, strings.Join(rates, ", "))
 	scan := "every key scanned"
 	if !u.Complete {
 		scan = "the scan stopped at its bound: more subjects may have counters"
 	}
 	fmt.Fprintf(w, "%d subjects have used it in their current window (%s)\n", u.Subjects, scan)
 	if len(u.Top) == 0 {
-		return nil
+		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "SUBJECT\tWINDOW\tUSED\tREMAINING")
 	for _, s := range u.Top {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", s.Subject, shortDuration(s.Rate.Window), s.Rate.Used, s.Rate.Remaining)
 	}
-	return tw.Flush()
+	_ = tw.Flush()
 }
 
 // shortDuration writes a window as a policy does: 1m, not 1m0s.

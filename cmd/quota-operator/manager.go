@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -30,10 +30,10 @@ import (
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/controllers"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/query"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/subject"
-	"github.com/quotaops/quota-operator/internal/usageapi"
 	"github.com/quotaops/quota-operator/internal/webhook"
 )
 
@@ -66,7 +66,6 @@ type managerConfig struct {
 	// The webhook's own certificate, kept when certSecret is set.
 	certSecret, webhookService, namespace string
 	mutatingConfig, validatingConfig      string
-	apiService                            string
 	certHosts                             []string
 	zap                                   zap.Options
 }
@@ -110,7 +109,6 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.StringVar(&c.webhookService, "webhook-service", "quota-operator-webhook-service", "the webhook's Service, named in the serving certificate")
 	fs.StringVar(&c.mutatingConfig, "mutating-webhook-configuration", "quota-operator-mutating-webhook-configuration", "the MutatingWebhookConfiguration whose caBundle the manager sets")
 	fs.StringVar(&c.validatingConfig, "validating-webhook-configuration", "quota-operator-validating-webhook-configuration", "the ValidatingWebhookConfiguration whose caBundle the manager sets")
-	fs.StringVar(&c.apiService, "usage-apiservice", "v1alpha1.usage.quotaops.dev", "the APIService of the usage API (served with the webhooks) whose caBundle the manager sets")
 	fs.Func("webhook-cert-hosts", "extra comma-separated host names or IPs for the serving certificate", func(v string) error {
 		c.certHosts = append(c.certHosts, strings.Split(v, ",")...)
 		return nil
@@ -265,13 +263,16 @@ func runManagerOn(ctx context.Context, c *managerConfig, log logr.Logger, s stor
 		defer func() { _ = users.Close() }()
 		opts.Users = users
 	}
+	if err := setupQueries(&opts, mgr, s, loc); err != nil {
+		return err
+	}
 	if err := controllers.Setup(mgr, opts); err != nil {
 		return err
 	}
 	if err := setupWebhooksAndUsers(ctx, mgr, c, loc, users, opts.Problems); err != nil {
 		return err
 	}
-	if err := setupUsageAPI(mgr, c, s, loc, log); err != nil {
+	if err := removeLegacyAPIService(mgr, log); err != nil {
 		return err
 	}
 	log.Info("Starting manager", "version", version, "store", loc.String(), "leaderElection", c.leaderElect)
@@ -323,12 +324,8 @@ func newManager(cfg *rest.Config, c *managerConfig) (ctrl.Manager, error) {
 		return nil, err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: scheme,
-		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{Port: c.webhookPort, CertDir: c.webhookCertDir,
-			// The usage API, served here too, admits the API server by
-			// its front-proxy certificate (usageapi.FrontProxy); the API
-			// server sends none to webhooks.
-			TLSOpts: []func(*tls.Config){func(t *tls.Config) { t.ClientAuth = tls.RequestClientCert }}}),
+		Scheme:                 scheme,
+		WebhookServer:          ctrlwebhook.NewServer(ctrlwebhook.Options{Port: c.webhookPort, CertDir: c.webhookCertDir}),
 		Metrics:                metricsOptions(c),
 		HealthProbeBindAddress: c.probeAddr,
 		LeaderElection:         c.leaderElect,
@@ -557,7 +554,6 @@ func setupCerts(ctx context.Context, mgr ctrl.Manager, c *managerConfig) error {
 		Dir:   c.webhookCertDir, Configurations: []webhook.Configuration{
 			{Kind: "MutatingWebhookConfiguration", Name: c.mutatingConfig},
 			{Kind: "ValidatingWebhookConfiguration", Name: c.validatingConfig},
-			{Kind: webhook.KindAPIService, Name: c.apiService},
 		}}
 	if err := certs.Sync(ctx); err != nil {
 		return fmt.Errorf("webhook certificate: %w", err)
@@ -565,27 +561,32 @@ func setupCerts(ctx context.Context, mgr ctrl.Manager, c *managerConfig) error {
 	return mgr.Add(certs)
 }
 
-// +kubebuilder:rbac:groups="",resources=configmaps,resourceNames=extension-apiserver-authentication,verbs=get
-
-// setupUsageAPI serves usage.quotaops.dev (kubectl quota reads counters
-// through it) on the webhook server, whose Service and certificate the
-// APIService uses. Its limiter is its own, so what it learns never
-// answers a decision, and its checks always read the store.
-func setupUsageAPI(mgr ctrl.Manager, c *managerConfig, s store.Store, loc *store.Location, log logr.Logger) error {
-	if c.sidecarImage == "" {
+// setupQueries answers QuotaQueries (kubectl quota usage and check) with
+// a limiter of their own, so what it learns never answers a decision and
+// its checks always read the store. Without Redis they are answered
+// PerPodCounters.
+func setupQueries(opts *controllers.Options, mgr ctrl.Manager, s store.Store, loc *store.Location) error {
+	if loc.Redis == nil {
 		return nil
 	}
-	srv := &usageapi.Server{Reader: mgr.GetClient(), Auth: &usageapi.FrontProxy{Reader: mgr.GetAPIReader()},
-		Log: log.WithName("usage-api")}
-	if loc.Redis != nil {
-		lim, err := limiter.New(s)
-		if err != nil {
-			return err
-		}
-		srv.Counters = lim
+	lim, err := limiter.New(s)
+	if err != nil {
+		return err
 	}
-	h := srv.Handler()
-	mgr.GetWebhookServer().Register(usageapi.Prefix, h)
-	mgr.GetWebhookServer().Register(usageapi.Prefix+"/", h)
+	opts.Query = &query.Answerer{Reader: mgr.GetClient(), Counters: lim}
 	return nil
+}
+
+// removeLegacyAPIService deletes the APIService of an earlier release's
+// usage API once the manager runs; the manager goes on if it cannot.
+func removeLegacyAPIService(mgr ctrl.Manager, log logr.Logger) error {
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		switch removed, err := webhook.RemoveLegacyAPIService(ctx, mgr.GetClient()); {
+		case err != nil:
+			log.Error(err, "Could not delete the APIService of the former usage API: while it is unavailable, namespaces cannot finish deleting", "apiservice", webhook.LegacyUsageAPIService)
+		case removed:
+			log.Info("Deleted the APIService of the former usage API: kubectl quota now asks through QuotaQuery objects", "apiservice", webhook.LegacyUsageAPIService)
+		}
+		return nil
+	}))
 }

@@ -98,7 +98,7 @@ func notFound(err error, kind, name string) error {
 	return err
 }
 
-// UsageStatus is a quota's usage as its status and the usage API show
+// UsageStatus is a quota's usage as its status and QuotaQueries show
 // it: subjects by hash, except those the spec names in overrides (they are
 // no secret there), each with the units remaining under its own limit.
 func UsageStatus(spec v1alpha1.UsageQuotaSpec, u limiter.Usage) *v1alpha1.Usage {

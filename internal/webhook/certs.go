@@ -24,15 +24,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations;validatingwebhookconfigurations,resourceNames=quota-operator-mutating-webhook-configuration;quota-operator-validating-webhook-configuration,verbs=get;update
-// The usage API's APIService, served with the same certificate.
-// +kubebuilder:rbac:groups=apiregistration.k8s.io,resources=apiservices,resourceNames=v1alpha1.usage.quotaops.dev,verbs=get;update
 // The certificate Secret, in the operator's own namespace, by name.
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=create
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,resourceNames=quota-operator-webhook-cert,verbs=get;update
@@ -77,9 +74,8 @@ type Certs struct {
 	Now      func() time.Time
 }
 
-// Configuration names a MutatingWebhookConfiguration, a
-// ValidatingWebhookConfiguration or an APIService served with the same
-// certificate.
+// Configuration names a MutatingWebhookConfiguration or a
+// ValidatingWebhookConfiguration.
 type Configuration struct {
 	Kind, Name string
 }
@@ -222,27 +218,17 @@ func (c *Certs) patchBundles(ctx context.Context, bundle []byte) error {
 	return nil
 }
 
-// patchBundle sets bundle where a configuration keeps it: in every
-// webhook (both webhook kinds have webhooks[].clientConfig.caBundle), or
-// in an APIService's spec.caBundle. It works on unstructured data.
+// patchBundle sets bundle in every webhook of a configuration (both
+// webhook kinds have webhooks[].clientConfig.caBundle). It works on
+// unstructured data.
 func (c *Certs) patchBundle(ctx context.Context, cfg Configuration, bundle []byte) error {
 	u := &unstructured.Unstructured{}
-	gvk := admissionv1.SchemeGroupVersion.WithKind(cfg.Kind)
-	if cfg.Kind == KindAPIService {
-		gvk = schema.GroupVersionKind{Group: "apiregistration.k8s.io", Version: "v1", Kind: cfg.Kind}
-	}
-	u.SetGroupVersionKind(gvk)
+	u.SetGroupVersionKind(admissionv1.SchemeGroupVersion.WithKind(cfg.Kind))
 	if err := c.Client.Get(ctx, client.ObjectKey{Name: cfg.Name}, u); err != nil {
 		return err
 	}
 	want := base64.StdEncoding.EncodeToString(bundle)
-	var changed bool
-	var err error
-	if cfg.Kind == KindAPIService {
-		changed, err = setField(u.Object, want, "spec", "caBundle")
-	} else {
-		changed, err = setInHooks(u.Object, want)
-	}
+	changed, err := setInHooks(u.Object, want)
 	if err != nil || !changed {
 		return err
 	}
@@ -252,9 +238,6 @@ func (c *Certs) patchBundle(ctx context.Context, cfg Configuration, bundle []byt
 	log.FromContext(ctx).Info("Set the caBundle", "kind", cfg.Kind, "name", cfg.Name)
 	return nil
 }
-
-// KindAPIService names an APIService among Certs.Configurations.
-const KindAPIService = "APIService"
 
 func setInHooks(obj map[string]any, want string) (bool, error) {
 	hooks, _, err := unstructured.NestedSlice(obj, "webhooks")

@@ -835,15 +835,13 @@ func redisPassword(t *testing.T) string {
 	return string(password)
 }
 
-// expectPluginCheck: the usage API is available through the API server's
-// aggregation (its APIService, the manager's certificate and RBAC as
-// shipped), and a support user bound to the usage viewer role in the
+// expectPluginCheck: a support user bound to the usage viewer role in the
 // workload's namespace sees, with kubectl quota, that tenant-d used all 7
-// of its requests, consuming nothing. Hashing the subject needs the
+// of its requests, consuming nothing: the plugin asks with a QuotaQuery,
+// which the manager answers under its own ServiceAccount's RBAC. Hashing the subject needs the
 // install's subject key, which the platform team hands over as a file:
 // the support user may read no Secret, and without the key is refused.
 func expectPluginCheck(t *testing.T) {
-	kubectl(t, "wait", "--for=condition=Available", "--timeout=60s", "apiservice/v1alpha1.usage.quotaops.dev")
 	kubectl(t, "-n", appNS, "create", "rolebinding", "support-usage", "--clusterrole=quota-operator-usage-viewer", "--user=support-sam")
 	defer func() { _, _ = run("-n", appNS, "delete", "rolebinding", "support-usage") }()
 	bin := filepath.Join(t.TempDir(), "kubectl-quota")
@@ -894,10 +892,10 @@ func expectLeastPrivilege(t *testing.T) {
 		{[]string{"get", "secrets/" + storeSecret, "-n", appNS}, "yes"},
 		{[]string{"update", "mutatingwebhookconfigurations/someone-elses"}, "no"},
 		{[]string{"update", "mutatingwebhookconfigurations/quota-operator-mutating-webhook-configuration"}, "yes"},
-		{[]string{"update", "apiservices/v1alpha1.usage.quotaops.dev"}, "yes"},
-		{[]string{"update", "apiservices/v1.apps"}, "no"},
-		{[]string{"get", "configmaps/extension-apiserver-authentication", "-n", "kube-system"}, "yes"},
-		{[]string{"get", "configmaps/kube-root-ca.crt", "-n", "kube-system"}, "no"},
+		{[]string{"delete", "apiservices/v1alpha1.usage.quotaops.dev"}, "yes"},
+		{[]string{"delete", "apiservices/v1.apps"}, "no"},
+		{[]string{"update", "apiservices/v1alpha1.usage.quotaops.dev"}, "no"},
+		{[]string{"get", "configmaps/extension-apiserver-authentication", "-n", "kube-system"}, "no"},
 	} {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
 			out, _ := run(append([]string{"auth", "can-i", "--as=" + managerSA}, c.args...)...)

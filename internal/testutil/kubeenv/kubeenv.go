@@ -17,8 +17,6 @@ import (
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
-	"github.com/quotaops/quota-operator/internal/testutil/testpki"
 )
 
 // Options adjust the control plane.
@@ -29,11 +27,6 @@ type Options struct {
 	// at a local webhook server (see Env.WebhookInstallOptions for its
 	// port and certificates).
 	WebhookPaths []string
-	// Aggregation lets the API server proxy to aggregated APIs
-	// (APIServices), as clusters do: it gets a front-proxy client
-	// certificate, and finds a Service's endpoints itself, since there is
-	// no kube-proxy.
-	Aggregation bool
 }
 
 // Env is a running control plane.
@@ -45,7 +38,6 @@ type Env struct {
 
 	mu         sync.Mutex
 	kubeconfig string
-	certs      string
 }
 
 // Start starts etcd and kube-apiserver. Call Stop when done, also on failure
@@ -61,52 +53,16 @@ func Start(opts Options) (*Env, error) {
 		ErrorIfCRDPathMissing: len(opts.CRDDirectoryPaths) > 0,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: opts.WebhookPaths},
 	}
-	var certs string
-	if opts.Aggregation {
-		if certs, err = aggregation(env); err != nil {
-			return nil, err
-		}
-	}
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop()
-		_ = os.RemoveAll(certs)
 		return nil, fmt.Errorf("start kube-apiserver and etcd from %s: %w", dir, err)
 	}
-	return &Env{Environment: env, Config: cfg, BinDir: dir, certs: certs}, nil
+	return &Env{Environment: env, Config: cfg, BinDir: dir}, nil
 }
 
-// aggregation configures the API server to proxy to aggregated APIs, with
-// certificates in a new folder it returns.
-func aggregation(env *envtest.Environment) (string, error) {
-	dir, err := os.MkdirTemp("", "kubeenv-front-proxy-")
-	if err != nil {
-		return "", err
-	}
-	if err := testpki.FrontProxy(dir); err != nil {
-		_ = os.RemoveAll(dir)
-		return "", err
-	}
-	args := env.ControlPlane.GetAPIServer().Configure()
-	args.Set("requestheader-client-ca-file", filepath.Join(dir, "front-proxy-ca.crt"))
-	args.Set("requestheader-allowed-names", "front-proxy-client")
-	args.Set("requestheader-username-headers", "X-Remote-User")
-	args.Set("requestheader-group-headers", "X-Remote-Group")
-	args.Set("requestheader-extra-headers-prefix", "X-Remote-Extra-")
-	args.Set("proxy-client-cert-file", filepath.Join(dir, "front-proxy-client.crt"))
-	args.Set("proxy-client-key-file", filepath.Join(dir, "front-proxy-client.key"))
-	args.Set("enable-aggregator-routing", "true")
-	return dir, nil
-}
-
-// Stop stops the control plane and removes what Start wrote.
-func (e *Env) Stop() error {
-	err := e.Environment.Stop()
-	if e.certs != "" {
-		_ = os.RemoveAll(e.certs)
-	}
-	return err
-}
+// Stop stops the control plane.
+func (e *Env) Stop() error { return e.Environment.Stop() }
 
 // BinaryDir returns the directory holding the control-plane binaries,
 // building them first if needed.

@@ -36,28 +36,15 @@ func Write(t testing.TB) (dir string) {
 // when nil), with name as its common name.
 func NewCert(t testing.TB, dir, name string, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
-	key, cert, err := Issue(dir, name, tmpl, parent, parentKey)
+	key, cert, err := issue(dir, name, tmpl, parent, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return key, cert
 }
 
-// FrontProxy writes what a kube-apiserver needs to proxy to aggregated
-// APIs: front-proxy-ca.crt, and front-proxy-client.crt and .key it signed
-// for the client named front-proxy-client.
-func FrontProxy(dir string) error {
-	caKey, ca, err := Issue(dir, "front-proxy-ca", &x509.Certificate{IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}, nil, nil)
-	if err != nil {
-		return err
-	}
-	_, _, err = Issue(dir, "front-proxy-client", &x509.Certificate{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, caKey)
-	return err
-}
-
-// Issue is NewCert for callers without a testing.TB.
-func Issue(dir, name string, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+// issue writes and returns the key and certificate NewCert makes.
+func issue(dir, name string, tmpl *x509.Certificate, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err

@@ -87,20 +87,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 		expectExactly(t, "tenant-c", 7)
 	})
 	t.Run("a rollout restart of the workload keeps the counters", func(t *testing.T) {
-		old := strings.Fields(kubectl(t, "-n", appNS, "get", "pods", "-l", "app=demo-api", "-o", "jsonpath={.items[*].metadata.name}"))
-		kubectl(t, "-n", appNS, "rollout", "restart", "deployment/api")
-		kubectl(t, "-n", appNS, "rollout", "status", "deployment/api", "--timeout="+rolloutTimeout)
-		kubectl(t, append([]string{"-n", appNS, "wait", "--for=delete", "--timeout=60s"}, prefixed("pod/", old)...)...)
-		expectInjected(t)
-		// Until kube-proxy drops the old pods' addresses, a connection may
-		// still go to one and time out; only an answer tells of counters.
-		var got answer
-		localtest.WaitFor(t, 30*time.Second, "an answer from the new pods", func() error {
-			if got = clientGet(t, "tenant-c", 1)[0]; got.Error != "" {
-				return errors.New(got.Error)
-			}
-			return nil
-		})
+		got := restartWorkload(t, "tenant-c")
 		if got.Status != 429 || got.Header["X-RateLimit-Remaining"] != "0" {
 			t.Fatalf("tenant-c after the restart: %+v, want 429 with nothing remaining", got)
 		}
@@ -441,6 +428,28 @@ func expectInjected(t *testing.T) {
 		}
 	}
 	kubectl(t, "-n", appNS, "get", "secret", storeSecret)
+}
+
+// restartWorkload restarts the workload's pods, waits until the old ones
+// are gone and the new ones injected, and returns the first answer the new
+// ones give tenant: until kube-proxy drops the old pods' addresses, a
+// connection may still go to one and time out; only an answer tells of
+// counters.
+func restartWorkload(t *testing.T, tenant string) answer {
+	t.Helper()
+	old := strings.Fields(kubectl(t, "-n", appNS, "get", "pods", "-l", "app=demo-api", "-o", "jsonpath={.items[*].metadata.name}"))
+	kubectl(t, "-n", appNS, "rollout", "restart", "deployment/api")
+	kubectl(t, "-n", appNS, "rollout", "status", "deployment/api", "--timeout="+rolloutTimeout)
+	kubectl(t, append([]string{"-n", appNS, "wait", "--for=delete", "--timeout=60s"}, prefixed("pod/", old)...)...)
+	expectInjected(t)
+	var got answer
+	localtest.WaitFor(t, 30*time.Second, "an answer from the new pods", func() error {
+		if got = clientGet(t, tenant, 1)[0]; got.Error != "" {
+			return errors.New(got.Error)
+		}
+		return nil
+	})
+	return got
 }
 
 func applyPolicy(t *testing.T, limit int) {

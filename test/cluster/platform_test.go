@@ -10,15 +10,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"helm.sh/helm/v4/pkg/action"
+	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/kube"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 
+	"github.com/quotaops/quota-operator/controllers"
+	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
@@ -118,6 +122,81 @@ func expectHelmInAnotherNamespace(t *testing.T) {
 	}
 	applyPolicy(t, 5)
 	expectExactly(t, "helm-own-redis-tenant", 5)
+	expectSharedTenancy(t)
+	expectManagedTenancyRefused(t)
+}
+
+// expectSharedTenancy: the administrator makes one user from `tenant-acl
+// --shared`'s rule and puts it in the users Secret; after a helm upgrade
+// to store.tenancy=shared, the namespace's Secret names that user, the
+// restarted sidecars enforce exactly as it, and Programmed says what the
+// choice gives up.
+func expectSharedTenancy(t *testing.T) {
+	const password = "shared-pa55word"
+	makePlatformUser(t, limiter.SharedUserName, password, "--shared")
+	kubectl(t, "-n", platformNS, "patch", "secret", "quota-operator-store-users", "--type=merge",
+		"-p", `{"stringData":{"username":"`+limiter.SharedUserName+`","password":"`+password+`"}}`)
+	helmUpgradeTenancy(t, "shared")
+	expectStoreUser(t, limiter.SharedUserName)
+	if got := restartWorkload(t, "helm-shared-probe"); got.Status != 200 {
+		t.Fatalf("the first request as the shared user: %+v", got)
+	}
+	expectExactly(t, "helm-shared-tenant", 5)
+	msg := kubectl(t, "-n", appNS, "get", "rlp", "per-tenant", "-o", `jsonpath={.status.conditions[?(@.type=="Programmed")].message}`)
+	if !strings.HasSuffix(msg, controllers.SharedNote) {
+		t.Fatalf("Programmed with shared tenancy: %q; want it to end %q", msg, controllers.SharedNote)
+	}
+}
+
+// expectManagedTenancyRefused: after a helm upgrade to
+// store.tenancy=managed on this Redis, which refuses the operator ACL
+// SETUSER, the namespace's policy says so in Enforced and an event, Redis
+// has no user for the namespace, and its Secret still names a user Redis
+// has: the sidecars keep enforcing.
+func expectManagedTenancyRefused(t *testing.T) {
+	helmUpgradeTenancy(t, "managed")
+	const why = "sidecars have no store user: the store refuses the operator's user ACL SETUSER"
+	localtest.WaitFor(t, 90*time.Second, "Enforced StoreUserRefused", func() error {
+		got, err := run("-n", appNS, "get", "rlp", "per-tenant", "-o",
+			`jsonpath={.status.conditions[?(@.type=="Enforced")].status} {.status.conditions[?(@.type=="Enforced")].reason}: {.status.conditions[?(@.type=="Enforced")].message}`)
+		if err != nil || !strings.HasPrefix(got, "False StoreUserRefused: ") || !strings.Contains(got, why) {
+			return fmt.Errorf("Enforced %q, %v", got, err)
+		}
+		return nil
+	})
+	if out := kubectl(t, "-n", appNS, "get", "events.events.k8s.io", "--field-selector=regarding.name=per-tenant,reason=StoreUserRefused", "-o", "name"); out == "" {
+		t.Fatal("no StoreUserRefused event on the policy")
+	}
+	users, err := platformRedisCLI(t, "ACL", "USERS")
+	if err != nil || slices.Contains(strings.Fields(users), limiter.TenantUserName(appNS)) || !slices.Contains(strings.Fields(users), limiter.SharedUserName) {
+		t.Fatalf("Redis users %q, %v; want the shared user and none for %s", users, err, appNS)
+	}
+	expectStoreUser(t, limiter.SharedUserName)
+	expectExactly(t, "helm-managed-tenant", 5)
+}
+
+// helmUpgradeTenancy upgrades the release in platform-quotas to another
+// store tenancy and waits for the manager's rollout.
+func helmUpgradeTenancy(t *testing.T, tenancy string) {
+	t.Helper()
+	values := helmValuesOwnRedis()
+	values["store"].(map[string]any)["tenancy"] = tenancy
+	if err := helmUpgrade(platformNS, values); err != nil {
+		t.Fatalf("helm upgrade to store.tenancy=%s: %v", tenancy, err)
+	}
+}
+
+// expectStoreUser waits until the workload namespace's store Secret names
+// user.
+func expectStoreUser(t *testing.T, user string) {
+	t.Helper()
+	localtest.WaitFor(t, 60*time.Second, "the store Secret of "+appNS+" naming "+user, func() error {
+		got, err := run("-n", appNS, "get", "secret", storeSecret, "-o", "jsonpath={.data.username}")
+		if err != nil || got != base64.StdEncoding.EncodeToString([]byte(user)) {
+			return fmt.Errorf("username %q (base64), %v", got, err)
+		}
+		return nil
+	})
 }
 
 // provideTenantUser does what an administrator of a managed Redis does
@@ -125,6 +204,16 @@ func expectHelmInAnotherNamespace(t *testing.T) {
 // tenant-acl` prints for the store's seal, and puts its name and password
 // in the Secret quota-operator-store-users.
 func provideTenantUser(t *testing.T, ns, password string) {
+	t.Helper()
+	makePlatformUser(t, "team-"+ns, password, ns)
+	kubectl(t, "-n", platformNS, "create", "secret", "generic", "quota-operator-store-users",
+		"--from-literal="+ns+".username=team-"+ns, "--from-literal="+ns+".password="+password)
+}
+
+// makePlatformUser makes user in the team's Redis with the rule
+// `quota-operator tenant-acl ARG` prints for the store's seal, as its
+// administrator does.
+func makePlatformUser(t *testing.T, user, password, arg string) {
 	t.Helper()
 	var seal string
 	localtest.WaitFor(t, 60*time.Second, "the store's seal, which the manager writes", func() error {
@@ -141,15 +230,13 @@ func provideTenantUser(t *testing.T, ns, password string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rule, err := exec.Command(bin, "tenant-acl", "--seal", seal, ns).Output()
+	rule, err := exec.Command(bin, "tenant-acl", "--seal", seal, arg).Output()
 	if err != nil {
-		t.Fatalf("tenant-acl: %v", err)
+		t.Fatalf("tenant-acl %s: %v", arg, err)
 	}
-	if out, err := platformRedisCLI(t, append([]string{"ACL", "SETUSER", "team-" + ns, "on", ">" + password}, strings.Fields(string(rule))...)...); err != nil || strings.TrimSpace(out) != "OK" {
-		t.Fatalf("ACL SETUSER with tenant-acl's rule: %q %v", out, err)
+	if out, err := platformRedisCLI(t, append([]string{"ACL", "SETUSER", user, "on", ">" + password}, strings.Fields(string(rule))...)...); err != nil || strings.TrimSpace(out) != "OK" {
+		t.Fatalf("ACL SETUSER %s with tenant-acl %s's rule: %q %v", user, arg, out, err)
 	}
-	kubectl(t, "-n", platformNS, "create", "secret", "generic", "quota-operator-store-users",
-		"--from-literal="+ns+".username=team-"+ns, "--from-literal="+ns+".password="+password)
 }
 
 // platformRedisCLI runs redis-cli in the team's Redis as its admin.
@@ -267,11 +354,7 @@ func imageValues(ref string) map[string]any {
 
 // helmInstall installs the chart as `helm install --wait` does.
 func helmInstall(ns string, values map[string]any) error {
-	cfg, err := helmConfig(ns)
-	if err != nil {
-		return err
-	}
-	chrt, err := loader.Load(filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"))
+	cfg, chrt, err := helmChart(ns)
 	if err != nil {
 		return err
 	}
@@ -279,6 +362,19 @@ func helmInstall(ns string, values map[string]any) error {
 	install.ReleaseName, install.Namespace, install.CreateNamespace = "quota-operator", ns, true
 	install.WaitStrategy, install.Timeout = kube.StatusWatcherStrategy, 4*time.Minute
 	_, err = install.Run(chrt, values)
+	return err
+}
+
+// helmUpgrade upgrades the release in ns to the chart here with values,
+// and waits until its objects are ready.
+func helmUpgrade(ns string, values map[string]any) error {
+	cfg, chrt, err := helmChart(ns)
+	if err != nil {
+		return err
+	}
+	upgrade := action.NewUpgrade(cfg)
+	upgrade.Namespace, upgrade.WaitStrategy, upgrade.Timeout = ns, kube.StatusWatcherStrategy, 4*time.Minute
+	_, err = upgrade.Run("quota-operator", chrt, values)
 	return err
 }
 
@@ -291,6 +387,16 @@ func helmUninstall(ns string) error {
 	uninstall.WaitStrategy, uninstall.Timeout = kube.StatusWatcherStrategy, 2*time.Minute
 	_, err = uninstall.Run("quota-operator")
 	return err
+}
+
+// helmChart is Helm's configuration for ns and the chart here.
+func helmChart(ns string) (*action.Configuration, *chartv2.Chart, error) {
+	cfg, err := helmConfig(ns)
+	if err != nil {
+		return nil, nil, err
+	}
+	chrt, err := loader.Load(filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"))
+	return cfg, chrt, err
 }
 
 func helmConfig(ns string) (*action.Configuration, error) {

@@ -159,8 +159,11 @@ func expectManagedTenancyRefused(t *testing.T) {
 	localtest.WaitFor(t, 90*time.Second, "Enforced StoreUserRefused", func() error {
 		got, err := run("-n", appNS, "get", "rlp", "per-tenant", "-o",
 			`jsonpath={.status.conditions[?(@.type=="Enforced")].status} {.status.conditions[?(@.type=="Enforced")].reason}: {.status.conditions[?(@.type=="Enforced")].message}`)
-		if err != nil || !strings.HasPrefix(got, "False StoreUserRefused: ") || !strings.Contains(got, why) {
-			return fmt.Errorf("Enforced %q, %v", got, err)
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(got, "False StoreUserRefused: ") || !strings.Contains(got, why) {
+			return fmt.Errorf("Enforced %q", got)
 		}
 		return nil
 	})
@@ -192,8 +195,11 @@ func expectStoreUser(t *testing.T, user string) {
 	t.Helper()
 	localtest.WaitFor(t, 60*time.Second, "the store Secret of "+appNS+" naming "+user, func() error {
 		got, err := run("-n", appNS, "get", "secret", storeSecret, "-o", "jsonpath={.data.username}")
-		if err != nil || got != base64.StdEncoding.EncodeToString([]byte(user)) {
-			return fmt.Errorf("username %q (base64), %v", got, err)
+		if err != nil {
+			return err
+		}
+		if got != base64.StdEncoding.EncodeToString([]byte(user)) {
+			return fmt.Errorf("username %q (base64)", got)
 		}
 		return nil
 	})

@@ -123,8 +123,8 @@ bench: redis-server ## Run the benchmarks (store operations; limiter and sidecar
 # RATELIMIT_BIN: a build of envoyproxy/ratelimit, to measure the anchor in
 # the same run (docs/performance.md says how to build one).
 .PHONY: bench-compare
-bench-compare: redis-server ## Measure the sidecar process against the floor, a bare proxy and RATELIMIT_BIN in one run (print the targets' ratios), and the config fan-out to FANOUT_SIDECARS processes.
-	go test -run '^$$' -bench 'Compare|FanOut|RedisPerDecision' -benchtime 1x -timeout 30m ./test/bench/
+bench-compare: redis-server ## Measure the sidecar process against the floor, a bare proxy and RATELIMIT_BIN in one run (print the targets' ratios), the config fan-out to FANOUT_SIDECARS processes, and one sidecar's footprint (memory, connections, idle Redis CPU) per program.
+	go test -run '^$$' -bench 'Compare|FanOut|RedisPerDecision|Footprint' -benchtime 1x -timeout 30m ./test/bench/
 
 FUZZTIME ?= 30s
 CI_FUZZTIME ?= 10000x
@@ -141,8 +141,9 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.
 ##@ Build
 
 .PHONY: build
-build: ## Build bin/quota-operator and the kubectl plugin bin/kubectl-quota (put it on PATH: `kubectl quota`).
+build: ## Build bin/quota-operator, the sidecar alone bin/quota-sidecar, and the kubectl plugin bin/kubectl-quota (put it on PATH: `kubectl quota`).
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/quota-operator ./cmd/quota-operator
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/quota-sidecar ./cmd/quota-sidecar
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/kubectl-quota ./cmd/kubectl-quota
 
 IMG     ?= quotaops.local/quota-operator:$(VERSION)

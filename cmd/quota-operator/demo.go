@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/quotaops/quota-operator/internal/cli"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 )
@@ -64,7 +65,7 @@ func parseDemoFlags(args []string, stderr io.Writer) (*demoConfig, error) {
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	return runService("demo", stderr, func() (*demoConfig, error) { return parseDemoFlags(args, stderr) },
+	return cli.RunService("quota-operator demo", stderr, func() (*demoConfig, error) { return parseDemoFlags(args, stderr) },
 		func(ctx context.Context, c *demoConfig) error { return demo(ctx, c, stdout) })
 }
 
@@ -78,7 +79,7 @@ func demo(ctx context.Context, c *demoConfig, out io.Writer) error {
 	}
 	defer func() { _ = logs.Close() }()
 	log := zap.New(zap.WriteTo(zapcore.Lock(zapcore.AddSync(logs))))
-	s, loc, err := openStore(storeFlags{url: c.store}, os.Getenv)
+	s, loc, err := cli.OpenStore(cli.StoreFlags{URL: c.store}, os.Getenv)
 	if err != nil {
 		return err
 	}

@@ -10,10 +10,6 @@ import (
 	"runtime"
 	"runtime/debug"
 
-	"github.com/go-logr/logr"
-	"go.uber.org/zap/zapcore"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-
 	// Public CA roots, used when the system has none: the image holds
 	// nothing but this binary, and a managed Redis (rediss://) presents a
 	// certificate from a public CA. A system bundle or tls_ca_file wins.
@@ -95,12 +91,6 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-}
-
-// newLog logs as the flags o say to w. Locked: w may be any io.Writer,
-// and controllers and servers log from many goroutines.
-func newLog(o *zap.Options, w io.Writer) logr.Logger {
-	return zap.New(zap.UseFlagOptions(o), zap.WriteTo(zapcore.Lock(zapcore.AddSync(w))))
 }
 
 // boolToCode gives exit code 2 (usage error) when true.

@@ -29,6 +29,7 @@ import (
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/controllers"
+	"github.com/quotaops/quota-operator/internal/cli"
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/query"
 	"github.com/quotaops/quota-operator/internal/sidecar"
@@ -41,7 +42,7 @@ import (
 type managerConfig struct {
 	kubeconfig, metricsAddr, probeAddr string
 	leaderElect, metricsSecure         bool
-	store                              storeFlags
+	store                              cli.StoreFlags
 	usageInterval, storeCheckInterval  time.Duration
 	finalizeTimeout                    time.Duration
 	// The sidecar injection webhook, on when sidecarImage is set.
@@ -79,7 +80,7 @@ func parseManagerFlags(args []string, stderr io.Writer) (*managerConfig, error) 
 	fs.BoolVar(&c.metricsSecure, "metrics-secure", true, "serve metrics over HTTPS to clients the API server authenticates and authorizes (get on /metrics); false: plain HTTP to anyone")
 	fs.StringVar(&c.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	fs.BoolVar(&c.leaderElect, "leader-elect", false, "elect a leader, so only one replica writes config")
-	bindStoreFlags(fs, &c.store)
+	cli.BindStore(fs, &c.store)
 	fs.DurationVar(&c.usageInterval, "usage-interval", 30*time.Second, "how often UsageQuota status.usage is refreshed")
 	fs.DurationVar(&c.storeCheckInterval, "store-check-interval", 2*time.Second, "how often the store is checked for lost config")
 	fs.DurationVar(&c.finalizeTimeout, "finalize-timeout", time.Minute, "how long a deleted policy or quota waits for an unreachable store to remove its config before it goes anyway (a warning event; the config is removed when the store is back); 0: as long as it takes")
@@ -153,25 +154,8 @@ func (c *managerConfig) check() error {
 }
 
 func runManager(args []string, _, stderr io.Writer) int {
-	return runService("manager", stderr, func() (*managerConfig, error) { return parseManagerFlags(args, stderr) },
+	return cli.RunService("quota-operator manager", stderr, func() (*managerConfig, error) { return parseManagerFlags(args, stderr) },
 		func(ctx context.Context, c *managerConfig) error { return startManager(ctx, c, stderr, os.Getenv) })
-}
-
-// runService parses a long-running subcommand's flags (exit 2 when they
-// are wrong) and runs it until SIGTERM or SIGINT (exit 1 on failure).
-func runService[C any](name string, stderr io.Writer, parse func() (C, error), start func(context.Context, C) error) int {
-	c, err := parse()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "quota-operator %s: %v\n", name, err)
-		}
-		return 2
-	}
-	if err := start(ctrl.SetupSignalHandler(), c); err != nil {
-		fmt.Fprintf(stderr, "quota-operator %s: %v\n", name, err)
-		return 1
-	}
-	return 0
 }
 
 // operatorStore is what the manager needs of the store: counters for the
@@ -183,22 +167,22 @@ type operatorStore interface {
 
 // startManager runs the controllers until ctx ends.
 func startManager(ctx context.Context, c *managerConfig, stderr io.Writer, getenv func(string) string) error {
-	log := newLog(&c.zap, stderr)
+	log := cli.NewLog(&c.zap, stderr)
 	if c.storePasswordSecret != "" {
 		password, err := storePasswordFromSecret(ctx, c)
 		if err != nil {
 			return err
 		}
-		getenv = withEnv(getenv, passwordEnv, password)
+		getenv = cli.WithEnv(getenv, cli.PasswordEnv, password)
 	}
 	if c.storeSentinelPasswordSecret != "" {
 		password, err := generatedSecret(ctx, c, "--store-sentinel-password-secret", c.storeSentinelPasswordSecret, "password")
 		if err != nil {
 			return err
 		}
-		getenv = withEnv(getenv, sentinelPasswordEnv, password)
+		getenv = cli.WithEnv(getenv, cli.SentinelPasswordEnv, password)
 	}
-	s, loc, err := openStore(c.store, getenv)
+	s, loc, err := cli.OpenStore(c.store, getenv)
 	if err != nil {
 		return err
 	}
@@ -216,8 +200,8 @@ func useSubjectKey(ctx context.Context, c *managerConfig, loc *store.Location) e
 	switch {
 	case loc.Redis == nil:
 		return nil
-	case c.store.subjectKeyFile != "": // openStore uses it
-		key, err := readSecretFile("--subject-key-file", c.store.subjectKeyFile)
+	case c.store.SubjectKeyFile != "": // cli.OpenStore uses it
+		key, err := cli.ReadSecretFile("--subject-key-file", c.store.SubjectKeyFile)
 		c.subjectKey = []byte(key)
 		return err
 	case c.subjectKeySecret == "":

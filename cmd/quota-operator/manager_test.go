@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/quotaops/quota-operator/internal/cli"
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
@@ -54,90 +55,6 @@ func TestManagerFlags(t *testing.T) {
 				t.Fatalf("error %v; want %q", err, tt.want)
 			}
 		})
-	}
-}
-
-// The password comes from its file, else the environment, else the URL,
-// the user name from its file, else the URL; files are read again for
-// each new connection (a rotated Secret needs no restart), and no error
-// repeats the password.
-func TestStoreCredentials(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, v string) string {
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	passwordFile, userFile := write("password", "from-file\n"), write("username", "quota-ns-a\n")
-	env := func(v string) func(string) string {
-		return func(k string) string {
-			if k == passwordEnv {
-				return v
-			}
-			return ""
-		}
-	}
-	tests := []struct {
-		name               string
-		flags              storeFlags
-		getenv             func(string) string
-		wantUser, wantPass string
-		wantErr            string
-	}{
-		{"files win", storeFlags{url: "redis://u:in-url@h:6379/0", usernameFile: userFile, passwordFile: passwordFile}, env("from-env"), "quota-ns-a", "from-file", ""},
-		{"environment next", storeFlags{url: "redis://u:in-url@h:6379/0", usernameFile: "", passwordFile: ""}, env("from-env"), "u", "from-env", ""},
-		{"URL last", storeFlags{url: "redis://u:in-url@h:6379/0", usernameFile: "", passwordFile: ""}, env(""), "u", "in-url", ""},
-		{"missing file", storeFlags{url: "redis://h:6379/0", usernameFile: "", passwordFile: filepath.Join(dir, "nope")}, env(""), "", "", "--store-password-file: open "},
-		{"missing user file", storeFlags{url: "redis://h:6379/0", usernameFile: filepath.Join(dir, "nope")}, env(""), "", "", "--store-username-file: open "},
-		{"memory has no password", storeFlags{url: "memory://", usernameFile: "", passwordFile: ""}, env("from-env"), "", "", "store credentials were given for the memory store, which has none"},
-		{"bad URL hides the password", storeFlags{url: "redis://:s3cret@h:port/0", usernameFile: "", passwordFile: ""}, env(""), "", "", "--store: "},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s, loc, err := openStore(tt.flags, tt.getenv)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "s3cret") {
-					t.Fatalf("error %v; want one containing %q, without the password", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = s.Close() }()
-			user, pass := loc.Redis.Username, loc.Redis.Password
-			if get := loc.Redis.CredentialsProviderContext; get != nil {
-				user, pass, err = get(context.Background())
-			}
-			if err != nil || user != tt.wantUser || pass != tt.wantPass || strings.Contains(loc.String(), tt.wantPass) {
-				t.Fatalf("credentials %q, %q, %v (want %q, %q); printed as %s", user, pass, err, tt.wantUser, tt.wantPass, loc)
-			}
-		})
-	}
-}
-
-// The files are read again for each new connection: a rotated Secret,
-// updated in place by the kubelet, needs no restart.
-func TestStoreCredentialsFollowTheFiles(t *testing.T) {
-	dir := t.TempDir()
-	userFile, passwordFile := filepath.Join(dir, "username"), filepath.Join(dir, "password")
-	for f, v := range map[string]string{userFile: "quota-ns-a", passwordFile: "first"} {
-		if err := os.WriteFile(f, []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, loc, err := openStore(storeFlags{url: "redis://h:6379/0", usernameFile: userFile, passwordFile: passwordFile}, func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = s.Close() }()
-	if err := os.WriteFile(passwordFile, []byte("rotated"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if user, pass, err := loc.Redis.CredentialsProviderContext(context.Background()); user != "quota-ns-a" || pass != "rotated" || err != nil {
-		t.Fatalf("after the file changed: %q, %q, %v; want the new password", user, pass, err)
 	}
 }
 
@@ -247,7 +164,7 @@ func TestManagerEndToEnd(t *testing.T) {
 	if out, err := env.Kubectl("apply", "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"), "-n", "default"); err != nil {
 		t.Fatalf("kubectl apply: %v\n%s", err, out)
 	}
-	s, _, err := openStore(storeFlags{url: r.URL, passwordFile: passwordFile}, func(string) string { return "" })
+	s, _, err := cli.OpenStore(cli.StoreFlags{URL: r.URL, PasswordFile: passwordFile}, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,8 +316,8 @@ func TestSentinelPasswordFromTheEnvironment(t *testing.T) {
 		{"without it, the Sentinel refuses", "", "NOAUTH"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			getenv := withEnv(func(string) string { return "" }, sentinelPasswordEnv, c.password)
-			s, _, err := openStore(storeFlags{url: url}, getenv)
+			getenv := cli.WithEnv(func(string) string { return "" }, cli.SentinelPasswordEnv, c.password)
+			s, _, err := cli.OpenStore(cli.StoreFlags{URL: url}, getenv)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -411,8 +328,8 @@ func TestSentinelPasswordFromTheEnvironment(t *testing.T) {
 			}
 		})
 	}
-	getenv := withEnv(func(string) string { return "" }, sentinelPasswordEnv, "sentinel-pa55")
-	if _, _, err := openStore(storeFlags{url: sn.Master.URL}, getenv); err == nil || !strings.Contains(err.Error(), "not redis+sentinel://") {
+	getenv := cli.WithEnv(func(string) string { return "" }, cli.SentinelPasswordEnv, "sentinel-pa55")
+	if _, _, err := cli.OpenStore(cli.StoreFlags{URL: sn.Master.URL}, getenv); err == nil || !strings.Contains(err.Error(), "not redis+sentinel://") {
 		t.Fatalf("a Sentinel password for redis://: %v, want refused", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"regexp"
 	"slices"
@@ -14,6 +13,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/quotaops/quota-operator/internal/cli"
 	"github.com/quotaops/quota-operator/internal/gateway"
 )
 
@@ -21,10 +21,10 @@ import (
 // the sidecar's, every flag can also come from QUOTA_<FLAG>.
 type ratelimitConfig struct {
 	grpcListen, healthListen        string
-	store                           storeFlags
+	store                           cli.StoreFlags
 	namespaces                      []string
 	certFile, keyFile, clientCAFile string
-	deciding
+	cli.Deciding
 	zap zap.Options
 }
 
@@ -57,14 +57,14 @@ func parseRatelimitFlags(args []string, stderr io.Writer, getenv func(string) st
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.grpcListen, "grpc-listen", ":8081", "address of the Envoy rate-limit service")
 	fs.StringVar(&c.healthListen, "health-listen", ":9902", "address of /healthz, /readyz and /metrics; off when empty")
-	bindStoreFlags(fs, &c.store)
+	cli.BindStore(fs, &c.store)
 	fs.Func("namespaces", "comma-separated namespaces whose policies are served (domain \"namespace/policy\")", namespaceList(&c.namespaces))
 	fs.StringVar(&c.certFile, "tls-cert-file", "", "serving certificate (PEM); empty: plaintext gRPC")
 	fs.StringVar(&c.keyFile, "tls-key-file", "", "key of --tls-cert-file")
 	fs.StringVar(&c.clientCAFile, "client-ca-file", "", "CA that signs the gateways' client certificates: mTLS; needs --tls-cert-file")
-	c.bind(fs, "")
+	c.Bind(fs, "")
 	c.zap.BindFlags(fs)
-	if err := parse(fs, args, getenv); err != nil {
+	if err := cli.Parse(fs, args, getenv); err != nil {
 		return nil, err
 	}
 	return c, c.check(fs)
@@ -76,7 +76,7 @@ func (c *ratelimitConfig) check(fs *flag.FlagSet) error {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	case len(c.namespaces) == 0:
 		return errors.New("--namespaces is required: the namespaces whose policies this service may serve")
-	case c.store.url == "" || strings.HasPrefix(c.store.url, "memory:"):
+	case c.store.URL == "" || strings.HasPrefix(c.store.URL, "memory:"):
 		return errors.New("--store must be Redis: replicas of a gateway service share their counters")
 	case c.grpcListen == "":
 		return errors.New("--grpc-listen is required")
@@ -85,19 +85,19 @@ func (c *ratelimitConfig) check(fs *flag.FlagSet) error {
 	case c.clientCAFile != "" && c.certFile == "":
 		return errors.New("--client-ca-file needs --tls-cert-file and --tls-key-file")
 	}
-	return c.deciding.check()
+	return c.Check()
 }
 
 func runRatelimit(args []string, _, stderr io.Writer) int {
-	return runService("ratelimit", stderr, func() (*ratelimitConfig, error) { return parseRatelimitFlags(args, stderr, os.Getenv) },
+	return cli.RunService("quota-operator ratelimit", stderr, func() (*ratelimitConfig, error) { return parseRatelimitFlags(args, stderr, os.Getenv) },
 		func(ctx context.Context, c *ratelimitConfig) error { return startRatelimit(ctx, c, stderr, os.Getenv) })
 }
 
 func startRatelimit(ctx context.Context, c *ratelimitConfig, stderr io.Writer, getenv func(string) string) error {
-	log := newLog(&c.zap, stderr)
-	setDecisionGC(getenv)
-	o := gateway.Options{Namespaces: c.namespaces, Timeout: c.storeTimeout, Resync: c.resync, DrainTimeout: c.drainTimeout,
-		FailurePolicy: c.failurePolicy, Log: log}
+	log := cli.NewLog(&c.zap, stderr)
+	cli.SetDecisionGC(getenv)
+	o := gateway.Options{Namespaces: c.namespaces, Timeout: c.StoreTimeout, Resync: c.Resync, DrainTimeout: c.DrainTimeout,
+		FailurePolicy: c.FailurePolicy, Log: log}
 	if c.certFile != "" {
 		cfg, err := gateway.TLSFiles(c.certFile, c.keyFile, c.clientCAFile)
 		if err != nil {
@@ -105,7 +105,7 @@ func startRatelimit(ctx context.Context, c *ratelimitConfig, stderr io.Writer, g
 		}
 		o.TLS = cfg
 	}
-	s, loc, err := openStore(c.store, getenv)
+	s, loc, err := cli.OpenStore(c.store, getenv)
 	if err != nil {
 		return err
 	}
@@ -114,32 +114,10 @@ func startRatelimit(ctx context.Context, c *ratelimitConfig, stderr io.Writer, g
 	if !ok {
 		return errors.New("--store cannot hold config")
 	}
-	ln, err := listenAll(c.grpcListen, c.healthListen)
+	ln, err := cli.ListenAll(c.grpcListen, c.healthListen)
 	if err != nil {
 		return err
 	}
 	log.Info("Starting the gateway rate-limit service", "version", version, "store", loc.String())
 	return gateway.Serve(ctx, o, gs, gateway.Listeners{GRPC: ln[0], Health: ln[1]})
-}
-
-// listenAll opens every address; an empty one is left closed (nil). On an
-// error, the ones opened are closed.
-func listenAll(addrs ...string) ([]net.Listener, error) {
-	out := make([]net.Listener, len(addrs))
-	for i, addr := range addrs {
-		if addr == "" {
-			continue
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, o := range out[:i] {
-				if o != nil {
-					_ = o.Close()
-				}
-			}
-			return nil, err
-		}
-		out[i] = l
-	}
-	return out, nil
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 )
 
+var env = localtest.Env
+
 func TestRatelimitFlags(t *testing.T) {
 	ok := []string{"--store", "redis://redis:6379/0", "--namespaces", "team-a,team-b"}
 	tests := []struct {

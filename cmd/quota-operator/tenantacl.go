@@ -9,13 +9,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/quotaops/quota-operator/internal/cli"
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
 )
 
 // tenantACLConfig is tenant-acl's command line.
 type tenantACLConfig struct {
-	store             storeFlags
+	store             cli.StoreFlags
 	seal              string
 	shared            bool
 	gatewayNamespaces []string
@@ -30,7 +31,7 @@ func parseTenantACLFlags(args []string, stderr io.Writer) (*tenantACLConfig, err
 		fmt.Fprintln(fs.Output(), "usage: quota-operator tenant-acl [flags] NAMESPACE | --shared | --gateway NS,...")
 		fs.PrintDefaults()
 	}
-	bindStoreFlags(fs, &c.store)
+	cli.BindStore(fs, &c.store)
 	fs.StringVar(&c.seal, "seal", "", "the store's seal (redis-cli GET qo:seal, as an admin); default: read from --store, written there first if the store has none")
 	fs.BoolVar(&c.shared, "shared", false, "the rule of the one user every namespace shares (--store-tenancy=shared): no isolation between namespaces")
 	fs.Func("gateway", "the rule of the gateway rate-limit service's user, for these comma-separated namespaces", namespaceList(&c.gatewayNamespaces))
@@ -87,11 +88,11 @@ func runTenantACL(args []string, stdout, stderr io.Writer) int {
 
 // storeSeal reads the seal the store keeps, as the manager does: written
 // first when the store has none, so both agree on it.
-func storeSeal(f storeFlags) (string, error) {
-	if f.url == "memory://" {
+func storeSeal(f cli.StoreFlags) (string, error) {
+	if f.URL == "memory://" {
 		return "", errors.New("give --store (the manager's store URL and credentials) or --seal")
 	}
-	s, _, err := openStore(f, os.Getenv)
+	s, _, err := cli.OpenStore(f, os.Getenv)
 	if err != nil {
 		return "", err
 	}

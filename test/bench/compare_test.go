@@ -66,8 +66,9 @@ descriptors:
     rate_limit: {unit: hour, requests_per_unit: 10}
 `
 
-// publish compiles p and writes it to the store, as the operator does.
-func publish(tb testing.TB, s *store.Redis, p *v1alpha1.RateLimitPolicy) {
+// publish compiles p and writes it to the store in its namespace, as the
+// operator does, and returns the namespace's new config revision.
+func publish(tb testing.TB, s *store.Redis, p *v1alpha1.RateLimitPolicy) int64 {
 	tb.Helper()
 	doc, err := config.CompileRateLimitPolicy(p)
 	if err != nil {
@@ -77,9 +78,11 @@ func publish(tb testing.TB, s *store.Redis, p *v1alpha1.RateLimitPolicy) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := storetest.PutConfig(context.Background(), s, benchNS, doc.ID(), raw); err != nil {
+	rev, err := storetest.PutConfig(context.Background(), s, p.Namespace, doc.ID(), raw)
+	if err != nil {
 		tb.Fatal(err)
 	}
+	return rev
 }
 
 // BenchmarkCompare runs every case once, whatever b.N: each case sets its

@@ -1,5 +1,5 @@
-// Package bintest builds the quota-operator binary for tests that run it as
-// a process, the way a pod or a user runs it.
+// Package bintest builds the project's programs for tests that run them as
+// processes, the way a pod or a user runs them.
 package bintest
 
 import (
@@ -12,14 +12,22 @@ import (
 )
 
 // Build builds quota-operator once per test process and returns its path.
-var Build = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "quota-operator-bin-")
+var Build = sync.OnceValues(func() (string, error) { return build("quota-operator") })
+
+// BuildSidecar builds quota-sidecar once per test process and returns its
+// path.
+var BuildSidecar = sync.OnceValues(func() (string, error) { return build("quota-sidecar") })
+
+// build builds ./cmd/name into a new folder, stripped as `make build`
+// strips what ships, so measurements of a process see what a pod runs.
+func build(name string) (string, error) {
+	dir, err := os.MkdirTemp("", name+"-bin-")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "quota-operator")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/quota-operator")
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/"+name)
 	cmd.Dir = kubeenv.ModuleRoot()
 	cmd.Stderr = os.Stderr
 	return bin, cmd.Run()
-})
+}

@@ -126,3 +126,15 @@ func Get(t testing.TB, url string) (int, string) {
 	}
 	return resp.StatusCode, string(body)
 }
+
+// Env is an environment, for a getenv parameter, of the pairs kv.
+func Env(kv ...string) func(string) string {
+	return func(k string) string {
+		for i := 0; i < len(kv); i += 2 {
+			if kv[i] == k {
+				return kv[i+1]
+			}
+		}
+		return ""
+	}
+}

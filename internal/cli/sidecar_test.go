@@ -1,23 +1,15 @@
-package main
+package cli
 
 import (
 	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 )
 
-// env is an environment of the pairs kv.
-func env(kv ...string) func(string) string {
-	return func(k string) string {
-		for i := 0; i < len(kv); i += 2 {
-			if kv[i] == k {
-				return kv[i+1]
-			}
-		}
-		return ""
-	}
-}
+var env = localtest.Env
 
 func TestSidecarFlags(t *testing.T) {
 	ok := []string{"--upstream", "http://127.0.0.1:8080", "--namespace", "team-a"}
@@ -44,7 +36,7 @@ func TestSidecarFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseSidecarFlags(tt.args, io.Discard, tt.getenv)
 			if tt.want == "" {
-				if err != nil || c.listen != ":8000" || c.adminListen != "127.0.0.1:9901" || c.healthListen != ":9902" || c.storeTimeout != 50*time.Millisecond {
+				if err != nil || c.listen != ":8000" || c.adminListen != "127.0.0.1:9901" || c.healthListen != ":9902" || c.StoreTimeout != 50*time.Millisecond {
 					t.Fatalf("%+v, %v", c, err)
 				}
 				return
@@ -56,7 +48,7 @@ func TestSidecarFlags(t *testing.T) {
 	}
 	// A flag on the command line wins over the environment.
 	c, err := parseSidecarFlags(append(ok, "--store-timeout", "20ms"), io.Discard, env("QUOTA_STORE_TIMEOUT", "90ms", "QUOTA_ADMIN_LISTEN", "127.0.0.1:9999"))
-	if err != nil || c.storeTimeout != 20*time.Millisecond || c.adminListen != "127.0.0.1:9999" {
+	if err != nil || c.StoreTimeout != 20*time.Millisecond || c.adminListen != "127.0.0.1:9999" {
 		t.Fatalf("%+v, %v", c, err)
 	}
 }

@@ -151,10 +151,10 @@ KUBECTL ?= kubectl
 DEPLOY  ?= default
 
 .PHONY: image
-image: build ## Write bin/images/quota-operator.tar, the image IMG, from bin/quota-operator: no Docker, no base image, non-root 65532.
+image: build ## Write bin/images/quota-operator.tar, the image IMG, from bin/quota-operator and bin/quota-sidecar (what the webhook injects): no Docker, no base image, non-root 65532.
 	@mkdir -p bin/images
 	go run ./hack/image --tag $(IMG) --out bin/images/quota-operator.tar \
-		--file bin/quota-operator=/quota-operator --entrypoint /quota-operator --user 65532:65532
+		--file bin/quota-operator=/quota-operator --file bin/quota-sidecar=/quota-sidecar --entrypoint /quota-operator --user 65532:65532
 
 PLATFORMS ?= amd64,arm64
 
@@ -164,10 +164,12 @@ image-multiarch: ## Write bin/images/quota-operator-multiarch.tar: IMG for each 
 		echo "go build linux/$$arch"; \
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
 			-o bin/linux_$$arch/quota-operator ./cmd/quota-operator || exit 1; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+			-o bin/linux_$$arch/quota-sidecar ./cmd/quota-sidecar || exit 1; \
 	done
 	@mkdir -p bin/images
 	go run ./hack/image --tag $(IMG) --out bin/images/quota-operator-multiarch.tar --arch $(PLATFORMS) \
-		--file 'bin/linux_{arch}/quota-operator=/quota-operator' --entrypoint /quota-operator --user 65532:65532
+		--file 'bin/linux_{arch}/quota-operator=/quota-operator' --file 'bin/linux_{arch}/quota-sidecar=/quota-sidecar' --entrypoint /quota-operator --user 65532:65532
 
 .PHONY: docker-build
 docker-build: ## Build the image IMG with Docker (one image: operator and sidecar).

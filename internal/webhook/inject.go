@@ -61,6 +61,9 @@ const (
 	AnnotationGRPCExpose = "quotaops.dev/grpc-expose"
 
 	ContainerName = "quota-sidecar"
+	// SidecarProgram is the injected container's command: the image holds
+	// it beside /quota-operator.
+	SidecarProgram = "/quota-sidecar"
 	// PortName is the sidecar's proxy port when it does not take the app
 	// port's name.
 	PortName = "quota-proxy"
@@ -498,7 +501,11 @@ func sidecar(cfg Config, upstream, proxy int32, res corev1.ResourceRequirements)
 	return corev1.Container{
 		Name:  ContainerName,
 		Image: cfg.Image,
-		Args: []string{"sidecar",
+		// The sidecar alone (cmd/quota-sidecar), beside quota-operator in
+		// the one image: it links no Kubernetes client, so a pod pays less
+		// than half the memory (BenchmarkFootprint).
+		Command: []string{SidecarProgram},
+		Args: []string{
 			"--listen=:" + strconv.Itoa(int(proxy)),
 			"--upstream=http://127.0.0.1:" + strconv.Itoa(int(upstream)),
 			"--pod-labels-file=" + labelsDir + "/labels",

@@ -142,12 +142,12 @@ func sidecarOf(t *testing.T, p *corev1.Pod) corev1.Container {
 func checkSidecar(t *testing.T, p *corev1.Pod, upstream string, proxy int32, proxyName, cpu, memory string) {
 	t.Helper()
 	c := sidecarOf(t, p)
-	wantArgs := []string{"sidecar", "--listen=:" + itoa(proxy), upstream, "--pod-labels-file=/etc/quota/labels", "--store=redis://redis.quota:6379/0", "--health-listen=:9902",
+	wantArgs := []string{"--listen=:" + itoa(proxy), upstream, "--pod-labels-file=/etc/quota/labels", "--store=redis://redis.quota:6379/0", "--health-listen=:9902",
 		"--store-username-file=/etc/quota-store/username", "--store-password-file=/etc/quota-store/password", "--subject-key-file=/etc/quota-store/subject-key"}
 	wantPorts := []corev1.ContainerPort{{Name: proxyName, ContainerPort: proxy, Protocol: corev1.ProtocolTCP},
 		{Name: HealthPortName, ContainerPort: 9902, Protocol: corev1.ProtocolTCP}}
-	if c.Image != cfg.Image || !reflect.DeepEqual(c.Args, wantArgs) || !reflect.DeepEqual(c.Ports, wantPorts) {
-		t.Fatalf("sidecar args %q, ports %+v", c.Args, c.Ports)
+	if c.Image != cfg.Image || !reflect.DeepEqual(c.Command, []string{"/quota-sidecar"}) || !reflect.DeepEqual(c.Args, wantArgs) || !reflect.DeepEqual(c.Ports, wantPorts) {
+		t.Fatalf("sidecar command %q, args %q, ports %+v", c.Command, c.Args, c.Ports)
 	}
 	checkProbes(t, c)
 	if !c.Resources.Requests.Cpu().Equal(resource.MustParse(cpu)) || !c.Resources.Limits.Memory().Equal(resource.MustParse(memory)) {
@@ -276,7 +276,7 @@ func TestInjectOverridesAndPolicyConfigMap(t *testing.T) {
 		t.Fatalf("changed %v, %v", changed, err)
 	}
 	c := p.Spec.Containers[1]
-	wantArgs := []string{"sidecar", "--listen=:8000", "--upstream=http://127.0.0.1:8080", "--pod-labels-file=/etc/quota/labels",
+	wantArgs := []string{"--listen=:8000", "--upstream=http://127.0.0.1:8080", "--pod-labels-file=/etc/quota/labels",
 		"--store=memory://", "--health-listen=:9902", "--admin-listen=127.0.0.1:19901", "--failure-policy=Closed",
 		"--trusted-proxies=10.0.0.0/8,192.168.1.0/24", "--grpc-listen=127.0.0.1:8081", "--policy-file=/etc/quota-policies"}
 	if !reflect.DeepEqual(c.Args, wantArgs) {

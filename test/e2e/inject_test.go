@@ -78,7 +78,7 @@ func TestInjectedSidecarEnforcesTheSamplePolicy(t *testing.T) {
 	ports := map[string]string{"upstream": localtest.FreeAddr(t), "proxy": localtest.FreeAddr(t), "admin": localtest.FreeAddr(t)}
 	pod := expectInjection(t, metrics, touches, ports)
 	serveApp(t, ports["upstream"])
-	proxy := runInjectedSidecar(t, bin, pod)
+	proxy := runInjectedSidecar(t, pod)
 	expectTenantCredentials(t, r.Addr)
 	kubectl(t, "apply", "-n", appNS, "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"))
 	expectSampleLimit(t, proxy)
@@ -441,9 +441,16 @@ func sidecarCount(pod *corev1.Pod) int {
 // container's args and env, resolved the way the kubelet resolves them:
 // the downward API and the Secret read from the API server, and volumes
 // mounted under a temporary root instead of /.
-func runInjectedSidecar(t *testing.T, bin string, pod *corev1.Pod) string {
+func runInjectedSidecar(t *testing.T, pod *corev1.Pod) string {
 	t.Helper()
 	c := *webhook.Sidecar(pod)
+	if !slices.Equal(c.Command, []string{webhook.SidecarProgram}) {
+		t.Fatalf("the sidecar's command is %q; want %s, which the image holds", c.Command, webhook.SidecarProgram)
+	}
+	bin, err := bintest.BuildSidecar()
+	if err != nil {
+		t.Fatal(err)
+	}
 	root := t.TempDir()
 	args := mountVolumes(t, pod, c, root)
 	cmd := exec.Command(bin, args...)

@@ -52,7 +52,7 @@ func TestRedislessModeEnforcesTheConfigMap(t *testing.T) {
 		t.Fatalf("sidecar %+v", c)
 	}
 	serveApp(t, ports["upstream"])
-	expectSampleLimit(t, runInjectedSidecar(t, bin, pod))
+	expectSampleLimit(t, runInjectedSidecar(t, pod))
 
 	kubectl(t, "apply", "-n", redislessNS, "-f", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_usagequota_monthly.yaml"))
 	expectCondition(t, "usagequota/monthly-api", "UsageReported",

@@ -86,7 +86,7 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 		run(t, "provided")
 		expectToldWhy(t, "tenancy-d", "StoreUserMissing",
 			"Namespace tenancy-d's sidecars have no store user: Secret quota-operator-system/quota-operator-store-users has no keys tenancy-d.username and tenancy-d.password.")
-		expectEnforcingAs(t, bin, "tenancy-b", "tenant-tenancy-b", "tenancy-b-pa55")
+		expectEnforcingAs(t, "tenancy-b", "tenant-tenancy-b", "tenancy-b-pa55")
 		b := redis.NewClient(&redis.Options{Addr: r.Addr, Username: "tenant-tenancy-b", Password: "tenancy-b-pa55", Protocol: 2})
 		defer func() { _ = b.Close() }()
 		expectRefusedKeysOf(t, b, "tenancy-c")
@@ -97,7 +97,7 @@ func TestStoreTenancyWithoutACLCommands(t *testing.T) {
 		putUsersSecret(t, map[string]string{"username": limiter.SharedUserName, "password": "shared-pa55"})
 		run(t, "shared")
 		ns := "tenancy-shared"
-		expectEnforcingAs(t, bin, ns, limiter.SharedUserName, "shared-pa55")
+		expectEnforcingAs(t, ns, limiter.SharedUserName, "shared-pa55")
 		msg := kubectl(t, "get", "ratelimitpolicy", "per-ip", "-n", ns, "-o", `jsonpath={.status.conditions[?(@.type=="Programmed")].message}`)
 		if !strings.HasSuffix(msg, "store tenancy shared: every namespace's sidecars log in as one store user, so Redis does not keep this namespace's counters from another namespace's sidecars") {
 			t.Fatalf("Programmed with shared tenancy: %q", msg)
@@ -158,7 +158,7 @@ func injectedPodIn(t *testing.T, ns string) *corev1.Pod {
 // expectEnforcingAs: namespace ns's Secret names user and password, and
 // the injected sidecar, logged in with them, enforces the sample exactly
 // and reports it (Enforced True).
-func expectEnforcingAs(t *testing.T, bin, ns, user, password string) {
+func expectEnforcingAs(t *testing.T, ns, user, password string) {
 	t.Helper()
 	pod := injectedPodIn(t, ns)
 	localtest.WaitFor(t, 15*time.Second, "the Secret of "+ns, func() error {
@@ -169,7 +169,7 @@ func expectEnforcingAs(t *testing.T, bin, ns, user, password string) {
 		return nil
 	})
 	serveApp(t, upstreamOf(pod))
-	expectSampleLimit(t, runInjectedSidecar(t, bin, pod))
+	expectSampleLimit(t, runInjectedSidecar(t, pod))
 	expectConditionIn(t, ns, "ratelimitpolicy/per-ip", "Enforced", "True 1/1 selected pods enforce generation 1")
 }
 

@@ -18,8 +18,9 @@ import (
 )
 
 // `make image-multiarch` writes one index with a linux/amd64 and a
-// linux/arm64 image, each holding the binary built for its architecture,
-// run as 65532 from /quota-operator.
+// linux/arm64 image, each holding the binaries built for its architecture
+// (/quota-operator, and /quota-sidecar, which the webhook injects), run as
+// 65532 from /quota-operator.
 func TestMultiArchImage(t *testing.T) {
 	root := kubeenv.ModuleRoot()
 	const img = "quotaops.local/quota-operator:multiarch-test"
@@ -46,8 +47,10 @@ func TestMultiArchImage(t *testing.T) {
 			len(cf.Config.Entrypoint) != 1 || cf.Config.Entrypoint[0] != "/quota-operator" {
 			t.Fatalf("%s: config %+v, %v", arch, cf, err)
 		}
-		if got := binaryMachine(t, image); got != machines[arch] {
-			t.Errorf("%s: /quota-operator is built for %v", arch, got)
+		for _, bin := range []string{"quota-operator", "quota-sidecar"} {
+			if got := binaryMachine(t, image, bin); got != machines[arch] {
+				t.Errorf("%s: /%s is built for %v", arch, bin, got)
+			}
 		}
 	}
 }
@@ -106,10 +109,10 @@ func untar(t *testing.T, file, dir string) {
 	}
 }
 
-// binaryMachine is the ELF machine of /quota-operator in image's layer.
+// binaryMachine is the ELF machine of /name in image's layer.
 func binaryMachine(t *testing.T, image interface {
 	Layers() ([]v1.Layer, error)
-}) elf.Machine {
+}, name string) elf.Machine {
 	t.Helper()
 	layers, err := image.Layers()
 	if err != nil || len(layers) != 1 {
@@ -124,9 +127,9 @@ func binaryMachine(t *testing.T, image interface {
 	for {
 		h, err := tr.Next()
 		if err != nil {
-			t.Fatalf("no quota-operator in the layer: %v", err)
+			t.Fatalf("no %s in the layer: %v", name, err)
 		}
-		if h.Name != "quota-operator" {
+		if h.Name != name {
 			continue
 		}
 		tmp := filepath.Join(t.TempDir(), "bin")

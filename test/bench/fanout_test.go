@@ -65,9 +65,10 @@ type idleSidecar struct {
 	pid          int
 }
 
-// startIdleSidecars starts n sidecar processes with their own ports.
+// startIdleSidecars starts n processes of the injected program,
+// quota-sidecar, with their own ports.
 func startIdleSidecars(b *testing.B, url string, n int) []idleSidecar {
-	bin, err := bintest.Build()
+	bin, err := bintest.BuildSidecar()
 	if err != nil {
 		b.Fatalf("build: %v", err)
 	}
@@ -78,7 +79,7 @@ func startIdleSidecars(b *testing.B, url string, n int) []idleSidecar {
 		var admin string
 		admin, next = portBelowEphemeral(b, next)
 		// Only the admin port must be known: the others take any free port.
-		cmd := exec.Command(bin, "sidecar", "--listen", "127.0.0.1:0", "--admin-listen", admin, "--health-listen", "127.0.0.1:0",
+		cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin-listen", admin, "--health-listen", "127.0.0.1:0",
 			"--upstream", "http://127.0.0.1:9", "--store", url, "--namespace", benchNS)
 		logFile, err := os.Create(filepath.Join(logs, fmt.Sprintf("sidecar-%d.log", i)))
 		if err != nil {

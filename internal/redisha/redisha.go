@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,9 +37,6 @@ type Primary struct {
 	// Replicas is how many replicas the Sentinel knows of: with none, no
 	// failover can happen.
 	Replicas int
-	// Down is true when the Sentinel sees the primary unreachable
-	// (subjectively or objectively down, or its link lost).
-	Down bool
 }
 
 // ErrNoSentinel means no Sentinel answered about the primary: none is up
@@ -92,12 +88,6 @@ func primaryFrom(f map[string]string) (Primary, error) {
 	p := Primary{Addr: net.JoinHostPort(f["ip"], f["port"])}
 	p.Epoch, _ = strconv.ParseInt(f["config-epoch"], 10, 64)
 	p.Replicas, _ = strconv.Atoi(f["num-slaves"])
-	for _, flag := range strings.Split(f["flags"], ",") {
-		switch flag {
-		case "s_down", "o_down", "disconnected":
-			p.Down = true
-		}
-	}
 	return p, nil
 }
 
@@ -126,12 +116,16 @@ type Node struct {
 
 // Decide says how the node starts.
 //   - The Sentinels name another primary: replicate it.
-//   - They name this node, and it has replicas while they see it down: it
-//     is restarting after its pod was deleted, and they are about to
-//     promote one of its replicas. Wait for that, up to Wait, so this node
-//     does not come back as a primary beside the new one; then replicate
-//     the new one, or start as the primary if none was promoted.
-//   - They name this node otherwise: start as the primary.
+//   - They name this node, and it has replicas: it is restarting (its
+//     Redis is not running while this runs), and they will promote one of
+//     its replicas once they find it down. Wait for that, up to Wait, so
+//     this node does not come back as a primary beside the new one; then
+//     replicate the new one, or start as the primary if none was promoted.
+//     Their flags are not consulted: until down-after-milliseconds passes
+//     they may still see this node up, or between two reconnection
+//     attempts not even disconnected, and trusting that made a restarted
+//     primary a second primary.
+//   - They name this node, without replicas: start as the primary.
 //   - None answers within Wait (a new group, or all restarting at once):
 //     the first node is the primary and the others replicate it.
 func (n Node) Decide(ctx context.Context) (Start, error) {
@@ -141,7 +135,7 @@ func (n Node) Decide(ctx context.Context) (Start, error) {
 		switch {
 		case err == nil && p.Addr != n.Self:
 			return Start{ReplicaOf: p.Addr, Why: fmt.Sprintf("the Sentinels name %s the primary (epoch %d)", p.Addr, p.Epoch)}, nil
-		case err == nil && (!p.Down || p.Replicas == 0):
+		case err == nil && p.Replicas == 0:
 			return Start{Why: fmt.Sprintf("the Sentinels name this node the primary (epoch %d)", p.Epoch)}, nil
 		}
 		if !time.Now().Before(deadline) {

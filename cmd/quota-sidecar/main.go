@@ -1,6 +1,8 @@
 // Command quota-sidecar is the sidecar alone: `quota-operator sidecar`
 // with the same flags, in a program that links no Kubernetes client, no
-// controller and no webhook, so each pod it runs in pays for less memory.
+// controller, no webhook and no gRPC, so each pod it runs in pays for less
+// memory. Given --grpc-listen, it runs `quota-operator sidecar` in its
+// place, from the same folder.
 package main
 
 import (
@@ -16,5 +18,5 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(cli.RunSidecar("quota-sidecar", os.Args[1:], os.Stderr, version))
+	os.Exit(cli.RunSidecar("quota-sidecar", os.Args[1:], os.Stderr, version, nil))
 }

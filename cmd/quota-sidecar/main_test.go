@@ -14,6 +14,11 @@ import (
 	"testing"
 	"time"
 
+	extv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
@@ -108,7 +113,7 @@ func TestEnforcesAPolicyFile(t *testing.T) {
 }
 
 // What keeps it small: it links no Kubernetes client, controller, webhook
-// or API server types of the manager.
+// or API server types of the manager, and no gRPC.
 func TestLinksNoKubernetesClient(t *testing.T) {
 	cmd := exec.Command("go", "list", "-deps", "./cmd/quota-sidecar")
 	cmd.Dir = kubeenv.ModuleRoot()
@@ -118,10 +123,75 @@ func TestLinksNoKubernetesClient(t *testing.T) {
 	}
 	for _, pkg := range strings.Fields(string(out)) {
 		for _, banned := range []string{"k8s.io/client-go/", "sigs.k8s.io/controller-runtime/pkg/client", "sigs.k8s.io/controller-runtime/pkg/manager",
-			"github.com/quotaops/quota-operator/controllers", "github.com/quotaops/quota-operator/internal/webhook"} {
+			"github.com/quotaops/quota-operator/controllers", "github.com/quotaops/quota-operator/internal/webhook",
+			"google.golang.org/grpc", "github.com/envoyproxy/go-control-plane"} {
 			if pkg == strings.TrimSuffix(banned, "/") || strings.HasPrefix(pkg, banned) {
 				t.Errorf("quota-sidecar links %s", pkg)
 			}
 		}
+	}
+}
+
+// Given --grpc-listen, quota-sidecar becomes `quota-operator sidecar`, the
+// program beside it (as in the image), which answers Envoy's rate-limit
+// service; without that program it says what is missing.
+func TestGRPCListenRunsQuotaOperatorSidecar(t *testing.T) {
+	dir := t.TempDir()
+	for _, build := range []func() (string, error){bintest.BuildSidecar, bintest.Build} {
+		bin, err := build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		copyFile(t, bin, filepath.Join(dir, filepath.Base(bin)))
+	}
+	slim := filepath.Join(dir, "quota-sidecar")
+	labels := filepath.Join(dir, "labels")
+	if err := os.WriteFile(labels, []byte(`app="demo-api"`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	grpcAddr, admin := localtest.FreeAddr(t), localtest.FreeAddr(t)
+	args := []string{"--store", "memory://", "--upstream", "http://127.0.0.1:9", "--listen", localtest.FreeAddr(t), "--admin-listen", admin,
+		"--health-listen", "", "--policy-file", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"),
+		"--pod-labels-file", labels, "--grpc-listen", grpcAddr}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, slim, args...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	localtest.WaitOK(t, 30*time.Second, "http://"+admin+"/readyz")
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); err != nil || exe != filepath.Join(dir, "quota-operator") {
+		t.Fatalf("the process runs %q (%v), want quota-operator beside quota-sidecar", exe, err)
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	resp, err := rlsv3.NewRateLimitServiceClient(conn).ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "per-ip",
+		Descriptors: []*extv3.RateLimitDescriptor{{Entries: []*extv3.RateLimitDescriptor_Entry{{Key: "per-ip", Value: "10.0.0.1"}}}}})
+	if err != nil || resp.OverallCode != rlsv3.RateLimitResponse_OK || len(resp.Statuses) != 1 || resp.Statuses[0].LimitRemaining != 99 {
+		t.Fatalf("ShouldRateLimit: %v, %v; want OK with 99 remaining\n%s", resp, err, logs.String())
+	}
+
+	alone := filepath.Join(t.TempDir(), "quota-sidecar")
+	copyFile(t, slim, alone)
+	out, err := exec.Command(alone, args...).CombinedOutput()
+	if code := exitCode(t, err); code != 1 || !strings.Contains(string(out), "--grpc-listen is served by quota-operator, which is not beside this program") {
+		t.Fatalf("alone: exit %d, %q; want exit 1 and what is missing", code, out)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	raw, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, raw, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }

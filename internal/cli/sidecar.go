@@ -8,21 +8,48 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
+	"syscall"
 
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/quotaops/quota-operator/internal/rls"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 )
 
 // RunSidecar is the sidecar's program: `quota-operator sidecar` and
 // `quota-sidecar` (prog in errors), with args after the program's name.
-// version is logged at start.
-func RunSidecar(prog string, args []string, stderr io.Writer, version string) int {
+// version is logged at start. rlsServer serves Envoy's rate-limit service
+// (--grpc-listen); a program without one (quota-sidecar, which links no
+// gRPC) hands a sidecar that asks for it to `quota-operator sidecar`,
+// the program beside it in the image.
+func RunSidecar(prog string, args []string, stderr io.Writer, version string, rlsServer func(rls.Handler) sidecar.RLSServer) int {
 	return RunService(prog, stderr, func() (*sidecarConfig, error) { return parseSidecarFlags(args, stderr, os.Getenv) },
 		func(ctx context.Context, c *sidecarConfig) error {
-			return startSidecar(ctx, c, stderr, os.Getenv, version)
+			if c.grpcListen != "" && rlsServer == nil {
+				return ExecBeside(GRPCProgram, append([]string{"sidecar"}, args...))
+			}
+			return startSidecar(ctx, c, stderr, os.Getenv, version, rlsServer)
 		})
+}
+
+// GRPCProgram is the program with gRPC that quota-sidecar hands
+// --grpc-listen to.
+const GRPCProgram = "quota-operator"
+
+// ExecBeside replaces this process with the program name found in this
+// program's folder, given args, with the same environment.
+func ExecBeside(name string, args []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(filepath.Dir(self), name)
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("--grpc-listen is served by %s, which is not beside this program: %w", name, err)
+	}
+	return syscall.Exec(path, append([]string{path}, args...), os.Environ())
 }
 
 // sidecarConfig is the sidecar's command line (DESIGN §5). Every flag can
@@ -93,9 +120,9 @@ func (c *sidecarConfig) checkValues() error {
 	return nil
 }
 
-func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, getenv func(string) string, version string) error {
+func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, getenv func(string) string, version string,
+	rlsServer func(rls.Handler) sidecar.RLSServer) error {
 	log := NewLog(&c.zap, stderr)
-	SetDecisionGC(getenv)
 	s, loc, err := OpenStore(c.store, getenv, store.WithFullHook(func() {
 		log.Info("Memory store full: requests that need a new counter get their policy's failurePolicy until counters expire; raise memory://?max_entries with the memory limit, or use Redis")
 	}))
@@ -115,7 +142,7 @@ func startSidecar(ctx context.Context, c *sidecarConfig, stderr io.Writer, geten
 		Upstream: upstream, Namespace: c.namespace, PodName: c.podName, LabelsFile: c.podLabelsFile, PolicyFile: c.policyFile,
 		FallbackPolicyFile: c.fallbackPolicyFile,
 		Trusted:            trusted, Timeout: c.StoreTimeout, Resync: c.Resync, DrainTimeout: c.DrainTimeout, Log: log,
-		FailurePolicy: c.FailurePolicy,
+		FailurePolicy: c.FailurePolicy, RLS: rlsServer,
 	}, s, ln)
 }
 

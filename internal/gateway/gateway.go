@@ -15,14 +15,11 @@ import (
 	"strings"
 	"time"
 
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/go-logr/logr"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/rls"
+	"github.com/quotaops/quota-operator/internal/rlsserver"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 )
@@ -94,12 +91,7 @@ func Serve(ctx context.Context, o Options, s Store, ln Listeners) error {
 }
 
 func run(ctx context.Context, o Options, ln Listeners, namespaces map[string]served, metrics *sidecar.Metrics) error {
-	opts := sidecar.RLSServerOptions()
-	if o.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
-	}
-	srv := grpc.NewServer(opts...)
-	rlsv3.RegisterRateLimitServiceServer(srv, sidecar.NewRateLimitService(resolver(namespaces)))
+	srv := rlsserver.New(sidecar.NewRateLimitService(resolver(namespaces)), o.TLS)
 	health := sidecar.SmallServer(sidecar.HealthMux(notReady(namespaces), metrics), 0)
 	errs := make(chan error, 2)
 	go func() { errs <- srv.Serve(ln.GRPC) }()
@@ -115,7 +107,7 @@ func run(ctx context.Context, o Options, ln Listeners, namespaces map[string]ser
 	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(o.DrainTimeout, time.Second))
 	defer cancel()
 	o.Log.Info("Shutting down; draining calls in flight")
-	sidecar.StopGRPC(drain, srv)
+	srv.Stop(drain)
 	_ = health.Shutdown(drain)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
@@ -128,11 +120,11 @@ func resolver(namespaces map[string]served) sidecar.Resolver {
 	return func(domain string) (sidecar.Domain, error) {
 		ns, policy, ok := strings.Cut(domain, "/")
 		if !ok || ns == "" || policy == "" {
-			return sidecar.Domain{}, status.Errorf(codes.InvalidArgument, "domain %q is not namespace/policy", domain)
+			return sidecar.Domain{}, rls.Errorf(rls.CodeInvalidArgument, "domain %q is not namespace/policy", domain)
 		}
 		n, ok := namespaces[ns]
 		if !ok {
-			return sidecar.Domain{}, status.Errorf(codes.PermissionDenied, "namespace %q is not served here", ns)
+			return sidecar.Domain{}, rls.Errorf(rls.CodePermissionDenied, "namespace %q is not served here", ns)
 		}
 		return sidecar.Domain{Policies: n.source.Current(), Policy: policy, Enforcer: n.enforcer}, nil
 	}

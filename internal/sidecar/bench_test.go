@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
-	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/rlsserver"
 	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
@@ -91,16 +91,15 @@ func BenchmarkSidecar(b *testing.B) {
 	}
 }
 
-// okServer serves benchutil.OKService with the sidecar's gRPC server options.
+// okServer serves benchutil.OK with the sidecar's gRPC server.
 func okServer(b *testing.B) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer(sidecar.RLSServerOptions()...)
-	rlsv3.RegisterRateLimitServiceServer(srv, benchutil.OKService{})
+	srv := rlsserver.New(benchutil.OK, nil)
 	go func() { _ = srv.Serve(l) }()
-	b.Cleanup(srv.Stop)
+	b.Cleanup(func() { srv.Stop(context.Background()) })
 	return l.Addr().String()
 }
 

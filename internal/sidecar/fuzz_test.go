@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -12,14 +13,13 @@ import (
 	extv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/go-logr/logr"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/rls"
 	"github.com/quotaops/quota-operator/internal/store"
 )
 
@@ -109,19 +109,20 @@ func FuzzRLSRequest(f *testing.F) {
 		f.Add(raw)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var req rlsv3.RateLimitRequest
-		if proto.Unmarshal(raw, &req) != nil {
-			return // gRPC refuses it before the service sees it
+		var req rls.Request
+		if req.Unmarshal(raw) != nil {
+			return // the server refuses it before the service sees it
 		}
 		resp, err := sc.rls.ShouldRateLimit(context.Background(), &req)
 		if err != nil {
-			if status.Code(err) != codes.InvalidArgument {
+			var st *rls.Status
+			if !errors.As(err, &st) || st.Code != rls.CodeInvalidArgument {
 				t.Fatalf("error %v; want INVALID_ARGUMENT", err)
 			}
 			return
 		}
-		if len(resp.GetStatuses()) != len(req.GetDescriptors()) {
-			t.Fatalf("%d statuses for %d descriptors", len(resp.GetStatuses()), len(req.GetDescriptors()))
+		if len(resp.Statuses) != len(req.Descriptors) {
+			t.Fatalf("%d statuses for %d descriptors", len(resp.Statuses), len(req.Descriptors))
 		}
 	})
 }
@@ -130,7 +131,7 @@ func FuzzRLSRequest(f *testing.F) {
 func rlsRequest(domain string, entries [][2]string) *rlsv3.RateLimitRequest {
 	req := &rlsv3.RateLimitRequest{Domain: domain}
 	for _, e := range entries {
-		req.Descriptors = append(req.Descriptors, &extv3.RateLimitDescriptor{Entries: []*extEntry{{Key: e[0], Value: e[1]}}})
+		req.Descriptors = append(req.Descriptors, &extv3.RateLimitDescriptor{Entries: []*extv3.RateLimitDescriptor_Entry{{Key: e[0], Value: e[1]}}})
 	}
 	return req
 }

@@ -7,15 +7,9 @@ import (
 	"slices"
 	"time"
 
-	extv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
-
 	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/limiter"
+	"github.com/quotaops/quota-operator/internal/rls"
 )
 
 // rateLimitService answers Envoy's rate-limit protocol (DESIGN §5): the
@@ -26,7 +20,6 @@ import (
 // ignored). hits_addend is the cost. All the request's descriptors are
 // decided together, as one request.
 type rateLimitService struct {
-	rlsv3.UnimplementedRateLimitServiceServer
 	resolve Resolver
 }
 
@@ -38,7 +31,7 @@ type Domain struct {
 	Enforcer *Enforcer
 }
 
-// Resolver finds a domain. Its error, a gRPC status, answers the call: a
+// Resolver finds a domain. Its error, an rls.Status, answers the call: a
 // domain the server may not serve is the caller's mistake, which Envoy's
 // error stats and failure_mode_deny then show, not an unlimited OK.
 type Resolver func(domain string) (Domain, error)
@@ -46,8 +39,8 @@ type Resolver func(domain string) (Domain, error)
 // NewRateLimitService is Envoy's rate-limit service over the domains
 // resolve finds. A policy or limit its config lacks is answered OK, as
 // Envoy skips a descriptor no rule matches.
-func NewRateLimitService(resolve Resolver) rlsv3.RateLimitServiceServer {
-	return &rateLimitService{resolve: resolve}
+func NewRateLimitService(resolve Resolver) rls.Handler {
+	return (&rateLimitService{resolve: resolve}).ShouldRateLimit
 }
 
 // ownNamespace resolves a sidecar's domains: its namespace's policies.
@@ -66,45 +59,45 @@ const (
 	maxEntries     = 8
 )
 
-func checkBounds(req *rlsv3.RateLimitRequest) error {
-	if n := len(req.GetDescriptors()); n > maxDescriptors {
-		return status.Errorf(codes.InvalidArgument, "%d descriptors: at most %d per request", n, maxDescriptors)
+func checkBounds(req *rls.Request) error {
+	if n := len(req.Descriptors); n > maxDescriptors {
+		return rls.Errorf(rls.CodeInvalidArgument, "%d descriptors: at most %d per request", n, maxDescriptors)
 	}
-	for i, d := range req.GetDescriptors() {
-		if n := len(d.GetEntries()); n > maxEntries {
-			return status.Errorf(codes.InvalidArgument, "descriptor %d has %d entries: at most %d", i, n, maxEntries)
+	for i, d := range req.Descriptors {
+		if n := len(d.Entries); n > maxEntries {
+			return rls.Errorf(rls.CodeInvalidArgument, "descriptor %d has %d entries: at most %d", i, n, maxEntries)
 		}
 	}
 	return nil
 }
 
-func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
+func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rls.Request) (*rls.Response, error) {
 	if err := checkBounds(req); err != nil {
 		return nil, err
 	}
-	statuses := make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(req.GetDescriptors()))
-	dom, err := s.resolve(req.GetDomain())
+	statuses := make([]rls.DescriptorStatus, len(req.Descriptors))
+	dom, err := s.resolve(req.Domain)
 	if err != nil {
 		return nil, err
 	}
 	applied, owners := bindDescriptors(dom, req, statuses)
-	resp := &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK, Statuses: statuses}
+	resp := &rls.Response{OverallCode: rls.OK, Statuses: statuses}
 	if len(applied) == 0 {
 		return resp, nil
 	}
 	v := dom.Enforcer.Check(ctx, applied)
 	if v.Invalid != nil {
 		// The caller's request, not the store: never the failure policy.
-		return nil, status.Error(codes.InvalidArgument, v.Invalid.Error())
+		return nil, &rls.Status{Code: rls.CodeInvalidArgument, Message: v.Invalid.Error()}
 	}
 	if v.StoreFailed {
 		if v.Status != 0 {
-			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+			resp.OverallCode = rls.OverLimit
 		}
 		return resp, nil
 	}
 	if !v.Decision.Allowed {
-		resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+		resp.OverallCode = rls.OverLimit
 	}
 	for _, r := range tightest(v.Decision) {
 		for _, i := range owners[r.Limit] {
@@ -120,10 +113,10 @@ func (s *rateLimitService) ShouldRateLimit(ctx context.Context, req *rlsv3.RateL
 // request) become one limit whose cost is their hits added: each would
 // count the request again, and a request must not name one counter twice.
 // owners[i] are the descriptors applied[i] answers.
-func bindDescriptors(dom Domain, req *rlsv3.RateLimitRequest, statuses []*rlsv3.RateLimitResponse_DescriptorStatus) (applied []Applied, owners [][]int) {
-	for i, d := range req.GetDescriptors() {
-		statuses[i] = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
-		a, ok := descriptorLimit(dom.Policies, dom.Policy, d.GetEntries(), hits(req, d.GetHitsAddend()))
+func bindDescriptors(dom Domain, req *rls.Request, statuses []rls.DescriptorStatus) (applied []Applied, owners [][]int) {
+	for i, d := range req.Descriptors {
+		statuses[i] = rls.DescriptorStatus{Code: rls.OK}
+		a, ok := descriptorLimit(dom.Policies, dom.Policy, d.Entries, hits(req, d))
 		if !ok {
 			continue
 		}
@@ -143,11 +136,11 @@ func bindDescriptors(dom Domain, req *rlsv3.RateLimitRequest, statuses []*rlsv3.
 
 // descriptorLimit binds a descriptor to its limit, if the policy and the
 // descriptor name one that ps holds.
-func descriptorLimit(ps *Policies, policy string, entries []*extEntry, cost int64) (Applied, bool) {
+func descriptorLimit(ps *Policies, policy string, entries []rls.Entry, cost int64) (Applied, bool) {
 	if ps == nil || len(entries) == 0 {
 		return Applied{}, false
 	}
-	rule, ok := ps.Named(policy, entries[0].GetKey())
+	rule, ok := ps.Named(policy, entries[0].Key)
 	if !ok || rule.kind != config.KindRateLimitPolicy {
 		return Applied{}, false
 	}
@@ -158,7 +151,7 @@ func descriptorLimit(ps *Policies, policy string, entries []*extEntry, cost int6
 			return Applied{}, false
 		}
 		for i, e := range entries {
-			v := e.GetValue()
+			v := e.Value
 			// An address from Envoy (remote_address) is keyed as the
 			// proxy keys it: an IPv6 one by its prefix.
 			if k := rule.key[i]; k.Source == "ClientIP" {
@@ -176,10 +169,10 @@ func descriptorLimit(ps *Policies, policy string, entries []*extEntry, cost int6
 	return a, true
 }
 
-func hits(req *rlsv3.RateLimitRequest, override *wrapperspb.UInt64Value) int64 {
-	n := uint64(req.GetHitsAddend())
-	if override != nil {
-		n = override.GetValue()
+func hits(req *rls.Request, d rls.Descriptor) int64 {
+	n := uint64(req.HitsAddend)
+	if d.HasHitsAddend {
+		n = d.HitsAddend
 	}
 	return int64(min(n, limiter.MaxValue))
 }
@@ -203,37 +196,34 @@ func tightest(d limiter.Decision) []limiter.Result {
 	return out
 }
 
-func descriptorStatus(a Applied, r limiter.Result) *rlsv3.RateLimitResponse_DescriptorStatus {
-	st := &rlsv3.RateLimitResponse_DescriptorStatus{
-		Code:               rlsv3.RateLimitResponse_OK,
+func descriptorStatus(a Applied, r limiter.Result) rls.DescriptorStatus {
+	st := rls.DescriptorStatus{
+		Code:               rls.OK,
 		CurrentLimit:       currentLimit(a.Name, r.Max, a.Limit.Rates[r.Rate].Window),
 		LimitRemaining:     uint32(min(r.Remaining, math.MaxUint32)),
-		DurationUntilReset: durationpb.New(r.ResetAfter),
+		DurationUntilReset: r.ResetAfter,
 	}
 	if !r.Allowed && !r.DryRun {
-		st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+		st.Code = rls.OverLimit
 	}
 	return st
 }
 
 // currentLimit expresses a window in Envoy's units: the largest unit that
 // divides it, with a multiplier.
-func currentLimit(name string, max int64, window time.Duration) *rlsv3.RateLimitResponse_RateLimit {
-	rl := &rlsv3.RateLimitResponse_RateLimit{Name: name, RequestsPerUnit: uint32(min(max, math.MaxUint32))}
+func currentLimit(name string, max int64, window time.Duration) *rls.RateLimit {
+	rl := &rls.RateLimit{Name: name, RequestsPerUnit: uint32(min(max, math.MaxUint32))}
 	for _, u := range []struct {
 		d    time.Duration
-		unit rlsv3.RateLimitResponse_RateLimit_Unit
-	}{{24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_DAY}, {time.Hour, rlsv3.RateLimitResponse_RateLimit_HOUR},
-		{time.Minute, rlsv3.RateLimitResponse_RateLimit_MINUTE}, {time.Second, rlsv3.RateLimitResponse_RateLimit_SECOND}} {
+		unit rls.Unit
+	}{{24 * time.Hour, rls.Day}, {time.Hour, rls.Hour}, {time.Minute, rls.Minute}, {time.Second, rls.Second}} {
 		if window >= u.d && window%u.d == 0 {
 			rl.Unit = u.unit
 			if n := window / u.d; n > 1 {
-				rl.UnitMultiplier = wrapperspb.UInt32(uint32(n))
+				rl.UnitMultiplier = uint32(n)
 			}
 			return rl
 		}
 	}
 	return rl
 }
-
-type extEntry = extv3.RateLimitDescriptor_Entry

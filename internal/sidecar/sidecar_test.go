@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
+	"github.com/quotaops/quota-operator/internal/rls"
+	"github.com/quotaops/quota-operator/internal/rlsserver"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
@@ -68,6 +70,7 @@ func start(t testing.TB, namespace string) running {
 		done <- sidecar.Serve(ctx, sidecar.Options{
 			Upstream: upstream(t), Namespace: namespace, Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 			Timeout: 50 * time.Millisecond, Resync: time.Second, Log: logr.Discard(),
+			RLS: func(h rls.Handler) sidecar.RLSServer { return rlsserver.New(h, nil) },
 		}, s, sidecar.Listeners{Proxy: proxyLn, Admin: adminLn, GRPC: grpcLn})
 	}()
 	t.Cleanup(func() {

@@ -489,8 +489,8 @@ func sidecar(cfg Config, upstream, proxy int32, res corev1.ResourceRequirements)
 		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		{Name: "QUOTA_POD_NAME", ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-		// The sidecar trades heap for CPU (GOGC 400); the Go runtime keeps
-		// the heap under 80% of the memory limit however that goes.
+		// The Go runtime keeps the heap under 80% of the memory limit,
+		// collecting more often near it rather than being killed.
 		{Name: "GOMEMLIMIT", Value: strconv.FormatInt(res.Limits.Memory().Value()*8/10, 10) + "B"}}
 	// The admin listener stays on loopback (its API is the pod's own); the
 	// kubelet asks the health port. Ready means a config is loaded.

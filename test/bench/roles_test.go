@@ -11,10 +11,7 @@ import (
 	"testing"
 	"time"
 
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
-	"google.golang.org/grpc"
-
-	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/rlsserver"
 	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
 )
@@ -43,9 +40,7 @@ func serveRole() bool {
 	}
 	switch role {
 	case "floor":
-		srv := grpc.NewServer(sidecar.RLSServerOptions()...)
-		rlsv3.RegisterRateLimitServiceServer(srv, benchutil.OKService{})
-		_ = srv.Serve(l)
+		_ = rlsserver.New(benchutil.OK, nil).Serve(l)
 	case "proxy":
 		up, err := url.Parse(os.Getenv(targetEnv))
 		if err != nil {

@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
-	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/quotaops/quota-operator/internal/rls"
 )
 
 // Measure runs op b.N times from callers goroutines and reports
@@ -75,14 +76,11 @@ func Measure(b *testing.B, raw redis.UniversalClient, sent *CommandCounter, call
 	return rate
 }
 
-// OKService answers every Envoy rate-limit call OK without deciding
-// anything: the floor a rate-limit service is measured against.
-type OKService struct {
-	rlsv3.UnimplementedRateLimitServiceServer
-}
-
-func (OKService) ShouldRateLimit(context.Context, *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
-	return &rlsv3.RateLimitResponse{OverallCode: rlsv3.RateLimitResponse_OK}, nil
+// OK answers every Envoy rate-limit call OK without deciding anything:
+// served by rls.NewServer, the floor a rate-limit service is measured
+// against.
+func OK(context.Context, *rls.Request) (*rls.Response, error) {
+	return &rls.Response{OverallCode: rls.OK}, nil
 }
 
 // CPUProbe reads the CPU time a process has used so far.

@@ -29,6 +29,10 @@ type ConfigReader interface {
 	WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error)
 }
 
+// processStart is about when the process started: package variables are
+// set before main runs.
+var processStart = time.Now()
+
 // Source holds the config being enforced and keeps it current. Readers
 // never block: they load the current *Policies.
 type Source struct {
@@ -170,7 +174,12 @@ func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
 		return err
 	}
 	old := s.current.Swap(ps)
-	if old == nil || old.Revision != rev || old.Len() != ps.Len() {
+	switch {
+	case old == nil:
+		// The first config makes the sidecar ready: how long that took
+		// from the process's start is part of what a pod's start costs.
+		s.Log.Info("Config loaded", "revision", rev, "policies", ps.Len(), "sinceStart", time.Since(processStart).Round(time.Millisecond).String())
+	case old.Revision != rev || old.Len() != ps.Len():
 		s.Log.Info("Config loaded", "revision", rev, "policies", ps.Len())
 	}
 	if old != nil && old.Revision != rev && s.OnRevision != nil {

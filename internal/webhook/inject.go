@@ -64,6 +64,14 @@ const (
 	// SidecarProgram is the injected container's command: the image holds
 	// it beside /quota-operator.
 	SidecarProgram = "/quota-sidecar"
+	// DefaultCPU and DefaultMemory are an injected sidecar's requests
+	// (and memory limit) unless the manager's flags or the pod's
+	// annotations say otherwise. 48Mi is twice what BenchmarkFootprint's
+	// load makes quota-sidecar resident, and the first sidecar on a node,
+	// charged for its binary's pages, stays under half of it
+	// (test/cluster); docs/performance.md.
+	DefaultCPU    = "50m"
+	DefaultMemory = "48Mi"
 	// PortName is the sidecar's proxy port when it does not take the app
 	// port's name.
 	PortName = "quota-proxy"
@@ -114,7 +122,7 @@ type Config struct {
 	// start (--fallback-policy-file), so a pod can start during an outage.
 	FallbackConfigMap string
 	// CPU and Memory are the sidecar's request (and memory limit) unless
-	// a pod's annotations say otherwise; zero: 50m and 64Mi.
+	// a pod's annotations say otherwise; zero: DefaultCPU and DefaultMemory.
 	CPU, Memory resource.Quantity
 	// FailurePolicy, when set ("Open" or "Closed"), overrides every
 	// policy's failurePolicy in sidecars whose pod does not set its own.
@@ -462,7 +470,7 @@ func annotationPort(pod *corev1.Pod, key string, def int32) (int32, error) {
 }
 
 func resources(pod *corev1.Pod, cfg Config) (corev1.ResourceRequirements, error) {
-	cpu, mem := resource.MustParse("50m"), resource.MustParse("64Mi")
+	cpu, mem := resource.MustParse(DefaultCPU), resource.MustParse(DefaultMemory)
 	if !cfg.CPU.IsZero() {
 		cpu = cfg.CPU
 	}

@@ -74,6 +74,7 @@ func TestOperatorOnTheNode(t *testing.T) {
 	t.Run("a client pod through the Service gets exactly the limit", func(t *testing.T) {
 		expectExactly(t, "tenant-a", 5)
 	})
+	t.Run("the first sidecar on the node serves 3,000 requests under half its memory limit", expectSmallFootprint)
 	t.Run("kubectl get rlp shows the policy enforced by its pods", expectEnforcedByPods)
 	t.Run("sidecars reach Redis as their namespace's own user", expectTenantUser)
 	t.Run("the other replica takes over when the leader is deleted", func(t *testing.T) {
@@ -370,6 +371,7 @@ func deployWorkload(t *testing.T) {
 	kubectl(t, "create", "namespace", appNS)
 	kubectl(t, "label", "namespace", appNS, "quotaops.dev/inject=enabled")
 	kubectl(t, "create", "namespace", clientNS)
+	dropPageCache(t)
 	applyYAML(t, fmt.Sprintf(workloadYAML, appNS, env.testappImg, appNS, clientNS, env.testappImg))
 	kubectl(t, "-n", appNS, "rollout", "status", "deployment/api", "--timeout="+rolloutTimeout)
 	kubectl(t, "-n", clientNS, "wait", "--for=condition=Ready", "pod/client", "--timeout="+rolloutTimeout)

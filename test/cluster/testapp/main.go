@@ -5,10 +5,11 @@
 //	                                 ?sleep=DURATION if asked; on SIGTERM it
 //	                                 finishes the requests in flight, as a
 //	                                 well-behaved app does
-//	testapp get --url U --header K=V --n N [--body] [--insecure] [--every D]
+//	testapp get --url U --header K=V --n N [--body] [--insecure] [--every D] [--vary S]
 //	                                 sends N GETs, one after another (with
 //	                                 --every, the i-th at i*D from the
-//	                                 start: a steady load), and prints one
+//	                                 start: a steady load; with --vary, as S
+//	                                 subjects), and prints one
 //	                                 JSON line per answer: its status, the
 //	                                 rate-limit headers, the milliseconds
 //	                                 from the start it was sent at and,
@@ -25,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -97,6 +99,7 @@ func get(args []string) error {
 	body := fs.Bool("body", false, "show the body too")
 	insecure := fs.Bool("insecure", false, "accept any TLS certificate (a self-signed one)")
 	every := fs.Duration("every", 0, "send the i-th request at i times this from the start (0: each when the last is answered)")
+	vary := fs.Int("vary", 0, "when above 0, the i-th request's header value ends in -(i mod vary): that many subjects")
 	_ = fs.Parse(args)
 	client := &http.Client{Timeout: 10 * time.Second}
 	if *insecure {
@@ -107,7 +110,11 @@ func get(args []string) error {
 	for i := range *n {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * *every)))
 		sent := time.Since(start).Milliseconds()
-		a := once(client, *url, *header, *body)
+		h := *header
+		if *vary > 0 && h != "" {
+			h += "-" + strconv.Itoa(i%*vary)
+		}
+		a := once(client, *url, h, *body)
 		a.Millis = sent
 		if err := enc.Encode(a); err != nil {
 			return err

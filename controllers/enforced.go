@@ -27,10 +27,11 @@ type EnforcementReader interface {
 	Enforcing(ctx context.Context, namespace string, ttl time.Duration) (map[string]int64, error)
 }
 
-// How long a sidecar's report stands (it reports every 5 s), and how soon
-// Enforced is looked at again: soon while pods catch up, rarely after.
+// How long a sidecar's report stands (it reports a new revision at once,
+// an unchanged one every minute), and how soon Enforced is looked at
+// again: soon while pods catch up, rarely after.
 const (
-	enforcementTTL    = 15 * time.Second
+	enforcementTTL    = 3 * time.Minute
 	recheckLagging    = 2 * time.Second
 	recheckEnforced   = 30 * time.Second
 	maxPodsNamed      = 5

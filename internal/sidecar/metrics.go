@@ -1,10 +1,13 @@
 package sidecar
 
 import (
+	"io"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
@@ -14,15 +17,30 @@ import (
 // config (namespace, policy, limit), never subjects, so their number is
 // bounded by the config whatever the traffic. A nil *Metrics records
 // nothing.
+//
+// They are kept with VictoriaMetrics/metrics, which writes Prometheus's
+// text format without the Prometheus client's protobuf runtime: that
+// client made up about 2 MiB of what each sidecar holds resident
+// (docs/performance.md). Its exposition has TYPE lines and empty HELP
+// lines; docs/observability.md describes each metric.
 type Metrics struct {
-	Registry *prometheus.Registry
-	// quota registers the quota_* series, with the namespace label.
-	quota          prometheus.Registerer
-	decisions      *prometheus.CounterVec
-	storeSeconds   *prometheus.HistogramVec
-	ConfigRevision prometheus.Gauge
-	ConfigErrors   prometheus.Counter
+	set       *metrics.Set
+	namespace string
+	// decisions are quota_decisions_total's counters by their labels,
+	// made on first use so a decision costs a lookup, not a name.
+	decisions    *sync.Map
+	storeSeconds map[string]*metrics.PrometheusHistogram
+	// ConfigRevision and ConfigErrors are quota_config_revision and
+	// quota_config_errors_total.
+	ConfigRevision *metrics.Gauge
+	ConfigErrors   *metrics.Counter
 }
+
+// decisionLabels name one quota_decisions_total series in a namespace.
+type decisionLabels struct{ policy, limit, result string }
+
+// storeBuckets are quota_store_request_duration_seconds's, in seconds.
+var storeBuckets = []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25}
 
 // Decision results, the "result" label of quota_decisions_total.
 const (
@@ -46,61 +64,76 @@ const (
 // quota_* series carries the sidecar's namespace, so dashboards and alerts
 // can select and group by it whatever the scrape adds.
 func NewMetrics(namespace string, breakerOpen func() bool) *Metrics {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return namespaceMetrics(reg, namespace, breakerOpen)
+	metrics.ExposeMetadata(true)
+	return namespaceMetrics(metrics.NewSet(), namespace, breakerOpen)
 }
 
 // ForNamespace registers another namespace's quota_* series beside m's,
 // for a gateway that serves several.
 func (m *Metrics) ForNamespace(namespace string, breakerOpen func() bool) *Metrics {
-	return namespaceMetrics(m.Registry, namespace, breakerOpen)
+	return namespaceMetrics(m.set, namespace, breakerOpen)
 }
 
-func namespaceMetrics(reg *prometheus.Registry, namespace string, breakerOpen func() bool) *Metrics {
-	m := &Metrics{
-		Registry: reg,
-		quota:    prometheus.WrapRegistererWith(prometheus.Labels{"namespace": namespace}, reg),
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "quota_decisions_total", Help: "Decisions per limit and result.",
-		}, []string{"policy", "limit", "result"}),
-		storeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "quota_store_request_duration_seconds", Help: "Time of each decision's store call.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25},
-		}, []string{"outcome"}),
-		ConfigRevision: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "quota_config_revision", Help: "Revision of the config being enforced (0: a policy file).",
-		}),
-		ConfigErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "quota_config_errors_total", Help: "Config documents or files refused; the last valid config stayed.",
-		}),
+func namespaceMetrics(set *metrics.Set, namespace string, breakerOpen func() bool) *Metrics {
+	m := &Metrics{set: set, namespace: namespace, decisions: &sync.Map{}, storeSeconds: map[string]*metrics.PrometheusHistogram{}}
+	for _, outcome := range []string{"ok", "error"} {
+		m.storeSeconds[outcome] = set.NewPrometheusHistogramExt(m.series("quota_store_request_duration_seconds", "outcome", outcome), storeBuckets)
 	}
-	breaker := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "quota_store_breaker_open", Help: "1 while the circuit breaker skips the store.",
-	}, func() float64 {
+	m.ConfigRevision = set.NewGauge(m.series("quota_config_revision"), nil)
+	m.ConfigErrors = set.NewCounter(m.series("quota_config_errors_total"))
+	set.NewGauge(m.series("quota_store_breaker_open"), func() float64 {
 		if breakerOpen() {
 			return 1
 		}
 		return 0
 	})
-	m.quota.MustRegister(m.decisions, m.storeSeconds, m.ConfigRevision, m.ConfigErrors, breaker)
 	return m
+}
+
+// series names a series of the namespace: name{labels}, the namespace's
+// among them, sorted by name as the Prometheus client wrote them.
+func (m *Metrics) series(name string, labels ...string) string {
+	type label struct{ name, value string }
+	all := []label{{"namespace", m.namespace}}
+	for i := 0; i+1 < len(labels); i += 2 {
+		all = append(all, label{labels[i], labels[i+1]})
+	}
+	slices.SortFunc(all, func(a, b label) int { return strings.Compare(a.name, b.name) })
+	parts := make([]string, len(all))
+	for i, l := range all {
+		parts[i] = l.name + `="` + labelEscaper.Replace(l.value) + `"`
+	}
+	return name + "{" + strings.Join(parts, ",") + "}"
+}
+
+// labelEscaper escapes a label value as the text format wants.
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+// WritePrometheus writes every series, and the process's own (go_* and
+// process_*), in Prometheus's text format.
+func (m *Metrics) WritePrometheus(w io.Writer) {
+	m.set.WritePrometheus(w)
+	metrics.WriteProcessMetrics(w)
+}
+
+// count adds one to quota_decisions_total for a limit and result.
+func (m *Metrics) count(policy, limit, result string) {
+	key := decisionLabels{policy, limit, result}
+	c, ok := m.decisions.Load(key)
+	if !ok {
+		c, _ = m.decisions.LoadOrStore(key, m.set.GetOrCreateCounter(
+			m.series("quota_decisions_total", "policy", policy, "limit", limit, "result", result)))
+	}
+	c.(*metrics.Counter).Inc()
 }
 
 // WatchMemory exports a memory store's fill: its entries, bound and
 // refusals.
 func (m *Metrics) WatchMemory(mem *store.Memory) {
-	m.quota.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "quota_store_memory_entries", Help: "Keys and hash fields the memory store holds.",
-		}, func() float64 { return float64(mem.Entries()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "quota_store_memory_max_entries", Help: "The memory store's bound on entries (memory://?max_entries).",
-		}, func() float64 { return float64(mem.MaxEntries()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "quota_store_memory_refused_total", Help: "Writes the full memory store refused; each policy's failurePolicy decided those requests.",
-		}, func() float64 { return float64(mem.Refused()) }),
-	)
+	m.set.NewGauge(m.series("quota_store_memory_entries"), func() float64 { return float64(mem.Entries()) })
+	m.set.NewGauge(m.series("quota_store_memory_max_entries"), func() float64 { return float64(mem.MaxEntries()) })
+	refused := m.series("quota_store_memory_refused_total")
+	m.set.RegisterMetricsWriter(func(w io.Writer) { metrics.WriteCounterUint64(w, refused, uint64(mem.Refused())) })
 }
 
 func (m *Metrics) decided(applied []Applied, d limiter.Decision) {
@@ -108,7 +141,7 @@ func (m *Metrics) decided(applied []Applied, d limiter.Decision) {
 		return
 	}
 	for i, a := range applied {
-		m.decisions.WithLabelValues(a.Policy, a.Name, limitResult(i, d)).Inc()
+		m.count(a.Policy, a.Name, limitResult(i, d))
 	}
 }
 
@@ -139,7 +172,7 @@ func (m *Metrics) cancelled(applied []Applied) {
 		return
 	}
 	for _, a := range applied {
-		m.decisions.WithLabelValues(a.Policy, a.Name, ResultCancelled).Inc()
+		m.count(a.Policy, a.Name, ResultCancelled)
 	}
 }
 
@@ -153,7 +186,7 @@ func (m *Metrics) keyRefused(e *KeyError) {
 	if e.missing {
 		result = ResultKeyMissing
 	}
-	m.decisions.WithLabelValues(e.Policy, e.Limit, result).Inc()
+	m.count(e.Policy, e.Limit, result)
 }
 
 func (m *Metrics) failed(applied []Applied, open bool) {
@@ -165,7 +198,7 @@ func (m *Metrics) failed(applied []Applied, open bool) {
 		result = ResultFailedOpen
 	}
 	for _, a := range applied {
-		m.decisions.WithLabelValues(a.Policy, a.Name, result).Inc()
+		m.count(a.Policy, a.Name, result)
 	}
 }
 
@@ -177,5 +210,5 @@ func (m *Metrics) storeLatency(d time.Duration, err error) {
 	if err != nil {
 		outcome = "error"
 	}
-	m.storeSeconds.WithLabelValues(outcome).Observe(d.Seconds())
+	m.storeSeconds[outcome].Update(d.Seconds())
 }

@@ -26,6 +26,7 @@ import (
 // ConfigReader is the store as a config source.
 type ConfigReader interface {
 	Configs(ctx context.Context, namespace string) (int64, map[string][]byte, error)
+	ConfigRevision(ctx context.Context, namespace string) (int64, error)
 	WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error)
 }
 
@@ -69,23 +70,29 @@ func (s *Source) Current() *Policies { return s.current.Load() }
 func (s *Source) Ready() bool { return s.current.Load() != nil }
 
 // RunStore loads the namespace's config from the store, then reloads it on
-// every announced change and every resync (announcements are lost while a
+// every announced change, and whenever the revision it checks every resync
+// differs from the one it enforces (announcements are lost while a
 // connection is down). It returns when ctx ends.
 func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Duration) {
 	var changes <-chan int64
+	reload := false
 	for {
 		if !s.Ready() {
 			// A config (or the Fallback) first: subscribing to a store
 			// that does not answer can take its dial timeouts and retries,
 			// 15 s and more, and the pod is not Ready meanwhile.
 			s.loadStore(ctx, r)
+			reload = false
 		}
 		if changes == nil {
 			if ch, err := r.WatchConfigs(ctx, s.Namespace); err == nil {
-				changes = ch
+				// What changed before the subscription was not announced.
+				changes, reload = ch, reload || s.stale(ctx, r)
 			}
 		}
-		s.loadStore(ctx, r)
+		if reload {
+			s.loadStore(ctx, r)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -93,9 +100,25 @@ func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Durat
 			if !ok {
 				changes = nil
 			}
+			reload = true
 		case <-time.After(s.nextLoad(resync)):
+			reload = s.stale(ctx, r)
 		}
 	}
+}
+
+// stale reports whether the whole config must be read again: nothing is
+// loaded from the store yet, or its revision is not the one enforced (or
+// cannot be read, so the read says why).
+func (s *Source) stale(ctx context.Context, r ConfigReader) bool {
+	cur := s.current.Load()
+	if cur == nil || s.fromFallback {
+		return true
+	}
+	rctx, cancel := context.WithTimeout(ctx, configReadTimeout)
+	defer cancel()
+	rev, err := r.ConfigRevision(rctx, s.Namespace)
+	return err != nil || rev != cur.Revision
 }
 
 // nextLoad is how long to wait before reading config again: resync, but

@@ -1,20 +1,21 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
@@ -208,7 +209,7 @@ func TestCallerCancellationDoesNotOpenTheBreaker(t *testing.T) {
 		t.Fatal("cancelled calls opened the breaker")
 	}
 	for result, want := range map[string]float64{ResultCancelled: 20, ResultFailedOpen: 0} {
-		if got := testutil.ToFloat64(e.Metrics.decisions.WithLabelValues("p", "l", result)); got != want {
+		if got := decisionCount(e.Metrics, "p", "l", result); got != want {
 			t.Errorf("quota_decisions_total{result=%q} %v; want %v", result, got, want)
 		}
 	}
@@ -232,7 +233,7 @@ func TestInvalidRequestIsNotAStoreFailure(t *testing.T) {
 	if b.Open() {
 		t.Fatal("invalid requests opened the breaker")
 	}
-	if got := testutil.ToFloat64(e.Metrics.decisions.WithLabelValues("p", "l", ResultFailedOpen)); got != 0 {
+	if got := decisionCount(e.Metrics, "p", "l", ResultFailedOpen); got != 0 {
 		t.Errorf("quota_decisions_total{result=failed_open} %v; want 0", got)
 	}
 }
@@ -315,7 +316,7 @@ func TestKnownOverLimitDeniedWhileTheStoreIsAway(t *testing.T) {
 		}
 	}
 	for result, want := range map[string]float64{ResultDenied: 16, ResultFailedOpen: 5} {
-		total := testutil.ToFloat64(e.Metrics.decisions.WithLabelValues("p", "l", result))
+		total := decisionCount(e.Metrics, "p", "l", result)
 		if total != want {
 			t.Errorf("quota_decisions_total{result=%q} %v; want %v", result, total, want)
 		}
@@ -345,16 +346,30 @@ func fillThenKnow(t *testing.T, e *Enforcer, applied []Applied) {
 	}
 }
 
+// decisionCount is a quota_decisions_total series' value (0 before its
+// first decision).
+func decisionCount(m *Metrics, policy, limit, result string) float64 {
+	c, ok := m.decisions.Load(decisionLabels{policy, limit, result})
+	if !ok {
+		return 0
+	}
+	return float64(c.(*metrics.Counter).Get())
+}
+
 // storeObservations is how many store calls quota_store_request_duration_seconds timed.
 func storeObservations(t *testing.T, m *Metrics) uint64 {
 	t.Helper()
+	var out bytes.Buffer
+	m.WritePrometheus(&out)
 	var n uint64
-	for _, outcome := range []string{"ok", "error"} {
-		var out dto.Metric
-		if err := m.storeSeconds.WithLabelValues(outcome).(prometheus.Histogram).Write(&out); err != nil {
-			t.Fatal(err)
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "quota_store_request_duration_seconds_count{") {
+			v, err := strconv.ParseUint(line[strings.LastIndexByte(line, ' ')+1:], 10, 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			n += v
 		}
-		n += out.GetHistogram().GetSampleCount()
 	}
 	return n
 }

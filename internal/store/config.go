@@ -196,10 +196,30 @@ func (r *Redis) Configs(ctx context.Context, namespace string) (int64, map[strin
 	return n, docs, nil
 }
 
+// ConfigRevision is namespace's config revision alone (0 when none was
+// written): one GET, which a reader's timer asks before it reads the
+// whole config, so an idle sidecar costs Redis little.
+func (r *Redis) ConfigRevision(ctx context.Context, namespace string) (int64, error) {
+	_, revKey, _ := configKeys(namespace)
+	rev, err := r.c.Get(ctx, revKey).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	return rev, redisError(err)
+}
+
+// watchHealthCheck is how long the subscription may stay silent before
+// go-redis PINGs it (its default is 3 s). An idle sidecar's one command
+// every few seconds cost Redis more than anything else it does; a dead
+// subscription found later is covered by the readers' timer and by the
+// re-read on resubscription.
+const watchHealthCheck = 30 * time.Second
+
 // WatchConfigs announces namespace's new revisions until ctx ends. It
 // keeps only the newest unread revision, so a slow reader never blocks the
-// store; announcements sent while the connection was down are lost, so
-// readers also re-read on a timer.
+// store. Announcements sent while the connection was down are lost: when
+// go-redis subscribes again it announces 0, which means anything may have
+// changed, and readers also check the revision on a timer.
 func (r *Redis) WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error) {
 	_, _, channel := configKeys(namespace)
 	ps := r.c.Subscribe(ctx, channel)
@@ -211,7 +231,7 @@ func (r *Redis) WatchConfigs(ctx context.Context, namespace string) (<-chan int6
 	go func() {
 		defer close(out)
 		defer func() { _ = ps.Close() }()
-		msgs := ps.Channel()
+		msgs := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(watchHealthCheck))
 		for {
 			select {
 			case <-ctx.Done():
@@ -220,13 +240,24 @@ func (r *Redis) WatchConfigs(ctx context.Context, namespace string) (<-chan int6
 				if !ok {
 					return
 				}
-				if rev, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
-					offerNewest(out, rev)
-				}
+				announce(out, m)
 			}
 		}
 	}()
 	return out, nil
+}
+
+// announce offers what a subscription message says: a new revision, or,
+// for a subscription go-redis renewed on a new connection, 0.
+func announce(out chan int64, m any) {
+	switch m := m.(type) {
+	case *redis.Message:
+		if rev, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+			offerNewest(out, rev)
+		}
+	case *redis.Subscription:
+		offerNewest(out, 0)
+	}
 }
 
 // offerNewest puts rev in ch, replacing an unread older revision.
@@ -337,6 +368,16 @@ func (m *Memory) Configs(ctx context.Context, namespace string) (int64, map[stri
 		docs[id] = append([]byte{}, doc...)
 	}
 	return c.rev[namespace], docs, nil
+}
+
+// ConfigRevision is namespace's config revision (0 when none was written).
+func (m *Memory) ConfigRevision(ctx context.Context, namespace string) (int64, error) {
+	if err := m.usable(ctx); err != nil {
+		return 0, err
+	}
+	m.configs.mu.Lock()
+	defer m.configs.mu.Unlock()
+	return m.configs.rev[namespace], nil
 }
 
 func (m *Memory) WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error) {

@@ -151,6 +151,33 @@ func TestMemoryUse(t *testing.T) {
 	}
 }
 
+// A subscription renewed on a new connection, whose announcements of the
+// meantime are lost, announces 0: anything may have changed.
+func TestWatchConfigsAnnouncesARenewedSubscription(t *testing.T) {
+	s, err := store.Open(single.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes, err := s.(*store.Redis).WatchConfigs(ctx, fmt.Sprintf("renew-%d", time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := single.Client().ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case rev := <-changes:
+		if rev != 0 {
+			t.Fatalf("announced %d after the subscription's connection was killed; want 0", rev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing announced after the subscription's connection was killed")
+	}
+}
+
 // BumpConfig announces a new revision with the same documents; a namespace
 // without config gets none, as revision 1 with no documents would tell its
 // sidecars that every policy is gone.

@@ -19,6 +19,7 @@ type ConfigStore interface {
 	CreateConfigs(ctx context.Context, namespace string, docs map[string][]byte) (int64, error)
 	DeleteConfig(ctx context.Context, namespace, id string) (int64, error)
 	Configs(ctx context.Context, namespace string) (int64, map[string][]byte, error)
+	ConfigRevision(ctx context.Context, namespace string) (int64, error)
 	WatchConfigs(ctx context.Context, namespace string) (<-chan int64, error)
 }
 
@@ -72,6 +73,7 @@ func RunConfigs(t *testing.T, s ConfigStore) {
 	if rev, docs, err := s.Configs(ctx, ns+"-empty"); err != nil || rev != 0 || len(docs) != 0 {
 		t.Fatalf("empty namespace: %d %q %v", rev, docs, err)
 	}
+	expectConfigRevisions(t, s, map[string]int64{ns: 4, ns + "-empty": 0})
 	cancel()
 	select {
 	case _, open := <-changes:
@@ -80,6 +82,16 @@ func RunConfigs(t *testing.T, s ConfigStore) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("watch not closed after its context ended")
+	}
+}
+
+// expectConfigRevisions checks ConfigRevision of each namespace.
+func expectConfigRevisions(t *testing.T, s ConfigStore, want map[string]int64) {
+	t.Helper()
+	for ns, w := range want {
+		if rev, err := s.ConfigRevision(ctx, ns); rev != w || err != nil {
+			t.Fatalf("ConfigRevision(%s): %d, %v; want %d", ns, rev, err, w)
+		}
 	}
 }
 

@@ -1,0 +1,90 @@
+package sidecar_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/quotaops/quota-operator/internal/config"
+	"github.com/quotaops/quota-operator/internal/sidecar"
+	"github.com/quotaops/quota-operator/internal/store"
+	"github.com/quotaops/quota-operator/internal/store/storetest"
+	"github.com/quotaops/quota-operator/internal/testutil/localtest"
+)
+
+// countingReader counts the whole-config reads and the revision checks
+// a source makes, and, when silent, loses every announcement.
+type countingReader struct {
+	*store.Memory
+	silent            bool
+	configs, revision atomic.Int64
+}
+
+func (c *countingReader) Configs(ctx context.Context, ns string) (int64, map[string][]byte, error) {
+	c.configs.Add(1)
+	return c.Memory.Configs(ctx, ns)
+}
+
+func (c *countingReader) ConfigRevision(ctx context.Context, ns string) (int64, error) {
+	c.revision.Add(1)
+	return c.Memory.ConfigRevision(ctx, ns)
+}
+
+func (c *countingReader) WatchConfigs(ctx context.Context, ns string) (<-chan int64, error) {
+	if c.silent {
+		return make(chan int64), nil
+	}
+	return c.Memory.WatchConfigs(ctx, ns)
+}
+
+// An idle source checks the revision on its timer and reads the whole
+// config only when it changed; a change whose announcement was lost is
+// found by that check. Before, every resync read the whole config.
+func TestSourceReadsTheWholeConfigOnlyWhenItsRevisionChanged(t *testing.T) {
+	mem := store.NewMemory()
+	t.Cleanup(func() { _ = mem.Close() })
+	r := &countingReader{Memory: mem, silent: true}
+	put := func(limit int64) {
+		t.Helper()
+		doc, err := config.CompileRateLimitPolicy(perIP("idle", limit, "1m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := doc.Encode()
+		if _, err := storetest.PutConfig(context.Background(), mem, "idle", doc.ID(), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &sidecar.Source{Namespace: "idle", EveryPolicy: true, Log: logr.Discard()}
+	go src.RunStore(ctx, r, 10*time.Millisecond)
+	revision := func(want int64) func() error {
+		return func() error {
+			if ps := src.Current(); ps == nil || ps.Revision != want {
+				return fmt.Errorf("revision %v, want %d", ps, want)
+			}
+			return nil
+		}
+	}
+	localtest.WaitFor(t, 5*time.Second, "revision 1 loaded", revision(1))
+	localtest.WaitFor(t, 5*time.Second, "20 revision checks", func() error {
+		if n := r.revision.Load(); n < 20 {
+			return fmt.Errorf("%d checks", n)
+		}
+		return nil
+	})
+	if n := r.configs.Load(); n != 1 {
+		t.Fatalf("the whole config was read %d times while it did not change; want once", n)
+	}
+	put(4) // announced to no one
+	localtest.WaitFor(t, 5*time.Second, "revision 2 found by the revision check", revision(2))
+	if n := r.configs.Load(); n != 2 {
+		t.Fatalf("the whole config was read %d times; want twice, once per revision", n)
+	}
+}

@@ -96,7 +96,7 @@ type Deciding struct {
 func (d *Deciding) Bind(fs *flag.FlagSet, scope string) {
 	fs.StringVar(&d.FailurePolicy, "failure-policy", "", "Open or Closed: overrides every policy's failurePolicy"+scope+"; empty: each policy's own")
 	fs.DurationVar(&d.StoreTimeout, "store-timeout", 50*time.Millisecond, "bound on each store call")
-	fs.DurationVar(&d.Resync, "resync-interval", 10*time.Second, "how often the config revision is checked besides change announcements; the whole config is read when it changed")
+	fs.DurationVar(&d.Resync, "resync-interval", time.Minute, "how often the config revision is checked besides change announcements; the whole config is read when it changed")
 	fs.DurationVar(&d.DrainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for requests in flight")
 }
 

@@ -101,7 +101,7 @@ func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Durat
 				changes = nil
 			}
 			reload = true
-		case <-time.After(s.nextLoad(resync)):
+		case <-time.After(s.nextLoad(resync, changes != nil)):
 			reload = s.stale(ctx, r)
 		}
 	}
@@ -121,15 +121,23 @@ func (s *Source) stale(ctx context.Context, r ConfigReader) bool {
 	return err != nil || rev != cur.Revision
 }
 
-// nextLoad is how long to wait before reading config again: resync, but
-// at most a second until a first config is in, since the pod is not Ready
-// before it is.
-func (s *Source) nextLoad(resync time.Duration) time.Duration {
-	if s.Ready() {
-		return resync
+// nextLoad is how long to wait before checking the config again: resync
+// while all is well; at most a second until a first config is in, since
+// the pod is not Ready before it is; at most degradedRetry while it runs
+// on the Fallback or without a subscription, so it is back on the store's
+// config, and hears of changes, soon after the store is.
+func (s *Source) nextLoad(resync time.Duration, subscribed bool) time.Duration {
+	switch {
+	case !s.Ready():
+		return min(resync, time.Second)
+	case s.fromFallback || !subscribed:
+		return min(resync, degradedRetry)
 	}
-	return min(resync, time.Second)
+	return resync
 }
+
+// degradedRetry: see nextLoad.
+const degradedRetry = 10 * time.Second
 
 // configReadTimeout bounds one read of the config: a store that does not
 // answer is given up on soon enough for the Fallback to make the pod Ready.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/quotaops/quota-operator/internal/store"
-	"github.com/quotaops/quota-operator/internal/testutil/benchutil"
 	"github.com/quotaops/quota-operator/internal/testutil/bintest"
 	"github.com/quotaops/quota-operator/internal/testutil/redistest"
 )
@@ -35,15 +34,12 @@ func BenchmarkFanOut(b *testing.B) {
 	b.Cleanup(func() { _ = s.Close() })
 	rs := s.(*store.Redis)
 	publish(b, rs, benchPolicy())
+	quiet := idleRedis(b, rs) // Redis's own idle cost, which no sidecar adds
 	sidecars := startIdleSidecars(b, srv.URL, n)
 	waitRevision(b, sidecars, 1, time.Minute)
 	time.Sleep(5 * time.Second)            // past start-up: connections settle
 	clients := connectedClients(b, rs) - 1 // this one
-	idle := 20 * time.Second
-	probe := benchutil.RedisCPU(rs.Client())
-	cpu0 := read(b, probe)
-	time.Sleep(idle)
-	cpu1 := read(b, probe)
+	busy := idleRedis(b, rs)
 	start := time.Now()
 	p := benchPolicy()
 	p.Spec.Limits[0].Rates[0].Limit = huge - 1
@@ -51,12 +47,14 @@ func BenchmarkFanOut(b *testing.B) {
 	last := waitRevision(b, sidecars, 2, time.Minute)
 	fmt.Printf("\nFan-out: %d idle sidecars of one namespace on one Redis\n", n)
 	fmt.Printf("  Redis connections: %d (%.2f per sidecar)\n", clients, float64(clients)/float64(n))
-	fmt.Printf("  Redis CPU at idle: %.2f%% of a core (%.1f µs per sidecar per second)\n",
-		100*(cpu1-cpu0).Seconds()/idle.Seconds(), float64((cpu1-cpu0).Microseconds())/idle.Seconds()/float64(n))
+	perSidecar := (busy.micros - quiet.micros) / float64(n)
+	fmt.Printf("  Redis CPU at idle: %.2f%% of a core, %.2f%% without them: %.1f µs per sidecar per second, %.3f commands\n",
+		busy.micros/1e4, quiet.micros/1e4, perSidecar, (busy.commands-quiet.commands)/float64(n))
 	fmt.Printf("  sidecar memory (RSS): %s\n", rssSummary(b, sidecars))
 	fmt.Printf("  a config change reached all of them in %v (the last one)\n", last.Sub(start).Round(time.Millisecond))
 	b.ReportMetric(float64(clients)/float64(n), "conns/sidecar")
 	b.ReportMetric(float64(last.Sub(start).Milliseconds()), "fanout-ms")
+	b.ReportMetric(perSidecar, "redis-idle-µs/s/sidecar")
 }
 
 // idleSidecar is one process of the fan-out.

@@ -151,6 +151,39 @@ func TestMemoryUse(t *testing.T) {
 	}
 }
 
+// A config read (MULTI/EXEC), a revision check and a plain command, one
+// after another, take one connection: go-redis's separate pipeline pool
+// kept a second one open in every idle sidecar.
+func TestSequentialCallsShareOneConnection(t *testing.T) {
+	srv := redistest.StartOrSkip(t)
+	s, err := store.Open(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	r, ctx := s.(*store.Redis), context.Background()
+	if _, _, err := r.Configs(ctx, "one"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ConfigRevision(ctx, "one"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Configs(ctx, "one"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Client().Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	list, err := srv.Client().ClientList(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This store's connections, and the one that asks.
+	if n := strings.Count(strings.TrimSpace(list), "\n") + 1; n != 2 {
+		t.Fatalf("%d connections, want this store's one and the asker's:\n%s", n, list)
+	}
+}
+
 // A subscription renewed on a new connection, whose announcements of the
 // meantime are lost, announces 0: anything may have changed.
 func TestWatchConfigsAnnouncesARenewedSubscription(t *testing.T) {

@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
@@ -96,14 +94,8 @@ func (f *adjustFlags) object(ctx context.Context, cl client.Reader, ns string, a
 // An adjustment that cannot be applied (Invalid, PerPodCounters) fails;
 // one waiting for its target or the store is left to the operator.
 func waitApplied(ctx context.Context, cl client.Client, qa *v1alpha1.QuotaAdjustment, limit time.Duration, stdout io.Writer) error {
-	var cond *metav1.Condition
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, limit, true, func(ctx context.Context) (bool, error) {
-		if err := cl.Get(ctx, client.ObjectKeyFromObject(qa), qa); err != nil {
-			return false, err
-		}
-		cond = meta.FindStatusCondition(qa.Status.Conditions, v1alpha1.ConditionApplied)
-		return cond != nil && (cond.Status == metav1.ConditionTrue || final(cond.Reason)), nil
-	})
+	cond, err := pollCondition(ctx, cl, qa, func() []metav1.Condition { return qa.Status.Conditions }, v1alpha1.ConditionApplied,
+		100*time.Millisecond, limit, func(c *metav1.Condition) bool { return c.Status == metav1.ConditionTrue || final(c.Reason) })
 	switch {
 	case cond != nil && cond.Status == metav1.ConditionTrue:
 		fmt.Fprintln(stdout, cond.Message)

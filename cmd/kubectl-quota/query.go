@@ -28,14 +28,8 @@ func ask(ctx context.Context, cl client.Client, ns string, spec v1alpha1.QuotaQu
 		defer cancel()
 		_ = cl.Delete(dctx, q)
 	}()
-	var cond *metav1.Condition
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, limit, true, func(ctx context.Context) (bool, error) {
-		if err := cl.Get(ctx, client.ObjectKeyFromObject(q), q); err != nil {
-			return false, err
-		}
-		cond = meta.FindStatusCondition(q.Status.Conditions, v1alpha1.ConditionAnswered)
-		return cond != nil, nil
-	})
+	cond, err := pollCondition(ctx, cl, q, func() []metav1.Condition { return q.Status.Conditions }, v1alpha1.ConditionAnswered,
+		50*time.Millisecond, limit, func(*metav1.Condition) bool { return true })
 	switch {
 	case cond != nil && cond.Status == metav1.ConditionTrue:
 		return q, nil
@@ -45,4 +39,20 @@ func ask(ctx context.Context, cl client.Client, ns string, spec v1alpha1.QuotaQu
 		return nil, fmt.Errorf("no answer within %s to quotaquery.policy.quotaops.dev/%s: is the operator running?", limit, q.Name)
 	}
 	return nil, err
+}
+
+// pollCondition gets obj every so often until its condition typ (read by
+// conditions) is there and done says it will not change, or limit passes.
+// It returns the condition last seen (nil: none yet) and the wait's error.
+func pollCondition(ctx context.Context, cl client.Client, obj client.Object, conditions func() []metav1.Condition, typ string,
+	every, limit time.Duration, done func(*metav1.Condition) bool) (*metav1.Condition, error) {
+	var cond *metav1.Condition
+	err := wait.PollUntilContextTimeout(ctx, every, limit, true, func(ctx context.Context) (bool, error) {
+		if err := cl.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return false, err
+		}
+		cond = meta.FindStatusCondition(conditions(), typ)
+		return cond != nil && done(cond), nil
+	})
+	return cond, err
 }

@@ -79,23 +79,8 @@ func TestEnforcesAPolicyFile(t *testing.T) {
 	}
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("app")) }))
 	defer app.Close()
-	labels := filepath.Join(t.TempDir(), "labels")
-	if err := os.WriteFile(labels, []byte(`app="demo-api"`+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proxy, admin := localtest.FreeAddr(t), localtest.FreeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--store", "memory://", "--upstream", app.URL, "--listen", proxy, "--admin-listen", admin,
-		"--health-listen", "", "--policy-file", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"),
-		"--pod-labels-file", labels)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = cmd.Wait() }()
-	localtest.WaitOK(t, 30*time.Second, "http://"+admin+"/readyz")
+	proxy := localtest.FreeAddr(t)
+	_, logs := runSample(t, bin, "--upstream", app.URL, "--listen", proxy)
 	var codes []int
 	var last *http.Response
 	for range 101 {
@@ -145,24 +130,9 @@ func TestGRPCListenRunsQuotaOperatorSidecar(t *testing.T) {
 		copyFile(t, bin, filepath.Join(dir, filepath.Base(bin)))
 	}
 	slim := filepath.Join(dir, "quota-sidecar")
-	labels := filepath.Join(dir, "labels")
-	if err := os.WriteFile(labels, []byte(`app="demo-api"`+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	grpcAddr, admin := localtest.FreeAddr(t), localtest.FreeAddr(t)
-	args := []string{"--store", "memory://", "--upstream", "http://127.0.0.1:9", "--listen", localtest.FreeAddr(t), "--admin-listen", admin,
-		"--health-listen", "", "--policy-file", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"),
-		"--pod-labels-file", labels, "--grpc-listen", grpcAddr}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	cmd := exec.CommandContext(ctx, slim, args...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cancel(); _ = cmd.Wait() }()
-	localtest.WaitOK(t, 30*time.Second, "http://"+admin+"/readyz")
+	grpcAddr := localtest.FreeAddr(t)
+	args := []string{"--upstream", "http://127.0.0.1:9", "--listen", localtest.FreeAddr(t), "--grpc-listen", grpcAddr}
+	cmd, logs := runSample(t, slim, args...)
 	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)); err != nil || exe != filepath.Join(dir, "quota-operator") {
 		t.Fatalf("the process runs %q (%v), want quota-operator beside quota-sidecar", exe, err)
 	}
@@ -179,10 +149,33 @@ func TestGRPCListenRunsQuotaOperatorSidecar(t *testing.T) {
 
 	alone := filepath.Join(t.TempDir(), "quota-sidecar")
 	copyFile(t, slim, alone)
-	out, err := exec.Command(alone, args...).CombinedOutput()
+	out, err := exec.Command(alone, append(args, "--store", "memory://", "--namespace", "alone", "--admin-listen", localtest.FreeAddr(t))...).CombinedOutput()
 	if code := exitCode(t, err); code != 1 || !strings.Contains(string(out), "--grpc-listen is served by quota-operator, which is not beside this program") {
 		t.Fatalf("alone: exit %d, %q; want exit 1 and what is missing", code, out)
 	}
+}
+
+// runSample runs bin with args on the memory store, enforcing the per-ip
+// sample policy for a pod labelled app=demo-api, until the test ends, and
+// returns once it is ready.
+func runSample(t *testing.T, bin string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	labels := filepath.Join(t.TempDir(), "labels")
+	if err := os.WriteFile(labels, []byte(`app="demo-api"`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := localtest.FreeAddr(t)
+	cmd := exec.Command(bin, append([]string{"--store", "memory://", "--admin-listen", admin, "--health-listen", "",
+		"--policy-file", filepath.Join(kubeenv.ModuleRoot(), "config", "samples", "policy_v1alpha1_ratelimitpolicy_per_ip.yaml"),
+		"--pod-labels-file", labels}, args...)...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	localtest.WaitOK(t, 30*time.Second, "http://"+admin+"/readyz")
+	return cmd, &logs
 }
 
 func copyFile(t *testing.T, from, to string) {

@@ -265,6 +265,39 @@ func TestInjectGRPCOnLoopbackUnlessExposed(t *testing.T) {
 	}
 }
 
+// A pod that asks for Envoy's rate-limit service, which quota-sidecar
+// hands to quota-operator sidecar, gets that program's memory, unless the
+// manager's setting is higher or the pod names its own.
+func TestGRPCSidecarMemory(t *testing.T) {
+	for _, tt := range []struct {
+		name, podMemory, managerMemory, want string
+	}{
+		{"the default", "", "", GRPCMemory},
+		{"over the manager's lower setting", "", "64Mi", GRPCMemory},
+		{"the manager's higher setting", "", "256Mi", "256Mi"},
+		{"the pod's own", "96Mi", "", "96Mi"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ann := map[string]string{AnnotationInject: "true", AnnotationGRPCPort: "8081"}
+			if tt.podMemory != "" {
+				ann[AnnotationMemory] = tt.podMemory
+			}
+			c := Config{Image: "img", Store: "memory://"}
+			if tt.managerMemory != "" {
+				c.Memory = resource.MustParse(tt.managerMemory)
+			}
+			p := pod(ann, corev1.ContainerPort{ContainerPort: 8080})
+			if _, err := Inject(p, false, c); err != nil {
+				t.Fatal(err)
+			}
+			got := p.Spec.Containers[1].Resources
+			if !got.Limits.Memory().Equal(resource.MustParse(tt.want)) || !got.Requests.Memory().Equal(resource.MustParse(tt.want)) {
+				t.Fatalf("resources %v; want %s of memory", got, tt.want)
+			}
+		})
+	}
+}
+
 // Admin port, failure policy, trusted proxies and gRPC port annotations
 // and a policy ConfigMap add their arguments; the ConfigMap is mounted
 // optional, so a namespace without one still starts.

@@ -42,6 +42,13 @@ func envInt(name string, def int) int {
 	return def
 }
 
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
+}
+
 // grpcCase is one load on Envoy's rate-limit API: the request for the
 // i-th call and the answer every measured call must get.
 type grpcCase struct {

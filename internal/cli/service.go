@@ -68,13 +68,13 @@ func NewLog(o *zap.Options, w io.Writer) logr.Logger {
 	return zap.New(zap.UseFlagOptions(o), zap.WriteTo(zapcore.Lock(zapcore.AddSync(w))))
 }
 
-// DecisionGCPercent is the GOGC of the gateway service unless the
-// environment sets one: one Deployment that decides for many namespaces,
-// where CPU counts more than the tens of MiB of heap it lets grow. The
-// sidecar, multiplied by every pod, keeps Go's default (100): it allocates
-// about 20 KiB per proxied request now that the proxy's copy buffers are
-// pooled, so collecting more often costs it no measurable CPU per decision,
-// and its heap stays a few MiB (docs/performance.md).
+// DecisionGCPercent is the GOGC of the gateway service and of
+// `quota-operator sidecar` (the program of pods that serve Envoy's
+// rate-limit service) unless the environment sets one: there CPU per
+// decision counts more than the tens of MiB of heap it lets grow.
+// quota-sidecar, in every other injected pod, keeps Go's default (100):
+// its live heap is 1-2 MiB, and 400's smallest goal is 16 MiB of heap
+// (docs/performance.md).
 const DecisionGCPercent = 400
 
 // SetDecisionGC gives a process that decides requests DecisionGCPercent.

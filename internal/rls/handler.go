@@ -10,7 +10,6 @@ type StatusCode uint32
 
 // The codes this service answers with.
 const (
-	CodeOK               StatusCode = 0
 	CodeInvalidArgument  StatusCode = 3
 	CodePermissionDenied StatusCode = 7
 )

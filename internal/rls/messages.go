@@ -39,9 +39,8 @@ type Entry struct {
 // Code is a RateLimitResponse.Code.
 type Code int32
 
-// The codes of an answer.
+// The codes of an answer (0 is UNKNOWN, never answered).
 const (
-	Unknown   Code = 0
 	OK        Code = 1
 	OverLimit Code = 2
 )

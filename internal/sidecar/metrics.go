@@ -22,7 +22,7 @@ import (
 // text format without the Prometheus client's protobuf runtime: that
 // client made up about 2 MiB of what each sidecar holds resident
 // (docs/performance.md). Its exposition has TYPE lines and empty HELP
-// lines; docs/observability.md describes each metric.
+// lines; docs/sidecar.md describes each metric.
 type Metrics struct {
 	set       *metrics.Set
 	namespace string

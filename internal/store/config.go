@@ -183,11 +183,9 @@ func (r *Redis) Configs(ctx context.Context, namespace string) (int64, map[strin
 		}
 		return 0, nil, redisError(err)
 	}
-	n := int64(0)
-	if v := rev.Val(); v != "" {
-		if n, err = strconv.ParseInt(v, 10, 64); err != nil {
-			return 0, nil, ErrNotInteger
-		}
+	n, err := parseRevision(rev.Val())
+	if err != nil {
+		return 0, nil, err
 	}
 	docs := make(map[string][]byte, len(all.Val()))
 	for id, doc := range all.Val() {
@@ -201,11 +199,23 @@ func (r *Redis) Configs(ctx context.Context, namespace string) (int64, map[strin
 // whole config, so an idle sidecar costs Redis little.
 func (r *Redis) ConfigRevision(ctx context.Context, namespace string) (int64, error) {
 	_, revKey, _ := configKeys(namespace)
-	rev, err := r.c.Get(ctx, revKey).Int64()
-	if errors.Is(err, redis.Nil) {
+	v, err := r.c.Get(ctx, revKey).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, redisError(err)
+	}
+	return parseRevision(v)
+}
+
+// parseRevision reads a revision key's value: "" (none written) is 0.
+func parseRevision(v string) (int64, error) {
+	if v == "" {
 		return 0, nil
 	}
-	return rev, redisError(err)
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, ErrNotInteger
+	}
+	return n, nil
 }
 
 // watchHealthCheck is how long the subscription may stay silent before

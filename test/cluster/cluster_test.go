@@ -770,18 +770,7 @@ func redisRestarts(t *testing.T, pod string) int {
 func killOnNode(t *testing.T, pod, name string) {
 	t.Helper()
 	uid := kubectl(t, "-n", operatorNS, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}")
-	pids, err := filepath.Glob("/proc/[0-9]*/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range pids {
-		comm, _ := os.ReadFile(f)
-		cgroup, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "cgroup"))
-		if strings.TrimSpace(string(comm)) != name ||
-			!strings.Contains(string(cgroup), uid) && !strings.Contains(string(cgroup), strings.ReplaceAll(uid, "-", "_")) {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+	for pid := range nodeProcesses(t, name, uid) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}

@@ -36,22 +36,34 @@ func dropPageCache(t *testing.T) {
 // uid when it is not empty, each with its memory cgroup's folder.
 func sidecarProcesses(t *testing.T, uid string) map[int]string {
 	t.Helper()
+	out := map[int]string{}
+	for pid, cgroup := range nodeProcesses(t, webhook.ContainerName, uid) {
+		out[pid] = memoryCgroup(cgroup)
+	}
+	return out
+}
+
+// nodeProcesses are this node's processes named comm, of the pod with uid
+// when it is not empty, each with its /proc/PID/cgroup.
+func nodeProcesses(t *testing.T, comm, uid string) map[int]string {
+	t.Helper()
 	comms, err := filepath.Glob("/proc/[0-9]*/comm")
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[int]string{}
 	for _, f := range comms {
-		comm, _ := os.ReadFile(f)
-		if strings.TrimSpace(string(comm)) != webhook.ContainerName {
+		name, _ := os.ReadFile(f)
+		if strings.TrimSpace(string(name)) != comm {
 			continue
 		}
-		cgroup, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "cgroup"))
-		if uid != "" && !strings.Contains(string(cgroup), uid) && !strings.Contains(string(cgroup), strings.ReplaceAll(uid, "-", "_")) {
+		raw, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "cgroup"))
+		cgroup := string(raw)
+		if uid != "" && !strings.Contains(cgroup, uid) && !strings.Contains(cgroup, strings.ReplaceAll(uid, "-", "_")) {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		out[pid] = memoryCgroup(string(cgroup))
+		out[pid] = cgroup
 	}
 	return out
 }

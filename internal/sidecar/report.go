@@ -22,27 +22,43 @@ const (
 	reportTTL   = 3 * time.Minute
 )
 
+// reportRetry is how soon a report that failed is tried again.
+const reportRetry = 5 * time.Second
+
 // RunReports reports the revision the sidecar enforces as pod, at once
-// when it changes and every reportEvery otherwise, until ctx ends.
+// when it changes and every reportEvery otherwise, until ctx ends. It
+// sleeps between reports: an idle sidecar's process wakes for nothing
+// else.
 func (s *Source) RunReports(ctx context.Context, r EnforcingReporter, pod string) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	last, at := int64(-1), time.Time{}
+	installed := s.signal()
+	last := int64(-1)
+	wait := time.NewTimer(0)
+	defer wait.Stop()
 	for {
-		if ps := s.Current(); ps != nil && (ps.Revision != last || time.Since(at) >= reportEvery) {
-			rctx, cancel := context.WithTimeout(ctx, time.Second)
-			err := r.ReportEnforcing(rctx, s.Namespace, pod, ps.Revision, reportTTL)
-			cancel()
-			if err != nil {
-				s.Log.V(1).Info("Cannot report the enforced revision", "error", err.Error())
-			} else {
-				last, at = ps.Revision, time.Now()
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-installed:
+			if ps := s.Current(); ps == nil || ps.Revision == last {
+				continue // the timer still runs for the unchanged revision
+			}
+		case <-wait.C:
 		}
+		next := reportEvery
+		if ps := s.Current(); ps == nil {
+			next = reportRetry // nothing enforced yet; installed will say
+		} else if err := s.report(ctx, r, pod, ps.Revision); err != nil {
+			s.Log.V(1).Info("Cannot report the enforced revision", "error", err.Error())
+			next = reportRetry
+		} else {
+			last = ps.Revision
+		}
+		wait.Reset(next)
 	}
+}
+
+func (s *Source) report(ctx context.Context, r EnforcingReporter, pod string, rev int64) error {
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	return r.ReportEnforcing(rctx, s.Namespace, pod, rev, reportTTL)
 }

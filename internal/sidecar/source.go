@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,17 @@ type Source struct {
 	// docs are the last valid documents by id, so an invalid document never
 	// replaces a valid one.
 	docs map[string]*config.Policy
+	// installed is signalled (without blocking) each time a config is
+	// installed: what RunReports waits on instead of polling.
+	installed chan struct{}
+	once      sync.Once
+}
+
+// signal is the installed channel, made on first use: Source is built as
+// a literal.
+func (s *Source) signal() chan struct{} {
+	s.once.Do(func() { s.installed = make(chan struct{}, 1) })
+	return s.installed
 }
 
 // Current is the config to enforce; nil until the first load.
@@ -215,6 +227,10 @@ func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
 	}
 	if old != nil && old.Revision != rev && s.OnRevision != nil {
 		s.OnRevision()
+	}
+	select {
+	case s.signal() <- struct{}{}:
+	default: // one pending signal says all there is to say
 	}
 	if s.Metrics != nil {
 		s.Metrics.ConfigRevision.Set(float64(rev))

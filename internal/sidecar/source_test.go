@@ -2,7 +2,10 @@ package sidecar_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,5 +89,71 @@ func TestSourceReadsTheWholeConfigOnlyWhenItsRevisionChanged(t *testing.T) {
 	localtest.WaitFor(t, 5*time.Second, "revision 2 found by the revision check", revision(2))
 	if n := r.configs.Load(); n != 2 {
 		t.Fatalf("the whole config was read %d times; want twice, once per revision", n)
+	}
+}
+
+// reportLog records the revisions reported, failing the first fail calls.
+type reportLog struct {
+	mu   sync.Mutex
+	fail int
+	revs []int64
+}
+
+func (l *reportLog) ReportEnforcing(_ context.Context, _, _ string, rev int64, _ time.Duration) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fail > 0 {
+		l.fail--
+		return errors.New("store down")
+	}
+	l.revs = append(l.revs, rev)
+	return nil
+}
+
+func (l *reportLog) reported() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.revs)
+}
+
+// A source reports each new revision once, as soon as it is installed,
+// and retries a report that failed; it does not report an unchanged
+// revision again before a minute (it used to look every second).
+func TestSourceReportsEachNewRevisionAtOnce(t *testing.T) {
+	mem := store.NewMemory()
+	t.Cleanup(func() { _ = mem.Close() })
+	put := func(limit int64) {
+		t.Helper()
+		doc, err := config.CompileRateLimitPolicy(perIP("reports", limit, "1m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := doc.Encode()
+		if _, err := storetest.PutConfig(context.Background(), mem, "reports", doc.ID(), raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &sidecar.Source{Namespace: "reports", EveryPolicy: true, Log: logr.Discard()}
+	log := &reportLog{fail: 1} // the first report fails and is retried
+	go src.RunReports(ctx, log, "pod-a")
+	go src.RunStore(ctx, mem, time.Hour)
+	reported := func(want ...int64) func() error {
+		return func() error {
+			if got := log.reported(); !slices.Equal(got, want) {
+				return fmt.Errorf("reported %v, want %v", got, want)
+			}
+			return nil
+		}
+	}
+	localtest.WaitFor(t, 10*time.Second, "revision 1 reported after one failure", reported(1))
+	put(4)
+	// Well before the minute an unchanged revision waits.
+	localtest.WaitFor(t, 5*time.Second, "revision 2 reported at once", reported(1, 2))
+	time.Sleep(1500 * time.Millisecond)
+	if err := reported(1, 2)(); err != nil {
+		t.Fatalf("an unchanged revision was reported again within a minute: %v", err)
 	}
 }

@@ -18,8 +18,10 @@ var Build = sync.OnceValues(func() (string, error) { return build("quota-operato
 // path.
 var BuildSidecar = sync.OnceValues(func() (string, error) { return build("quota-sidecar") })
 
-// build builds ./cmd/name into a new folder, stripped as `make build`
-// strips what ships, so measurements of a process see what a pod runs.
+// build builds ./cmd/name into a new folder, static and stripped as `make
+// build` and the image build what ships, so measurements of a process see
+// what a pod runs (a cgo build maps libc and the loader: 1.4 MiB more
+// resident memory).
 func build(name string) (string, error) {
 	dir, err := os.MkdirTemp("", name+"-bin-")
 	if err != nil {
@@ -28,6 +30,7 @@ func build(name string) (string, error) {
 	bin := filepath.Join(dir, name)
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./cmd/"+name)
 	cmd.Dir = kubeenv.ModuleRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stderr = os.Stderr
 	return bin, cmd.Run()
 }

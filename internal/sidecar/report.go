@@ -11,8 +11,8 @@ type EnforcingReporter interface {
 	ReportEnforcing(ctx context.Context, namespace, pod string, rev int64, ttl time.Duration) error
 }
 
-// How often a sidecar reports an unchanged revision, and how long a report
-// stands: a sidecar that stops reporting drops out within reportTTL. A new
+// How often a sidecar reports an unchanged revision (Source.report), and
+// how long a report stands: a sidecar that stops reporting drops out within reportTTL. A new
 // revision is reported at once, so these only bound how long a wedged
 // sidecar still counts as enforcing; the manager counts running pods
 // only, so a deleted pod's report counts for nothing. Every 5 s, each
@@ -25,40 +25,43 @@ const (
 // reportRetry is how soon a report that failed is tried again.
 const reportRetry = 5 * time.Second
 
-// RunReports reports the revision the sidecar enforces as pod, at once
-// when it changes and every reportEvery otherwise, until ctx ends. It
-// sleeps between reports: an idle sidecar's process wakes for nothing
-// else.
-func (s *Source) RunReports(ctx context.Context, r EnforcingReporter, pod string) {
-	installed := s.signal()
-	last := int64(-1)
-	wait := time.NewTimer(0)
-	defer wait.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-installed:
-			if ps := s.Current(); ps == nil || ps.Revision == last {
-				continue // the timer still runs for the unchanged revision
-			}
-		case <-wait.C:
-		}
-		next := reportEvery
-		if ps := s.Current(); ps == nil {
-			next = reportRetry // nothing enforced yet; installed will say
-		} else if err := s.report(ctx, r, pod, ps.Revision); err != nil {
-			s.Log.V(1).Info("Cannot report the enforced revision", "error", err.Error())
-			next = reportRetry
-		} else {
-			last = ps.Revision
-		}
-		wait.Reset(next)
+// report is what was last reported, and when.
+type report struct {
+	rev    int64
+	at     time.Time
+	failed bool
+}
+
+// report tells the Reporter the revision enforced when it is new, when the
+// last report is reportEvery old, or when the last one failed
+// reportRetry ago.
+func (s *Source) report(ctx context.Context) {
+	ps := s.Current()
+	if s.Reporter == nil || ps == nil {
+		return
+	}
+	last := s.reported
+	due := last.at.IsZero() || ps.Revision != last.rev || time.Since(last.at) >= reportEvery ||
+		last.failed && time.Since(last.at) >= reportRetry
+	if !due {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	err := s.Reporter.ReportEnforcing(rctx, s.Namespace, s.Pod, ps.Revision, reportTTL)
+	cancel()
+	s.reported = report{rev: ps.Revision, at: time.Now(), failed: err != nil}
+	if err != nil {
+		s.Log.V(1).Info("Cannot report the enforced revision", "error", err.Error())
 	}
 }
 
-func (s *Source) report(ctx context.Context, r EnforcingReporter, pod string, rev int64) error {
-	rctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	return r.ReportEnforcing(rctx, s.Namespace, pod, rev, reportTTL)
+// nextReport is how long until a report is due again.
+func (s *Source) nextReport() time.Duration {
+	switch {
+	case s.Reporter == nil || s.reported.at.IsZero():
+		return reportEvery
+	case s.reported.failed:
+		return max(reportRetry-time.Since(s.reported.at), 0)
+	}
+	return max(reportEvery-time.Since(s.reported.at), 0)
 }

@@ -186,10 +186,10 @@ func runSource(ctx context.Context, o Options, s store.Store, src *Source) error
 	case o.PolicyFile != "":
 		go src.RunFile(ctx, o.PolicyFile, time.Second)
 	case ok:
-		go src.RunStore(ctx, cs, o.Resync)
 		if r, ok := s.(EnforcingReporter); ok && o.PodName != "" {
-			go src.RunReports(ctx, r, o.PodName)
+			src.Reporter, src.Pod = r, o.PodName
 		}
+		go src.RunStore(ctx, cs, o.Resync)
 	default:
 		return errors.New("the store cannot hold config: give --policy-file")
 	}

@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,17 +61,11 @@ type Source struct {
 	// docs are the last valid documents by id, so an invalid document never
 	// replaces a valid one.
 	docs map[string]*config.Policy
-	// installed is signalled (without blocking) each time a config is
-	// installed: what RunReports waits on instead of polling.
-	installed chan struct{}
-	once      sync.Once
-}
-
-// signal is the installed channel, made on first use: Source is built as
-// a literal.
-func (s *Source) signal() chan struct{} {
-	s.once.Do(func() { s.installed = make(chan struct{}, 1) })
-	return s.installed
+	// Reporter, when set, is told the revision enforced as Pod: at once
+	// when it is new, and every reportEvery otherwise (report.go).
+	Reporter EnforcingReporter
+	Pod      string
+	reported report
 }
 
 // Current is the config to enforce; nil until the first load.
@@ -84,7 +77,10 @@ func (s *Source) Ready() bool { return s.current.Load() != nil }
 // RunStore loads the namespace's config from the store, then reloads it on
 // every announced change, and whenever the revision it checks every resync
 // differs from the one it enforces (announcements are lost while a
-// connection is down). It returns when ctx ends.
+// connection is down). With a Reporter, it reports the revision it
+// enforces after each of those: one goroutine, so an idle sidecar's
+// reads and reports never overlap (which would open a second command
+// connection) and share its timer's wake-ups. It returns when ctx ends.
 func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Duration) {
 	var changes <-chan int64
 	reload := false
@@ -105,6 +101,7 @@ func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Durat
 		if reload {
 			s.loadStore(ctx, r)
 		}
+		s.report(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -113,7 +110,7 @@ func (s *Source) RunStore(ctx context.Context, r ConfigReader, resync time.Durat
 				changes = nil
 			}
 			reload = true
-		case <-time.After(s.nextLoad(resync, changes != nil)):
+		case <-time.After(min(s.nextLoad(resync, changes != nil), s.nextReport())):
 			reload = s.stale(ctx, r)
 		}
 	}
@@ -228,10 +225,7 @@ func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
 	if old != nil && old.Revision != rev && s.OnRevision != nil {
 		s.OnRevision()
 	}
-	select {
-	case s.signal() <- struct{}{}:
-	default: // one pending signal says all there is to say
-	}
+
 	if s.Metrics != nil {
 		s.Metrics.ConfigRevision.Set(float64(rev))
 	}

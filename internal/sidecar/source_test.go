@@ -118,7 +118,10 @@ func (l *reportLog) reported() []int64 {
 
 // A source reports each new revision once, as soon as it is installed,
 // and retries a report that failed; it does not report an unchanged
-// revision again before a minute (it used to look every second).
+// revision again before a minute. (Reports had a goroutine of their own
+// that looked every second, and whose first report, beside the config's
+// first reads, opened a second command connection in 36 of 1,000 idle
+// sidecars.)
 func TestSourceReportsEachNewRevisionAtOnce(t *testing.T) {
 	mem := store.NewMemory()
 	t.Cleanup(func() { _ = mem.Close() })
@@ -136,9 +139,8 @@ func TestSourceReportsEachNewRevisionAtOnce(t *testing.T) {
 	put(3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	src := &sidecar.Source{Namespace: "reports", EveryPolicy: true, Log: logr.Discard()}
 	log := &reportLog{fail: 1} // the first report fails and is retried
-	go src.RunReports(ctx, log, "pod-a")
+	src := &sidecar.Source{Namespace: "reports", EveryPolicy: true, Log: logr.Discard(), Reporter: log, Pod: "pod-a"}
 	go src.RunStore(ctx, mem, time.Hour)
 	reported := func(want ...int64) func() error {
 		return func() error {

@@ -423,12 +423,12 @@ func TestSamplesAreProgrammed(t *testing.T) {
 	ns := namespace(t)
 	kubectl(t, "apply", "-n", ns, "-k", filepath.Join(kubeenv.ModuleRoot(), "config", "samples"))
 	eventually(t, 15*time.Second, "every sample programmed", func() error {
-		if err := storedCount(ns, 7); err != nil {
+		if err := storedCount(ns, 9); err != nil {
 			return err
 		}
 		out := kubectlOut("get", "rlp,uq", "-n", ns, "-o", `jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Programmed")].status}{"\n"}{end}`)
-		if n := strings.Count(out, "=True"); n != 7 {
-			return fmt.Errorf("%d of 7 programmed:\n%s", n, out)
+		if n := strings.Count(out, "=True"); n != 9 {
+			return fmt.Errorf("%d of 9 programmed:\n%s", n, out)
 		}
 		return nil
 	})

@@ -70,6 +70,9 @@ func sidecarMetrics(t *testing.T) string {
 	mem := store.NewMemory()
 	p := rateLimitPolicy(ns, "api", 1)
 	p.Spec.Selector = metav1.LabelSelector{} // every pod, this one without labels too
+	// A limit that reads its cost from the response: its cost series.
+	p.Spec.Limits = append(p.Spec.Limits, v1alpha1.Limit{Name: "tokens", Rates: []v1alpha1.Rate{{Limit: 1000, Window: "1m"}},
+		CostFrom: &v1alpha1.CostFrom{ResponseHeader: "X-Usage-Units"}})
 	rlp, err := config.CompileRateLimitPolicy(p)
 	if err != nil {
 		t.Fatal(err)

@@ -152,3 +152,36 @@ type PolicyStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	EnforcedPods string `json:"enforcedPods,omitempty"`
 }
+
+// CostFrom charges a request what its response says it cost, in units the
+// app learns while it answers (rows exported, LLM tokens). Admission takes
+// reserve units at once, so concurrent requests cannot all slip under the
+// limit; when the response says the cost, the difference is charged (or
+// given back). A response that does not say charges the reserve.
+// +kubebuilder:validation:XValidation:rule="has(self.responseHeader) != has(self.responseJSONPointer)",message="set exactly one of responseHeader and responseJSONPointer"
+type CostFrom struct {
+	// responseHeader names the response header holding the cost, a
+	// non-negative integer. It is read from the trailers when the app
+	// declares it in Trailer. The client never sees it.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	ResponseHeader string `json:"responseHeader,omitempty"`
+	// responseJSONPointer is an RFC 6901 pointer, such as
+	// /usage/total_tokens, to the cost in an application/json body (up to
+	// 1 MiB), or in the last event of a text/event-stream whose data holds
+	// it (as OpenAI-compatible servers send with include_usage).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^(/([^~/]|~[01])*)+$`
+	ResponseJSONPointer string `json:"responseJSONPointer,omitempty"`
+	// reserve is the units a request needs left to be admitted, charged at
+	// admission and settled when the cost is known.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	Reserve int64 `json:"reserve,omitempty"`
+}

@@ -71,6 +71,8 @@ type Rate struct {
 // Limit is one named limit of a policy.
 // +kubebuilder:validation:XValidation:rule="self.rates.all(r, self.rates.exists_one(s, duration(s.window) == duration(r.window)))",message="rates may appear only once per window"
 // +kubebuilder:validation:XValidation:rule="self.rates.all(r, r.limit >= self.cost)",message="cost must not be above any rate's limit: such a request could never pass"
+// +kubebuilder:validation:XValidation:rule="!has(self.costFrom) || self.cost == 1",message="cost and costFrom are exclusive: with costFrom the response says the cost, and costFrom.reserve is what admission takes"
+// +kubebuilder:validation:XValidation:rule="!has(self.costFrom) || self.rates.all(r, r.limit >= self.costFrom.reserve)",message="costFrom.reserve must not be above any rate's limit: such a request could never pass"
 // +kubebuilder:validation:XValidation:rule="self.algorithm != 'TokenBucket' || self.rates.all(r, duration(r.window).getMilliseconds() * 1000 >= r.limit)",message="a token bucket refills at most one token per microsecond: lower the limit or lengthen the window"
 type Limit struct {
 	// name identifies the limit in its policy, in headers, metrics and the
@@ -105,6 +107,10 @@ type Limit struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000
 	Cost int64 `json:"cost,omitempty"`
+	// costFrom charges what the response says the request cost, instead
+	// of a fixed cost.
+	// +optional
+	CostFrom *CostFrom `json:"costFrom,omitempty"`
 	// whenKeyMissing is what a request that lacks a header or query
 	// parameter of key gets: Skip (the default) passes it uncounted by
 	// this limit; Deny denies it, so no request escapes the limit by

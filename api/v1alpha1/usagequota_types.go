@@ -60,6 +60,7 @@ type Override struct {
 }
 
 // UsageQuotaSpec is the desired quota.
+// +kubebuilder:validation:XValidation:rule="!has(self.costFrom) || self.costFrom.reserve <= self.limit && (!has(self.overrides) || self.overrides.all(o, o.limit >= self.costFrom.reserve))",message="costFrom.reserve must not be above the limit or any override's: such a request could never pass"
 type UsageQuotaSpec struct {
 	// selector picks the pods whose sidecars enforce this quota.
 	// +required
@@ -90,6 +91,10 @@ type UsageQuotaSpec struct {
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=9007199254740991
 	Limit int64 `json:"limit"`
+	// costFrom charges what the response says a request cost, instead of
+	// 1 unit a request.
+	// +optional
+	CostFrom *CostFrom `json:"costFrom,omitempty"`
 	// period: Hour, Day, Week (ISO, from Monday) or Month, on the calendar
 	// of timeZone.
 	// +required

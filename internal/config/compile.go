@@ -45,6 +45,12 @@ func CompileUsageQuota(q *v1alpha1.UsageQuota) (*Policy, error) {
 	if !validPeriod(q.Spec.Period) {
 		errs = append(errs, field.NotSupported(spec.Child("period"), q.Spec.Period, []string{"Hour", "Day", "Week", "Month"}))
 	}
+	var costFrom *CostFrom
+	if q.Spec.CostFrom != nil {
+		var cerrs field.ErrorList
+		costFrom, cerrs = compileCostFrom(q.Spec.CostFrom, spec.Child("costFrom"))
+		errs = append(errs, cerrs...)
+	}
 	if len(errs) > 0 {
 		return nil, errs.ToAggregate()
 	}
@@ -59,6 +65,7 @@ func CompileUsageQuota(q *v1alpha1.UsageQuota) (*Policy, error) {
 		// The schema defaults it; objects stored before the field existed
 		// get the same default from Bound.
 		MaxSubjects: int64(q.Spec.MaxSubjects),
+		CostFrom:    costFrom,
 	}
 	for _, o := range q.Spec.Overrides {
 		out.Quota.Overrides = append(out.Quota.Overrides, Override{SubjectHash: OverrideHash(o), Limit: o.Limit})
@@ -106,10 +113,22 @@ func compileLimit(l v1alpha1.Limit, path *field.Path) (Limit, field.ErrorList) {
 	if out.Cost == 0 {
 		out.Cost = 1
 	}
+	var errs field.ErrorList
+	if l.CostFrom != nil {
+		cpath := path.Child("costFrom")
+		if l.Cost > 1 {
+			errs = append(errs, field.Invalid(path.Child("cost"), l.Cost, "cost and costFrom are exclusive: with costFrom the response says the cost"))
+		}
+		var cerrs field.ErrorList
+		out.CostFrom, cerrs = compileCostFrom(l.CostFrom, cpath)
+		errs = append(errs, cerrs...)
+		if out.CostFrom != nil {
+			out.Cost = out.CostFrom.Reserve
+		}
+	}
 	for _, k := range l.Key {
 		out.Key = append(out.Key, KeySource{Source: string(k.Source), Name: k.Name, IPv6Prefix: int(k.IPv6PrefixLength)})
 	}
-	var errs field.ErrorList
 	for i, r := range l.Rates {
 		ms, err := windowMillis(r.Window)
 		if err != nil {
@@ -118,6 +137,59 @@ func compileLimit(l v1alpha1.Limit, path *field.Path) (Limit, field.ErrorList) {
 		out.Rates = append(out.Rates, Rate{Limit: r.Limit, WindowMs: ms})
 	}
 	return out, errs
+}
+
+// compileCostFrom checks what the schema checks too (objects from
+// --policy-file never met it).
+func compileCostFrom(c *v1alpha1.CostFrom, path *field.Path) (*CostFrom, field.ErrorList) {
+	out := &CostFrom{Reserve: c.Reserve}
+	if out.Reserve == 0 {
+		out.Reserve = 1
+	}
+	var errs field.ErrorList
+	switch {
+	case (c.ResponseHeader == "") == (c.ResponseJSONPointer == ""):
+		errs = append(errs, field.Required(path, "set exactly one of responseHeader and responseJSONPointer"))
+	case c.ResponseHeader != "":
+		if !validHeaderName(c.ResponseHeader) {
+			errs = append(errs, field.Invalid(path.Child("responseHeader"), c.ResponseHeader, "not a header name"))
+		}
+		out.Header = textproto.CanonicalMIMEHeaderKey(c.ResponseHeader)
+	default:
+		if _, err := ParsePointer(c.ResponseJSONPointer); err != nil {
+			errs = append(errs, field.Invalid(path.Child("responseJSONPointer"), c.ResponseJSONPointer, err.Error()))
+		}
+		out.JSONPointer = c.ResponseJSONPointer
+	}
+	if out.Reserve < 1 || out.Reserve > maxCost {
+		errs = append(errs, field.Invalid(path.Child("reserve"), c.Reserve, "must be between 1 and 1000000000"))
+	}
+	return out, errs
+}
+
+// maxCost bounds a cost and a reserve, as the schema does.
+const maxCost = 1_000_000_000
+
+// validHeaderName: an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for _, r := range s {
+		if !tokenChar(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenChar: a character of a header name, as the schema's pattern allows.
+func tokenChar(r rune) bool {
+	switch {
+	case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		return true
+	}
+	return strings.ContainsRune("!#$%&'*+-.^_|~", r)
 }
 
 // windowMillis reads a window, which must be a whole number of

@@ -7,6 +7,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -103,7 +104,11 @@ type Limit struct {
 	Key       []KeySource `json:"key,omitempty"`
 	Algorithm string      `json:"algorithm"`
 	Rates     []Rate      `json:"rates"`
-	Cost      int64       `json:"cost"`
+	// Cost is what a request takes at admission: with CostFrom, its
+	// reserve.
+	Cost int64 `json:"cost"`
+	// CostFrom, when set, says where the response gives the real cost.
+	CostFrom *CostFrom `json:"costFrom,omitempty"`
 	// DenyMissingKey: a request that lacks a header or query parameter of
 	// Key is denied rather than skipped (whenKeyMissing: Deny).
 	DenyMissingKey bool `json:"denyMissingKey,omitempty"`
@@ -123,6 +128,26 @@ type Quota struct {
 	// Overrides are keyed by the subject's hash; raw subjects never leave
 	// the API object.
 	Overrides []Override `json:"overrides,omitempty"`
+	// CostFrom, when set, says where the response gives the real cost;
+	// admission takes its Reserve. Without it a request costs 1.
+	CostFrom *CostFrom `json:"costFrom,omitempty"`
+}
+
+// Cost is what a request takes from the quota at admission.
+func (q *Quota) Cost() int64 {
+	if q.CostFrom != nil {
+		return q.CostFrom.Reserve
+	}
+	return 1
+}
+
+// CostFrom is where a response says what its request cost: exactly one of
+// Header (canonical form) and JSONPointer (RFC 6901). Reserve is what
+// admission took.
+type CostFrom struct {
+	Header      string `json:"header,omitempty"`
+	JSONPointer string `json:"jsonPointer,omitempty"`
+	Reserve     int64  `json:"reserve"`
 }
 
 // DefaultMaxSubjects is UsageQuota's spec.maxSubjects default: about 10 MB
@@ -163,5 +188,38 @@ func Decode(doc []byte) (*Policy, error) {
 	if (p.Kind == KindRateLimitPolicy) == (p.Quota != nil) || p.Kind != KindRateLimitPolicy && p.Kind != KindUsageQuota {
 		return nil, fmt.Errorf("config: %s is neither a rate limit policy nor a quota", p.ID())
 	}
+	if err := p.checkCosts(); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", p.ID(), err)
+	}
 	return &p, nil
+}
+
+// checkCosts refuses a costFrom the sidecar could not read, so that one
+// document is refused rather than the namespace's whole config.
+func (p *Policy) checkCosts() error {
+	check := func(c *CostFrom) error {
+		switch {
+		case c == nil:
+			return nil
+		case (c.Header == "") == (c.JSONPointer == ""):
+			return errors.New("costFrom needs exactly one of a header and a JSON pointer")
+		case c.Reserve < 1 || c.Reserve > maxCost:
+			return fmt.Errorf("costFrom reserve %d is outside 1..%d", c.Reserve, maxCost)
+		case c.Header != "" && !validHeaderName(c.Header):
+			return fmt.Errorf("costFrom header %q is not a header name", c.Header)
+		case c.JSONPointer != "":
+			_, err := ParsePointer(c.JSONPointer)
+			return err
+		}
+		return nil
+	}
+	if p.Quota != nil {
+		return check(p.Quota.CostFrom)
+	}
+	for _, l := range p.Limits {
+		if err := check(l.CostFrom); err != nil {
+			return fmt.Errorf("limit %s: %w", l.Name, err)
+		}
+	}
+	return nil
 }

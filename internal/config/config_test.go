@@ -123,11 +123,14 @@ func TestDecode(t *testing.T) {
 		t.Fatalf("round trip: %+v, %v", back, err)
 	}
 	for name, doc := range map[string]string{
-		"not JSON":           `{"schema":`,
-		"future schema":      `{"schema":2,"kind":"UsageQuota","quota":{}}`,
-		"quota without body": `{"schema":1,"kind":"UsageQuota"}`,
-		"limits with quota":  `{"schema":1,"kind":"RateLimitPolicy","quota":{}}`,
-		"unknown kind":       `{"schema":1,"kind":"Secret"}`,
+		"not JSON":            `{"schema":`,
+		"future schema":       `{"schema":2,"kind":"UsageQuota","quota":{}}`,
+		"quota without body":  `{"schema":1,"kind":"UsageQuota"}`,
+		"limits with quota":   `{"schema":1,"kind":"RateLimitPolicy","quota":{}}`,
+		"unknown kind":        `{"schema":1,"kind":"Secret"}`,
+		"costFrom, both":      `{"schema":1,"kind":"RateLimitPolicy","limits":[{"name":"l","costFrom":{"header":"X-U","jsonPointer":"/u","reserve":1}}]}`,
+		"costFrom, reserve 0": `{"schema":1,"kind":"UsageQuota","quota":{"costFrom":{"header":"X-U"}}}`,
+		"costFrom, pointer":   `{"schema":1,"kind":"UsageQuota","quota":{"costFrom":{"jsonPointer":"usage","reserve":1}}}`,
 	} {
 		if _, err := Decode([]byte(doc)); err == nil {
 			t.Errorf("%s: decoded %s", name, doc)
@@ -140,6 +143,7 @@ func TestDecode(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"schema":1,"kind":"RateLimitPolicy","name":"a","limits":[{"name":"l","rates":[{"limit":1,"windowMs":1000}]}]}`))
 	f.Add([]byte(`{"schema":1,"kind":"UsageQuota","quota":{"limit":5,"period":"Day"}}`))
+	f.Add([]byte(`{"schema":1,"kind":"UsageQuota","quota":{"limit":5,"period":"Day","costFrom":{"jsonPointer":"/usage/total_tokens","reserve":5}}}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		p, err := Decode(doc)
 		if err != nil {
@@ -184,4 +188,87 @@ func TestClientKey(t *testing.T) {
 			t.Errorf("ClientKey(%s, /%d) = %s; want %s", tt.addr, tt.prefix, got, tt.want)
 		}
 	}
+}
+
+// costFrom compiles to where the response gives the cost, admission takes
+// the reserve, and what the schema also refuses is refused with its field.
+func TestCompileCostFrom(t *testing.T) {
+	limit := func(c *v1alpha1.CostFrom, cost int64) (*Policy, error) {
+		return CompileRateLimitPolicy(&v1alpha1.RateLimitPolicy{ObjectMeta: meta, Spec: v1alpha1.RateLimitPolicySpec{
+			Selector: sel, Limits: []v1alpha1.Limit{{Name: "tokens", Cost: cost, CostFrom: c, Rates: []v1alpha1.Rate{{Limit: 100, Window: "1m"}}}}}})
+	}
+	p, err := limit(&v1alpha1.CostFrom{ResponseHeader: "x-usage-units", Reserve: 7}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := p.Limits[0]; l.Cost != 7 || *l.CostFrom != (CostFrom{Header: "X-Usage-Units", Reserve: 7}) {
+		t.Fatalf("compiled %+v %+v; want cost 7 (the reserve) from header X-Usage-Units", l, l.CostFrom)
+	}
+	p, err = limit(&v1alpha1.CostFrom{ResponseJSONPointer: "/usage/total_tokens"}, 1)
+	if err != nil || p.Limits[0].Cost != 1 || p.Limits[0].CostFrom.JSONPointer != "/usage/total_tokens" {
+		t.Fatalf("compiled %+v, %v; want the pointer and the default reserve 1", p, err)
+	}
+	q, err := CompileUsageQuota(&v1alpha1.UsageQuota{ObjectMeta: meta, Spec: v1alpha1.UsageQuotaSpec{Selector: sel,
+		Subject: v1alpha1.Subject{Source: "ClientIP"}, Limit: 1000, Period: "Month", CostFrom: &v1alpha1.CostFrom{ResponseJSONPointer: "/n", Reserve: 50}}})
+	if err != nil || q.Quota.Cost() != 50 {
+		t.Fatalf("quota: %+v, %v; want cost 50", q, err)
+	}
+	for name, tt := range map[string]struct {
+		c    *v1alpha1.CostFrom
+		cost int64
+		want string
+	}{
+		"both":        {&v1alpha1.CostFrom{ResponseHeader: "X-U", ResponseJSONPointer: "/u"}, 0, "spec.limits[0].costFrom: Required value: set exactly one"},
+		"neither":     {&v1alpha1.CostFrom{}, 0, "spec.limits[0].costFrom: Required value: set exactly one"},
+		"with a cost": {&v1alpha1.CostFrom{ResponseHeader: "X-U"}, 5, "spec.limits[0].cost: Invalid value: 5: cost and costFrom are exclusive"},
+		"bad pointer": {&v1alpha1.CostFrom{ResponseJSONPointer: "/a~"}, 0, `spec.limits[0].costFrom.responseJSONPointer: Invalid value: "/a~"`},
+		"bad header":  {&v1alpha1.CostFrom{ResponseHeader: "X U"}, 0, `spec.limits[0].costFrom.responseHeader: Invalid value: "X U": not a header name`},
+		"big reserve": {&v1alpha1.CostFrom{ResponseHeader: "X-U", Reserve: 2_000_000_000}, 0, "spec.limits[0].costFrom.reserve: Invalid value: 2000000000"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := limit(tt.c, tt.cost); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v; want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParsePointer(t *testing.T) {
+	for in, want := range map[string][]string{
+		"/usage/total_tokens": {"usage", "total_tokens"},
+		"/a~1b/~0c/~01":       {"a/b", "~c", "~1"},
+		"/":                   {""},
+		"/choices/0":          {"choices", "0"},
+	} {
+		got, err := ParsePointer(in)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("ParsePointer(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "usage", "/a~", "/a~2"} {
+		if got, err := ParsePointer(in); err == nil {
+			t.Errorf("ParsePointer(%q) = %q; want an error", in, got)
+		}
+	}
+}
+
+// ParsePointer never panics, and a pointer it reads is written back (~0
+// and ~1 escaped again) as it was given.
+func FuzzParsePointer(f *testing.F) {
+	for _, s := range []string{"/usage/total_tokens", "/a~1b/~0c", "/", "x", "/~"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tokens, err := ParsePointer(s)
+		if err != nil {
+			return
+		}
+		var b strings.Builder
+		for _, tok := range tokens {
+			b.WriteString("/" + strings.ReplaceAll(strings.ReplaceAll(tok, "~", "~0"), "/", "~1"))
+		}
+		if b.String() != s {
+			t.Fatalf("ParsePointer(%q) = %q, which writes back as %q", s, tokens, b.String())
+		}
+	})
 }

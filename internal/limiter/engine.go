@@ -15,6 +15,9 @@ type engine interface {
 	// clock) and, unless a.peek, commits them all when no enforced entry
 	// denies.
 	decide(ctx context.Context, entries []entry, a attempt) (outcome, error)
+	// settle moves committed counters of decision c by each entry's units
+	// (settle.go), at nowUs (0 takes the store's clock).
+	settle(ctx context.Context, moves []movedEntry, c *commitment, nowUs int64) error
 	// usage reads a quota period's usage keys.
 	usage(ctx context.Context, keys []string, top int) (Usage, error)
 	// acquire takes the lock at key for ttl when it is free and issues a

@@ -123,6 +123,8 @@ type Decision struct {
 	Results []Result
 	// Known: answered without the store, from rates known to deny.
 	Known bool
+	// commit is what an allowed decision consumed, for Settle.
+	commit *commitment
 }
 
 // By returns the deciding result; the zero Result when there is none.
@@ -230,7 +232,11 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 		}
 		if !out.stale {
 			l.over.learn(entries, out.verdicts, local, epoch)
-			return decision(entries, out.verdicts), nil
+			d := decision(entries, out.verdicts)
+			if d.Allowed && !req.Peek {
+				d.commit = &commitment{entries: entries, verdicts: out.verdicts, atUs: out.nowUs}
+			}
+			return d, nil
 		}
 	}
 	return Decision{}, errClockCrossing

@@ -20,7 +20,7 @@ var tenantCommands = []string{
 	"auth", "hello", "client|setname", "ping", "select",
 	"readonly", "readwrite", "asking", "cluster|slots", "cluster|shards", "cluster|nodes", "command",
 	// decisions, refunds, locks, the local API and reports: the library
-	"fcall|qo1_decide", "fcall|qo1_refund", "fcall|qo1_acquire",
+	"fcall|qo1_decide", "fcall|qo1_refund", "fcall|qo1_settle", "fcall|qo1_acquire",
 	"fcall|qo1_incr", "fcall|qo1_expire", "fcall|qo1_set", "fcall|qo1_del", "fcall|qo1_cas", "fcall|qo1_report",
 	"fcall_ro|qo1_get", "fcall_ro|qo1_has", "fcall_ro|qo1_ttl", "fcall_ro|qo1_usage",
 	// config reads and change announcements

@@ -44,7 +44,7 @@ func ForQuota(namespace string, d *config.Policy) (limiter.Limit, error) {
 		return limiter.Limit{}, fmt.Errorf("%s: time zone: %w", d.ID(), err)
 	}
 	lim := limiter.Limit{Key: limiter.QuotaKey(namespace, d.Name, q.Feature), Algorithm: limiter.Quota,
-		Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: 1, DryRun: d.DryRun, MaxSubjects: q.Bound()}
+		Rates: []limiter.Rate{{Limit: q.Limit}}, Period: period, Location: loc, Cost: q.Cost(), DryRun: d.DryRun, MaxSubjects: q.Bound()}
 	if err := lim.Validate(); err != nil {
 		return limiter.Limit{}, fmt.Errorf("%s: %w", d.ID(), err)
 	}

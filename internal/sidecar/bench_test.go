@@ -67,7 +67,7 @@ func BenchmarkSidecar(b *testing.B) {
 	// The same gRPC load against the sidecar binary in its own process, as
 	// it runs in a pod: only the load generator is in this process.
 	grpcAddr := localtest.FreeAddr(b)
-	_, pid := startSidecarProcess(b, []string{"--upstream", "http://127.0.0.1:9", "--store", redisS.URL, "--namespace", ns, "--grpc-listen", grpcAddr}, nil)
+	pid := startSidecarProcess(b, []string{"--upstream", "http://127.0.0.1:9", "--store", redisS.URL, "--namespace", ns, "--grpc-listen", grpcAddr}, nil).pid
 	modes = append(modes, struct {
 		name string
 		op   func(b *testing.B) func(i int) error

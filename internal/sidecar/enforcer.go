@@ -5,7 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	"github.com/quotaops/quota-operator/internal/limiter"
 	"github.com/quotaops/quota-operator/internal/store"
@@ -49,6 +52,12 @@ type Enforcer struct {
 	// FailurePolicy, when set ("Open" or "Closed"), overrides every
 	// policy's failurePolicy in this pod.
 	FailurePolicy string
+	// Log receives what goes wrong with costs read from responses.
+	Log logr.Logger
+
+	// settling counts the settles being retried (settle.go);
+	// lastCostLog is when a cost problem was last logged (Unix s).
+	settling, lastCostLog atomic.Int64
 }
 
 // Check decides a request that matched applied.

@@ -65,6 +65,21 @@ func dropUpstreamLimitHeaders(resp *http.Response) error {
 	return nil
 }
 
+// readResponse is the proxy's look at each response before it goes out:
+// it drops the upstream's rate-limit headers where the sidecar set its own,
+// and reads the cost of a request whose limits take it from the response.
+func readResponse(resp *http.Response) error {
+	if err := dropUpstreamLimitHeaders(resp); err != nil {
+		return err
+	}
+	if resp.Request != nil {
+		if pc, ok := resp.Request.Context().Value(costKey{}).(*pendingCost); ok {
+			pc.readResponse(resp)
+		}
+	}
+	return nil
+}
+
 // setExact sets a header spelled as the IETF draft spells it
 // ("RateLimit"), not in Go's canonical form ("Ratelimit"), replacing any
 // spelling of it the upstream sent. HTTP/2 sends every name in lower case

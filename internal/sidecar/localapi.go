@@ -48,11 +48,12 @@ type Locker interface {
 }
 
 type localAPI struct {
-	namespace string
-	source    *Source
-	enforcer  *Enforcer
-	store     LocalStore
-	locks     Locker
+	namespace    string
+	source       *Source
+	enforcer     *Enforcer
+	store        LocalStore
+	locks        Locker
+	reservations reservations
 }
 
 func (a *localAPI) register(mux *http.ServeMux) {
@@ -88,13 +89,18 @@ type LimitAnswer struct {
 
 func (a *localAPI) limit(w http.ResponseWriter, r *http.Request) {
 	action := r.PathValue("action")
-	if action != "check" && action != "consume" {
-		fail(w, http.StatusNotFound, "the action is check or consume")
+	switch action {
+	case "check", "consume", "reserve", "settle":
+	default:
+		fail(w, http.StatusNotFound, "the action is check, consume, reserve or settle")
 		return
 	}
-	var req limitRequest
-	if err := readJSON(r, &req); err != nil {
-		fail(w, http.StatusBadRequest, err.Error())
+	policy, name := r.PathValue("policy"), r.PathValue("limit")
+	if policy == "" {
+		policy = r.PathValue("name")
+	}
+	if action == "settle" {
+		a.settle(w, r, policy, name)
 		return
 	}
 	ps := a.source.Current()
@@ -102,25 +108,22 @@ func (a *localAPI) limit(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusServiceUnavailable, "config not loaded yet")
 		return
 	}
-	policy, name := r.PathValue("policy"), r.PathValue("limit")
-	if policy == "" {
-		policy = r.PathValue("name")
-	}
 	rule, ok := ps.Named(policy, name)
 	if !ok {
 		fail(w, http.StatusNotFound, "no such limit or quota applies to this pod")
 		return
 	}
-	if len(req.Key) != len(rule.key) {
-		fail(w, http.StatusBadRequest, "key needs "+strconv.Itoa(len(rule.key))+" values, one per key source")
+	if action == "reserve" {
+		a.reserve(w, r, rule, policy+"/"+name)
 		return
 	}
-	applied := rule.bind(req.Key)
-	if req.Cost != 0 {
-		applied.Limit.Cost = req.Cost
+	var req limitRequest
+	if err := readJSON(r, &req); err != nil {
+		fail(w, http.StatusBadRequest, err.Error())
+		return
 	}
-	if applied.Limit.Cost < 1 || applied.Limit.Cost > limiter.MaxValue {
-		fail(w, http.StatusBadRequest, "cost must be at least 1")
+	applied, ok := bindRequest(w, rule, req.Key, req.Cost)
+	if !ok {
 		return
 	}
 	var v Verdict
@@ -145,12 +148,17 @@ func writeVerdict(w http.ResponseWriter, v Verdict) {
 		writeJSON(w, http.StatusOK, LimitAnswer{Allowed: true, StoreFailed: true})
 		return
 	}
+	writeJSON(w, http.StatusOK, limitAnswer(v))
+}
+
+// limitAnswer is a decided verdict as the local API answers it.
+func limitAnswer(v Verdict) LimitAnswer {
 	by := v.Decision.By()
 	ans := LimitAnswer{Allowed: v.Decision.Allowed, Limit: by.Max, Remaining: by.Remaining, ResetAfter: by.ResetAfter.Seconds()}
 	if !ans.Allowed && by.RetryAfter != limiter.Never {
 		ans.RetryAfter = by.RetryAfter.Seconds()
 	}
-	writeJSON(w, http.StatusOK, ans)
+	return ans
 }
 
 // appKey is the store key of an app's key in this namespace.

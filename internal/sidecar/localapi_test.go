@@ -78,7 +78,7 @@ func TestLocalAPILimitsAndQuotas(t *testing.T) {
 		{"/v1/limits/api/per-ip/check", `{"key":["a"],"cost":-1}`, 400, `{"error":"cost must be at least 1"}`},
 		{"/v1/limits/api/per-ip/check", `{"key":`, 400, `{"error":"the body is not the JSON this endpoint takes`},
 		{"/v1/limits/api/per-ip/check", `{"keys":["a"]}`, 400, `{"error":"the body is not the JSON this endpoint takes: json: unknown field \"keys\""}`},
-		{"/v1/limits/api/per-ip/frob", `{}`, 404, `{"error":"the action is check or consume"}`},
+		{"/v1/limits/api/per-ip/frob", `{}`, 404, `{"error":"the action is check, consume, reserve or settle"}`},
 	}
 	for i, s := range steps {
 		status, body := call(t, sc.admin, http.MethodPost, s.path, s.body)

@@ -26,9 +26,10 @@ import (
 type Metrics struct {
 	set       *metrics.Set
 	namespace string
-	// decisions are quota_decisions_total's counters by their labels,
-	// made on first use so a decision costs a lookup, not a name.
-	decisions    *sync.Map
+	// counters are the counters of quota_decisions_total and the cost
+	// metrics by their labels, made on first use so a decision costs a
+	// lookup, not a name.
+	counters     *sync.Map
 	storeSeconds map[string]*metrics.PrometheusHistogram
 	// ConfigRevision and ConfigErrors are quota_config_revision and
 	// quota_config_errors_total.
@@ -36,8 +37,9 @@ type Metrics struct {
 	ConfigErrors   *metrics.Counter
 }
 
-// decisionLabels name one quota_decisions_total series in a namespace.
-type decisionLabels struct{ policy, limit, result string }
+// counterKey names one counter series in a namespace: its metric, policy,
+// limit and the value of its one other label, if any.
+type counterKey struct{ metric, policy, limit, value string }
 
 // storeBuckets are quota_store_request_duration_seconds's, in seconds.
 var storeBuckets = []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25}
@@ -75,7 +77,7 @@ func (m *Metrics) ForNamespace(namespace string, breakerOpen func() bool) *Metri
 }
 
 func namespaceMetrics(set *metrics.Set, namespace string, breakerOpen func() bool) *Metrics {
-	m := &Metrics{set: set, namespace: namespace, decisions: &sync.Map{}, storeSeconds: map[string]*metrics.PrometheusHistogram{}}
+	m := &Metrics{set: set, namespace: namespace, counters: &sync.Map{}, storeSeconds: map[string]*metrics.PrometheusHistogram{}}
 	for _, outcome := range []string{"ok", "error"} {
 		m.storeSeconds[outcome] = set.NewPrometheusHistogramExt(m.series("quota_store_request_duration_seconds", "outcome", outcome), storeBuckets)
 	}
@@ -118,13 +120,64 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 
 // count adds one to quota_decisions_total for a limit and result.
 func (m *Metrics) count(policy, limit, result string) {
-	key := decisionLabels{policy, limit, result}
-	c, ok := m.decisions.Load(key)
+	m.counter("quota_decisions_total", policy, limit, "result", result).Inc()
+}
+
+// counter is the series of metric for a limit of a policy; label, unless
+// empty, is its one other label's name, with value.
+func (m *Metrics) counter(metric, policy, limit, label, value string) *metrics.Counter {
+	key := counterKey{metric, policy, limit, value}
+	c, ok := m.counters.Load(key)
 	if !ok {
-		c, _ = m.decisions.LoadOrStore(key, m.set.GetOrCreateCounter(
-			m.series("quota_decisions_total", "policy", policy, "limit", limit, "result", result)))
+		labels := []string{"policy", policy, "limit", limit}
+		if label != "" {
+			labels = append(labels, label, value)
+		}
+		c, _ = m.counters.LoadOrStore(key, m.set.GetOrCreateCounter(m.series(metric, labels...)))
 	}
-	c.(*metrics.Counter).Inc()
+	return c.(*metrics.Counter)
+}
+
+// costSettled counts the units a response said its request cost, once
+// settled.
+func (m *Metrics) costSettled(a Applied, units int64) {
+	if m != nil {
+		m.counter("quota_cost_settled_units_total", a.Policy, a.Name, "", "").AddInt64(units)
+	}
+}
+
+// costUnknown counts a response that did not say what its request cost,
+// by why; the reserve stays charged.
+func (m *Metrics) costUnknown(a Applied, why string) {
+	if m != nil {
+		m.counter("quota_cost_unknown_total", a.Policy, a.Name, "reason", why).Inc()
+	}
+}
+
+// costReasons are every reason label of quota_cost_unknown_total.
+var costReasons = []string{CostMissing, CostMalformed, CostOverBound, CostNotJSON, CostCut}
+
+// watchCosts makes the cost series of every limit of ps that reads its
+// cost from the response, at 0: dashboards and alerts see them before the
+// first response (and the names of the config bound their number).
+func (m *Metrics) watchCosts(ps *Policies) {
+	if m == nil {
+		return
+	}
+	ps.eachCost(func(policy, limit string) {
+		m.counter("quota_cost_settled_units_total", policy, limit, "", "")
+		m.counter("quota_cost_settle_failures_total", policy, limit, "", "")
+		for _, why := range costReasons {
+			m.counter("quota_cost_unknown_total", policy, limit, "reason", why)
+		}
+	})
+}
+
+// settleFailed counts a cost the store never took: the reserve stays.
+func (m *Metrics) settleFailed(a Applied) {
+	if m != nil {
+		m.counter("quota_cost_settle_failures_total", a.Policy, a.Name, "", "").Inc()
+	}
 }
 
 // WatchMemory exports a memory store's fill: its entries, bound and

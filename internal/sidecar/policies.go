@@ -54,6 +54,9 @@ type limitRule struct {
 	localOnly bool
 	// denyMissing: whenKeyMissing Deny.
 	denyMissing bool
+	// cost, when set, says where the response gives the real cost;
+	// template.Cost is the reserve.
+	cost *costSpec
 }
 
 // NewPolicies selects and prepares docs for a pod with podLabels.
@@ -94,6 +97,18 @@ func newPolicies(namespace string, revision int64, docs []*config.Policy, keep f
 	return out, nil
 }
 
+// eachCost calls fn with every limit (or quota) that reads its cost from
+// the response.
+func (ps *Policies) eachCost(fn func(policy, limit string)) {
+	for _, p := range ps.list {
+		for _, l := range p.limits {
+			if l.cost != nil {
+				fn(l.policy, l.name)
+			}
+		}
+	}
+}
+
 // Len is the number of policies that apply to this pod.
 func (ps *Policies) Len() int { return len(ps.list) }
 
@@ -112,8 +127,12 @@ func newPolicy(namespace string, d *config.Policy) (*policy, error) {
 		if err != nil {
 			return nil, err
 		}
+		cost, err := newCostSpec(l.CostFrom)
+		if err != nil {
+			return nil, fmt.Errorf("%s: limit %s: costFrom: %w", d.ID(), l.Name, err)
+		}
 		p.limits = append(p.limits, &limitRule{policy: d.Name, name: l.Name, kind: d.Kind, match: l.Match, key: l.Key, failClosed: d.FailClosed,
-			denyMissing: l.DenyMissingKey, template: lim})
+			denyMissing: l.DenyMissingKey, template: lim, cost: cost})
 	}
 	return p, nil
 }
@@ -124,8 +143,12 @@ func quotaRule(namespace string, d *config.Policy) (*limitRule, error) {
 		return nil, err
 	}
 	q := d.Quota
+	cost, err := newCostSpec(q.CostFrom)
+	if err != nil {
+		return nil, fmt.Errorf("%s: costFrom: %w", d.ID(), err)
+	}
 	r := &limitRule{policy: d.Name, name: q.Feature, kind: d.Kind, match: q.Match, key: []config.KeySource{q.Subject}, failClosed: d.FailClosed,
-		overrides: make(map[string]int64, len(q.Overrides)), localOnly: q.Feature != "" && q.Match.Empty(), template: lim}
+		overrides: make(map[string]int64, len(q.Overrides)), localOnly: q.Feature != "" && q.Match.Empty(), template: lim, cost: cost}
 	for _, o := range q.Overrides {
 		r.overrides[o.SubjectHash] = o.Limit
 	}
@@ -137,6 +160,8 @@ type Applied struct {
 	Policy, Name, Kind string
 	FailClosed         bool
 	Limit              limiter.Limit
+	// cost, when set, says where the response gives the real cost.
+	cost *costSpec
 }
 
 // Match returns the limits that apply to r, each bound to the request's
@@ -195,7 +220,7 @@ func (l *limitRule) bind(values []string) Applied {
 			lim.Rates = []limiter.Rate{{Limit: o}}
 		}
 	}
-	return Applied{Policy: l.policy, Name: l.name, Kind: l.kind, FailClosed: l.failClosed, Limit: lim}
+	return Applied{Policy: l.policy, Name: l.name, Kind: l.kind, FailClosed: l.failClosed, Limit: lim, cost: l.cost}
 }
 
 func matches(m config.Match, r *http.Request) bool {

@@ -17,12 +17,18 @@ import (
 // returns its proxy URL once it is ready.
 func sidecarProcess(t testing.TB, args []string, env []string) string {
 	t.Helper()
-	url, _ := startSidecarProcess(t, args, env)
-	return url
+	return startSidecarProcess(t, args, env).proxy
 }
 
-// startSidecarProcess is sidecarProcess that also returns the process ID.
-func startSidecarProcess(t testing.TB, args []string, env []string) (string, int) {
+// sidecarProc is a sidecar process: its proxy and admin URLs, and its ID.
+type sidecarProc struct {
+	proxy, admin string
+	pid          int
+}
+
+// startSidecarProcess is sidecarProcess that also returns the admin URL
+// and the process ID.
+func startSidecarProcess(t testing.TB, args []string, env []string) sidecarProc {
 	t.Helper()
 	bin, err := bintest.Build()
 	if err != nil {
@@ -40,12 +46,12 @@ func startSidecarProcess(t testing.TB, args []string, env []string) (string, int
 		if resp, err := http.Get("http://" + health + "/readyz"); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return "http://" + listen, cmd.Process.Pid
+				return sidecarProc{proxy: "http://" + listen, admin: "http://" + admin, pid: cmd.Process.Pid}
 			}
 		}
 	}
 	t.Fatal("sidecar process not ready within 10s")
-	return "", 0
+	return sidecarProc{}
 }
 
 // Two sidecar processes on one Redis admit exactly the limit between them.

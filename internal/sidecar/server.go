@@ -134,7 +134,8 @@ func Serve(ctx context.Context, o Options, s store.Store, ln Listeners) error {
 	if err := runSource(sctx, o, s, src); err != nil {
 		return err
 	}
-	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics, FailurePolicy: o.FailurePolicy},
+	h := &Handler{Source: src, Enforcer: &Enforcer{Limiter: lim, Timeout: o.Timeout, Breaker: breaker, Metrics: metrics, FailurePolicy: o.FailurePolicy,
+		Log: o.Log.WithName("cost")},
 		Trusted: o.Trusted, Proxy: newProxy(o.Upstream, o.Log), BodyIdleTimeout: o.BodyIdleTimeout}
 	if h.BodyIdleTimeout <= 0 {
 		h.BodyIdleTimeout = defaultBodyIdleTimeout
@@ -216,7 +217,7 @@ func newProxy(upstream *url.URL, log logr.Logger) *httputil.ReverseProxy {
 			pr.SetXForwarded()
 			pr.Out.Host = pr.In.Host
 		},
-		ModifyResponse: dropUpstreamLimitHeaders,
+		ModifyResponse: readResponse,
 		BufferPool:     copyBuffers{},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.V(1).Info("Upstream failed", "error", err.Error())
@@ -291,9 +292,14 @@ func (h *Handler) enforce(w http.ResponseWriter, r *http.Request, ps *Policies) 
 	case v.StoreFailed && v.Status != 0:
 		w.Header().Set("Retry-After", "1")
 	case !v.StoreFailed && v.Invalid == nil && len(applied) > 0:
-		if setHeaders(w.Header(), applied, v.Decision) && v.Status == 0 {
+		if set := setHeaders(w.Header(), applied, v.Decision); set && v.Status == 0 {
 			// Ours replace the upstream's (dropUpstreamLimitHeaders).
 			r = r.WithContext(context.WithValue(r.Context(), headersSet{}, true))
+		}
+	}
+	if v.Status == 0 && v.Invalid == nil {
+		if pc := newPendingCost(h.Enforcer, v, applied, w.Header(), r.Context().Value(headersSet{}) != nil); pc != nil {
+			r = r.WithContext(context.WithValue(r.Context(), costKey{}, pc))
 		}
 	}
 	if v.Status != 0 {

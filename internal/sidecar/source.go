@@ -228,6 +228,7 @@ func (s *Source) install(rev int64, docs map[string]*config.Policy) error {
 
 	if s.Metrics != nil {
 		s.Metrics.ConfigRevision.Set(float64(rev))
+		s.Metrics.watchCosts(ps)
 	}
 	return nil
 }

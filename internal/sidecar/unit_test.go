@@ -349,7 +349,7 @@ func fillThenKnow(t *testing.T, e *Enforcer, applied []Applied) {
 // decisionCount is a quota_decisions_total series' value (0 before its
 // first decision).
 func decisionCount(m *Metrics, policy, limit, result string) float64 {
-	c, ok := m.decisions.Load(decisionLabels{policy, limit, result})
+	c, ok := m.counters.Load(counterKey{"quota_decisions_total", policy, limit, result})
 	if !ok {
 		return 0
 	}

@@ -84,6 +84,10 @@ type Request struct {
 	Limits   []Limit
 	Peek     bool
 	Deadline time.Time
+	// Settleable keeps what an allowed decision consumed in it, so that
+	// Settle can charge its real cost later; other decisions allocate
+	// nothing for it.
+	Settleable bool
 }
 
 // Result is the state of one rate after the decision.
@@ -233,7 +237,7 @@ func (l *Limiter) Decide(ctx context.Context, req Request) (Decision, error) {
 		if !out.stale {
 			l.over.learn(entries, out.verdicts, local, epoch)
 			d := decision(entries, out.verdicts)
-			if d.Allowed && !req.Peek {
+			if d.Allowed && !req.Peek && req.Settleable {
 				d.commit = &commitment{entries: entries, verdicts: out.verdicts, atUs: out.nowUs}
 			}
 			return d, nil

@@ -33,7 +33,7 @@ type Charge struct {
 }
 
 // ErrNothingToSettle: the decision consumed nothing (it denied, peeked or
-// was answered without the store).
+// was answered without the store), or its Request was not Settleable.
 var ErrNothingToSettle = errors.New("limiter: the decision consumed nothing to settle")
 
 // Settle charges each limit of d what it really cost, less the reserve its

@@ -13,6 +13,16 @@ import (
 	"github.com/quotaops/quota-operator/internal/testutil/fakeclock"
 )
 
+// reserve decides limits as a request whose cost is settled later.
+func reserve(tb testing.TB, l *limiter.Limiter, limits ...limiter.Limit) limiter.Decision {
+	tb.Helper()
+	d, err := l.Decide(context.Background(), limiter.Request{Limits: limits, Settleable: true})
+	if err != nil {
+		tb.Fatalf("Decide: %v", err)
+	}
+	return d
+}
+
 func settle(tb testing.TB, l *limiter.Limiter, d limiter.Decision, units int64) {
 	tb.Helper()
 	if err := l.Settle(context.Background(), d, []limiter.Charge{{Limit: 0, Units: units}}); err != nil {
@@ -47,7 +57,7 @@ func TestSettleChargesTheRealCost(t *testing.T) {
 				over.Key, over.Cost = key(t, "tokens", "alice"), 1
 				var got []bool
 				for range 5 {
-					d := decide(t, l, over)
+					d := reserve(t, l, over)
 					got = append(got, d.Allowed)
 					if d.Allowed {
 						settle(t, l, d, 30)
@@ -58,12 +68,18 @@ func TestSettleChargesTheRealCost(t *testing.T) {
 				if want := []bool{true, true, true, true, false}; !equalBools(got, want) {
 					t.Fatalf("allowed %v; want %v", got, want)
 				}
+				// A decision not made Settleable keeps nothing to settle.
+				plain := alg.lim
+				plain.Key, plain.Cost = key(t, "tokens", "plain"), 1
+				if err := l.Settle(context.Background(), decide(t, l, plain), []limiter.Charge{{Units: 5}}); !errors.Is(err, limiter.ErrNothingToSettle) {
+					t.Fatalf("settling a decision not made Settleable: %v; want ErrNothingToSettle", err)
+				}
 
 				// Reserve 10, cost 3, 3, 0: 6 used, so 94 left.
 				refund := alg.lim
 				refund.Key, refund.Cost = key(t, "tokens", "bob"), 10
 				for _, units := range []int64{3, 3, 0} {
-					d := decide(t, l, refund)
+					d := reserve(t, l, refund)
 					if !d.Allowed {
 						t.Fatalf("a reserve of 10 denied: %+v", d)
 					}
@@ -77,7 +93,7 @@ func TestSettleChargesTheRealCost(t *testing.T) {
 				exact := alg.lim
 				exact.Key, exact.Cost = key(t, "tokens", "carol"), 1
 				for range 2 {
-					settle(t, l, decide(t, l, exact), 30)
+					settle(t, l, reserve(t, l, exact), 30)
 				}
 				if left := remaining(t, l, exact); left != 40 {
 					t.Fatalf("after two requests settled at 30: %d left; want 40", left)
@@ -111,7 +127,7 @@ func TestSettleChargesOnlyTheNamedLimits(t *testing.T) {
 			if be.name == "cluster" {
 				requireSlots(t, be.raw(), perMinute.Key.Tag(), monthly.Key.QuotaTag())
 			}
-			d := decide(t, l, perMinute, monthly)
+			d := reserve(t, l, perMinute, monthly)
 			if err := l.Settle(context.Background(), d, []limiter.Charge{{Limit: 1, Units: 250}}); err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +154,7 @@ func TestSettleAfterTheWindow(t *testing.T) {
 			clock := fakeclock.New(epoch.Add(50 * time.Second))
 			l, _ := simulated(t, be, clock)
 			fixed := limiter.Limit{Key: key(t, "fixed", "alice"), Algorithm: limiter.FixedWindow, Rates: rate(100, time.Minute), Cost: 1}
-			d := decide(t, l, fixed)
+			d := reserve(t, l, fixed)
 			clock.Advance(time.Minute)
 			settle(t, l, d, 40)
 			if left := remaining(t, l, fixed); left != 100 {
@@ -168,7 +184,7 @@ func TestSettleUnderConcurrency(t *testing.T) {
 			for range 64 {
 				wg.Go(func() {
 					<-start
-					d, err := l.Decide(context.Background(), limiter.Request{Limits: []limiter.Limit{lim}})
+					d, err := l.Decide(context.Background(), limiter.Request{Limits: []limiter.Limit{lim}, Settleable: true})
 					if err != nil {
 						t.Error(err)
 						return

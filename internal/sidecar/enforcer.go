@@ -60,26 +60,35 @@ type Enforcer struct {
 	settling, lastCostLog atomic.Int64
 }
 
-// Check decides a request that matched applied.
+// Check decides a request that matched applied. When a limit takes its
+// cost from the response, the verdict's decision can be settled.
 func (e *Enforcer) Check(ctx context.Context, applied []Applied) Verdict {
-	return e.check(ctx, applied, false)
+	return e.check(ctx, applied, limiter.Request{})
 }
 
 // Peek decides without consuming.
 func (e *Enforcer) Peek(ctx context.Context, applied []Applied) Verdict {
-	return e.check(ctx, applied, true)
+	return e.check(ctx, applied, limiter.Request{Peek: true})
 }
 
-func (e *Enforcer) check(ctx context.Context, applied []Applied, peek bool) Verdict {
+// Reserve decides as Check does, keeping the decision settleable whatever
+// the limits (the local API's reservations).
+func (e *Enforcer) Reserve(ctx context.Context, applied []Applied) Verdict {
+	return e.check(ctx, applied, limiter.Request{Settleable: true})
+}
+
+func (e *Enforcer) check(ctx context.Context, applied []Applied, req limiter.Request) Verdict {
 	var v Verdict
 	if len(applied) == 0 {
 		return v
 	}
-	limits := make([]limiter.Limit, len(applied))
+	peek := req.Peek
+	req.Limits = make([]limiter.Limit, len(applied))
 	for i, a := range applied {
-		limits[i] = a.Limit
+		req.Limits[i] = a.Limit
+		req.Settleable = req.Settleable || a.cost != nil && !peek
 	}
-	d, err := e.decide(ctx, limiter.Request{Limits: limits, Peek: peek})
+	d, err := e.decide(ctx, req)
 	if err != nil && ctx.Err() != nil {
 		// Nobody waits for this answer: not a request the failure policy
 		// let through or refused.

@@ -135,7 +135,7 @@ func (a *localAPI) reserve(w http.ResponseWriter, r *http.Request, rule *limitRu
 	if !ok {
 		return
 	}
-	v := a.enforcer.Check(r.Context(), []Applied{applied})
+	v := a.enforcer.Reserve(r.Context(), []Applied{applied})
 	if v.Invalid != nil || v.StoreFailed || !v.Decision.Allowed {
 		if v.Invalid == nil && !v.StoreFailed {
 			writeJSON(w, http.StatusTooManyRequests, ReserveAnswer{LimitAnswer: limitAnswer(v)})

@@ -12,12 +12,17 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/quotaops/quota-operator/internal/config"
 	"github.com/quotaops/quota-operator/internal/sidecar"
 	"github.com/quotaops/quota-operator/internal/store"
-	"github.com/quotaops/quota-operator/internal/store/storetest"
 	"github.com/quotaops/quota-operator/internal/testutil/localtest"
+	"github.com/quotaops/quota-operator/internal/testutil/sidecartest"
 )
+
+// putPerIP publishes a per-IP limit of limit a minute in ns on mem.
+func putPerIP(t *testing.T, mem *store.Memory, ns string, limit int64) {
+	t.Helper()
+	sidecartest.Publish(t, mem, perIP(ns, limit, "1m"))
+}
 
 // countingReader counts the whole-config reads and the revision checks
 // a source makes, and, when silent, loses every announcement.
@@ -51,17 +56,7 @@ func TestSourceReadsTheWholeConfigOnlyWhenItsRevisionChanged(t *testing.T) {
 	mem := store.NewMemory()
 	t.Cleanup(func() { _ = mem.Close() })
 	r := &countingReader{Memory: mem, silent: true}
-	put := func(limit int64) {
-		t.Helper()
-		doc, err := config.CompileRateLimitPolicy(perIP("idle", limit, "1m"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := doc.Encode()
-		if _, err := storetest.PutConfig(context.Background(), mem, "idle", doc.ID(), raw); err != nil {
-			t.Fatal(err)
-		}
-	}
+	put := func(limit int64) { putPerIP(t, mem, "idle", limit) }
 	put(3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -125,17 +120,7 @@ func (l *reportLog) reported() []int64 {
 func TestSourceReportsEachNewRevisionAtOnce(t *testing.T) {
 	mem := store.NewMemory()
 	t.Cleanup(func() { _ = mem.Close() })
-	put := func(limit int64) {
-		t.Helper()
-		doc, err := config.CompileRateLimitPolicy(perIP("reports", limit, "1m"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := doc.Encode()
-		if _, err := storetest.PutConfig(context.Background(), mem, "reports", doc.ID(), raw); err != nil {
-			t.Fatal(err)
-		}
-	}
+	put := func(limit int64) { putPerIP(t, mem, "reports", limit) }
 	put(3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -313,6 +313,7 @@ func expectOwnKeysWork(t *testing.T, a, adminStore *store.Redis) {
 	if err != nil || u.Total != 4 {
 		t.Fatalf("usage as %s: %+v, %v; want total 4", nsA, u, err)
 	}
+	expectSettleWorks(t, l)
 	if _, ok, _, err := l.Acquire(ctx, nsA, "nightly", time.Minute); !ok || err != nil {
 		t.Fatalf("lock as %s: %v, %v", nsA, ok, err)
 	}
@@ -327,6 +328,25 @@ func expectOwnKeysWork(t *testing.T, a, adminStore *store.Redis) {
 		t.Fatalf("config as %s: %q, %v", nsA, docs, err)
 	}
 	expectAdjustmentReaches(t, adminStore, l, perMinute)
+}
+
+// expectSettleWorks: the namespace's user settles a cost (qo1_settle):
+// a reserve of 10 settled at 7 leaves 7 used.
+func expectSettleWorks(t *testing.T, l *limiter.Limiter) {
+	t.Helper()
+	ctx := context.Background()
+	tokens := limiter.Limit{Key: limiter.QuotaKey(nsA, "plan", "tokens", "alice"), Algorithm: limiter.Quota,
+		Rates: rate(100, 0), Period: limiter.Month, Location: time.UTC, Cost: 10}
+	d, err := l.Decide(ctx, limiter.Request{Limits: []limiter.Limit{tokens}, Settleable: true})
+	if err != nil || !d.Allowed {
+		t.Fatalf("reserve as %s: %+v, %v", nsA, d, err)
+	}
+	if err := l.Settle(ctx, d, []limiter.Charge{{Units: 7}}); err != nil {
+		t.Fatalf("settle as %s: %v", nsA, err)
+	}
+	if u, err := l.Usage(ctx, limiter.QuotaKey(nsA, "plan", "tokens"), monthStart(t), 1); err != nil || u.Total != 7 {
+		t.Fatalf("usage as %s after a settle: %+v, %v; want total 7", nsA, u, err)
+	}
 }
 
 // expectAdjustmentReaches: a reset the manager makes (as admin) is what

@@ -144,7 +144,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 30s) each.
 build: ## Build bin/quota-operator, the sidecar alone bin/quota-sidecar, and the kubectl plugin bin/kubectl-quota (put it on PATH: `kubectl quota`).
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/quota-operator ./cmd/quota-operator
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/quota-sidecar ./cmd/quota-sidecar
-	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o bin/kubectl-quota ./cmd/kubectl-quota
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" -o bin/kubectl-quota ./cmd/kubectl-quota
 
 IMG     ?= quotaops.local/quota-operator:$(VERSION)
 KUBECTL ?= kubectl

@@ -221,3 +221,14 @@ func TestLegacyAPIServiceRemoved(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// kubectl quota version prints the plugin's version and commit, as
+// quota-operator version does (make build sets both).
+func TestVersion(t *testing.T) {
+	version, commit = "v9.8.7", "0123abcd"
+	t.Cleanup(func() { version, commit = "dev", "" })
+	out, errOut, code := quota(t, "version")
+	if code != 0 || errOut != "" || !strings.HasPrefix(out, "v9.8.7 (commit 0123abcd, go") {
+		t.Fatalf("kubectl quota version: exit %d, %q %q; want v9.8.7 (commit 0123abcd, go...)", code, out, errOut)
+	}
+}

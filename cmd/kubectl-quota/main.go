@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/quotaops/quota-operator/api/v1alpha1"
+	buildinfo "github.com/quotaops/quota-operator/internal/version"
 )
 
 func main() {
@@ -91,6 +92,22 @@ func newRoot(stdout io.Writer) *cobra.Command {
 	flags.AddFlags(root.PersistentFlags())
 	c := clients{flags: flags}
 	root.AddCommand(usageCommand(c, stdout), checkCommand(c, stdout), adjustCommand(c, stdout, v1alpha1.ActionReset),
-		adjustCommand(c, stdout, v1alpha1.ActionGrant), hashCommand(c, stdout))
+		adjustCommand(c, stdout, v1alpha1.ActionGrant), hashCommand(c, stdout), versionCommand(stdout))
 	return root
+}
+
+// version and commit are set at build time with -ldflags "-X
+// main.version=... -X main.commit=..." (make build, a release).
+var version, commit = "dev", ""
+
+func versionCommand(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the plugin's version, the commit it was built from and the Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(stdout, buildinfo.Text(version, commit))
+			return err
+		},
+	}
 }

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"runtime/debug"
 
 	// Public CA roots, used when the system has none: the image holds
 	// nothing but this binary, and a managed Redis (rediss://) presents a
 	// certificate from a public CA. A system bundle or tls_ca_file wins.
 	_ "golang.org/x/crypto/x509roots/fallback"
+
+	buildinfo "github.com/quotaops/quota-operator/internal/version"
 )
 
 // version and commit are set at build time with -ldflags "-X
@@ -40,35 +40,10 @@ func commands() []command {
 		{"redis-ha", "write a Redis or Sentinel pod's config at its start, where the Sentinels say the primary is (config/overlays/redis-ha)", runRedisHA},
 		{"demo", "run the manager and a sidecar locally against an API server, apply the samples and show what they do", runDemo},
 		{"version", "print the version, the commit it was built from and the Go version", func(_ []string, stdout, _ io.Writer) int {
-			info, _ := debug.ReadBuildInfo()
-			fmt.Fprintln(stdout, versionText(version, commit, info))
+			fmt.Fprintln(stdout, buildinfo.Text(version, commit))
 			return 0
 		}},
 	}
-}
-
-// versionText is "v0.2.0 (commit 1a2b3c..., go1.26.8)", with "modified"
-// after the commit when the tree had uncommitted changes.
-func versionText(version, commit string, info *debug.BuildInfo) string {
-	goVersion, modified := runtime.Version(), false
-	if info != nil {
-		goVersion = info.GoVersion
-		for _, s := range info.Settings {
-			switch {
-			case s.Key == "vcs.revision" && commit == "":
-				commit = s.Value
-			case s.Key == "vcs.modified":
-				modified = s.Value == "true"
-			}
-		}
-	}
-	if commit == "" {
-		commit = "unknown"
-	}
-	if modified {
-		commit += ", modified"
-	}
-	return fmt.Sprintf("%s (commit %s, %s)", version, commit, goVersion)
 }
 
 func run(args []string, stdout, stderr io.Writer) int {

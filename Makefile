@@ -171,6 +171,34 @@ image-multiarch: ## Write bin/images/quota-operator-multiarch.tar: IMG for each 
 	go run ./hack/image --tag $(IMG) --out bin/images/quota-operator-multiarch.tar --arch $(PLATFORMS) \
 		--file 'bin/linux_{arch}/quota-operator=/quota-operator' --file 'bin/linux_{arch}/quota-sidecar=/quota-sidecar' --entrypoint /quota-operator --user 65532:65532
 
+# make release VERSION=vX.Y.Z REGISTRY=host/path writes DIST (default
+# dist/): install.yaml and crds.yaml with the image pinned, the packaged
+# chart, the image as a multi-architecture OCI layout, the kubectl plugin
+# for each platform with a krew manifest, an SBOM and SHA256SUMS. One commit
+# and VERSION give byte-identical files (docs/versioning.md).
+DIST                   ?= dist
+CYCLONEDX_GOMOD_VERSION ?= v1.10.0
+PLUGIN_PLATFORMS       ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+
+.PHONY: release
+release: kustomize ## Write DIST (dist/): a release of VERSION (vX.Y.Z) with its image at REGISTRY/quota-operator:VERSION, reproducibly.
+	@echo "$(VERSION)" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+$$' || { echo "release: VERSION=$(VERSION) is not vX.Y.Z"; exit 1; }
+	@test -n "$(REGISTRY)" || { echo "release: give REGISTRY=host/path, where the image is pushed"; exit 1; }
+	rm -rf "$(DIST)" && mkdir -p "$(DIST)"
+	$(MAKE) --no-print-directory build-installer IMG=$(REGISTRY)/quota-operator:$(VERSION) INSTALLER="$(DIST)/install.yaml" REDIS_IMG=
+	$(KUSTOMIZE) build config/crd > "$(DIST)/crds.yaml"
+	$(MAKE) --no-print-directory image-multiarch IMG=$(REGISTRY)/quota-operator:$(VERSION)
+	cp bin/images/quota-operator-multiarch.tar "$(DIST)/quota-operator-$(VERSION).oci.tar"
+	@for p in $(PLUGIN_PLATFORMS); do \
+		echo "go build kubectl-quota $$p"; \
+		CGO_ENABLED=0 GOOS=$${p%/*} GOARCH=$${p#*/} go build -trimpath -ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
+			-o bin/release/$${p%/*}-$${p#*/}/kubectl-quota ./cmd/kubectl-quota || exit 1; \
+	done
+	go run github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION) mod -json -noserial -notimestamp \
+		-output "$(DIST)/quota-operator-$(VERSION).sbom.cdx.json"
+	go run ./hack/release --version $(VERSION) --registry $(REGISTRY) --dist "$(DIST)" --chart charts/quota-operator --plugins bin/release
+	@echo "$(DIST): release $(VERSION) of $(REGISTRY)/quota-operator"
+
 .PHONY: docker-build
 docker-build: ## Build the image IMG with Docker (one image: operator and sidecar).
 	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t $(IMG) .

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -82,6 +83,11 @@ func tarDir(dir, out string) error {
 		if info.IsDir() {
 			h.Name += "/"
 		}
+		// Fixed times and owners: one build's layout is byte-identical to
+		// the next (make release is reproducible).
+		h.ModTime, h.AccessTime, h.ChangeTime = time.Unix(0, 0), time.Time{}, time.Time{}
+		h.Uid, h.Gid, h.Uname, h.Gname = 0, 0, "root", "root"
+		h.Mode = int64(info.Mode().Perm() | 0o444)
 		if err := tw.WriteHeader(h); err != nil || info.IsDir() {
 			return err
 		}

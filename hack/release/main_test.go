@@ -1,0 +1,131 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	release "helm.sh/helm/v4/pkg/release/v1"
+
+	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
+)
+
+// fakePlugins writes a stand-in kubectl-quota for each platform: what
+// the archives hold is tested here, the cross builds by make release.
+func fakePlugins(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, p := range platforms {
+		if err := os.MkdirAll(filepath.Join(dir, p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p, "kubectl-quota"), []byte("#!/bin/sh\necho "+p+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func releaseInto(t *testing.T, plugins string) string {
+	t.Helper()
+	dist := t.TempDir()
+	chart := filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator")
+	if err := run("v9.8.7", "registry.example.com/qo", dist, chart, plugins, "https://example.com/dl"); err != nil {
+		t.Fatal(err)
+	}
+	return dist
+}
+
+// The release's chart is version 9.8.7, appVersion v9.8.7, passes helm
+// lint, and installs the pinned image REGISTRY/quota-operator:v9.8.7; the
+// same inputs give byte-identical files; SHA256SUMS checks them all.
+func TestReleaseChartAndArchives(t *testing.T) {
+	plugins := fakePlugins(t)
+	a, b := releaseInto(t, plugins), releaseInto(t, plugins)
+	sumsA, _ := os.ReadFile(filepath.Join(a, "SHA256SUMS"))
+	sumsB, _ := os.ReadFile(filepath.Join(b, "SHA256SUMS"))
+	if string(sumsA) != string(sumsB) || len(sumsA) == 0 {
+		t.Fatalf("two builds differ:\n%s\n%s", sumsA, sumsB)
+	}
+	for _, want := range []string{"quota-operator-9.8.7.tgz", "krew-quota.yaml", "kubectl-quota-v9.8.7-darwin-arm64.tar.gz"} {
+		if !strings.Contains(string(sumsA), "  "+want+"\n") {
+			t.Errorf("SHA256SUMS lacks %s:\n%s", want, sumsA)
+		}
+	}
+	check := exec.Command("sha256sum", "-c", "SHA256SUMS")
+	check.Dir = a
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("sha256sum -c: %v\n%s", err, out)
+	}
+
+	expectChart(t, filepath.Join(a, "quota-operator-9.8.7.tgz"))
+	krew, _ := os.ReadFile(filepath.Join(a, "krew-quota.yaml"))
+	for _, want := range []string{"version: v9.8.7", "uri: https://example.com/dl/v9.8.7/kubectl-quota-v9.8.7-linux-arm64.tar.gz", "matchLabels: {os: darwin, arch: amd64}"} {
+		if !strings.Contains(string(krew), want) {
+			t.Errorf("krew manifest lacks %q:\n%s", want, krew)
+		}
+	}
+}
+
+// expectChart: the packaged chart is 9.8.7 of appVersion v9.8.7, passes
+// helm lint, and installs the pinned image and no :latest.
+func expectChart(t *testing.T, tgz string) {
+	t.Helper()
+	chrt, err := loader.Load(tgz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chrt.Metadata.Version != "9.8.7" || chrt.Metadata.AppVersion != "v9.8.7" {
+		t.Fatalf("chart %s, appVersion %s; want 9.8.7 and v9.8.7", chrt.Metadata.Version, chrt.Metadata.AppVersion)
+	}
+	lint := action.NewLint()
+	lint.Strict = true
+	res := lint.Run([]string{tgz}, nil)
+	for _, m := range res.Messages {
+		if m.Severity >= support.WarningSev {
+			t.Errorf("helm lint: %v", m)
+		}
+	}
+	if len(res.Errors) > 0 {
+		t.Fatalf("helm lint: %v", res.Errors)
+	}
+	install := action.NewInstall(action.NewConfiguration())
+	install.DryRunStrategy = action.DryRunClient
+	install.ReleaseName, install.Namespace = "quota-operator", "quota-operator-system"
+	install.Replace = true
+	if install.KubeVersion, err = common.ParseKubeVersion("v1.37.2"); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := install.Run(chrt, nil)
+	if err != nil {
+		t.Fatalf("helm install: %v", err)
+	}
+	manifest := rel.(*release.Release).Manifest
+	if !strings.Contains(manifest, `image: "registry.example.com/qo/quota-operator:v9.8.7"`) || strings.Contains(manifest, ":latest") {
+		t.Fatalf("the chart does not run the pinned image:\n%s", grepLines(manifest, "image"))
+	}
+}
+
+func grepLines(text, word string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestReleaseRefusesABadVersion(t *testing.T) {
+	for _, v := range []string{"9.8.7", "v9.8", "v9.8.7-rc1", "latest"} {
+		if err := run(v, "registry.example.com/qo", t.TempDir(), "", "", ""); err == nil || !strings.Contains(err.Error(), "is not vX.Y.Z") {
+			t.Errorf("version %q: %v; want refused", v, err)
+		}
+	}
+}

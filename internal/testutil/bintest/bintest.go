@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 )
@@ -23,6 +24,7 @@ var BuildSidecar = sync.OnceValues(func() (string, error) { return build("quota-
 // what a pod runs (a cgo build maps libc and the loader: 1.4 MiB more
 // resident memory).
 func build(name string) (string, error) {
+	removeStale(name)
 	dir, err := os.MkdirTemp("", name+"-bin-")
 	if err != nil {
 		return "", err
@@ -33,4 +35,22 @@ func build(name string) (string, error) {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Stderr = os.Stderr
 	return bin, cmd.Run()
+}
+
+// staleAfter is when an earlier test process's build is surely no longer
+// run: longer than any test or benchmark run.
+const staleAfter = 3 * time.Hour
+
+// removeStale removes the builds of name that earlier test processes left
+// (each leaves its folder, which its binaries outlive the test functions
+// in): 90 MB each, they filled the build machine's disk over a few days,
+// until the one-node cluster's kubelet saw disk pressure and scheduled
+// nothing.
+func removeStale(name string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), name+"-bin-*"))
+	for _, d := range dirs {
+		if info, err := os.Stat(d); err == nil && time.Since(info.ModTime()) > staleAfter {
+			_ = os.RemoveAll(d)
+		}
+	}
 }

@@ -181,8 +181,8 @@ CYCLONEDX_GOMOD_VERSION ?= v1.10.0
 PLUGIN_PLATFORMS       ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 
 .PHONY: release
-release: kustomize ## Write DIST (dist/): a release of VERSION (vX.Y.Z) with its image at REGISTRY/quota-operator:VERSION, reproducibly.
-	@echo "$(VERSION)" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+$$' || { echo "release: VERSION=$(VERSION) is not vX.Y.Z"; exit 1; }
+release: kustomize ## Write DIST (dist/): a release of VERSION (vX.Y.Z) with its image at REGISTRY/quota-operator:VERSION, reproducibly (PLATFORMS, PLUGIN_PLATFORMS: fewer platforms).
+	@echo "$(VERSION)" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$' || { echo "release: VERSION=$(VERSION) is not vX.Y.Z or vX.Y.Z-pre.release"; exit 1; }
 	@test -n "$(REGISTRY)" || { echo "release: give REGISTRY=host/path, where the image is pushed"; exit 1; }
 	rm -rf "$(DIST)" && mkdir -p "$(DIST)"
 	$(MAKE) --no-print-directory build-installer IMG=$(REGISTRY)/quota-operator:$(VERSION) INSTALLER="$(DIST)/install.yaml" REDIS_IMG=
@@ -196,7 +196,8 @@ release: kustomize ## Write DIST (dist/): a release of VERSION (vX.Y.Z) with its
 	done
 	go run github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_GOMOD_VERSION) mod -json -noserial -notimestamp \
 		-output "$(DIST)/quota-operator-$(VERSION).sbom.cdx.json"
-	go run ./hack/release --version $(VERSION) --registry $(REGISTRY) --dist "$(DIST)" --chart charts/quota-operator --plugins bin/release
+	go run ./hack/release --version $(VERSION) --registry $(REGISTRY) --dist "$(DIST)" --chart charts/quota-operator --plugins bin/release \
+		--platforms "$(PLUGIN_PLATFORMS)"
 	@echo "$(DIST): release $(VERSION) of $(REGISTRY)/quota-operator"
 
 .PHONY: docker-build

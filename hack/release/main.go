@@ -5,7 +5,11 @@
 // commit and version give byte-identical files.
 //
 //	release --version v0.2.0 --registry ghcr.io/quotaops --dist dist \
-//	  --chart charts/quota-operator --plugins bin/release
+//	  --chart charts/quota-operator --plugins bin/release \
+//	  --platforms "linux/amd64 linux/arm64 darwin/amd64 darwin/arm64"
+//
+// A version may carry a pre-release (v0.3.0-rc.1, SemVer 2.0); its chart
+// version is the same without the v.
 package main
 
 import (
@@ -27,10 +31,19 @@ import (
 	"time"
 )
 
-// platforms are the kubectl plugin's: os-arch, as bin/release holds them.
-var platforms = []string{"linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64"}
+// defaultPlatforms are the kubectl plugin's, as make release builds them.
+const defaultPlatforms = "linux/amd64 linux/arm64 darwin/amd64 darwin/arm64"
 
-var semver = regexp.MustCompile(`^v(\d+\.\d+\.\d+)$`)
+// semver is vX.Y.Z with an optional pre-release; no build metadata, since
+// "+" is not allowed in an image tag.
+var semver = regexp.MustCompile(`^v((?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?)$`)
+
+// options are the flags.
+type options struct {
+	version, registry, dist, chart, plugins, download string
+	// platforms are the plugin's, os-arch, as bin/release holds them.
+	platforms []string
+}
 
 func main() {
 	version := flag.String("version", "", "the release, vX.Y.Z")
@@ -39,37 +52,46 @@ func main() {
 	chart := flag.String("chart", "charts/quota-operator", "the chart's folder")
 	plugins := flag.String("plugins", "bin/release", "the plugin's builds, <os>-<arch>/kubectl-quota")
 	download := flag.String("download-url", "https://github.com/quotaops/quota-operator/releases/download", "where the release's files are downloaded from, for the krew manifest")
+	platforms := flag.String("platforms", defaultPlatforms, "the plugin's platforms, os/arch, separated by spaces")
 	flag.Parse()
-	if err := run(*version, *registry, *dist, *chart, *plugins, *download); err != nil {
+	o := options{version: *version, registry: *registry, dist: *dist, chart: *chart, plugins: *plugins, download: *download}
+	for _, p := range strings.Fields(*platforms) {
+		o.platforms = append(o.platforms, strings.Replace(p, "/", "-", 1))
+	}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "release:", err)
 		os.Exit(1)
 	}
 }
 
-func run(version, registry, dist, chart, plugins, download string) error {
-	m := semver.FindStringSubmatch(version)
+func run(o options) error {
+	m := semver.FindStringSubmatch(o.version)
 	if m == nil {
-		return fmt.Errorf("version %q is not vX.Y.Z", version)
+		return fmt.Errorf("version %q is not vX.Y.Z (or vX.Y.Z-pre.release)", o.version)
 	}
-	if registry == "" || strings.HasSuffix(registry, "/") {
+	if o.registry == "" || strings.HasSuffix(o.registry, "/") {
 		return errors.New("registry must be host/path, such as ghcr.io/quotaops")
 	}
-	if err := packageChart(chart, dist, m[1], version, registry+"/quota-operator"); err != nil {
+	if len(o.platforms) == 0 {
+		return errors.New("no plugin platform given")
+	}
+	if err := packageChart(o.chart, o.dist, m[1], o.version, o.registry+"/quota-operator"); err != nil {
 		return fmt.Errorf("chart: %w", err)
 	}
-	sums := map[string]string{}
-	for _, p := range platforms {
-		name := fmt.Sprintf("kubectl-quota-%s-%s.tar.gz", version, p)
-		sum, err := pluginArchive(filepath.Join(plugins, p, "kubectl-quota"), filepath.Join(dist, name))
+	sums := make([]string, len(o.platforms))
+	for i, p := range o.platforms {
+		name := fmt.Sprintf("kubectl-quota-%s-%s.tar.gz", o.version, p)
+		sum, err := pluginArchive(filepath.Join(o.plugins, p, "kubectl-quota"), filepath.Join(o.dist, name))
 		if err != nil {
 			return fmt.Errorf("plugin %s: %w", p, err)
 		}
-		sums[p] = sum
+		sums[i] = sum
 	}
-	if err := os.WriteFile(filepath.Join(dist, "krew-quota.yaml"), krewManifest(version, download, sums), 0o644); err != nil {
+	manifest := krewManifest(o.version, o.download, o.platforms, sums)
+	if err := os.WriteFile(filepath.Join(o.dist, "krew-quota.yaml"), manifest, 0o644); err != nil {
 		return err
 	}
-	return checksums(dist)
+	return checksums(o.dist)
 }
 
 // epoch is every archive entry's time.
@@ -198,7 +220,7 @@ func fileSum(file string) (string, error) {
 
 // krewManifest is the plugin's krew manifest: one platform per archive,
 // with its download address and checksum.
-func krewManifest(version, download string, sums map[string]string) []byte {
+func krewManifest(version, download string, platforms, sums []string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, `apiVersion: krew.googlecontainertools.github.com/v1alpha2
 kind: Plugin
@@ -214,14 +236,14 @@ spec:
     through QuotaAdjustments, with the cluster's RBAC.
   platforms:
 `, version)
-	for _, p := range platforms {
+	for i, p := range platforms {
 		goos, goarch, _ := strings.Cut(p, "-")
 		fmt.Fprintf(&b, `    - selector:
         matchLabels: {os: %s, arch: %s}
       uri: %s/%s/kubectl-quota-%s-%s.tar.gz
       sha256: %s
       bin: kubectl-quota
-`, goos, goarch, strings.TrimSuffix(download, "/"), version, version, p, sums[p])
+`, goos, goarch, strings.TrimSuffix(download, "/"), version, version, p, sums[i])
 	}
 	return []byte(b.String())
 }

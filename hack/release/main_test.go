@@ -16,12 +16,14 @@ import (
 	"github.com/quotaops/quota-operator/internal/testutil/kubeenv"
 )
 
+var testPlatforms = []string{"linux-amd64", "linux-arm64", "darwin-amd64", "darwin-arm64"}
+
 // fakePlugins writes a stand-in kubectl-quota for each platform: what
 // the archives hold is tested here, the cross builds by make release.
 func fakePlugins(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, p := range platforms {
+	for _, p := range testPlatforms {
 		if err := os.MkdirAll(filepath.Join(dir, p), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -36,7 +38,9 @@ func releaseInto(t *testing.T, plugins string) string {
 	t.Helper()
 	dist := t.TempDir()
 	chart := filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator")
-	if err := run("v9.8.7", "registry.example.com/qo", dist, chart, plugins, "https://example.com/dl"); err != nil {
+	o := options{version: "v9.8.7", registry: "registry.example.com/qo", dist: dist, chart: chart, plugins: plugins,
+		download: "https://example.com/dl", platforms: testPlatforms}
+	if err := run(o); err != nil {
 		t.Fatal(err)
 	}
 	return dist
@@ -123,9 +127,36 @@ func grepLines(text, word string) string {
 }
 
 func TestReleaseRefusesABadVersion(t *testing.T) {
-	for _, v := range []string{"9.8.7", "v9.8", "v9.8.7-rc1", "latest"} {
-		if err := run(v, "registry.example.com/qo", t.TempDir(), "", "", ""); err == nil || !strings.Contains(err.Error(), "is not vX.Y.Z") {
+	for _, v := range []string{"9.8.7", "v9.8", "v09.8.7", "v9.8.7-", "v9.8.7-rc..1", "v9.8.7+build.5", "latest"} {
+		o := options{version: v, registry: "registry.example.com/qo", dist: t.TempDir(), platforms: testPlatforms}
+		if err := run(o); err == nil || !strings.Contains(err.Error(), "is not vX.Y.Z") {
 			t.Errorf("version %q: %v; want refused", v, err)
 		}
+	}
+}
+
+// A release candidate for one platform, as make test-upgrade builds one:
+// the chart is the version without its v, and only that platform's
+// archive is written and listed.
+func TestReleaseCandidateForOnePlatform(t *testing.T) {
+	dist := t.TempDir()
+	o := options{version: "v0.3.0-dev.g1a2b3c", registry: "quotaops.local/candidate", dist: dist,
+		chart: filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"), plugins: fakePlugins(t),
+		download: "https://example.com/dl", platforms: []string{"linux-amd64"}}
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+	chrt, err := loader.Load(filepath.Join(dist, "quota-operator-0.3.0-dev.g1a2b3c.tgz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chrt.Metadata.Version != "0.3.0-dev.g1a2b3c" || chrt.Metadata.AppVersion != "v0.3.0-dev.g1a2b3c" {
+		t.Errorf("chart %s, appVersion %s", chrt.Metadata.Version, chrt.Metadata.AppVersion)
+	}
+	sums, _ := os.ReadFile(filepath.Join(dist, "SHA256SUMS"))
+	krew, _ := os.ReadFile(filepath.Join(dist, "krew-quota.yaml"))
+	if n := strings.Count(string(sums), "kubectl-quota-"); n != 1 || strings.Count(string(krew), "uri: ") != 1 ||
+		!strings.Contains(string(krew), "kubectl-quota-v0.3.0-dev.g1a2b3c-linux-amd64.tar.gz") {
+		t.Fatalf("SHA256SUMS:\n%s\nkrew:\n%s", sums, krew)
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -109,8 +110,10 @@ func sortEnv(obj map[string]any) {
 
 // The chart passes `helm lint`, and with its default values it installs
 // exactly the objects of config/default (but the Namespace, which is the
-// release's), and with redis.ha.enabled those of config/overlays/redis-ha:
-// the chart is generated from config/ by `make chart`.
+// release's, and the image's tag: the chart's appVersion, where config/
+// has kustomize's placeholder controller:latest), and with
+// redis.ha.enabled those of config/overlays/redis-ha: the chart is
+// generated from config/ by `make chart`.
 func TestHelmChartIsConfigDefault(t *testing.T) {
 	lint := action.NewLint()
 	lint.Strict = true
@@ -132,9 +135,22 @@ func TestHelmChartIsConfigDefault(t *testing.T) {
 	} {
 		t.Run(c.config, func(t *testing.T) { expectChartIs(t, c.vals, c.config) })
 	}
+	chrt, err := loader.Load(chartDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `image: "controller:` + chrt.Metadata.AppVersion + `"`
+	if manifest := renderChart(t, nil); !strings.Contains(manifest, want) {
+		t.Errorf("the chart's default image is not its appVersion's: no %s in\n%s", want, manifest)
+	}
 }
 
 func expectChartIs(t *testing.T, vals map[string]any, config string) {
+	vals = maps.Clone(vals)
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	vals["image"] = map[string]any{"tag": "latest"}
 	chart := objectsByKey(t, renderChart(t, vals))
 	built, err := env.Kubectl("kustomize", filepath.Join(kubeenv.ModuleRoot(), "config", config))
 	if err != nil {

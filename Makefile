@@ -109,9 +109,9 @@ test-unit: verify lint envtest redis-server ## Checks, then every test against r
 	KUBEBUILDER_ASSETS="$$(bash hack/k8s-binaries.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-node
-test-node: ## cluster-up, test-cluster, cluster-down (also when the test fails).
+test-node: ## cluster-up, test-cluster, test-upgrade, cluster-down (also when a test fails).
 	@$(MAKE) --no-print-directory cluster-up
-	@status=0; $(MAKE) --no-print-directory test-cluster || status=$$?; \
+	@status=0; $(MAKE) --no-print-directory test-cluster test-upgrade || status=$$?; \
 	$(MAKE) --no-print-directory cluster-down; exit $$status
 
 .PHONY: bench
@@ -230,7 +230,18 @@ cluster-load: image ## Import IMG and the test app's image into the node.
 test-cluster: cluster-load ## On the running one-node cluster: install config/default with IMG and test it end to end.
 	QUOTA_CLUSTER_KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig QUOTA_KUBECTL="$$(cat $(CLUSTER_DIR)/bin-dir)/kubectl" \
 	QUOTA_IMG=$(IMG) QUOTA_REDIS_IMG="$$(cat $(CLUSTER_DIR)/images/redis.ref)" QUOTA_TESTAPP_IMG=$(TESTAPP_IMG) \
-	go test -tags cluster -count=1 -timeout 20m -v ./test/cluster/
+	go test -tags cluster -count=1 -timeout 20m -v -run '^TestOperatorOnTheNode$$' ./test/cluster/
+
+# UPGRADE_FROM: the release to upgrade from, a version or a commit (default:
+# the newest release CHANGELOG.md has before this commit; hack/upgrade.sh).
+UPGRADE_FROM ?=
+
+.PHONY: test-upgrade
+test-upgrade: cluster-load ## On the running one-node cluster: install the release UPGRADE_FROM (with Helm, then with its install.yaml), upgrade it to this commit's release under load, and test that no request failed, none passed over a limit and no usage was lost.
+	@vars=$$(UPGRADE_FROM=$(UPGRADE_FROM) bash hack/upgrade.sh) && echo "$$vars" && \
+	env $$vars QUOTA_CLUSTER_KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig QUOTA_KUBECTL="$$(cat $(CLUSTER_DIR)/bin-dir)/kubectl" \
+	QUOTA_IMG=$(IMG) QUOTA_REDIS_IMG="$$(cat $(CLUSTER_DIR)/images/redis.ref)" QUOTA_TESTAPP_IMG=$(TESTAPP_IMG) \
+	go test -tags cluster -count=1 -timeout 30m -v -run '^TestUpgrade$$' ./test/cluster/
 
 ##@ Deployment (the cluster of the current kubeconfig)
 

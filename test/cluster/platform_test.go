@@ -358,9 +358,15 @@ func imageValues(ref string) map[string]any {
 	return map[string]any{"repository": repository, "tag": tag}
 }
 
-// helmInstall installs the chart as `helm install --wait` does.
+// helmInstall installs the chart here as `helm install --wait` does.
 func helmInstall(ns string, values map[string]any) error {
-	cfg, chrt, err := helmChart(ns)
+	return helmInstallChart(ns, localChart(), values)
+}
+
+// helmInstallChart installs the chart at path (a folder or a packaged
+// .tgz) as `helm install --wait` does.
+func helmInstallChart(ns, path string, values map[string]any) error {
+	cfg, chrt, err := helmChart(ns, path)
 	if err != nil {
 		return err
 	}
@@ -374,7 +380,12 @@ func helmInstall(ns string, values map[string]any) error {
 // helmUpgrade upgrades the release in ns to the chart here with values,
 // and waits until its objects are ready.
 func helmUpgrade(ns string, values map[string]any) error {
-	cfg, chrt, err := helmChart(ns)
+	return helmUpgradeChart(ns, localChart(), values)
+}
+
+// helmUpgradeChart is helmUpgrade to the chart at path.
+func helmUpgradeChart(ns, path string, values map[string]any) error {
+	cfg, chrt, err := helmChart(ns, path)
 	if err != nil {
 		return err
 	}
@@ -395,15 +406,18 @@ func helmUninstall(ns string) error {
 	return err
 }
 
-// helmChart is Helm's configuration for ns and the chart here.
-func helmChart(ns string) (*action.Configuration, *chartv2.Chart, error) {
+// helmChart is Helm's configuration for ns and the chart at path.
+func helmChart(ns, path string) (*action.Configuration, *chartv2.Chart, error) {
 	cfg, err := helmConfig(ns)
 	if err != nil {
 		return nil, nil, err
 	}
-	chrt, err := loader.Load(filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"))
+	chrt, err := loader.Load(path)
 	return cfg, chrt, err
 }
+
+// localChart is the chart of this tree.
+func localChart() string { return filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator") }
 
 func helmConfig(ns string) (*action.Configuration, error) {
 	flags := genericclioptions.NewConfigFlags(false)

@@ -28,12 +28,14 @@ const (
 	// loadTenants share the policy's load: each sends loadRequests/loadTenants.
 	loadTenants = 4
 	// steadyLimit is each tenant's limit: half its requests, so the load
-	// crosses it about a minute in.
+	// crosses it a minute in, while the upgrade runs.
 	steadyLimit = loadRequests / loadTenants / 2
 	// quotaLimit is meteredQuota's; quotaSeed of it is used before the load,
-	// which then uses the rest about 90 s in.
+	// which then uses the rest 50 s in.
 	quotaLimit = 1000
-	quotaSeed  = 100
+	quotaSeed  = 500
+	// upgradeAfter is when the upgrade starts, from the load's start.
+	upgradeAfter = 45 * time.Second
 	// idleUsed is what an idle tenant and an idle key use before the
 	// upgrade; nothing uses them during it.
 	idleUsed = 5
@@ -106,7 +108,7 @@ func TestUpgrade(t *testing.T) {
 		upgrade: func(t *testing.T, r ship) { applyInstaller(t, r) },
 		remove:  func(*testing.T) {}, // cleanup's make undeploy deletes the same objects
 	}
-	t.Run("helm upgrade, CRDs first", func(t *testing.T) { upgradeUnderLoad(t, from, to, helm) })
+	t.Run("helm upgrade with the CRDs applied first", func(t *testing.T) { upgradeUnderLoad(t, from, to, helm) })
 	t.Run("kubectl apply --server-side -f install.yaml", func(t *testing.T) { upgradeUnderLoad(t, from, to, apply) })
 }
 
@@ -149,9 +151,13 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 	applyYAML(t, fmt.Sprintf(meteredQuota, appNS, quotaLimit))
 	meteredAnswer(t, "probe-0", strconv.Itoa(quotaLimit-1))
 	useIdle(t)
-	for i := range quotaSeed {
-		if got := meteredGet(t, "sk-load"); got.Status != 200 || got.Header["X-RateLimit-Remaining"] != strconv.Itoa(quotaLimit-1-i) {
-			t.Fatalf("seeding the quota, request %d: %+v", i+1, got)
+	seeded, err := clientRunHeader(workloadURL+"metered", "X-Api-Key=sk-load", quotaSeed, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range seeded {
+		if a.Status != 200 || a.Header["X-RateLimit-Remaining"] != strconv.Itoa(quotaLimit-1-i) {
+			t.Fatalf("seeding the quota, request %d: %+v", i+1, a)
 		}
 	}
 	usedBefore := 1 + idleUsed + quotaSeed
@@ -160,7 +166,7 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 	steady, metered := startLoad("", tenantHeader+"=steady", "--vary="+strconv.Itoa(loadTenants)),
 		startLoad("metered", "X-Api-Key=sk-load")
 	loadStart := time.Now()
-	time.Sleep(10 * time.Second)
+	time.Sleep(upgradeAfter)
 	upgradeStart := time.Since(loadStart)
 	w.upgrade(t, to)
 	expectManagerImage(t, to.image())
@@ -170,6 +176,12 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 		t.Fatalf("the upgrade took until %v, after the load's last request at %v: raise loadRequests", upgradeEnd, last)
 	}
 	t.Logf("upgraded from %v to %v into the load", upgradeStart.Round(time.Millisecond), upgradeEnd.Round(time.Millisecond))
+	during := func(ms int64) string {
+		if at := time.Duration(ms) * time.Millisecond; at >= upgradeStart && at <= upgradeEnd {
+			return "during the upgrade"
+		}
+		return "not during the upgrade"
+	}
 
 	perTenant := map[string][]answer{}
 	for i, a := range steadyAnswers {
@@ -177,9 +189,9 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 		perTenant[tenant] = append(perTenant[tenant], a)
 	}
 	for tenant, answers := range perTenant {
-		expectCountedDown(t, tenant, answers, steadyLimit, steadyLimit)
+		expectCountedDown(t, tenant, answers, steadyLimit, steadyLimit, during)
 	}
-	expectCountedDown(t, "sk-load", meteredAnswers, quotaLimit-quotaSeed, quotaLimit)
+	expectCountedDown(t, "sk-load", meteredAnswers, quotaLimit-quotaSeed, quotaLimit, during)
 	expectUsed(t, usedBefore+quotaLimit-quotaSeed)
 
 	t.Run("the old sidecars enforce exactly under the new manager", func(t *testing.T) {
@@ -191,7 +203,7 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 		applyPolicy(t, afterLimit)
 		expectExactly(t, "after-upgrade", afterLimit)
 	})
-	t.Run("a rollout gives the workload the new sidecar, exact, counters kept", func(t *testing.T) {
+	t.Run("a rollout gives the workload the new sidecar which is exact and keeps the counters", func(t *testing.T) {
 		if got := restartWorkload(t, "after-upgrade"); got.Status != 429 || got.Header["X-RateLimit-Remaining"] != "0" {
 			t.Fatalf("after-upgrade after the rollout: %+v, want 429 with nothing remaining", got)
 		}
@@ -258,7 +270,7 @@ func (l load) wait(t *testing.T) []answer {
 // expectCountedDown: of a subject's answers in the order sent, the first
 // admitted are 200 with the remaining counting down to 0 from limit, every
 // one after is 429 with nothing remaining, and none failed or was dropped.
-func expectCountedDown(t *testing.T, subject string, answers []answer, admitted, limit int) {
+func expectCountedDown(t *testing.T, subject string, answers []answer, admitted, limit int, during func(ms int64) string) {
 	t.Helper()
 	var ok, denied, failed, over int
 	for i, a := range answers {
@@ -283,11 +295,11 @@ func expectCountedDown(t *testing.T, subject string, answers []answer, admitted,
 			}
 		}
 	}
-	crossed := int64(-1)
+	crossed := "none denied"
 	if admitted < len(answers) {
-		crossed = answers[admitted].Millis
+		crossed = fmt.Sprintf("the first at %d ms, %s", answers[admitted].Millis, during(answers[admitted].Millis))
 	}
-	t.Logf("%s: %d requests, %d admitted, %d denied (the first at %d ms), %d failed, %d admitted beyond the limit",
+	t.Logf("%s: %d requests, %d admitted, %d denied (%s), %d failed, %d admitted beyond the limit",
 		subject, len(answers), ok, denied, crossed, failed, over)
 	if ok != admitted {
 		t.Errorf("%s: %d admitted, want exactly %d", subject, ok, admitted)

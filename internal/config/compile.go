@@ -142,29 +142,33 @@ func compileLimit(l v1alpha1.Limit, path *field.Path) (Limit, field.ErrorList) {
 // compileCostFrom checks what the schema checks too (objects from
 // --policy-file never met it).
 func compileCostFrom(c *v1alpha1.CostFrom, path *field.Path) (*CostFrom, field.ErrorList) {
-	out := &CostFrom{Reserve: c.Reserve}
+	out := &CostFrom{Header: textproto.CanonicalMIMEHeaderKey(c.ResponseHeader), JSONPointer: c.ResponseJSONPointer, Reserve: c.Reserve}
 	if out.Reserve == 0 {
 		out.Reserve = 1
 	}
-	var errs field.ErrorList
+	if err := out.validate(path); err != nil {
+		return out, field.ErrorList{err}
+	}
+	return out, nil
+}
+
+// validate refuses a costFrom the sidecar could not read: compiling a
+// CR and decoding a document (Decode) check the same rules. path is the
+// costFrom's, so messages name the CR's fields.
+func (c *CostFrom) validate(path *field.Path) *field.Error {
 	switch {
-	case (c.ResponseHeader == "") == (c.ResponseJSONPointer == ""):
-		errs = append(errs, field.Required(path, "set exactly one of responseHeader and responseJSONPointer"))
-	case c.ResponseHeader != "":
-		if !validHeaderName(c.ResponseHeader) {
-			errs = append(errs, field.Invalid(path.Child("responseHeader"), c.ResponseHeader, "not a header name"))
+	case (c.Header == "") == (c.JSONPointer == ""):
+		return field.Required(path, "set exactly one of responseHeader and responseJSONPointer")
+	case c.Header != "" && !validHeaderName(c.Header):
+		return field.Invalid(path.Child("responseHeader"), c.Header, "not a header name")
+	case c.Reserve < 1 || c.Reserve > maxCost:
+		return field.Invalid(path.Child("reserve"), c.Reserve, "must be between 1 and 1000000000")
+	case c.JSONPointer != "":
+		if _, err := ParsePointer(c.JSONPointer); err != nil {
+			return field.Invalid(path.Child("responseJSONPointer"), c.JSONPointer, err.Error())
 		}
-		out.Header = textproto.CanonicalMIMEHeaderKey(c.ResponseHeader)
-	default:
-		if _, err := ParsePointer(c.ResponseJSONPointer); err != nil {
-			errs = append(errs, field.Invalid(path.Child("responseJSONPointer"), c.ResponseJSONPointer, err.Error()))
-		}
-		out.JSONPointer = c.ResponseJSONPointer
 	}
-	if out.Reserve < 1 || out.Reserve > maxCost {
-		errs = append(errs, field.Invalid(path.Child("reserve"), c.Reserve, "must be between 1 and 1000000000"))
-	}
-	return out, errs
+	return nil
 }
 
 // maxCost bounds a cost and a reserve, as the schema does.

@@ -7,11 +7,11 @@ package config
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Schema is the version of the Policy layout. A sidecar refuses documents
@@ -197,28 +197,17 @@ func Decode(doc []byte) (*Policy, error) {
 // checkCosts refuses a costFrom the sidecar could not read, so that one
 // document is refused rather than the namespace's whole config.
 func (p *Policy) checkCosts() error {
-	check := func(c *CostFrom) error {
-		switch {
-		case c == nil:
-			return nil
-		case (c.Header == "") == (c.JSONPointer == ""):
-			return errors.New("costFrom needs exactly one of a header and a JSON pointer")
-		case c.Reserve < 1 || c.Reserve > maxCost:
-			return fmt.Errorf("costFrom reserve %d is outside 1..%d", c.Reserve, maxCost)
-		case c.Header != "" && !validHeaderName(c.Header):
-			return fmt.Errorf("costFrom header %q is not a header name", c.Header)
-		case c.JSONPointer != "":
-			_, err := ParsePointer(c.JSONPointer)
+	if p.Quota != nil && p.Quota.CostFrom != nil {
+		if err := p.Quota.CostFrom.validate(field.NewPath("costFrom")); err != nil {
 			return err
 		}
-		return nil
-	}
-	if p.Quota != nil {
-		return check(p.Quota.CostFrom)
 	}
 	for _, l := range p.Limits {
-		if err := check(l.CostFrom); err != nil {
-			return fmt.Errorf("limit %s: %w", l.Name, err)
+		if l.CostFrom == nil {
+			continue
+		}
+		if err := l.CostFrom.validate(field.NewPath("limits").Key(l.Name).Child("costFrom")); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -125,19 +125,25 @@ func (r redisEngine) decide(ctx context.Context, entries []entry, a attempt) (ou
 // groups splits entries by hash tag in a Cluster; elsewhere one script
 // takes them all.
 func (r redisEngine) groups(entries []entry) [][]entry {
-	if !r.cluster {
-		return [][]entry{entries}
+	return byTag(entries, func(e entry) string { return e.tag }, r.cluster)
+}
+
+// byTag groups items by their hash tag, in the order each tag first
+// appears; outside a Cluster, all are one group.
+func byTag[T any](items []T, tag func(T) string, cluster bool) [][]T {
+	if !cluster {
+		return [][]T{items}
 	}
-	var groups [][]entry
+	var groups [][]T
 	index := make(map[string]int)
-	for _, e := range entries {
-		i, ok := index[e.tag]
+	for _, it := range items {
+		i, ok := index[tag(it)]
 		if !ok {
 			i = len(groups)
-			index[e.tag] = i
+			index[tag(it)] = i
 			groups = append(groups, nil)
 		}
-		groups[i] = append(groups[i], e)
+		groups[i] = append(groups[i], it)
 	}
 	return groups
 }

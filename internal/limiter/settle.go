@@ -73,7 +73,7 @@ func (c *commitment) moves(charges []Charge) ([]movedEntry, error) {
 		switch {
 		case ch.Units < 0 || ch.Units > MaxValue:
 			return nil, fmt.Errorf("%w: limits[%d] cost %d units: want 0..%d", ErrInvalid, ch.Limit, ch.Units, int64(MaxValue))
-		case !c.decided(ch.Limit):
+		case !c.has(ch.Limit):
 			return nil, fmt.Errorf("%w: a charge for limits[%d], which the decision did not have", ErrInvalid, ch.Limit)
 		}
 		byLimit[ch.Limit] = ch.Units
@@ -87,13 +87,9 @@ func (c *commitment) moves(charges []Charge) ([]movedEntry, error) {
 	return out, nil
 }
 
-func (c *commitment) decided(limit int) bool {
-	for _, e := range c.entries {
-		if e.limit == limit {
-			return true
-		}
-	}
-	return false
+func (c *commitment) has(limit int) bool {
+	_, ok := c.costOf(limit)
+	return ok
 }
 
 // movedEntry is one rate's counter to move by units (signed).
@@ -113,31 +109,21 @@ func movedEntries(m []movedEntry) []entry {
 
 func (r redisEngine) settle(ctx context.Context, moves []movedEntry, c *commitment, nowUs int64) error {
 	var errs []error
-	for _, g := range r.groups(movedEntries(moves)) {
+	for _, g := range byTag(moves, func(m movedEntry) string { return m.tag }, r.cluster) {
 		args := make([]any, 0, 2+argsPerEntry*len(g))
 		args = append(args, c.atUs, nowUs)
-		for _, e := range g {
-			m := findMove(moves, e)
+		for _, m := range g {
 			created := "-"
 			if m.created {
 				created = "created"
 			}
-			args = append(args, algCode(e.alg), e.max, e.window, m.units, dryArg(e), e.start, e.end, e.member, created)
+			args = append(args, algCode(m.alg), m.max, m.window, m.units, dryArg(m.entry), m.start, m.end, m.member, created)
 		}
-		if err := r.c.FCall(ctx, "qo1_settle", keysOf(g), args...).Err(); err != nil {
+		if err := r.c.FCall(ctx, "qo1_settle", keysOf(movedEntries(g)), args...).Err(); err != nil {
 			errs = append(errs, fmt.Errorf("limiter: settle: %w", store.LibraryError(err)))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func findMove(moves []movedEntry, e entry) movedEntry {
-	for _, m := range moves {
-		if m.limit == e.limit && m.rate == e.rate {
-			return m
-		}
-	}
-	return movedEntry{}
 }
 
 // settle moves each counter as qo1_settle does, in one transaction.
@@ -249,7 +235,8 @@ func (d Decision) After(charges []Charge) Decision {
 			if ch.Limit != r.Limit {
 				continue
 			}
-			delta := ch.Units - d.commit.cost(r.Limit)
+			reserve, _ := d.commit.costOf(r.Limit)
+			delta := ch.Units - reserve
 			r.Remaining = min(max(r.Remaining-delta, 0), r.Max)
 		}
 	}
@@ -262,12 +249,12 @@ func (d Decision) After(charges []Charge) Decision {
 	return out
 }
 
-// cost is what the decision took for limit.
-func (c *commitment) cost(limit int) int64 {
+// costOf is what the decision took for limit, and whether it decided it.
+func (c *commitment) costOf(limit int) (int64, bool) {
 	for _, e := range c.entries {
 		if e.limit == limit {
-			return e.cost
+			return e.cost, true
 		}
 	}
-	return 0
+	return 0, false
 }

@@ -270,28 +270,33 @@ func (l load) wait(t *testing.T) []answer {
 // expectCountedDown: of a subject's answers in the order sent, the first
 // admitted are 200 with the remaining counting down to 0 from limit, every
 // one after is 429 with nothing remaining, and none failed or was dropped.
+// It shows the first few answers that are not so, and how many.
 func expectCountedDown(t *testing.T, subject string, answers []answer, admitted, limit int, during func(ms int64) string) {
 	t.Helper()
 	var ok, denied, failed, over int
+	var wrong []string
+	problem := func(i int, what string) {
+		wrong = append(wrong, fmt.Sprintf("request %d (at %d ms, %s): %s: %+v", i+1, answers[i].Millis, during(answers[i].Millis), what, answers[i]))
+	}
 	for i, a := range answers {
 		switch {
 		case a.Error != "" || a.Status != 200 && a.Status != 429:
 			failed++
-			t.Errorf("%s, request %d (at %d ms): failed: %+v", subject, i+1, a.Millis, a)
+			problem(i, "failed")
 		case a.Status == 200 && i >= admitted:
 			over++
-			t.Errorf("%s, request %d (at %d ms): admitted beyond the limit: %+v", subject, i+1, a.Millis, a)
+			problem(i, "admitted beyond the limit")
 		case a.Status == 200:
 			ok++
 			if want := strconv.Itoa(admitted - 1 - i); a.Header["X-RateLimit-Remaining"] != want || a.Header["X-RateLimit-Limit"] != strconv.Itoa(limit) {
-				t.Errorf("%s, request %d (at %d ms): %+v, want %s remaining of %d", subject, i+1, a.Millis, a, want, limit)
+				problem(i, fmt.Sprintf("want %s remaining of %d", want, limit))
 			}
 		case i < admitted:
-			t.Errorf("%s, request %d (at %d ms): denied within the limit: %+v", subject, i+1, a.Millis, a)
+			problem(i, "denied within the limit")
 		default:
 			denied++
 			if a.Header["X-RateLimit-Remaining"] != "0" || a.Header["Retry-After"] == "" {
-				t.Errorf("%s, request %d (at %d ms): %+v, want nothing remaining and Retry-After", subject, i+1, a.Millis, a)
+				problem(i, "want nothing remaining and Retry-After")
 			}
 		}
 	}
@@ -301,6 +306,9 @@ func expectCountedDown(t *testing.T, subject string, answers []answer, admitted,
 	}
 	t.Logf("%s: %d requests, %d admitted, %d denied (%s), %d failed, %d admitted beyond the limit",
 		subject, len(answers), ok, denied, crossed, failed, over)
+	if len(wrong) > 0 {
+		t.Errorf("%s: %d answers are not as counted, the first:\n%s", subject, len(wrong), strings.Join(wrong[:min(len(wrong), 5)], "\n"))
+	}
 	if ok != admitted {
 		t.Errorf("%s: %d admitted, want exactly %d", subject, ok, admitted)
 	}

@@ -273,31 +273,13 @@ func (l load) wait(t *testing.T) []answer {
 // It shows the first few answers that are not so, and how many.
 func expectCountedDown(t *testing.T, subject string, answers []answer, admitted, limit int, during func(ms int64) string) {
 	t.Helper()
-	var ok, denied, failed, over int
+	count := map[string]int{}
 	var wrong []string
-	problem := func(i int, what string) {
-		wrong = append(wrong, fmt.Sprintf("request %d (at %d ms, %s): %s: %+v", i+1, answers[i].Millis, during(answers[i].Millis), what, answers[i]))
-	}
 	for i, a := range answers {
-		switch {
-		case a.Error != "" || a.Status != 200 && a.Status != 429:
-			failed++
-			problem(i, "failed")
-		case a.Status == 200 && i >= admitted:
-			over++
-			problem(i, "admitted beyond the limit")
-		case a.Status == 200:
-			ok++
-			if want := strconv.Itoa(admitted - 1 - i); a.Header["X-RateLimit-Remaining"] != want || a.Header["X-RateLimit-Limit"] != strconv.Itoa(limit) {
-				problem(i, fmt.Sprintf("want %s remaining of %d", want, limit))
-			}
-		case i < admitted:
-			problem(i, "denied within the limit")
-		default:
-			denied++
-			if a.Header["X-RateLimit-Remaining"] != "0" || a.Header["Retry-After"] == "" {
-				problem(i, "want nothing remaining and Retry-After")
-			}
+		kind, problem := judgeAnswer(a, i, admitted, limit)
+		count[kind]++
+		if problem != "" {
+			wrong = append(wrong, fmt.Sprintf("request %d (at %d ms, %s): %s: %+v", i+1, a.Millis, during(a.Millis), problem, a))
 		}
 	}
 	crossed := "none denied"
@@ -305,13 +287,34 @@ func expectCountedDown(t *testing.T, subject string, answers []answer, admitted,
 		crossed = fmt.Sprintf("the first at %d ms, %s", answers[admitted].Millis, during(answers[admitted].Millis))
 	}
 	t.Logf("%s: %d requests, %d admitted, %d denied (%s), %d failed, %d admitted beyond the limit",
-		subject, len(answers), ok, denied, crossed, failed, over)
+		subject, len(answers), count["admitted"], count["denied"], crossed, count["failed"], count["over"])
 	if len(wrong) > 0 {
 		t.Errorf("%s: %d answers are not as counted, the first:\n%s", subject, len(wrong), strings.Join(wrong[:min(len(wrong), 5)], "\n"))
 	}
-	if ok != admitted {
-		t.Errorf("%s: %d admitted, want exactly %d", subject, ok, admitted)
+	if count["admitted"] != admitted {
+		t.Errorf("%s: %d admitted, want exactly %d", subject, count["admitted"], admitted)
 	}
+}
+
+// judgeAnswer is the i-th answer's kind (admitted, denied, failed, or over
+// for admitted beyond the limit) and what is wrong with it, if anything.
+func judgeAnswer(a answer, i, admitted, limit int) (kind, problem string) {
+	switch {
+	case a.Error != "" || a.Status != 200 && a.Status != 429:
+		return "failed", "failed"
+	case a.Status == 200 && i >= admitted:
+		return "over", "admitted beyond the limit"
+	case a.Status == 200:
+		if want := strconv.Itoa(admitted - 1 - i); a.Header["X-RateLimit-Remaining"] != want || a.Header["X-RateLimit-Limit"] != strconv.Itoa(limit) {
+			return "admitted", fmt.Sprintf("want %s remaining of %d", want, limit)
+		}
+		return "admitted", ""
+	case i < admitted:
+		return "denied", "denied within the limit"
+	case a.Header["X-RateLimit-Remaining"] != "0" || a.Header["Retry-After"] == "":
+		return "denied", "want nothing remaining and Retry-After"
+	}
+	return "denied", ""
 }
 
 // expectManagerImage waits until every manager pod runs image and one

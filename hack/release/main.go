@@ -18,6 +18,7 @@ import (
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -87,11 +88,70 @@ func run(o options) error {
 		}
 		sums[i] = sum
 	}
+	if err := stampSBOM(filepath.Join(o.dist, "quota-operator-"+o.version+".sbom.cdx.json"), module, o.version); err != nil {
+		return fmt.Errorf("SBOM: %w", err)
+	}
 	manifest := krewManifest(o.version, o.download, o.platforms, sums)
 	if err := os.WriteFile(filepath.Join(o.dist, "krew-quota.yaml"), manifest, 0o644); err != nil {
 		return err
 	}
 	return checksums(o.dist)
+}
+
+// module is the Go module the SBOM describes.
+const module = "github.com/quotaops/quota-operator"
+
+// stampSBOM gives the SBOM's main component the release's version, when
+// make release wrote one. cyclonedx-gomod takes it from git: a
+// pseudo-version of the newest tag's commit on a commit after it, and
+// none in a git worktree. The component's bom-ref changes with it, in the
+// dependency graph too.
+func stampSBOM(file, module, version string) error {
+	data, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var bom map[string]any
+	if err := json.Unmarshal(data, &bom); err != nil {
+		return err
+	}
+	meta, _ := bom["metadata"].(map[string]any)
+	component, _ := meta["component"].(map[string]any)
+	if component == nil || component["name"] != module {
+		return fmt.Errorf("%s: no metadata.component named %s", file, module)
+	}
+	oldRef, _ := component["bom-ref"].(string)
+	purl, _ := component["purl"].(string)
+	_, qualifiers, _ := strings.Cut(purl, "?")
+	base := "pkg:golang/" + module + "@" + version
+	newRef := base + "?type=module"
+	if qualifiers != "" {
+		qualifiers = "?" + qualifiers
+	}
+	component["version"], component["bom-ref"], component["purl"] = version, newRef, base+qualifiers
+	deps, _ := bom["dependencies"].([]any)
+	for _, d := range deps {
+		dep, _ := d.(map[string]any)
+		if dep == nil {
+			continue
+		}
+		if dep["ref"] == oldRef {
+			dep["ref"] = newRef
+		}
+		on, _ := dep["dependsOn"].([]any)
+		for i := range on {
+			if on[i] == oldRef {
+				on[i] = newRef
+			}
+		}
+	}
+	out, err := json.MarshalIndent(bom, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, append(out, '\n'), 0o644)
 }
 
 // epoch is every archive entry's time.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -158,5 +159,63 @@ func TestReleaseCandidateForOnePlatform(t *testing.T) {
 	if n := strings.Count(string(sums), "kubectl-quota-"); n != 1 || strings.Count(string(krew), "uri: ") != 1 ||
 		!strings.Contains(string(krew), "kubectl-quota-v0.3.0-dev.g1a2b3c-linux-amd64.tar.gz") {
 		t.Fatalf("SHA256SUMS:\n%s\nkrew:\n%s", sums, krew)
+	}
+}
+
+// The SBOM names the release's version for the module, where
+// cyclonedx-gomod wrote a pseudo-version of another commit (or none, in
+// a git worktree), in its dependency graph too.
+func TestReleaseStampsTheSBOM(t *testing.T) {
+	const old = "pkg:golang/github.com/quotaops/quota-operator@v0.2.1-0.20261208002739-cb537c9c0bfa?type=module"
+	for name, component := range map[string]string{
+		"pseudo-version": `"bom-ref": "` + old + `", "version": "v0.2.1-0.20261208002739-cb537c9c0bfa",
+			"purl": "pkg:golang/github.com/quotaops/quota-operator@v0.2.1-0.20261208002739-cb537c9c0bfa?goarch=amd64\u0026goos=linux\u0026type=module"`,
+		"none": `"bom-ref": "` + old + `", "purl": "pkg:golang/github.com/quotaops/quota-operator?goarch=amd64\u0026goos=linux\u0026type=module"`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dist := t.TempDir()
+			sbom := filepath.Join(dist, "quota-operator-v9.8.7.sbom.cdx.json")
+			doc := `{"bomFormat": "CycloneDX", "metadata": {"component": {"name": "github.com/quotaops/quota-operator", ` + component + `}},
+				"dependencies": [{"ref": "` + old + `", "dependsOn": ["pkg:golang/github.com/redis/go-redis/v9@v9.23.0?type=module"]},
+					{"ref": "pkg:golang/other@v1.0.0?type=module", "dependsOn": ["` + old + `"]}]}`
+			if err := os.WriteFile(sbom, []byte(doc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			o := options{version: "v9.8.7", registry: "registry.example.com/qo", dist: dist,
+				chart: filepath.Join(kubeenv.ModuleRoot(), "charts", "quota-operator"), plugins: fakePlugins(t), platforms: testPlatforms}
+			if err := run(o); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(sbom)
+			var bom struct {
+				Metadata struct {
+					Component struct {
+						Ref     string `json:"bom-ref"`
+						Version string `json:"version"`
+						PURL    string `json:"purl"`
+					} `json:"component"`
+				} `json:"metadata"`
+				Dependencies []struct {
+					Ref       string   `json:"ref"`
+					DependsOn []string `json:"dependsOn"`
+				} `json:"dependencies"`
+			}
+			if err := json.Unmarshal(got, &bom); err != nil {
+				t.Fatal(err)
+			}
+			const ref = "pkg:golang/github.com/quotaops/quota-operator@v9.8.7?type=module"
+			c := bom.Metadata.Component
+			if c.Version != "v9.8.7" || c.Ref != ref || c.PURL != "pkg:golang/github.com/quotaops/quota-operator@v9.8.7?goarch=amd64&goos=linux&type=module" ||
+				len(bom.Dependencies) != 2 || bom.Dependencies[0].Ref != ref || bom.Dependencies[1].DependsOn[0] != ref {
+				t.Errorf("the SBOM names the module %+v, dependencies %+v", c, bom.Dependencies)
+			}
+			if strings.Contains(string(got), "cb537c9c0bfa") {
+				t.Errorf("the SBOM still names the pseudo-version:\n%s", got)
+			}
+			sums, _ := os.ReadFile(filepath.Join(dist, "SHA256SUMS"))
+			if !strings.Contains(string(sums), "  quota-operator-v9.8.7.sbom.cdx.json\n") {
+				t.Errorf("SHA256SUMS lacks the SBOM:\n%s", sums)
+			}
+		})
 	}
 }

@@ -27,9 +27,10 @@ const (
 	loadEvery    = 100 * time.Millisecond
 	// loadTenants share the policy's load: each sends loadRequests/loadTenants.
 	loadTenants = 4
-	// steadyLimit is each tenant's limit: half its requests, so the load
-	// crosses it a minute in, while the upgrade runs.
-	steadyLimit = loadRequests / loadTenants / 2
+	// steadyLimit is each tenant's limit: its 121st request, 48 s in (one
+	// every loadEvery*loadTenants), is the first denied, while the manager
+	// rolls (45 s to 51–61 s in, on the build machine).
+	steadyLimit = 120
 	// quotaLimit is meteredQuota's; quotaSeed of it is used before the load,
 	// which then uses the rest 50 s in.
 	quotaLimit = 1000

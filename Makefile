@@ -226,11 +226,13 @@ cluster-load: image ## Import IMG and the test app's image into the node.
 	bash hack/cluster.sh load bin/images/quota-operator.tar
 	bash hack/cluster.sh load bin/images/testapp.tar
 
+# What test/cluster reads: the cluster, its kubectl and the imported images.
+CLUSTER_TEST_ENV = QUOTA_CLUSTER_KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig QUOTA_KUBECTL="$$(cat $(CLUSTER_DIR)/bin-dir)/kubectl" \
+	QUOTA_IMG=$(IMG) QUOTA_REDIS_IMG="$$(cat $(CLUSTER_DIR)/images/redis.ref)" QUOTA_TESTAPP_IMG=$(TESTAPP_IMG)
+
 .PHONY: test-cluster
 test-cluster: cluster-load ## On the running one-node cluster: install config/default with IMG and test it end to end.
-	QUOTA_CLUSTER_KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig QUOTA_KUBECTL="$$(cat $(CLUSTER_DIR)/bin-dir)/kubectl" \
-	QUOTA_IMG=$(IMG) QUOTA_REDIS_IMG="$$(cat $(CLUSTER_DIR)/images/redis.ref)" QUOTA_TESTAPP_IMG=$(TESTAPP_IMG) \
-	go test -tags cluster -count=1 -timeout 20m -v -run '^TestOperatorOnTheNode$$' ./test/cluster/
+	$(CLUSTER_TEST_ENV) go test -tags cluster -count=1 -timeout 20m -v -run '^TestOperatorOnTheNode$$' ./test/cluster/
 
 # UPGRADE_FROM: the release to upgrade from, a version or a commit (default:
 # the newest release CHANGELOG.md has before this commit; hack/upgrade.sh).
@@ -239,9 +241,7 @@ UPGRADE_FROM ?=
 .PHONY: test-upgrade
 test-upgrade: cluster-load ## On the running one-node cluster: install the release UPGRADE_FROM (with Helm, then with its install.yaml), upgrade it to this commit's release under load, and test that no request failed, none passed over a limit and no usage was lost.
 	@vars=$$(UPGRADE_FROM=$(UPGRADE_FROM) bash hack/upgrade.sh) && echo "$$vars" && \
-	env $$vars QUOTA_CLUSTER_KUBECONFIG=$(CLUSTER_DIR)/admin.kubeconfig QUOTA_KUBECTL="$$(cat $(CLUSTER_DIR)/bin-dir)/kubectl" \
-	QUOTA_IMG=$(IMG) QUOTA_REDIS_IMG="$$(cat $(CLUSTER_DIR)/images/redis.ref)" QUOTA_TESTAPP_IMG=$(TESTAPP_IMG) \
-	go test -tags cluster -count=1 -timeout 30m -v -run '^TestUpgrade$$' ./test/cluster/
+	env $$vars $(CLUSTER_TEST_ENV) go test -tags cluster -count=1 -timeout 30m -v -run '^TestUpgrade$$' ./test/cluster/
 
 ##@ Deployment (the cluster of the current kubeconfig)
 

@@ -88,22 +88,10 @@ func expectRedisHAFailover(t *testing.T) {
 // admitted.
 func underLoad(t *testing.T, key string, disrupt func()) int {
 	t.Helper()
-	type result struct {
-		answers []answer
-		err     error
-	}
-	done := make(chan result, 1)
-	go func() {
-		a, err := clientRunHeader(workloadURL+"metered", "X-Api-Key="+key, haRequests, false, "--every="+haEvery.String())
-		done <- result{a, err}
-	}()
+	l := startLoad("metered", "X-Api-Key="+key, haRequests, haEvery)
 	time.Sleep(8 * time.Second)
 	disrupt()
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	return expectAnsweredByPolicy(t, r.answers)
+	return expectAnsweredByPolicy(t, l.wait(t))
 }
 
 // countedFor is what the store holds for key, as the headers of the next

@@ -44,16 +44,8 @@ const (
 	afterLimit = 7
 )
 
-// ship is one release as make release wrote it.
-type ship struct{ version, dist string }
-
-func (r ship) image() string {
-	registry := "quotaops.local/previous"
-	if r.dist == os.Getenv("QUOTA_CANDIDATE_DIST") {
-		registry = "quotaops.local/candidate"
-	}
-	return registry + "/quota-operator:" + r.version
-}
+// ship is one release as make release wrote it, and its image.
+type ship struct{ version, dist, image string }
 
 func (r ship) file(name string) string { return filepath.Join(r.dist, name) }
 
@@ -61,11 +53,14 @@ func (r ship) chart() string {
 	return r.file("quota-operator-" + strings.TrimPrefix(r.version, "v") + ".tgz")
 }
 
+// shipFromEnv is the release hack/upgrade.sh built as which (PREVIOUS or
+// CANDIDATE), for the registry quotaops.local/previous or /candidate.
 func shipFromEnv(t *testing.T, which string) ship {
-	r := ship{os.Getenv("QUOTA_" + which + "_VERSION"), os.Getenv("QUOTA_" + which + "_DIST")}
+	r := ship{version: os.Getenv("QUOTA_" + which + "_VERSION"), dist: os.Getenv("QUOTA_" + which + "_DIST")}
 	if r.version == "" || r.dist == "" {
 		t.Fatalf("QUOTA_%s_VERSION and _DIST are not set: run this test with `make test-upgrade`", which)
 	}
+	r.image = "quotaops.local/" + strings.ToLower(which) + "/quota-operator:" + r.version
 	return r
 }
 
@@ -145,9 +140,9 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 		w.remove(t)
 		cleanup(t)
 	})
-	expectManagerImage(t, from.image())
+	expectManagerImage(t, from.image)
 	deployWorkload(t)
-	expectSidecarImage(t, from.image())
+	expectSidecarImage(t, from.image)
 	applyPolicy(t, steadyLimit)
 	applyYAML(t, fmt.Sprintf(meteredQuota, appNS, quotaLimit))
 	meteredAnswer(t, "probe-0", strconv.Itoa(quotaLimit-1))
@@ -164,13 +159,13 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 	usedBefore := 1 + idleUsed + quotaSeed
 	expectUsed(t, usedBefore)
 
-	steady, metered := startLoad("", tenantHeader+"=steady", "--vary="+strconv.Itoa(loadTenants)),
-		startLoad("metered", "X-Api-Key=sk-load")
+	steady, metered := startLoad("", tenantHeader+"=steady", loadRequests, loadEvery, "--vary="+strconv.Itoa(loadTenants)),
+		startLoad("metered", "X-Api-Key=sk-load", loadRequests, loadEvery)
 	loadStart := time.Now()
 	time.Sleep(upgradeAfter)
 	upgradeStart := time.Since(loadStart)
 	w.upgrade(t, to)
-	expectManagerImage(t, to.image())
+	expectManagerImage(t, to.image)
 	upgradeEnd := time.Since(loadStart)
 	steadyAnswers, meteredAnswers := steady.wait(t), metered.wait(t)
 	if last := loadEvery * (loadRequests - 1); upgradeEnd > last {
@@ -196,7 +191,7 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 	expectUsed(t, usedBefore+quotaLimit-quotaSeed)
 
 	t.Run("the old sidecars enforce exactly under the new manager", func(t *testing.T) {
-		expectSidecarImage(t, from.image())
+		expectSidecarImage(t, from.image)
 		if got := clientGet(t, "idle", 1)[0]; got.Status != 200 || got.Header["X-RateLimit-Remaining"] != strconv.Itoa(steadyLimit-idleUsed-1) {
 			t.Fatalf("the idle tenant after the upgrade: %+v, want %d remaining", got, steadyLimit-idleUsed-1)
 		}
@@ -208,7 +203,7 @@ func upgradeUnderLoad(t *testing.T, from, to ship, w way) {
 		if got := restartWorkload(t, "after-upgrade"); got.Status != 429 || got.Header["X-RateLimit-Remaining"] != "0" {
 			t.Fatalf("after-upgrade after the rollout: %+v, want 429 with nothing remaining", got)
 		}
-		expectSidecarImage(t, to.image())
+		expectSidecarImage(t, to.image)
 		expectIdleKept(t, 1)
 		expectExactly(t, "after-rollout", afterLimit)
 	})
@@ -237,7 +232,8 @@ func expectIdleKept(t *testing.T, checked int) {
 	meteredAnswer(t, "sk-idle", strconv.Itoa(quotaLimit-idleUsed-checked-1))
 }
 
-// load is a steady load the client pod sends.
+// load is a steady load the client pod sends (as TestUpgrade and the
+// Redis failover test run it).
 type load struct {
 	done chan loadResult
 }
@@ -247,13 +243,13 @@ type loadResult struct {
 	err     error
 }
 
-// startLoad sends loadRequests requests to the workload's path with
-// header (K=V), one every loadEvery, with more of testapp get's flags.
-func startLoad(path, header string, flags ...string) load {
+// startLoad sends n requests to the workload's path with header (K=V),
+// one every every, with more of testapp get's flags.
+func startLoad(path, header string, n int, every time.Duration, flags ...string) load {
 	l := load{done: make(chan loadResult, 1)}
-	flags = append(flags, "--every="+loadEvery.String())
+	flags = append(flags, "--every="+every.String())
 	go func() {
-		a, err := clientRunHeader(workloadURL+path, header, loadRequests, false, flags...)
+		a, err := clientRunHeader(workloadURL+path, header, n, false, flags...)
 		l.done <- loadResult{a, err}
 	}()
 	return l
